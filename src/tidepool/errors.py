@@ -1,0 +1,149 @@
+"""One error family for the whole package, and the one table that maps it across surfaces.
+
+Python callers get built-in ``OSError`` subclasses carrying the path (``FileNotFoundError``,
+``PermissionError`` …) so fsspec, pandas and PyTorch handle them as usual; package-specific causes
+share the base :class:`TidepoolError`. :data:`HTTP_STATUS` is the single mapping from an exception
+type to the worker's HTTP status and the JSON ``error`` code, and :func:`from_http` is its inverse
+used by the client. Later surfaces (FUSE errno, S3 error codes) extend the same table.
+
+Messages never carry secrets: :func:`redact` scrubs anything that looks like a credential before
+a message reaches a log or an HTTP body.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from typing import Any
+
+
+class TidepoolError(Exception):
+    """Base of every error Tidepool raises on purpose."""
+
+
+class SpecError(TidepoolError):
+    """A spec file is invalid. ``problems`` lists each one as ``file: field.path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ConfigError(TidepoolError, ValueError):
+    """A setting passed on the command line or in the environment is invalid."""
+
+
+class OriginError(TidepoolError, OSError):
+    """The origin (under storage) answered with an error that is not a missing file."""
+
+
+class OriginUnavailableError(OriginError):
+    """The origin cannot be reached (network down, timeouts, circuit open)."""
+
+    def __init__(self, dataset: str, path: str, reason: str) -> None:
+        self.dataset, self.path, self.reason = dataset, path, reason
+        super().__init__(
+            errno.EIO, f"origin unreachable for dataset {dataset!r} path {path!r}: {reason}"
+        )
+
+
+class VersionChangedError(OriginError):
+    """The origin object changed while it was being read; the read must restart."""
+
+
+class BadRequestError(TidepoolError, ValueError):
+    """A request names something invalid (bad path, bad range, bad parameter)."""
+
+
+class RangeNotSatisfiableError(BadRequestError):
+    """A byte range starts past the end of the file (HTTP 416)."""
+
+    def __init__(self, header: str, size: int) -> None:
+        self.size = size
+        super().__init__(f"range {header!r} is not satisfiable for a file of {size} bytes")
+
+
+class UnknownDatasetError(TidepoolError, LookupError):
+    """The dataset is not served by this worker."""
+
+    def __init__(self, dataset: str, known: list[str]) -> None:
+        self.dataset = dataset
+        valid = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown dataset {dataset!r}; this worker serves: {valid}")
+
+
+class AuthError(TidepoolError, PermissionError):
+    """Missing or wrong bearer token."""
+
+
+# exception type -> (HTTP status, error code). Checked in order: put subclasses first.
+HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (RangeNotSatisfiableError, 416, "InvalidRange"),
+    (BadRequestError, 400, "BadRequest"),
+    (UnknownDatasetError, 404, "NoSuchDataset"),
+    (FileNotFoundError, 404, "NoSuchKey"),
+    (IsADirectoryError, 400, "IsADirectory"),
+    (NotADirectoryError, 400, "NotADirectory"),
+    (AuthError, 401, "Unauthorized"),
+    (OriginUnavailableError, 503, "OriginUnavailable"),
+    (VersionChangedError, 409, "VersionChanged"),
+    (OriginError, 502, "OriginError"),
+]
+
+
+def http_status(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code for an exception (500 InternalError when unmapped)."""
+    for cls, status, code in HTTP_STATUS:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "InternalError"
+
+
+def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
+    """Rebuild a Python exception from a worker's JSON error answer (inverse of the table)."""
+    code = str(body.get("error", ""))
+    message = redact(str(body.get("message", f"HTTP {status}")))
+    if code == "NoSuchKey":
+        return FileNotFoundError(errno.ENOENT, message, path)
+    if code == "NoSuchDataset":
+        return FileNotFoundError(errno.ENOENT, message, path)
+    if code == "IsADirectory":
+        return IsADirectoryError(errno.EISDIR, message, path)
+    if code == "NotADirectory":
+        return NotADirectoryError(errno.ENOTDIR, message, path)
+    if code == "InvalidRange":
+        return BadRequestError(message)
+    if code == "BadRequest":
+        return BadRequestError(message)
+    if code == "Unauthorized":
+        return AuthError(message)
+    if code == "OriginUnavailable":
+        err = OriginUnavailableError(
+            str(body.get("dataset", "?")), str(body.get("path", path)), message
+        )
+        err.args = (errno.EIO, message)
+        err.strerror = message
+        return err
+    return OriginError(errno.EIO, f"{message} (HTTP {status})", path)
+
+
+_SECRET_PATTERNS = [
+    # key=value / key: value pairs whose key names a credential
+    re.compile(
+        r"(?i)((?:secret|password|passwd|token|access[_.-]?key(?:[_.-]?id)?|credential|"
+        r"authorization|signature|x-amz-security-token)[\"']?\s*[:=]\s*[\"']?)([^\s\"',&}]+)"
+    ),
+    re.compile(r"(?i)(bearer\s+)(\S+)"),
+]
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Scrub credentials from ``text``: known secret values and ``key=value`` credential pairs."""
+    for value in secrets:
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "***", text)
+    if len(text) > 2000:
+        text = text[:2000] + "… (truncated)"
+    return text
