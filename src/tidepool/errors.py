@@ -142,8 +142,10 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     for value in secrets:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "***", text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "***", text)
+    text = _SECRET_PATTERNS[0].sub(
+        lambda m: m.group(0) if m.group(2).lower() == "bearer" else m.group(1) + "***", text
+    )
     if len(text) > 2000:
         text = text[:2000] + "… (truncated)"
     return text

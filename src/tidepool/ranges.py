@@ -30,31 +30,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = first.strip(), last.strip()
     if not dash or (not first and not last):
         raise BadRequestError(f"Range header {header!r} must look like 'bytes=START-END'")
-    try:
-        if not first:  # suffix: last n bytes
-            n = int(last)
-            if n < 0 or not last.isdigit():
-                raise ValueError
-            if n == 0:
-                raise RangeNotSatisfiableError(header, size)
-            return (max(0, size - n), size) if size > 0 else _empty(header, size)
-        if not first.isdigit() or (last and not last.isdigit()):
-            raise ValueError
-        start = int(first)
-        end = int(last) + 1 if last else size
-    except ValueError:
+    if not first:  # suffix form: the last n bytes
+        if not last.isdigit():
+            raise BadRequestError(
+                f"Range header {header!r} must hold non-negative integers, like 'bytes=-500'"
+            )
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiableError(header, size)
+        return max(0, size - n), size
+    if not first.isdigit() or (last and not last.isdigit()):
         raise BadRequestError(
             f"Range header {header!r} must hold non-negative integers, like 'bytes=0-1023'"
-        ) from None
-    if end <= start:
-        raise BadRequestError(f"Range header {header!r} ends before it starts")
+        )
+    start = int(first)
+    end = int(last) + 1 if last else size
     if start >= size:
         raise RangeNotSatisfiableError(header, size)
+    if end <= start:
+        raise BadRequestError(f"Range header {header!r} ends before it starts")
     return start, min(end, size)
-
-
-def _empty(header: str, size: int) -> tuple[int, int]:
-    raise RangeNotSatisfiableError(header, size)
 
 
 def content_range(start: int, end: int, size: int) -> str:

@@ -1,0 +1,315 @@
+"""The ``tidepool`` command: a thin layer that builds settings and calls the library.
+
+Verbs: ``up`` (serve datasets), ``validate``, ``load`` (warm-up with a progress bar), ``ls``,
+``cat``, ``status``, ``demo``, ``bench``. Exit codes: 0 ok, 1 runtime failure, 2 bad input (spec or
+arguments), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, SpecError, TidepoolError, redact
+
+log = logging.getLogger("tidepool")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"TIDEPOOL_{name}", default)
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--endpoint",
+        default=_env("ENDPOINT", "http://127.0.0.1:8433"),
+        help="worker URL (env TIDEPOOL_ENDPOINT, default %(default)s)",
+    )
+    p.add_argument("--token", default=_env("TOKEN"), help="bearer token (env TIDEPOOL_TOKEN)")
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f", "--file", dest="files", action="append", required=True, metavar="FILE",
+        help="spec YAML (Fluid Dataset/AlluxioRuntime/DataLoad/Secret); repeatable",
+    )
+    p.add_argument(
+        "--secrets-dir", type=Path, default=_env("SECRETS_DIR"),
+        help="directory of secret files (<secret>/<key> or <key>, as Kubernetes mounts them)",
+    )
+    p.add_argument(
+        "--cache-dir", type=Path, default=_env("CACHE_DIR"),
+        help="where datasets without a runtime keep their cache (default ~/.cache/tidepool)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidepool",
+        description="Edge data acceleration: a shared, persistent cache of cloud datasets.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="serve the datasets of spec files on this host")
+    _add_spec_args(p)
+    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address")
+    p.add_argument("--port", type=int, default=int(_env("PORT", "8433") or 8433))
+    p.add_argument("--token", default=_env("TOKEN"), help="bearer token (required off loopback)")
+    p.add_argument("--state-dir", type=Path, default=_env("STATE_DIR"))
+
+    p = sub.add_parser("validate", help="check spec files and print what was understood")
+    _add_spec_args(p)
+
+    p = sub.add_parser("load", help="warm the cache with a dataset or some of its paths")
+    p.add_argument("dataset")
+    p.add_argument("paths", nargs="*", help="paths inside the dataset (default: all of it)")
+    p.add_argument("--concurrency", type=int, default=None, help="files fetched at once")
+    p.add_argument("--no-wait", action="store_true", help="start the job and return")
+    _add_client_args(p)
+
+    p = sub.add_parser("ls", help="list a dataset path (tidepool://DATASET/PATH or DATASET/PATH)")
+    p.add_argument("path", nargs="?", default="")
+    p.add_argument("-l", "--long", action="store_true", help="sizes and versions")
+    p.add_argument("-R", "--recursive", action="store_true", help="every file below the path")
+    _add_client_args(p)
+
+    p = sub.add_parser("cat", help="write a file's bytes to standard output")
+    p.add_argument("path")
+    _add_client_args(p)
+
+    p = sub.add_parser("status", help="cache state per dataset (Fluid cacheStates)")
+    p.add_argument("dataset", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_client_args(p)
+
+    p = sub.add_parser("demo", help="the end-to-end demo: S3 behind a WAN, read 3 ways")
+    from .demo.options import add_demo_args
+
+    add_demo_args(p)
+
+    p = sub.add_parser("bench", help="benchmarks, side by side, written as JSON")
+    from .bench.options import add_bench_args
+
+    add_bench_args(p)
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _load_bundle(args: argparse.Namespace) -> Any:
+    from .spec import load_files
+
+    return load_files(
+        args.files, secrets_dir=args.secrets_dir, environ=os.environ,
+        default_cache_dir=args.cache_dir,
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .spec import describe
+
+    bundle = _load_bundle(args)
+    print(describe(bundle))
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .worker import Worker, WorkerSettings
+
+    bundle = _load_bundle(args)
+    for notice in bundle.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    if not bundle.datasets:
+        raise ConfigError("the spec files define no Dataset to serve")
+    settings = WorkerSettings(host=args.host, port=args.port, token=args.token)
+    if args.state_dir:
+        settings.state_dir = args.state_dir
+    worker = Worker(bundle.datasets.values(), settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.start()
+        print(
+            f"tidepool worker serving {', '.join(sorted(bundle.datasets))} on {worker.endpoint}",
+            flush=True,
+        )
+        await stop.wait()
+        await worker.stop()
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+def _fs(args: argparse.Namespace) -> Any:
+    from .client import TidepoolFileSystem
+
+    return TidepoolFileSystem(endpoint=args.endpoint, token=args.token, skip_instance_cache=True)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .quantity import format_bytes
+
+    fs = _fs(args)
+    path = fs._strip_protocol(args.path)
+    entries = (
+        list(fs.find(path, detail=True).values()) if args.recursive else fs.ls(path, detail=True)
+    )
+    for e in entries:
+        if args.long:
+            size = format_bytes(e["size"]) if e["type"] == "file" else "-"
+            kind = "d" if e["type"] == "directory" else "-"
+            print(f"{kind} {size:>10}  {e.get('version', '')[:16]:16}  {e['name']}")
+        else:
+            print(e["name"] + ("/" if e["type"] == "directory" else ""))
+    return EXIT_OK
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    fs = _fs(args)
+    out = sys.stdout.buffer
+    with fs.open(args.path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            out.write(chunk)
+    out.flush()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    fs = _fs(args)
+    names = [args.dataset] if args.dataset else fs.datasets()
+    statuses = [fs.status(n) for n in names]
+    if args.json:
+        print(json.dumps(statuses, indent=2))
+        return EXIT_OK
+    table = Table(title=f"Tidepool datasets at {args.endpoint}")
+    for col in ("DATASET", "UFS TOTAL", "FILES", "CACHED", "CAPACITY", "CACHED %", "HIT RATIO",
+                "ORIGIN"):
+        table.add_column(col, justify="right" if col != "DATASET" else "left")
+    for s in statuses:
+        c = s["cacheStates"]
+        table.add_row(
+            s["dataset"], s["ufsTotal"], s["fileNum"], c["cached"], c["cacheCapacity"],
+            c["cachedPercentage"], c["cacheHitRatio"],
+            "reachable" if s["raw"]["origin_reachable"] else "UNREACHABLE",
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    fs = _fs(args)
+    job = fs.start_load(args.dataset, list(args.paths), concurrency=args.concurrency)
+    if args.no_wait:
+        print(job["id"])
+        return EXIT_OK
+    with Progress(
+        TextColumn(f"[bold]{args.dataset}[/]"),
+        BarColumn(),
+        TextColumn("{task.fields[files]} files"),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task("load", total=None, files="0/?")
+        while True:
+            job = fs.load_progress(job["id"])
+            progress.update(
+                task,
+                completed=job["bytes_done"],
+                total=job["bytes_total"] or None,
+                files=f"{job['files_done']}/{job['files_total'] or '?'}",
+            )
+            if job["phase"] in ("Complete", "Failed"):
+                break
+            time.sleep(0.2)
+    rate = job["rate_bytes_s"] / 1e6
+    print(
+        f"{job['phase']}: {job['files_done']}/{job['files_total']} files, "
+        f"{job['bytes_done'] / 2**20:.1f} MiB in {job['elapsed_s']:.1f} s ({rate:.1f} MB/s)"
+    )
+    for err in job["errors"]:
+        print(f"  error: {err}", file=sys.stderr)
+    return EXIT_OK if job["phase"] == "Complete" else EXIT_FAIL
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import run_demo
+
+    return run_demo(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.run import run_bench
+
+    return run_bench(args)
+
+
+COMMANDS = {
+    "up": cmd_up,
+    "validate": cmd_validate,
+    "load": cmd_load,
+    "ls": cmd_ls,
+    "cat": cmd_cat,
+    "status": cmd_status,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        print("invalid spec:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except (TidepoolError, OSError) as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

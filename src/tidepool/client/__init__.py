@@ -1,0 +1,7 @@
+"""Client side: the fsspec filesystem for ``tidepool://`` and its same-host fast path."""
+
+from __future__ import annotations
+
+from .fs import TidepoolFile, TidepoolFileSystem
+
+__all__ = ["TidepoolFile", "TidepoolFileSystem"]

@@ -1,0 +1,493 @@
+"""``tidepool://`` for Python programs: an fsspec ``AsyncFileSystem`` over a Tidepool worker.
+
+``fsspec.open("tidepool://images/train/x.jpg")`` works in pandas, pyarrow and PyTorch data loaders
+with no glue (the class is registered through the ``fsspec.specs`` entry point). Paths are
+``<dataset>/<path>``; the listing of ``tidepool://`` is the list of datasets.
+
+Configuration comes from arguments or ``TIDEPOOL_ENDPOINT`` / ``TIDEPOOL_TOKEN`` /
+``TIDEPOOL_LOCAL_READS`` (``0`` turns the same-host fast path off).
+
+Speed: one pooled aiohttp session per process (recreated after ``fork``, as data-loader workers
+do); metadata from listings is remembered for the dataset's metadata TTL so a warm read of a small
+file is one request, or none at all on the worker's host, where cached pages are read straight from
+disk (:mod:`tidepool.client.local`). Sequential reads through ``open()`` prefetch the next block
+while the caller consumes the current one.
+
+Thread safety: one instance may be shared by many threads (PyTorch's thread pools do this): all
+network I/O runs on fsspec's single I/O loop and the caches are plain dicts updated atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import time
+import weakref
+from typing import Any
+
+import aiohttp
+from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.spec import AbstractBufferedFile
+
+from ..errors import BadRequestError, from_http
+from ..hostid import host_id
+from .local import LocalLayout, LocalReader
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8433"
+DEFAULT_BLOCK_SIZE = 8 << 20
+INFO_TTL_CAP = 60.0
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
+    """Read-only fsspec filesystem for datasets served by a Tidepool worker."""
+
+    protocol = "tidepool"
+    root_marker = ""
+    async_impl = True
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        local_reads: bool | None = None,
+        block_size: int | None = None,
+        timeout: float = 120.0,
+        asynchronous: bool = False,
+        loop: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(asynchronous=asynchronous, loop=loop, **kwargs)
+        self.endpoint = (
+            endpoint or os.environ.get("TIDEPOOL_ENDPOINT") or DEFAULT_ENDPOINT
+        ).rstrip("/")
+        self.token = token or os.environ.get("TIDEPOOL_TOKEN") or None
+        self.local_reads = (
+            _env_flag("TIDEPOOL_LOCAL_READS", True) if local_reads is None else local_reads
+        )
+        self.blocksize = block_size or DEFAULT_BLOCK_SIZE
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._session_pid = 0
+        self._infos: dict[str, tuple[dict[str, Any], float]] = {}
+        self._ttls: dict[str, float] = {}
+        self._local: LocalReader | None = None
+        self._node_checked = False
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = str(path)
+        if path.startswith("tidepool://"):
+            path = path[len("tidepool://") :]
+        elif path.startswith("tidepool:"):
+            path = path[len("tidepool:") :]
+        return path.strip("/")
+
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        ds, _, rel = path.partition("/")
+        return ds, rel
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def set_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session_pid != os.getpid():
+            connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout),
+                auto_decompress=False,
+            )
+            self._session_pid = os.getpid()
+            if not self.asynchronous:
+                weakref.finalize(self, _close_session, self.loop, self._session)
+        return self._session
+
+    def _url(self, kind: str, ds: str, rel: str = "") -> str:
+        from urllib.parse import quote
+
+        return f"{self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
+
+    async def _get_json(self, url: str, path: str) -> Any:
+        session = await self.set_session()
+        try:
+            async with session.get(url) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise self._error(resp.status, body, path)
+                return json.loads(body)
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionError(
+                errno.ECONNREFUSED,
+                f"cannot reach the Tidepool worker at {self.endpoint} ({exc}); is `tidepool up` "
+                "running? set TIDEPOOL_ENDPOINT to its address",
+            ) from exc
+
+    @staticmethod
+    def _error(status: int, body: bytes, path: str) -> Exception:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {"message": body[:200].decode(errors="replace")}
+        return from_http(status, data if isinstance(data, dict) else {}, path)
+
+    # ---- metadata --------------------------------------------------------------------------
+
+    def _remember(self, ds: str, entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        out["name"] = f"{ds}/{entry['name']}" if entry["name"] else ds
+        ttl = min(self._ttls.get(ds, 5.0), INFO_TTL_CAP)
+        if out["type"] == "file":
+            self._infos[out["name"]] = (out, time.monotonic() + ttl)
+        return out
+
+    def _cached_info(self, path: str) -> dict[str, Any] | None:
+        hit = self._infos.get(path)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    async def _node(self) -> None:
+        """Learn page sizes/TTLs and whether the worker's pages are readable from here."""
+        if self._node_checked:
+            return
+        info = await self._get_json(f"{self.endpoint}/v1/node", "")
+        layouts = {}
+        for ds, d in info.get("datasets", {}).items():
+            self._ttls[ds] = float(d.get("metadata_ttl", 5.0))
+            paths = tuple(t["path"] for t in d.get("tiers", []))
+            if all(os.access(p, os.R_OK | os.X_OK) for p in paths):
+                layouts[ds] = LocalLayout(ds, int(d["page_size"]), paths)
+        if self.local_reads and info.get("host_id") == host_id() and layouts:
+            self._local = LocalReader(layouts)
+        self._node_checked = True
+
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        if not path:
+            return {"name": "", "type": "directory", "size": 0}
+        cached = self._cached_info(path)
+        if cached is not None:
+            return cached
+        await self._node()
+        ds, rel = self._split(path)
+        entry = await self._get_json(self._url("info", ds, rel), path)
+        return self._remember(ds, entry)
+
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        await self._node()
+        if not path:
+            data = await self._get_json(f"{self.endpoint}/v1/datasets", path)
+            out = [{"name": d["name"], "type": "directory", "size": 0} for d in data["datasets"]]
+        else:
+            ds, rel = self._split(path)
+            data = await self._get_json(self._url("list", ds, rel), path)
+            out = [self._remember(ds, e) for e in data["entries"]]
+            if not out:
+                info = await self._info(path)
+                if info["type"] == "file":
+                    out = [info]
+        out.sort(key=lambda e: e["name"])
+        return out if detail else [e["name"] for e in out]
+
+    async def _find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        path = self._strip_protocol(path)
+        ds, rel = self._split(path)
+        if not ds or maxdepth is not None or withdirs:
+            return await super()._find(
+                path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
+            )
+        await self._node()
+        try:
+            info = await self._info(path)
+        except FileNotFoundError:
+            return {} if detail else []
+        if info["type"] == "file":
+            found = {info["name"]: info}
+        else:
+            data = await self._get_json(self._url("find", ds, rel), path)
+            found = {}
+            for e in data["files"]:
+                entry = self._remember(ds, e)
+                found[entry["name"]] = entry
+        names = sorted(found)
+        return {n: found[n] for n in names} if detail else names
+
+    # ---- data ------------------------------------------------------------------------------
+
+    def _local_read(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes | None:
+        if self._local is None or info.get("type") != "file":
+            return None
+        ds, rel = self._split(path)
+        return self._local.read(ds, rel, info["version"], info["size"], start, end)
+
+    @staticmethod
+    def _span(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+        s = 0 if start is None else (size + start if start < 0 else start)
+        e = size if end is None else (size + end if end < 0 else end)
+        return max(0, min(s, size)), max(0, min(e, size))
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        path = self._strip_protocol(path)
+        info = await self._info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        s, e = self._span(start, end, info["size"])
+        if e <= s:
+            return b""
+        data = self._local_read(path, info, s, e)
+        if data is not None:
+            return data
+        return await self._fetch(path, info, s, e)
+
+    async def _fetch(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
+        ds, rel = self._split(path)
+        session = await self.set_session()
+        headers = {}
+        if start > 0 or end < info["size"]:
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        for attempt in range(2):
+            try:
+                async with session.get(self._url("files", ds, rel), headers=headers) as resp:
+                    if resp.status >= 400:
+                        body = await resp.read()
+                        if resp.status == 409 and attempt == 0:  # changed mid-read: once more
+                            self._infos.pop(path, None)
+                            continue
+                        raise self._error(resp.status, body, path)
+                    version = resp.headers.get("X-Tidepool-Version")
+                    if version is not None and version != info.get("version"):
+                        self._infos.pop(path, None)
+                    data = await resp.read()
+            except aiohttp.ClientPayloadError as exc:
+                if attempt == 0:
+                    self._infos.pop(path, None)
+                    continue
+                raise OSError(errno.EIO, f"read of {path} was cut short: {exc}") from exc
+            if len(data) != end - start:
+                raise OSError(
+                    errno.EIO, f"read of {path} returned {len(data)} bytes, expected {end - start}"
+                )
+            return data
+        raise OSError(errno.EIO, f"read of {path} failed twice")
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        """Sync fast path: cached pages on this host are read without touching the I/O loop."""
+        path = self._strip_protocol(path)
+        info = self._cached_info(path)
+        if info is not None and self._local is not None and info["type"] == "file":
+            s, e = self._span(start, end, info["size"])
+            if e <= s:
+                return b""
+            data = self._local_read(path, info, s, e)
+            if data is not None:
+                return data
+        return sync(self.loop, self._cat_file, path, start, end, **kwargs)  # type: ignore[no-any-return]
+
+    async def _cat_ranges(  # type: ignore[override]
+        self, paths: list[str], starts: Any, ends: Any, max_gap: Any = None,
+        on_error: str = "return", **kwargs: Any,
+    ) -> list[Any]:
+        if not isinstance(starts, list):
+            starts = [starts] * len(paths)
+        if not isinstance(ends, list):
+            ends = [ends] * len(paths)
+        if len(starts) != len(paths) or len(ends) != len(paths):
+            raise ValueError("cat_ranges needs as many starts and ends as paths")
+        coros = [self._cat_file(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True)]
+        results = await asyncio.gather(*coros, return_exceptions=True)
+        if on_error == "raise":
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+        return list(results)
+
+    def _open(  # type: ignore[override]
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TidepoolFile:
+        if mode != "rb":
+            raise PermissionError(
+                errno.EROFS, f"tidepool:// is read-only; cannot open {path!r} with mode {mode!r}"
+            )
+        path = self._strip_protocol(path)
+        info = self.info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        return TidepoolFile(self, path, info, block_size or self.blocksize)
+
+    # ---- worker administration (used by the CLI) -------------------------------------------
+
+    async def _post_json(self, url: str, payload: Any, path: str) -> Any:
+        session = await self.set_session()
+        try:
+            async with session.post(url, json=payload) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise self._error(resp.status, body, path)
+                return json.loads(body)
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionError(
+                errno.ECONNREFUSED,
+                f"cannot reach the Tidepool worker at {self.endpoint} ({exc}); is `tidepool up` "
+                "running? set TIDEPOOL_ENDPOINT to its address",
+            ) from exc
+
+    def datasets(self) -> list[str]:
+        """Names of the datasets the worker serves."""
+        data = sync(self.loop, self._get_json, f"{self.endpoint}/v1/datasets", "")
+        return [d["name"] for d in data["datasets"]]
+
+    def status(self, dataset: str, refresh: bool = True) -> dict[str, Any]:
+        """Fluid-style status of one dataset."""
+        from urllib.parse import quote
+
+        url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/status?refresh={int(refresh)}"
+        return sync(self.loop, self._get_json, url, dataset)  # type: ignore[no-any-return]
+
+    def start_load(self, dataset: str, paths: list[str], concurrency: int | None = None
+                   ) -> dict[str, Any]:
+        """Start a warm-up job; returns its first progress record (with ``id``)."""
+        from urllib.parse import quote
+
+        body: dict[str, Any] = {"paths": paths}
+        if concurrency:
+            body["concurrency"] = concurrency
+        url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/load"
+        return sync(self.loop, self._post_json, url, body, dataset)  # type: ignore[no-any-return]
+
+    def load_progress(self, job_id: str) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        url = f"{self.endpoint}/v1/loads/{quote(job_id)}"
+        return sync(self.loop, self._get_json, url, job_id)  # type: ignore[no-any-return]
+
+    def metrics_text(self) -> str:
+        async def go() -> str:
+            session = await self.set_session()
+            async with session.get(f"{self.endpoint}/metrics") as resp:
+                return await resp.text()
+
+        return sync(self.loop, go)  # type: ignore[no-any-return]
+
+    # read-only filesystem: every mutation is refused with the path in the error
+    async def _pipe_file(self, path: str, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EROFS, "tidepool:// is read-only", path)
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        raise PermissionError(errno.EROFS, "tidepool:// is read-only", path)
+
+    async def _put_file(self, lpath: str, rpath: str, **kwargs: Any) -> None:
+        raise PermissionError(errno.EROFS, "tidepool:// is read-only", rpath)
+
+    async def _mkdir(self, path: str, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EROFS, "tidepool:// is read-only", path)
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        raise PermissionError(errno.EROFS, "tidepool:// is read-only", path)
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        raise PermissionError(errno.EROFS, "tidepool:// is read-only", path2)
+
+    def ukey(self, path: str) -> str:
+        return str(self.info(path).get("version", ""))
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        if path is None:
+            self._infos.clear()
+        else:
+            self._infos.pop(self._strip_protocol(path), None)
+        super().invalidate_cache(path)
+
+
+class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A read-only file that prefetches the next block while a sequential reader works."""
+
+    def __init__(
+        self, fs: TidepoolFileSystem, path: str, info: dict[str, Any], block_size: int
+    ) -> None:
+        self.info = info
+        super().__init__(
+            fs, path, mode="rb", block_size=block_size, cache_type="readahead", size=info["size"]
+        )
+        self._ahead: tuple[int, int, Any] | None = None
+        self._last_end = -1
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        fs: TidepoolFileSystem = self.fs
+        end = min(end, self.size)
+        if end <= start:
+            return b""
+        data = fs._local_read(self.path, self.info, start, end)
+        if data is not None:
+            return data
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] <= start and end <= ahead[1]:
+            buf = ahead[2].result()
+            out = buf[start - ahead[0] : end - ahead[0]]
+        else:
+            if ahead is not None:
+                ahead[2].cancel()
+            out = sync(fs.loop, fs._fetch, self.path, self.info, start, end)
+        if start == self._last_end or start == 0:
+            nxt_end = min(self.size, end + max(end - start, self.blocksize))
+            if end < nxt_end:
+                fut = asyncio.run_coroutine_threadsafe(
+                    fs._fetch(self.path, self.info, end, nxt_end), fs.loop
+                )
+                self._ahead = (end, nxt_end, fut)
+        self._last_end = end
+        return out  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[2].cancel()
+            self._ahead = None
+        super().close()
+
+
+def _close_session(loop: Any, session: aiohttp.ClientSession) -> None:
+    if loop is not None and loop.is_running() and not session.closed:
+        try:
+            sync(loop, session.close, timeout=1.0)
+            return
+        except Exception:
+            pass
+    connector = getattr(session, "_connector", None)
+    if connector is not None:
+        connector._close()
+
+
+__all__ = ["BadRequestError", "TidepoolFile", "TidepoolFileSystem"]

@@ -1,0 +1,1 @@
+"""``tidepool demo``: the talk's headline chart, reproduced on one machine in one command."""

@@ -1,0 +1,39 @@
+"""The one shape of file metadata that crosses every layer: origin -> store -> worker -> client.
+
+``FileInfo`` is a ``TypedDict`` so it is a plain JSON object on the wire, in the metadata store and
+in fsspec's ``info()`` results (fsspec expects ``name``, ``size`` and ``type``). ``name`` is the path
+relative to the dataset root (the client prefixes the dataset when it answers fsspec calls).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from .pages import version_of
+
+
+class FileInfo(TypedDict):
+    name: str
+    """Path relative to the dataset root, normalised (``""`` is the root)."""
+    type: Literal["file", "directory"]
+    size: int
+    version: str
+    """ETag (unquoted) when the origin has one, else ``size-mtime``; ``""`` for directories."""
+    mtime: float | None
+    """Modification time, seconds since the epoch, when the origin reports one."""
+
+
+def file_info(name: str, size: int, etag: str | None, mtime: float | None) -> FileInfo:
+    """A file entry with its version computed the one way every layer agrees on."""
+    return {
+        "name": name,
+        "type": "file",
+        "size": int(size),
+        "version": version_of(etag, int(size), mtime),
+        "mtime": mtime,
+    }
+
+
+def dir_info(name: str) -> FileInfo:
+    """A directory entry."""
+    return {"name": name, "type": "directory", "size": 0, "version": "", "mtime": None}

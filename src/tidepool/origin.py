@@ -1,0 +1,403 @@
+"""The one funnel to the origin ("under storage"): every call to the cloud goes through here.
+
+An :class:`Origin` wraps one mount's fsspec filesystem (s3fs, HTTP, local, any async or sync
+backend) and exposes four operations in dataset-relative terms — ``info``, ``ls``, ``find`` and
+``read`` — all of them passing through :meth:`Origin._call`, which owns the timeouts, the explicit
+tuple of retryable errors, capped exponential backoff with jitter and the concurrency limit (the
+shape of s3fs's ``_call_s3``/``_error_wrapper``). Backend libraries are configured to not retry on
+their own so the policy lives in one place.
+
+S3 reads go straight to ``get_object`` so the response's ETag can be checked against the version
+the caller expects: a read never mixes bytes of two versions of an object. Other backends are
+read with ``_cat_file`` and checked through their metadata only (they have no conditional reads).
+
+Limits: no write path (Tidepool is a read cache); HTTP origins cannot list directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+
+from .errors import OriginError, OriginUnavailableError, VersionChangedError, redact
+from .fileinfo import FileInfo, dir_info, file_info
+from .pages import normalize_etag
+from .paths import join
+from .spec.config import MountConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Backends by protocol name, imported lazily, with an install hint (fsspec known_implementations
+# covers the rest; this table only adds the hints for the ones users hit most).
+INSTALL_HINTS: dict[str, str] = {
+    "s3": "pip install s3fs",
+    "gs": "pip install gcsfs",
+    "abfs": "pip install adlfs",
+    "http": "pip install aiohttp",
+    "https": "pip install aiohttp",
+}
+
+# Error codes an S3-compatible origin answers when it is overloaded or briefly broken.
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
+def _retryable_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [
+        asyncio.TimeoutError,
+        TimeoutError,
+        ConnectionError,
+        aiohttp.ClientConnectionError,
+        aiohttp.ClientPayloadError,
+    ]
+    try:  # botocore is present whenever s3fs is
+        from botocore import exceptions as bx
+
+        types += [
+            bx.EndpointConnectionError,
+            bx.ConnectionClosedError,
+            bx.ConnectTimeoutError,
+            bx.ReadTimeoutError,
+            bx.ResponseStreamingError,
+        ]
+    except ImportError:  # pragma: no cover - s3fs not installed
+        pass
+    return tuple(types)
+
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = _retryable_types()
+NOT_RETRYABLE: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    VersionChangedError,
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code carried by ``exc`` or its causes (s3fs wraps botocore's ClientError)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            err = response.get("Error") or {}
+            code = err.get("Code")
+            if code:
+                return str(code)
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if status:
+                return str(status)
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed origin call may succeed if tried again."""
+    if isinstance(exc, NOT_RETRYABLE):
+        return False
+    if isinstance(exc, RETRYABLE_ERRORS):
+        return True
+    chain: BaseException | None = exc.__cause__
+    while chain is not None:
+        if isinstance(chain, RETRYABLE_ERRORS):
+            return True
+        chain = chain.__cause__
+    return error_code(exc) in RETRYABLE_CODES
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Capped exponential backoff with full jitter (attempt 0 is the first retry)."""
+    return float(rng.uniform(0, min(cap, base * (2**attempt))))
+
+
+@dataclass(frozen=True)
+class OriginSettings:
+    """How hard the funnel tries before it gives up on the origin."""
+
+    timeout: float = 15.0
+    """Seconds one attempt of one call may take (a 1 MiB page over a slow link included)."""
+    connect_timeout: float = 3.0
+    """Seconds to open a connection to the origin."""
+    retries: int = 4
+    """Extra attempts after the first for retryable errors."""
+    backoff_base: float = 0.1
+    """First backoff step in seconds; doubles each retry."""
+    backoff_cap: float = 2.0
+    """Longest single backoff in seconds."""
+    max_concurrency: int = 32
+    """Origin calls in flight at once for one mount."""
+    seed: int | None = None
+    """Seed of the jitter generator (tests)."""
+
+
+@dataclass
+class OriginStats:
+    calls: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    failures: int = 0
+    bytes_read: int = 0
+
+
+def _mtime(entry: dict[str, Any]) -> float | None:
+    for key in ("LastModified", "mtime", "last_modified", "updated", "created"):
+        value = entry.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def _etag(entry: dict[str, Any]) -> str | None:
+    for key in ("ETag", "etag", "e_tag"):
+        if entry.get(key):
+            return normalize_etag(str(entry[key]))
+    return None
+
+
+class Origin:
+    """One mount's origin, reached only through :meth:`_call`."""
+
+    def __init__(self, dataset: str, mount: MountConfig, settings: OriginSettings | None = None):
+        self.dataset = dataset
+        self.mount = mount
+        self.settings = settings or OriginSettings()
+        self.stats = OriginStats()
+        self._fs: AsyncFileSystem | None = None
+        self._sem = asyncio.Semaphore(self.settings.max_concurrency)
+        self._rng = random.Random(self.settings.seed)
+        self._secrets = mount.secret_values
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the backend filesystem on the running loop."""
+        if self._fs is not None:
+            return
+        self._fs = await self._make_fs()
+
+    async def close(self) -> None:
+        fs, self._fs = self._fs, None
+        if fs is None:
+            return
+        s3 = getattr(fs, "_s3", None)
+        if s3 is not None:
+            with contextlib.suppress(Exception):
+                await s3.close()
+        session = getattr(fs, "_session", None)
+        if session is not None and hasattr(session, "close"):
+            with contextlib.suppress(Exception):
+                await session.close()
+
+    async def _make_fs(self) -> AsyncFileSystem:
+        protocol = self.mount.protocol
+        opts = dict(self.mount.storage_options)
+        try:
+            cls = fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as exc:
+            hint = INSTALL_HINTS.get(protocol, f"install the fsspec backend for {protocol!r}")
+            raise OriginError(
+                errno.ENOPROTOOPT,
+                f"dataset {self.dataset!r} mount {self.mount.name!r}: no filesystem for "
+                f"protocol {protocol!r} ({hint})",
+            ) from exc
+        if protocol in ("s3", "s3a"):
+            cfg = dict(opts.pop("config_kwargs", {}) or {})
+            cfg.setdefault("connect_timeout", self.settings.connect_timeout)
+            cfg.setdefault("read_timeout", self.settings.timeout)
+            # retries are the funnel's job: botocore and s3fs must not multiply them
+            cfg["retries"] = {"max_attempts": 1, "mode": "standard"}
+            cfg.setdefault("max_pool_connections", max(10, self.settings.max_concurrency))
+            opts["config_kwargs"] = cfg
+            opts["retries"] = 1
+            opts.setdefault("use_listings_cache", False)
+            fs = cls(asynchronous=True, skip_instance_cache=True, **opts)
+            await fs.set_session()
+            return fs  # type: ignore[no-any-return]
+        if getattr(cls, "async_impl", False):
+            opts.setdefault("skip_instance_cache", True)
+            fs = cls(asynchronous=True, **opts)
+            if hasattr(fs, "set_session"):
+                await fs.set_session()
+            return fs  # type: ignore[no-any-return]
+        from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+        return AsyncFileSystemWrapper(cls(**opts), asynchronous=True)
+
+    @property
+    def fs(self) -> AsyncFileSystem:
+        if self._fs is None:
+            raise RuntimeError("Origin.start() was not awaited")
+        return self._fs
+
+    # ---- the funnel ------------------------------------------------------------------------
+
+    async def _call(self, op: str, rel: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one origin operation with timeout, retries, backoff and the concurrency limit."""
+        s = self.settings
+        self.stats.calls[op] = self.stats.calls.get(op, 0) + 1
+        last: BaseException | None = None
+        for attempt in range(s.retries + 1):
+            try:
+                async with self._sem:
+                    return await asyncio.wait_for(fn(), s.timeout)
+            except NOT_RETRYABLE as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise FileNotFoundError(
+                        errno.ENOENT, f"no such file in dataset {self.dataset!r}", rel
+                    ) from None
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                last = exc
+                if not is_retryable(exc):
+                    self.stats.failures += 1
+                    raise OriginError(
+                        errno.EIO,
+                        f"origin error for dataset {self.dataset!r} path {rel!r} during {op}: "
+                        f"{self._describe(exc)}",
+                    ) from exc
+                if attempt < s.retries:
+                    self.stats.retries += 1
+                    delay = backoff_delay(attempt, s.backoff_base, s.backoff_cap, self._rng)
+                    log.debug("origin %s %s/%s failed (%s); retry in %.2fs", op,
+                              self.dataset, rel, self._describe(exc), delay)
+                    await asyncio.sleep(delay)
+        self.stats.failures += 1
+        reason = self._describe(last) if last else "unknown"
+        raise OriginUnavailableError(self.dataset, rel, reason) from last
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return redact(text, self._secrets)
+
+    # ---- operations ------------------------------------------------------------------------
+
+    def _path(self, rel: str) -> str:
+        return join(self.mount.root, rel)
+
+    def _rel(self, origin_path: str) -> str:
+        root = self.mount.root.rstrip("/")
+        name = origin_path.rstrip("/")
+        if self.mount.protocol in ("http", "https"):
+            pass
+        elif self.mount.protocol == "file":
+            name = name if name.startswith("/") else "/" + name
+            root = root if root.startswith("/") else "/" + root
+        if name == root:
+            return ""
+        if root and name.startswith(root + "/"):
+            return name[len(root) + 1 :]
+        return name.lstrip("/")
+
+    def _entry(self, entry: dict[str, Any]) -> FileInfo:
+        rel = self._rel(str(entry["name"]))
+        if entry.get("type") == "directory":
+            return dir_info(rel)
+        return file_info(rel, int(entry.get("size") or 0), _etag(entry), _mtime(entry))
+
+    async def info(self, rel: str) -> FileInfo:
+        """Stat one path (file or directory)."""
+        path = self._path(rel)
+
+        async def go() -> FileInfo:
+            entry = await self.fs._info(path)
+            out = self._entry(entry)
+            out["name"] = rel
+            return out
+
+        return await self._call("info", rel, go)
+
+    async def ls(self, rel: str) -> list[FileInfo]:
+        """Direct children of a directory."""
+        path = self._path(rel)
+
+        async def go() -> list[FileInfo]:
+            entries = await self.fs._ls(path, detail=True)
+            out = [self._entry(e) for e in entries]
+            return [e for e in out if e["name"] != rel]
+
+        return await self._call("ls", rel, go)
+
+    async def find(self, rel: str) -> list[FileInfo]:
+        """Every file below a directory (one paginated listing on object stores)."""
+        path = self._path(rel)
+
+        async def go() -> list[FileInfo]:
+            found = await self.fs._find(path, detail=True, withdirs=False)
+            return [self._entry(e) for e in found.values() if e.get("type") != "directory"]
+
+        return await self._call("find", rel, go)
+
+    async def read(self, rel: str, start: int, end: int, version: str | None = None) -> bytes:
+        """Bytes ``[start, end)`` of a file; raises VersionChangedError if it is not ``version``."""
+        if end <= start:
+            return b""
+        path = self._path(rel)
+        if self.mount.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
+            fs: Any = self.fs
+            bucket, key, _ = fs.split_path(path)
+
+            async def go_s3() -> bytes:
+                resp = await fs._call_s3(
+                    "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+                )
+                body = resp["Body"]
+                try:
+                    tag = normalize_etag(resp.get("ETag"))
+                    if version is not None and tag is not None and tag != version:
+                        raise VersionChangedError(
+                            errno.ESTALE,
+                            f"{self.dataset}/{rel} changed at the origin (version {tag!r}, "
+                            f"expected {version!r})",
+                        )
+                    data: bytes = await body.read()
+                finally:
+                    body.close()
+                # Some S3 servers ignore Range and answer 200 with the whole object.
+                if len(data) > end - start and "ContentRange" not in resp:
+                    data = data[start:end]
+                return data
+
+            data = await self._call("read", rel, go_s3)
+        else:
+
+            async def go() -> bytes:
+                return bytes(await self.fs._cat_file(path, start=start, end=end))
+
+            data = await self._call("read", rel, go)
+        self.stats.bytes_read += len(data)
+        return data
+

@@ -1,0 +1,89 @@
+"""Run ``tidepool up`` as a child process, the way a user runs it, and learn its endpoint.
+
+The demo, the benchmarks and the integration tests that need a real worker process (SIGKILL and
+restart, separate GIL from the measured reader) use this. The child gets its own process group so
+stopping it never touches anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tidepool.testbed import log_tail, stop_process_group
+
+_READY = re.compile(r"serving .* on (http://\S+)")
+
+
+class WorkerProcess:
+    """A ``tidepool up`` child process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], endpoint: str, log_path: Path) -> None:
+        self.proc = proc
+        self.endpoint = endpoint
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    def start(
+        cls,
+        spec_files: list[Path],
+        log_path: Path,
+        *,
+        port: int = 0,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> WorkerProcess:
+        args = [sys.executable, "-m", "tidepool.cli", "up", "--port", str(port)]
+        for f in spec_files:
+            args += ["-f", str(f)]
+        args += extra_args or []
+        child_env = dict(os.environ)
+        child_env.pop("AWS_CA_BUNDLE", None)
+        child_env.update(env or {})
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = _READY.search(log_path.read_text(errors="replace"))
+            if m:
+                return cls(proc, m.group(1), log_path)
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        stop_process_group(proc)
+        raise RuntimeError(
+            f"tidepool worker did not start (exit code {proc.poll()}); log tail:\n"
+            + log_tail(log_path)
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        return stop_process_group(self.proc)
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,7 @@
+"""The cache worker: dataset services, HTTP API, load jobs and metrics."""
+
+from __future__ import annotations
+
+from .server import Worker, WorkerSettings
+
+__all__ = ["Worker", "WorkerSettings"]

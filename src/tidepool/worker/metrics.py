@@ -1,0 +1,126 @@
+"""Prometheus metrics of one worker, on a registry of its own (several workers may share a process).
+
+Counters on the hot path are pre-bound per dataset (``labels()`` once, not per request). Store-level
+numbers (used bytes, evictions) are read from the page stores at scrape time by a collector, so the
+store needs no knowledge of Prometheus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass
+class DatasetCounters:
+    """Pre-bound children for one dataset."""
+
+    bytes_cache: Counter
+    bytes_origin: Counter
+    hits: Counter
+    misses: Counter
+    origin_requests: Counter
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.bytes_served = Counter(
+            "tidepool_bytes_served",
+            "Bytes sent to readers, by where they came from",
+            ["dataset", "source"],
+            registry=r,
+        )
+        self.page_hits = Counter(
+            "tidepool_cache_hits", "Pages served from the cache", ["dataset"], registry=r
+        )
+        self.page_misses = Counter(
+            "tidepool_cache_misses", "Pages that had to be fetched from the origin", ["dataset"],
+            registry=r,
+        )
+        self.origin_requests = Counter(
+            "tidepool_origin_requests", "Calls made to the origin", ["dataset", "op"], registry=r
+        )
+        self.requests = Counter(
+            "tidepool_http_requests", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.read_seconds = Histogram(
+            "tidepool_read_seconds",
+            "Time to answer a file read",
+            ["dataset"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.load_bytes = Gauge(
+            "tidepool_load_bytes_done", "Bytes warmed by the latest load job", ["dataset"],
+            registry=r,
+        )
+        self._counters: dict[str, DatasetCounters] = {}
+
+    def dataset(self, name: str) -> DatasetCounters:
+        c = self._counters.get(name)
+        if c is None:
+            c = DatasetCounters(
+                bytes_cache=self.bytes_served.labels(name, "cache"),
+                bytes_origin=self.bytes_served.labels(name, "origin"),
+                hits=self.page_hits.labels(name),
+                misses=self.page_misses.labels(name),
+                origin_requests=self.origin_requests.labels(name, "read"),
+            )
+            self._counters[name] = c
+        return c
+
+    def add_store_collector(self, source: Callable[[], Iterable[StoreSample]]) -> None:
+        self.registry.register(_StoreCollector(source))
+
+
+@dataclass
+class StoreSample:
+    dataset: str
+    medium: str
+    path: str
+    used: int
+    capacity: int
+    pages: int
+    evictions: int
+    corrupt: int
+
+
+class _StoreCollector(Collector):
+    def __init__(self, source: Callable[[], Iterable[StoreSample]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        used = GaugeMetricFamily(
+            "tidepool_cache_used_bytes", "Bytes held by a cache tier", labels=["dataset", "tier",
+                                                                                 "path"]
+        )
+        cap = GaugeMetricFamily(
+            "tidepool_cache_capacity_bytes", "Quota of a cache tier",
+            labels=["dataset", "tier", "path"],
+        )
+        pages = GaugeMetricFamily(
+            "tidepool_cache_pages", "Pages held by a cache tier", labels=["dataset", "tier", "path"]
+        )
+        ev = CounterMetricFamily(
+            "tidepool_cache_evictions", "Pages evicted from the cache", labels=["dataset"]
+        )
+        bad = CounterMetricFamily(
+            "tidepool_cache_corrupt_pages", "Pages that failed their checksum", labels=["dataset"]
+        )
+        seen: set[str] = set()
+        for s in self._source():
+            labels = [s.dataset, s.medium, s.path]
+            used.add_metric(labels, s.used)
+            cap.add_metric(labels, s.capacity)
+            pages.add_metric(labels, s.pages)
+            if s.dataset not in seen:
+                seen.add(s.dataset)
+                ev.add_metric([s.dataset], s.evictions)
+                bad.add_metric([s.dataset], s.corrupt)
+        yield from (used, cap, pages, ev, bad)

@@ -1,0 +1,194 @@
+"""A worker process: page stores, dataset services and the HTTP API, started and stopped as one.
+
+``Worker`` is what ``tidepool up`` runs and what tests start in-process. Settings are a dataclass
+passed explicitly (the CLI builds it from flags and ``TIDEPOOL_*`` variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import ConfigError
+from ..hostid import host_id
+from ..origin import OriginSettings
+from ..spec.config import DatasetConfig
+from ..store.metadata import MetadataStore
+from ..store.pagestore import PageStore
+from .app import WorkerApp
+from .dataset import DatasetService
+from .metrics import StoreSample, WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8433
+
+
+@dataclass
+class WorkerSettings:
+    """How one worker runs. Every field has a default; the CLI overrides from flags/env."""
+
+    host: str = DEFAULT_HOST
+    """Address to listen on; anything beyond loopback requires ``token``."""
+    port: int = DEFAULT_PORT
+    """TCP port (0 picks a free one)."""
+    token: str | None = None
+    """Bearer token clients must send; required when ``host`` is not loopback."""
+    state_dir: Path = field(default_factory=lambda: Path("~/.local/state/tidepool").expanduser())
+    """Where indexes and metadata live when a dataset has no persistent tier to hold them."""
+    fetch_window: int = 8
+    """Pages of one read fetched from the origin in parallel."""
+    load_concurrency: int = 32
+    """Files a warm-up job fetches at once."""
+    io_threads: int = 4
+    """Threads that write fetched pages to the store."""
+    origin: OriginSettings = field(default_factory=OriginSettings)
+    """Timeouts, retries and backoff for origin calls."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def state_dir_for(cfg: DatasetConfig, settings: WorkerSettings) -> Path:
+    """Index and metadata sit beside the first persistent tier (MEM is lost on reboot)."""
+    for tier in cfg.runtime.tiers:
+        if tier.medium != "MEM":
+            return Path(tier.path) / ".tidepool-state"
+    return settings.state_dir / cfg.name
+
+
+class Worker:
+    def __init__(self, datasets: Iterable[DatasetConfig], settings: WorkerSettings | None = None):
+        self.settings = settings or WorkerSettings()
+        self.configs = {d.name: d for d in datasets}
+        if not is_loopback(self.settings.host) and not self.settings.token:
+            raise ConfigError(
+                f"listening on {self.settings.host!r} (beyond loopback) requires a bearer token: "
+                "pass --token or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
+            )
+        self.metrics = WorkerMetrics()
+        self.services: dict[str, DatasetService] = {}
+        self.stores: dict[str, PageStore] = {}
+        self.metas: dict[str, MetadataStore] = {}
+        self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "tidepool-io")
+        self._runner: web.AppRunner | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        self.host_id = host_id()
+
+    @property
+    def endpoint(self) -> str:
+        host = self.settings.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+
+    def _open_stores(self) -> None:
+        for name, cfg in self.configs.items():
+            state = state_dir_for(cfg, self.settings)
+            state.mkdir(parents=True, exist_ok=True)
+            store = PageStore(cfg.runtime.tiers, state, page_size=cfg.runtime.page_size)
+            meta = MetadataStore(state)
+            self.stores[name], self.metas[name] = store, meta
+            self.services[name] = DatasetService(
+                cfg,
+                store,
+                meta,
+                self.metrics.dataset(name),
+                self._io_pool,
+                origin_settings=self.settings.origin,
+                fetch_window=self.settings.fetch_window,
+            )
+
+    def _store_samples(self) -> list[StoreSample]:
+        out = []
+        for name, store in self.stores.items():
+            stats = store.stats()
+            for t in store.usage():
+                out.append(
+                    StoreSample(name, t.medium, str(t.path), t.used, t.capacity, t.pages,
+                                stats.evictions, stats.corrupt)
+                )
+        return out
+
+    def node_info(self) -> dict[str, Any]:
+        return {
+            "host_id": self.host_id,
+            "pid": os.getpid(),
+            "datasets": {
+                name: {
+                    "page_size": cfg.runtime.page_size,
+                    "metadata_ttl": cfg.runtime.metadata_ttl,
+                    "immutable": cfg.runtime.immutable,
+                    "tiers": [{"medium": t.medium, "path": t.path} for t in cfg.runtime.tiers],
+                }
+                for name, cfg in self.configs.items()
+            },
+        }
+
+    async def start(self) -> None:
+        self._open_stores()
+        for svc in self.services.values():
+            await svc.start()
+        self.metrics.add_store_collector(self._store_samples)
+        app = WorkerApp(
+            self.services,
+            self.metrics,
+            token=self.settings.token,
+            node_info=self.node_info,
+            load_concurrency=self.settings.load_concurrency,
+        ).build()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=1024)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        log.info("worker serving %s on %s", ", ".join(sorted(self.configs)), self.endpoint)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            for store in self.stores.values():
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self._io_pool, store.flush)
+                except Exception:
+                    log.exception("flushing the page index failed")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for svc in self.services.values():
+            await svc.close()
+        for store in self.stores.values():
+            store.flush()
+            store.close()
+        for meta in self.metas.values():
+            meta.close()
+        self._io_pool.shutdown(wait=True)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,78 @@
+"""Dataset status in Fluid's vocabulary (``ufsTotal``, ``fileNum``, ``cacheStates``).
+
+Fluid reports sizes as human strings ("1.50GiB") and ratios as percentages ("35.2%"); the same
+fields are given here in that form for people and as ``raw`` numbers for programs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from ..errors import OriginUnavailableError
+from ..quantity import format_bytes
+from .dataset import DatasetService
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}%"
+
+
+async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[str, Any]:
+    """Status of one dataset; ``refresh`` re-lists the origin when the total is older than TTL."""
+    origin_ok = True
+    stale = svc.ufs_total is None or (time.time() - svc.ufs_total[2]) > svc.ttl
+    if refresh and stale:
+        try:
+            await svc.find("")
+        except OriginUnavailableError:
+            origin_ok = False
+        except FileNotFoundError:
+            pass
+    total, files = (svc.ufs_total[0], svc.ufs_total[1]) if svc.ufs_total else (None, None)
+    cached = svc.store.dataset_bytes(svc.name)
+    capacity = sum(t.capacity for t in svc.store.usage())
+    lookups = svc.hits + svc.misses
+    hit_ratio = svc.hits / lookups if lookups else 0.0
+    pct = min(1.0, cached / total) if total else (1.0 if total == 0 else 0.0)
+    tiers = []
+    for t in svc.store.usage():
+        tiers.append(
+            {"medium": t.medium, "path": str(t.path), "used": t.used, "capacity": t.capacity,
+             "pages": t.pages}
+        )
+    stats: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        stats = dict(vars(svc.store.stats())) if not isinstance(svc.store.stats(), dict) else dict(
+            svc.store.stats()
+        )
+    return {
+        "dataset": svc.name,
+        "phase": "Bound",
+        "mounts": [m.url for m in svc.cfg.mounts],
+        "ufsTotal": format_bytes(total) if total is not None else "[Calculating]",
+        "fileNum": str(files) if files is not None else "[Calculating]",
+        "cacheStates": {
+            "cacheCapacity": format_bytes(capacity),
+            "cached": format_bytes(cached),
+            "cachedPercentage": _pct(pct),
+            "cacheHitRatio": _pct(hit_ratio),
+            "localHitRatio": _pct(hit_ratio),
+            "remoteHitRatio": _pct(0.0),
+        },
+        "raw": {
+            "ufs_total_bytes": total,
+            "file_num": files,
+            "cached_bytes": cached,
+            "cached_files": svc.store.dataset_files(svc.name),
+            "cache_capacity_bytes": capacity,
+            "cached_fraction": pct,
+            "page_hits": svc.hits,
+            "page_misses": svc.misses,
+            "hit_ratio": hit_ratio,
+            "origin_reachable": origin_ok,
+            "store": stats,
+        },
+        "tiers": tiers,
+    }

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real S3 server (juicefs gateway), datasets on it, workers in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidepool.pages import DEFAULT_PAGE_SIZE
+from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
+from tidepool.testbed.s3server import S3Server
+from tidepool.testbed.s3util import upload
+
+os.environ.pop("AWS_CA_BUNDLE", None)
+_bucket_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3 server (juicefs gateway) for the whole session."""
+    server = S3Server.start(tmp_path_factory.mktemp("s3"), kind="juicefs")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class DatasetFactory:
+    """Uploads files to a fresh bucket and returns a DatasetConfig that reads them."""
+
+    def __init__(self, server: S3Server, tmp: Path) -> None:
+        self.server = server
+        self.tmp = tmp
+        self.objects: dict[str, bytes] = {}
+
+    def __call__(
+        self,
+        files: dict[str, bytes],
+        *,
+        name: str = "ds",
+        page_size: int = DEFAULT_PAGE_SIZE,
+        tiers: tuple[TierConfig, ...] | None = None,
+        ttl: float = 60.0,
+        endpoint: str | None = None,
+    ) -> DatasetConfig:
+        bucket = f"tp-{os.getpid()}-{next(_bucket_ids)}"
+        self.server.create_bucket(bucket)
+        upload(self.server, bucket, ((f"data/{k}", v) for k, v in files.items()))
+        self.bucket = bucket
+        opts = self.server.storage_options()
+        if endpoint is not None:
+            opts = dict(opts)
+            opts["client_kwargs"] = {**opts.get("client_kwargs", {}), "endpoint_url": endpoint}
+        mount = MountConfig(
+            name=name,
+            url=f"s3://{bucket}/data/",
+            protocol="s3",
+            root=f"{bucket}/data",
+            path="",
+            storage_options=opts,
+            secret_values=(self.server.secret_key,),
+        )
+        if tiers is None:
+            tiers = (TierConfig("SSD", str(self.tmp / f"cache-{name}"), 1 << 30),)
+        return DatasetConfig(
+            name=name,
+            mounts=(mount,),
+            runtime=RuntimeConfig(tiers=tiers, page_size=page_size, metadata_ttl=ttl),
+        )
+
+
+@pytest.fixture
+def make_dataset(s3_server: S3Server, tmp_path: Path) -> DatasetFactory:
+    return DatasetFactory(s3_server, tmp_path)
+
+
+class ThreadWorker:
+    """A Worker running on its own event loop in a thread, so sync clients can call it."""
+
+    def __init__(self, datasets: list[DatasetConfig], settings: Any) -> None:
+        from tidepool.worker import Worker
+
+        self.worker = Worker(datasets, settings)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self.worker.start())
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    @property
+    def endpoint(self) -> str:
+        return self.worker.endpoint
+
+    def stop(self) -> None:
+        try:
+            self.call(self.worker.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., ThreadWorker]]:
+    from tidepool.worker import WorkerSettings
+
+    started: list[ThreadWorker] = []
+
+    def start(datasets: list[DatasetConfig], **kw: Any) -> ThreadWorker:
+        settings = WorkerSettings(port=0, state_dir=tmp_path / "state", **kw)
+        w = ThreadWorker(datasets, settings)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
