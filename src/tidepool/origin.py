@@ -240,9 +240,9 @@ class Origin:
             cfg["retries"] = {"max_attempts": 1, "mode": "standard"}
             cfg.setdefault("max_pool_connections", max(10, self.settings.max_concurrency))
             opts["config_kwargs"] = cfg
-            opts["retries"] = 1
             opts.setdefault("use_listings_cache", False)
             fs = cls(asynchronous=True, skip_instance_cache=True, **opts)
+            fs.retries = 1  # a class attribute in s3fs, not a constructor argument
             await fs.set_session()
             return fs  # type: ignore[no-any-return]
         if getattr(cls, "async_impl", False):

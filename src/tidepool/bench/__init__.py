@@ -1,0 +1,1 @@
+"""``tidepool bench``: benchmark programs that print a table and write JSON."""

@@ -1,0 +1,341 @@
+"""``tidepool bench``: Tidepool and direct s3fs side by side, in one run, on the emulated WAN.
+
+Rows (each a median over repeats where it is cheap to repeat):
+
+* small files: one epoch over ``--files`` files of ``--size-kib`` KiB — direct s3fs, Tidepool cold,
+  Tidepool warm over HTTP, Tidepool warm over the same-host fast path (p50/p99 per read, files/s);
+* large file: ``--big-mib`` MiB read sequentially — direct s3fs, Tidepool cold (time to first
+  byte, rate as a fraction of the link), warm over HTTP and over the fast path (MB/s);
+* ``tidepool load`` of fresh data: rate as a fraction of the link;
+* one client instance shared by ``--threads`` threads: errors and verified bytes;
+* worker memory (peak RSS) while streaming a dataset ten times larger than its MEM tier.
+
+It prints a table and writes everything as JSON. Figures are from this machine at this moment:
+compare ratios within one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..client import TidepoolFileSystem
+from ..testbed.s3server import S3Server
+from ..testbed.s3util import s3fs_filesystem, upload
+from ..testbed.wan import WanRelay
+from ..testbed.workerproc import WorkerProcess
+
+BUCKET = "bench"
+MiB = 1 << 20
+
+SPEC = """\
+apiVersion: data.fluid.io/v1alpha1
+kind: Dataset
+metadata:
+  name: {name}
+spec:
+  mounts:
+    - mountPoint: s3://{bucket}/{prefix}/
+      name: {name}
+      path: "/"
+      options:
+        fs.s3a.endpoint: {endpoint}
+        fs.s3a.path.style.access: "true"
+        fs.s3a.access.key: "{key}"
+        fs.s3a.secret.key: "{secret}"
+---
+apiVersion: data.fluid.io/v1alpha1
+kind: AlluxioRuntime
+metadata:
+  name: {name}
+spec:
+  tieredstore:
+    levels:
+      - mediumtype: {medium}
+        path: {cache}
+        quota: {quota}
+        high: "0.95"
+        low: "0.7"
+"""
+
+
+def _rand(n: int, seed: int) -> bytes:
+    # fast deterministic incompressible bytes
+    out = bytearray()
+    block = hashlib.sha512(seed.to_bytes(8, "little")).digest()
+    h = hashlib.sha512(block)
+    while len(out) < n:
+        h.update(block)
+        out += h.digest() * 64
+    return bytes(out[:n])
+
+
+def _pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))] if v else 0.0
+
+
+def epoch(paths: list[str], read: Callable[[str], bytes], md5s: dict[str, str]) -> dict[str, Any]:
+    lat = []
+    bad = 0
+    t0 = time.perf_counter()
+    for p in paths:
+        r0 = time.perf_counter()
+        data = read(p)
+        lat.append(time.perf_counter() - r0)
+        if hashlib.md5(data).hexdigest() != md5s[p]:
+            bad += 1
+    total = time.perf_counter() - t0
+    return {
+        "seconds": round(total, 4),
+        "files_per_s": round(len(paths) / total, 1),
+        "p50_ms": round(statistics.median(lat) * 1000, 4),
+        "p99_ms": round(_pct(lat, 0.99) * 1000, 4),
+        "verified": bad == 0,
+    }
+
+
+def big_read(opener: Callable[[], Any], size: int, md5: str, chunk: int = 8 * MiB
+             ) -> dict[str, Any]:
+    h = hashlib.md5()
+    t0 = time.perf_counter()
+    first = None
+    n = 0
+    with opener() as f:
+        while True:
+            data = f.read(chunk)
+            if first is None:
+                first = time.perf_counter() - t0
+            if not data:
+                break
+            n += len(data)
+            h.update(data)
+    total = time.perf_counter() - t0
+    return {
+        "seconds": round(total, 3),
+        "first_byte_s": round(first or 0.0, 4),
+        "mb_per_s": round(n / total / 1e6, 1),
+        "verified": n == size and h.hexdigest() == md5,
+    }
+
+
+def _rss_peak_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextlib.contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="tidepool-bench-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    console = Console()
+    link_bps = args.rate_mbit * 1e6 / 8
+    res: dict[str, Any] = {
+        "wan": {"rtt_ms": args.rtt_ms, "rate_mbit": args.rate_mbit},
+        "files": args.files,
+        "file_kib": args.size_kib,
+        "big_mib": args.big_mib,
+    }
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(_workdir(args.workdir))
+        console.print("preparing data and the S3 origin …")
+        small = {f"small/f{i:05d}.bin": _rand(args.size_kib * 1024, i) for i in range(args.files)}
+        big = {"big/big.bin": _rand(args.big_mib * MiB, 10**6)}
+        n_load = max(1, args.load_mib * MiB // (args.size_kib * 1024))
+        fresh = {f"load/l{i:05d}.bin": _rand(args.size_kib * 1024, 10**7 + i)
+                 for i in range(n_load // 2)}
+        fresh["load/big.bin"] = _rand(args.load_mib * MiB // 2, 10**8)
+        server = stack.enter_context(S3Server.start(work / "s3"))
+        server.create_bucket(BUCKET)
+        md5s = upload(server, BUCKET, ((f"data/{k}", v) for k, v in {**small, **big}.items()))
+        md5s.update(upload(server, BUCKET, ((f"data/{k}", v) for k, v in fresh.items())))
+        md5s = {k[len("data/"):]: v for k, v in md5s.items()}
+        del fresh
+        port = int(server.endpoint.rsplit(":", 1)[1])
+        relay = stack.enter_context(
+            WanRelay.start(("127.0.0.1", port), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
+        )
+        spec = work / "bench.yaml"
+        spec.write_text(SPEC.format(
+            name="bench", bucket=BUCKET, prefix="data", endpoint=relay.endpoint,
+            key=server.access_key, secret=server.secret_key, medium="SSD",
+            cache=work / "cache", quota="8Gi",
+        ))
+        worker = stack.enter_context(WorkerProcess.start([spec], work / "worker.log"))
+        names = sorted(small)
+        big_name = "big/big.bin"
+        big_size = len(big[big_name])
+
+        # ---- direct s3fs ---------------------------------------------------------------
+        if not args.skip_direct:
+            console.print("direct s3fs over the WAN: small-file epoch, large file …")
+            direct = s3fs_filesystem(relay.endpoint, server.access_key, server.secret_key,
+                                     use_listings_cache=True)
+            direct.find(f"{BUCKET}/data/small/")
+            res["direct_small"] = epoch(
+                names, lambda p: direct.cat_file(f"{BUCKET}/data/{p}"), md5s)
+            res["direct_big"] = big_read(
+                lambda: direct.open(f"{BUCKET}/data/{big_name}", "rb", block_size=8 * MiB),
+                big_size, md5s[big_name])
+
+        # ---- Tidepool cold ---------------------------------------------------------------
+        console.print("Tidepool cold: small-file epoch, large file …")
+        cold = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+        cold.find("bench/small")
+        res["cold_small"] = epoch(names, lambda p: cold.cat_file(f"bench/{p}"), md5s)
+        cold_big = big_read(lambda: cold.open(f"bench/{big_name}"), big_size, md5s[big_name])
+        cold_big["link_fraction"] = round(cold_big["mb_per_s"] * 1e6 / link_bps, 3)
+        res["cold_big"] = cold_big
+
+        # ---- load ------------------------------------------------------------------------
+        console.print("tidepool load of fresh data …")
+        before = relay.stats()["bytes_down"]
+        t0 = time.perf_counter()
+        job = cold.start_load("bench", ["load"])
+        while job["phase"] not in ("Complete", "Failed"):
+            time.sleep(0.05)
+            job = cold.load_progress(job["id"])
+        load_s = time.perf_counter() - t0
+        wan_bytes = relay.stats()["bytes_down"] - before
+        res["load"] = {
+            "phase": job["phase"],
+            "files": job["files_done"],
+            "bytes": job["bytes_done"],
+            "seconds": round(load_s, 3),
+            "wan_bytes": wan_bytes,
+            "link_fraction": round(job["bytes_done"] / load_s / link_bps, 3),
+        }
+
+        # ---- Tidepool warm -----------------------------------------------------------------
+        console.print("Tidepool warm: HTTP and same-host fast path …")
+        for label, local in (("http", False), ("local", True)):
+            fs = TidepoolFileSystem(worker.endpoint, local_reads=local, skip_instance_cache=True)
+            fs.find("bench/small")
+            runs = [epoch(names, lambda p, fs=fs: fs.cat_file(f"bench/{p}"), md5s)
+                    for _ in range(3)]
+            best = sorted(runs, key=lambda r: r["seconds"])[1]
+            res[f"warm_small_{label}"] = best
+            bigs = [big_read(lambda fs=fs: fs.open(f"bench/{big_name}"), big_size,
+                             md5s[big_name]) for _ in range(3)]
+            res[f"warm_big_{label}"] = sorted(bigs, key=lambda r: r["mb_per_s"])[1]
+
+        # ---- threads sharing one client ------------------------------------------------------
+        console.print(f"{args.threads} threads sharing one client …")
+        shared = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+        shared.find("bench/small")
+        errors = 0
+        verified = 0
+
+        def read_one(p: str) -> bool:
+            return hashlib.md5(shared.cat_file(f"bench/{p}")).hexdigest() == md5s[p]
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.threads) as pool:
+            futs = [pool.submit(read_one, p) for p in names * 2]
+            for f in futs:
+                try:
+                    verified += bool(f.result())
+                except Exception:
+                    errors += 1
+        res["threads"] = {
+            "threads": args.threads,
+            "reads": len(futs),
+            "errors": errors,
+            "verified": verified,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+        # ---- memory while streaming a dataset 10x the MEM tier ---------------------------------
+        console.print("worker memory with a MEM tier ten times smaller than the data …")
+        mem_quota = max(8 * MiB, big_size // 10)
+        mem_spec = work / "mem.yaml"
+        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
+        mem_dir = Path(tempfile.mkdtemp(prefix="tidepool-bench-mem-", dir=shm))
+        stack.callback(shutil.rmtree, mem_dir, ignore_errors=True)
+        mem_spec.write_text(SPEC.format(
+            name="benchmem", bucket=BUCKET, prefix="data", endpoint=server.endpoint,
+            key=server.access_key, secret=server.secret_key, medium="MEM",
+            cache=mem_dir, quota=f"{mem_quota // MiB}Mi",
+        ))
+        mw = stack.enter_context(WorkerProcess.start([mem_spec], work / "worker-mem.log"))
+        mfs = TidepoolFileSystem(mw.endpoint, local_reads=False, skip_instance_cache=True)
+        r = big_read(lambda: mfs.open(f"benchmem/{big_name}"), big_size, md5s[big_name])
+        res["memory"] = {
+            "mem_tier_mib": mem_quota // MiB,
+            "data_mib": big_size // MiB,
+            "worker_peak_rss_mib": round(_rss_peak_mib(mw.pid), 1),
+            "verified": r["verified"],
+        }
+        res["worker_peak_rss_mib"] = round(_rss_peak_mib(worker.pid), 1)
+
+    _report(res, console)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=2))
+    console.print(f"results written to {args.json}")
+    ok = all(v.get("verified", True) for v in res.values() if isinstance(v, dict))
+    return 0 if ok and res["threads"]["errors"] == 0 else 1
+
+
+def _report(res: dict[str, Any], console: Console) -> None:
+    t = Table(title="tidepool bench: small files "
+              f"({res['files']} x {res['file_kib']} KiB), WAN {res['wan']['rtt_ms']:.0f} ms / "
+              f"{res['wan']['rate_mbit']:.0f} Mbit/s")
+    for c in ("row", "epoch s", "files/s", "p50 ms", "p99 ms", "verified"):
+        t.add_column(c, justify="left" if c == "row" else "right")
+    for key, label in (("direct_small", "direct s3fs"), ("cold_small", "Tidepool cold"),
+                       ("warm_small_http", "Tidepool warm, HTTP"),
+                       ("warm_small_local", "Tidepool warm, same-host")):
+        r = res.get(key)
+        if r:
+            t.add_row(label, f"{r['seconds']:.3f}", f"{r['files_per_s']:.0f}",
+                      f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", str(r["verified"]))
+    console.print(t)
+    t = Table(title=f"large file ({res['big_mib']} MiB, sequential)")
+    for c in ("row", "seconds", "first byte s", "MB/s", "verified"):
+        t.add_column(c, justify="left" if c == "row" else "right")
+    for key, label in (("direct_big", "direct s3fs"), ("cold_big", "Tidepool cold"),
+                       ("warm_big_http", "Tidepool warm, HTTP"),
+                       ("warm_big_local", "Tidepool warm, same-host")):
+        r = res.get(key)
+        if r:
+            t.add_row(label, f"{r['seconds']:.2f}", f"{r['first_byte_s']:.3f}",
+                      f"{r['mb_per_s']:.0f}", str(r["verified"]))
+    console.print(t)
+    ld, th, mem = res["load"], res["threads"], res["memory"]
+    console.print(f"load: {ld['bytes'] / MiB:.0f} MiB in {ld['seconds']:.1f} s = "
+                  f"{ld['link_fraction'] * 100:.0f}% of the link; cold large file at "
+                  f"{res['cold_big']['link_fraction'] * 100:.0f}% of the link")
+    console.print(f"{th['threads']} threads, one client: {th['reads']} reads, {th['errors']} "
+                  f"errors, {th['verified']} verified")
+    console.print(f"worker peak RSS with a {mem['mem_tier_mib']} MiB MEM tier streaming "
+                  f"{mem['data_mib']} MiB: {mem['worker_peak_rss_mib']:.0f} MiB")
+    if "direct_small" in res:
+        d, w, c = res["direct_small"], res["warm_small_http"], res["cold_small"]
+        console.print(f"warm vs direct: {d['seconds'] / w['seconds']:.0f}x; cold vs direct: "
+                      f"{c['seconds'] / d['seconds']:.2f}x the time")
