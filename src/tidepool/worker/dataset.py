@@ -282,6 +282,11 @@ class DatasetService:
             self.counters.hits.inc()
             return data
         task = self._pages_inflight.get(key)
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
+            # fetched already, still being written: the bytes are in memory, a cache hit
+            self.hits += 1
+            self.counters.hits.inc()
+            return memoryview(task.result())
         if task is None:
             self.misses += 1
             self.counters.misses.inc()
