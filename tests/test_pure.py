@@ -60,7 +60,9 @@ def test_range_not_satisfiable(header: str) -> None:
         parse_range(header, 10)
 
 
-@pytest.mark.parametrize("header", ["items=0-1", "bytes=a-b", "bytes=5-2", "bytes=0-1,3-4", "bytes="])
+@pytest.mark.parametrize(
+    "header", ["items=0-1", "bytes=a-b", "bytes=5-2", "bytes=0-1,3-4", "bytes="]
+)
 def test_range_malformed(header: str) -> None:
     with pytest.raises(BadRequestError):
         parse_range(header, 10)
@@ -125,8 +127,9 @@ def test_redact() -> None:
     assert "hunter22" not in out and "tok123" not in out and "AKIAXYZ" not in out
 
 
-@pytest.mark.parametrize(("v", "n"), [("10Gi", 10 << 30), ("512Mi", 512 << 20), ("1G", 10**9),
-                                      (100, 100)])
+@pytest.mark.parametrize(
+    ("v", "n"), [("10Gi", 10 << 30), ("512Mi", 512 << 20), ("1G", 10**9), (100, 100)]
+)
 def test_parse_bytes(v: str | int, n: int) -> None:
     assert parse_bytes(v) == n
 

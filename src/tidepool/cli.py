@@ -42,15 +42,24 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-f", "--file", dest="files", action="append", required=True, metavar="FILE",
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE",
         help="spec YAML (Fluid Dataset/AlluxioRuntime/DataLoad/Secret); repeatable",
     )
     p.add_argument(
-        "--secrets-dir", type=Path, default=_env("SECRETS_DIR"),
+        "--secrets-dir",
+        type=Path,
+        default=_env("SECRETS_DIR"),
         help="directory of secret files (<secret>/<key> or <key>, as Kubernetes mounts them)",
     )
     p.add_argument(
-        "--cache-dir", type=Path, default=_env("CACHE_DIR"),
+        "--cache-dir",
+        type=Path,
+        default=_env("CACHE_DIR"),
         help="where datasets without a runtime keep their cache (default ~/.cache/tidepool)",
     )
 
@@ -116,7 +125,9 @@ def _load_bundle(args: argparse.Namespace) -> Any:
     from .spec import load_files
 
     return load_files(
-        args.files, secrets_dir=args.secrets_dir, environ=os.environ,
+        args.files,
+        secrets_dir=args.secrets_dir,
+        environ=os.environ,
         default_cache_dir=args.cache_dir,
     )
 
@@ -204,14 +215,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(statuses, indent=2))
         return EXIT_OK
     table = Table(title=f"Tidepool datasets at {args.endpoint}")
-    for col in ("DATASET", "UFS TOTAL", "FILES", "CACHED", "CAPACITY", "CACHED %", "HIT RATIO",
-                "ORIGIN"):
+    for col in (
+        "DATASET",
+        "UFS TOTAL",
+        "FILES",
+        "CACHED",
+        "CAPACITY",
+        "CACHED %",
+        "HIT RATIO",
+        "ORIGIN",
+    ):
         table.add_column(col, justify="right" if col != "DATASET" else "left")
     for s in statuses:
         c = s["cacheStates"]
         table.add_row(
-            s["dataset"], s["ufsTotal"], s["fileNum"], c["cached"], c["cacheCapacity"],
-            c["cachedPercentage"], c["cacheHitRatio"],
+            s["dataset"],
+            s["ufsTotal"],
+            s["fileNum"],
+            c["cached"],
+            c["cacheCapacity"],
+            c["cachedPercentage"],
+            c["cacheHitRatio"],
             "reachable" if s["raw"]["origin_reachable"] else "UNREACHABLE",
         )
     Console().print(table)

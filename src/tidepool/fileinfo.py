@@ -1,8 +1,8 @@
 """The one shape of file metadata that crosses every layer: origin -> store -> worker -> client.
 
-``FileInfo`` is a ``TypedDict`` so it is a plain JSON object on the wire, in the metadata store and
-in fsspec's ``info()`` results (fsspec expects ``name``, ``size`` and ``type``). ``name`` is the path
-relative to the dataset root (the client prefixes the dataset when it answers fsspec calls).
+``FileInfo`` is a ``TypedDict`` so it is a plain JSON object on the wire, in the metadata store
+and in fsspec's ``info()`` results (fsspec expects ``name``, ``size`` and ``type``). ``name`` is
+the path relative to the dataset root (the client prefixes the dataset in fsspec answers).
 """
 
 from __future__ import annotations

@@ -292,8 +292,14 @@ class Origin:
                 if attempt < s.retries:
                     self.stats.retries += 1
                     delay = backoff_delay(attempt, s.backoff_base, s.backoff_cap, self._rng)
-                    log.debug("origin %s %s/%s failed (%s); retry in %.2fs", op,
-                              self.dataset, rel, self._describe(exc), delay)
+                    log.debug(
+                        "origin %s %s/%s failed (%s); retry in %.2fs",
+                        op,
+                        self.dataset,
+                        rel,
+                        self._describe(exc),
+                        delay,
+                    )
                     await asyncio.sleep(delay)
         self.stats.failures += 1
         reason = self._describe(last) if last else "unknown"
@@ -400,4 +406,3 @@ class Origin:
             data = await self._call("read", rel, go)
         self.stats.bytes_read += len(data)
         return data
-

@@ -55,9 +55,10 @@ async def test_full_and_ranged_reads_match_origin(served: Any) -> None:
 
 
 async def test_head_gives_headers_only(served: Any) -> None:
-    async with aiohttp.ClientSession() as s, s.head(
-        f"{served.endpoint}/v1/datasets/ds/files/a/one.bin"
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.head(f"{served.endpoint}/v1/datasets/ds/files/a/one.bin") as r,
+    ):
         assert r.status == 200
         assert r.headers["Content-Length"] == str(len(FILES["a/one.bin"]))
         assert r.headers["X-Tidepool-Version"]
@@ -92,12 +93,13 @@ async def test_missing_file_is_404(served: Any) -> None:
 
 
 async def test_listing_and_find(served: Any) -> None:
-    status, _, body = await get(f"{served.endpoint}/v1/datasets/ds/list/")
     import json
+
+    _, _, body = await get(f"{served.endpoint}/v1/datasets/ds/list/")
 
     names = {e["name"]: e["type"] for e in json.loads(body)["entries"]}
     assert names == {"a": "directory", "b": "directory", "empty.bin": "file"}
-    status, _, body = await get(f"{served.endpoint}/v1/datasets/ds/find/")
+    _status, _, body = await get(f"{served.endpoint}/v1/datasets/ds/find/")
     files = {e["name"]: e["size"] for e in json.loads(body)["files"]}
     assert files == {k: len(v) for k, v in FILES.items()}
 
@@ -105,7 +107,7 @@ async def test_listing_and_find(served: Any) -> None:
 async def test_token_required_and_checked(make_dataset: Any, start_worker: Any) -> None:
     w = start_worker([make_dataset(FILES)], token="s3cret-token-1")
     url = f"{w.endpoint}/v1/datasets/ds/files/a/two.bin"
-    status, headers, body = await get(url)
+    status, _headers, body = await get(url)
     assert status == 401 and b"s3cret" not in body
     status, _, _ = await get(url, headers={"Authorization": "Bearer wrong"})
     assert status == 401
@@ -163,7 +165,8 @@ async def test_load_warms_everything(served: Any) -> None:
 
 
 async def test_load_rejects_bad_paths(served: Any) -> None:
-    async with aiohttp.ClientSession() as s, s.post(
-        f"{served.endpoint}/v1/datasets/ds/load", json={"paths": ["../x"]}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{served.endpoint}/v1/datasets/ds/load", json={"paths": ["../x"]}) as r,
+    ):
         assert r.status == 400

@@ -23,8 +23,7 @@ async def read(url: str, session: aiohttp.ClientSession) -> bytes:
         return await r.read()
 
 
-async def test_single_flight_one_origin_read_per_page(make_dataset: Any, start_worker: Any
-                                                      ) -> None:
+async def test_single_flight_one_origin_read_per_page(make_dataset: Any, start_worker: Any) -> None:
     data = os.urandom(PAGE * 6 + 123)  # 7 pages
     w = start_worker([make_dataset({"f.bin": data}, page_size=PAGE)])
     url = f"{w.endpoint}/v1/datasets/ds/files/f.bin"
@@ -35,8 +34,9 @@ async def test_single_flight_one_origin_read_per_page(make_dataset: Any, start_w
     assert origin.stats.calls.get("read") == 7
 
 
-async def test_quota_holds_and_bytes_stay_right(make_dataset: Any, start_worker: Any,
-                                                tmp_path: Any) -> None:
+async def test_quota_holds_and_bytes_stay_right(
+    make_dataset: Any, start_worker: Any, tmp_path: Any
+) -> None:
     data = os.urandom(PAGE * 20)
     quota = (PAGE + 32) * 4
     tiers = (TierConfig("SSD", str(tmp_path / "tiny"), quota, high=0.99, low=0.5),)
@@ -50,13 +50,17 @@ async def test_quota_holds_and_bytes_stay_right(make_dataset: Any, start_worker:
     store = w.worker.stores["ds"]
     used = sum(t.used for t in store.usage())
     assert used <= quota
-    on_disk = sum(p.stat().st_size for p in (tmp_path / "tiny").rglob("*") if p.is_file()
-                  and "pages" in p.parts)
+    on_disk = sum(
+        p.stat().st_size
+        for p in (tmp_path / "tiny").rglob("*")
+        if p.is_file() and "pages" in p.parts
+    )
     assert on_disk <= quota
 
 
-async def test_changed_object_is_served_new_after_ttl(make_dataset: Any, start_worker: Any,
-                                                      s3_server: Any) -> None:
+async def test_changed_object_is_served_new_after_ttl(
+    make_dataset: Any, start_worker: Any, s3_server: Any
+) -> None:
     old, new = os.urandom(PAGE * 2 + 5), os.urandom(PAGE * 3 + 7)
     factory = make_dataset
     cfg = factory({"f.bin": old}, page_size=PAGE, ttl=0.5)

@@ -75,10 +75,15 @@ def spec(make_dataset: Any, s3_server: Any, tmp_path: Path) -> tuple[Path, dict[
     files["big.bin"] = os.urandom(3_000_000)
     make_dataset(files)
     path = tmp_path / "spec.yaml"
-    path.write_text(SPEC.format(
-        key=s3_server.access_key, secret=s3_server.secret_key, bucket=make_dataset.bucket,
-        endpoint=s3_server.endpoint, cache=tmp_path / "cache",
-    ))
+    path.write_text(
+        SPEC.format(
+            key=s3_server.access_key,
+            secret=s3_server.secret_key,
+            bucket=make_dataset.bucket,
+            endpoint=s3_server.endpoint,
+            cache=tmp_path / "cache",
+        )
+    )
     return path, files
 
 

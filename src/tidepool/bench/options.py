@@ -10,13 +10,25 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=600, help="small files in the epoch (default 600)")
     p.add_argument("--size-kib", type=int, default=100, help="small file size in KiB")
     p.add_argument("--big-mib", type=int, default=256, help="size of the large file in MiB")
-    p.add_argument("--load-mib", type=int, default=64,
-                   help="MiB of fresh data `tidepool load` warms for the link-rate figure")
+    p.add_argument(
+        "--load-mib",
+        type=int,
+        default=64,
+        help="MiB of fresh data `tidepool load` warms for the link-rate figure",
+    )
     p.add_argument("--rtt-ms", type=float, default=40.0, help="emulated WAN round trip (ms)")
     p.add_argument("--rate-mbit", type=float, default=100.0, help="emulated WAN rate (Mbit/s)")
     p.add_argument("--threads", type=int, default=8, help="threads sharing one client")
-    p.add_argument("--skip-direct", action="store_true",
-                   help="skip the slow direct-s3fs rows (about a minute on the reference WAN)")
-    p.add_argument("--json", type=Path, default=Path("out/bench.json"), metavar="PATH",
-                   help="where to write the results (default %(default)s)")
+    p.add_argument(
+        "--skip-direct",
+        action="store_true",
+        help="skip the slow direct-s3fs rows (about a minute on the reference WAN)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=Path("out/bench.json"),
+        metavar="PATH",
+        help="where to write the results (default %(default)s)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep the bench's files here")

@@ -85,7 +85,7 @@ def _rand(n: int, seed: int) -> bytes:
 
 def _pct(values: list[float], q: float) -> float:
     v = sorted(values)
-    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))] if v else 0.0
+    return v[min(len(v) - 1, round(q * (len(v) - 1)))] if v else 0.0
 
 
 def epoch(paths: list[str], read: Callable[[str], bytes], md5s: dict[str, str]) -> dict[str, Any]:
@@ -108,8 +108,9 @@ def epoch(paths: list[str], read: Callable[[str], bytes], md5s: dict[str, str]) 
     }
 
 
-def big_read(opener: Callable[[], Any], size: int, md5: str, chunk: int = 8 * MiB
-             ) -> dict[str, Any]:
+def big_read(
+    opener: Callable[[], Any], size: int, md5: str, chunk: int = 8 * MiB
+) -> dict[str, Any]:
     h = hashlib.md5()
     t0 = time.perf_counter()
     first = None
@@ -168,25 +169,34 @@ def run_bench(args: argparse.Namespace) -> int:
         small = {f"small/f{i:05d}.bin": _rand(args.size_kib * 1024, i) for i in range(args.files)}
         big = {"big/big.bin": _rand(args.big_mib * MiB, 10**6)}
         n_load = max(1, args.load_mib * MiB // (args.size_kib * 1024))
-        fresh = {f"load/l{i:05d}.bin": _rand(args.size_kib * 1024, 10**7 + i)
-                 for i in range(n_load // 2)}
+        fresh = {
+            f"load/l{i:05d}.bin": _rand(args.size_kib * 1024, 10**7 + i) for i in range(n_load // 2)
+        }
         fresh["load/big.bin"] = _rand(args.load_mib * MiB // 2, 10**8)
         server = stack.enter_context(S3Server.start(work / "s3"))
         server.create_bucket(BUCKET)
         md5s = upload(server, BUCKET, ((f"data/{k}", v) for k, v in {**small, **big}.items()))
         md5s.update(upload(server, BUCKET, ((f"data/{k}", v) for k, v in fresh.items())))
-        md5s = {k[len("data/"):]: v for k, v in md5s.items()}
+        md5s = {k[len("data/") :]: v for k, v in md5s.items()}
         del fresh
         port = int(server.endpoint.rsplit(":", 1)[1])
         relay = stack.enter_context(
             WanRelay.start(("127.0.0.1", port), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
         )
         spec = work / "bench.yaml"
-        spec.write_text(SPEC.format(
-            name="bench", bucket=BUCKET, prefix="data", endpoint=relay.endpoint,
-            key=server.access_key, secret=server.secret_key, medium="SSD",
-            cache=work / "cache", quota="8Gi",
-        ))
+        spec.write_text(
+            SPEC.format(
+                name="bench",
+                bucket=BUCKET,
+                prefix="data",
+                endpoint=relay.endpoint,
+                key=server.access_key,
+                secret=server.secret_key,
+                medium="SSD",
+                cache=work / "cache",
+                quota="8Gi",
+            )
+        )
         worker = stack.enter_context(WorkerProcess.start([spec], work / "worker.log"))
         names = sorted(small)
         big_name = "big/big.bin"
@@ -195,14 +205,18 @@ def run_bench(args: argparse.Namespace) -> int:
         # ---- direct s3fs ---------------------------------------------------------------
         if not args.skip_direct:
             console.print("direct s3fs over the WAN: small-file epoch, large file …")
-            direct = s3fs_filesystem(relay.endpoint, server.access_key, server.secret_key,
-                                     use_listings_cache=True)
+            direct = s3fs_filesystem(
+                relay.endpoint, server.access_key, server.secret_key, use_listings_cache=True
+            )
             direct.find(f"{BUCKET}/data/small/")
             res["direct_small"] = epoch(
-                names, lambda p: direct.cat_file(f"{BUCKET}/data/{p}"), md5s)
+                names, lambda p: direct.cat_file(f"{BUCKET}/data/{p}"), md5s
+            )
             res["direct_big"] = big_read(
                 lambda: direct.open(f"{BUCKET}/data/{big_name}", "rb", block_size=8 * MiB),
-                big_size, md5s[big_name])
+                big_size,
+                md5s[big_name],
+            )
 
         # ---- Tidepool cold ---------------------------------------------------------------
         console.print("Tidepool cold: small-file epoch, large file …")
@@ -237,12 +251,15 @@ def run_bench(args: argparse.Namespace) -> int:
         for label, local in (("http", False), ("local", True)):
             fs = TidepoolFileSystem(worker.endpoint, local_reads=local, skip_instance_cache=True)
             fs.find("bench/small")
-            runs = [epoch(names, lambda p, fs=fs: fs.cat_file(f"bench/{p}"), md5s)
-                    for _ in range(3)]
+            runs = [
+                epoch(names, lambda p, fs=fs: fs.cat_file(f"bench/{p}"), md5s) for _ in range(3)
+            ]
             best = sorted(runs, key=lambda r: r["seconds"])[1]
             res[f"warm_small_{label}"] = best
-            bigs = [big_read(lambda fs=fs: fs.open(f"bench/{big_name}"), big_size,
-                             md5s[big_name]) for _ in range(3)]
+            bigs = [
+                big_read(lambda fs=fs: fs.open(f"bench/{big_name}"), big_size, md5s[big_name])
+                for _ in range(3)
+            ]
             res[f"warm_big_{label}"] = sorted(bigs, key=lambda r: r["mb_per_s"])[1]
 
         # ---- threads sharing one client ------------------------------------------------------
@@ -278,11 +295,19 @@ def run_bench(args: argparse.Namespace) -> int:
         shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
         mem_dir = Path(tempfile.mkdtemp(prefix="tidepool-bench-mem-", dir=shm))
         stack.callback(shutil.rmtree, mem_dir, ignore_errors=True)
-        mem_spec.write_text(SPEC.format(
-            name="benchmem", bucket=BUCKET, prefix="data", endpoint=server.endpoint,
-            key=server.access_key, secret=server.secret_key, medium="MEM",
-            cache=mem_dir, quota=f"{mem_quota // MiB}Mi",
-        ))
+        mem_spec.write_text(
+            SPEC.format(
+                name="benchmem",
+                bucket=BUCKET,
+                prefix="data",
+                endpoint=server.endpoint,
+                key=server.access_key,
+                secret=server.secret_key,
+                medium="MEM",
+                cache=mem_dir,
+                quota=f"{mem_quota // MiB}Mi",
+            )
+        )
         mw = stack.enter_context(WorkerProcess.start([mem_spec], work / "worker-mem.log"))
         mfs = TidepoolFileSystem(mw.endpoint, local_reads=False, skip_instance_cache=True)
         r = big_read(lambda: mfs.open(f"benchmem/{big_name}"), big_size, md5s[big_name])
@@ -303,39 +328,66 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _report(res: dict[str, Any], console: Console) -> None:
-    t = Table(title="tidepool bench: small files "
-              f"({res['files']} x {res['file_kib']} KiB), WAN {res['wan']['rtt_ms']:.0f} ms / "
-              f"{res['wan']['rate_mbit']:.0f} Mbit/s")
+    t = Table(
+        title="tidepool bench: small files "
+        f"({res['files']} x {res['file_kib']} KiB), WAN {res['wan']['rtt_ms']:.0f} ms / "
+        f"{res['wan']['rate_mbit']:.0f} Mbit/s"
+    )
     for c in ("row", "epoch s", "files/s", "p50 ms", "p99 ms", "verified"):
         t.add_column(c, justify="left" if c == "row" else "right")
-    for key, label in (("direct_small", "direct s3fs"), ("cold_small", "Tidepool cold"),
-                       ("warm_small_http", "Tidepool warm, HTTP"),
-                       ("warm_small_local", "Tidepool warm, same-host")):
+    for key, label in (
+        ("direct_small", "direct s3fs"),
+        ("cold_small", "Tidepool cold"),
+        ("warm_small_http", "Tidepool warm, HTTP"),
+        ("warm_small_local", "Tidepool warm, same-host"),
+    ):
         r = res.get(key)
         if r:
-            t.add_row(label, f"{r['seconds']:.3f}", f"{r['files_per_s']:.0f}",
-                      f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", str(r["verified"]))
+            t.add_row(
+                label,
+                f"{r['seconds']:.3f}",
+                f"{r['files_per_s']:.0f}",
+                f"{r['p50_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                str(r["verified"]),
+            )
     console.print(t)
     t = Table(title=f"large file ({res['big_mib']} MiB, sequential)")
     for c in ("row", "seconds", "first byte s", "MB/s", "verified"):
         t.add_column(c, justify="left" if c == "row" else "right")
-    for key, label in (("direct_big", "direct s3fs"), ("cold_big", "Tidepool cold"),
-                       ("warm_big_http", "Tidepool warm, HTTP"),
-                       ("warm_big_local", "Tidepool warm, same-host")):
+    for key, label in (
+        ("direct_big", "direct s3fs"),
+        ("cold_big", "Tidepool cold"),
+        ("warm_big_http", "Tidepool warm, HTTP"),
+        ("warm_big_local", "Tidepool warm, same-host"),
+    ):
         r = res.get(key)
         if r:
-            t.add_row(label, f"{r['seconds']:.2f}", f"{r['first_byte_s']:.3f}",
-                      f"{r['mb_per_s']:.0f}", str(r["verified"]))
+            t.add_row(
+                label,
+                f"{r['seconds']:.2f}",
+                f"{r['first_byte_s']:.3f}",
+                f"{r['mb_per_s']:.0f}",
+                str(r["verified"]),
+            )
     console.print(t)
     ld, th, mem = res["load"], res["threads"], res["memory"]
-    console.print(f"load: {ld['bytes'] / MiB:.0f} MiB in {ld['seconds']:.1f} s = "
-                  f"{ld['link_fraction'] * 100:.0f}% of the link; cold large file at "
-                  f"{res['cold_big']['link_fraction'] * 100:.0f}% of the link")
-    console.print(f"{th['threads']} threads, one client: {th['reads']} reads, {th['errors']} "
-                  f"errors, {th['verified']} verified")
-    console.print(f"worker peak RSS with a {mem['mem_tier_mib']} MiB MEM tier streaming "
-                  f"{mem['data_mib']} MiB: {mem['worker_peak_rss_mib']:.0f} MiB")
+    console.print(
+        f"load: {ld['bytes'] / MiB:.0f} MiB in {ld['seconds']:.1f} s = "
+        f"{ld['link_fraction'] * 100:.0f}% of the link; cold large file at "
+        f"{res['cold_big']['link_fraction'] * 100:.0f}% of the link"
+    )
+    console.print(
+        f"{th['threads']} threads, one client: {th['reads']} reads, {th['errors']} "
+        f"errors, {th['verified']} verified"
+    )
+    console.print(
+        f"worker peak RSS with a {mem['mem_tier_mib']} MiB MEM tier streaming "
+        f"{mem['data_mib']} MiB: {mem['worker_peak_rss_mib']:.0f} MiB"
+    )
     if "direct_small" in res:
         d, w, c = res["direct_small"], res["warm_small_http"], res["cold_small"]
-        console.print(f"warm vs direct: {d['seconds'] / w['seconds']:.0f}x; cold vs direct: "
-                      f"{c['seconds'] / d['seconds']:.2f}x the time")
+        console.print(
+            f"warm vs direct: {d['seconds'] / w['seconds']:.0f}x; cold vs direct: "
+            f"{c['seconds'] / d['seconds']:.2f}x the time"
+        )

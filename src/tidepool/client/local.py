@@ -68,8 +68,11 @@ class LocalReader:
             plen = min(ps, size - pstart)
             lo, hi = max(start, pstart), min(end, pstart + plen)
             ok = self._into(
-                layout, PageKey(dataset, fkey, idx).relpath(), plen,
-                view[lo - start : hi - start], lo - pstart,
+                layout,
+                PageKey(dataset, fkey, idx).relpath(),
+                plen,
+                view[lo - start : hi - start],
+                lo - pstart,
             )
             if not ok:
                 self.misses += 1
@@ -113,9 +116,7 @@ class LocalReader:
             if length != plen:
                 return False
             if offset == 0 and len(dest) == plen:
-                if os.preadv(fd, [dest], HEADER_SIZE) != plen or checksum(dest) != digest:
-                    return False
-                return True
+                return not (os.preadv(fd, [dest], HEADER_SIZE) != plen or checksum(dest) != digest)
             data = os.pread(fd, plen, HEADER_SIZE)
             if len(data) != plen or checksum(data) != digest:
                 return False

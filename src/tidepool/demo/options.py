@@ -13,15 +13,21 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtt-ms", type=float, default=40.0, help="emulated WAN round trip (ms)")
     p.add_argument("--rate-mbit", type=float, default=100.0, help="emulated WAN rate (Mbit/s)")
     p.add_argument(
-        "--origin", choices=("juicefs", "rclone"), default="juicefs",
+        "--origin",
+        choices=("juicefs", "rclone"),
+        default="juicefs",
         help="S3 server playing the cloud (default juicefs gateway)",
     )
     p.add_argument(
-        "--model", choices=("none", "resnet18"), default="none",
+        "--model",
+        choices=("none", "resnet18"),
+        default="none",
         help="inference step after decode+resize: resnet18 needs torch installed",
     )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     p.add_argument(
-        "--workdir", type=Path, default=None,
+        "--workdir",
+        type=Path,
+        default=None,
         help="keep the demo's files here (default: a temporary directory, removed at the end)",
     )

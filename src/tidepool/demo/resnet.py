@@ -33,7 +33,9 @@ def resnet18_plain(num_classes: int = 1000) -> Any:
             return self.relu(out + idt)
 
     layers: list[Any] = [
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2, 1),
     ]
     cin = 64

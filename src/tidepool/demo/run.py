@@ -111,8 +111,15 @@ def _table(results: dict[str, dict[str, Any]], report: dict[str, Any], console: 
             f"{report['wan']['rtt_ms']:.0f} ms RTT / {report['wan']['rate_mbit']:.0f} Mbit/s"
         )
     )
-    for col in ("scenario", "epoch s", "read s", "files/s", "read p50 ms", "read p99 ms",
-                "verified"):
+    for col in (
+        "scenario",
+        "epoch s",
+        "read s",
+        "files/s",
+        "read p50 ms",
+        "read p99 ms",
+        "verified",
+    ):
         t.add_column(col, justify="left" if col == "scenario" else "right")
     labels = {
         "direct": "direct s3fs (before)",
@@ -121,8 +128,12 @@ def _table(results: dict[str, dict[str, Any]], report: dict[str, Any], console: 
     }
     for name, r in results.items():
         t.add_row(
-            labels[name], f"{r['seconds']:.2f}", f"{r['read_seconds']:.3f}",
-            f"{r['files_per_s']:.0f}", f"{r['read_p50_ms']:.2f}", f"{r['read_p99_ms']:.2f}",
+            labels[name],
+            f"{r['seconds']:.2f}",
+            f"{r['read_seconds']:.3f}",
+            f"{r['files_per_s']:.0f}",
+            f"{r['read_p50_ms']:.2f}",
+            f"{r['read_p99_ms']:.2f}",
             "yes" if r["verified"] else "[red]NO[/]",
         )
     console.print(t)
@@ -155,13 +166,15 @@ def run_demo(args: argparse.Namespace) -> int:
         items = list(make_jpegs(args.files, seed=args.seed, target_kib=args.size_kib))
         total = sum(len(b) for _, b in items)
 
-        console.print(f"[bold]2/6[/] starting the cloud: {args.origin} S3 server + WAN relay "
-                      f"({args.rtt_ms:.0f} ms RTT, {args.rate_mbit:.0f} Mbit/s)")
+        console.print(
+            f"[bold]2/6[/] starting the cloud: {args.origin} S3 server + WAN relay "
+            f"({args.rtt_ms:.0f} ms RTT, {args.rate_mbit:.0f} Mbit/s)"
+        )
         server = stack.enter_context(S3Server.start(workdir / "s3", kind=args.origin))
         server.create_bucket(BUCKET)
         md5s = upload(server, BUCKET, ((f"{PREFIX}/{n}", b) for n, b in items))
         expected = {n: md5s[f"{PREFIX}/{n}"] for n, _ in items}
-        host, port = server.endpoint.rsplit(":", 1)
+        _host, port = server.endpoint.rsplit(":", 1)
         relay = stack.enter_context(
             WanRelay.start(("127.0.0.1", int(port)), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
         )

@@ -30,7 +30,7 @@ class EpochResult:
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
         p50 = statistics.median(lat) if lat else 0.0
-        p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))] if lat else 0.0
+        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] if lat else 0.0
         return {
             "seconds": round(self.seconds, 4),
             "read_seconds": round(self.read_seconds, 4),

@@ -1,0 +1,66 @@
+"""The spec layer: Fluid-compatible YAML in, resolved runtime configuration out (pure, no network).
+
+Use :func:`load_files` (or :func:`load_text`) to get a :class:`SpecBundle`; its ``datasets`` map
+holds the :class:`DatasetConfig` objects the runtime consumes. Every problem is raised at once as
+:class:`tidepool.errors.SpecError`.
+"""
+
+from __future__ import annotations
+
+from .config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
+from .describe import describe
+from .loader import (
+    DEFAULT_CACHE_DIR,
+    LoadedDocument,
+    SecretStore,
+    Source,
+    SpecBundle,
+    default_runtime,
+    load_files,
+    load_text,
+    runtime_config,
+    secret_env_var,
+)
+from .models import (
+    API_VERSIONS,
+    KINDS,
+    NODEPOOL_KEYS,
+    DataLoad,
+    Dataset,
+    FieldErrors,
+    Mount,
+    Runtime,
+    Secret,
+)
+from .options import OptionError, Origin, map_options, mount_config
+
+__all__ = [
+    "API_VERSIONS",
+    "DEFAULT_CACHE_DIR",
+    "KINDS",
+    "NODEPOOL_KEYS",
+    "DataLoad",
+    "Dataset",
+    "DatasetConfig",
+    "FieldErrors",
+    "LoadedDocument",
+    "Mount",
+    "MountConfig",
+    "OptionError",
+    "Origin",
+    "Runtime",
+    "RuntimeConfig",
+    "Secret",
+    "SecretStore",
+    "Source",
+    "SpecBundle",
+    "TierConfig",
+    "default_runtime",
+    "describe",
+    "load_files",
+    "load_text",
+    "map_options",
+    "mount_config",
+    "runtime_config",
+    "secret_env_var",
+]

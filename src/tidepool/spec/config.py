@@ -46,9 +46,9 @@ class MountConfig:
     """Origin path of the mount root for that protocol (``bucket/prefix`` for s3)."""
     path: str
     """Where the mount appears inside the dataset, normalised (``""`` is the dataset root)."""
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     """Keyword arguments for the fsspec filesystem, secrets included: never log these."""
-    secret_values: tuple[str, ...] = ()
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
     """The secret strings among the options, so errors and logs can redact them."""
 
 

@@ -1,4 +1,4 @@
-"""Serve one dataset read-through: metadata with a TTL, pages from the store, misses from the origin.
+"""Serve one dataset read-through: metadata with a TTL, pages from the store, misses from origin.
 
 This is the heart of the worker, free of HTTP so it can be driven directly by tests and by the load
 job. For a read of ``[start, end)`` it walks the pages in order; a page already in the store is read
@@ -290,9 +290,7 @@ class DatasetService:
         if task is None:
             self.misses += 1
             self.counters.misses.inc()
-            task = asyncio.get_running_loop().create_task(
-                self._fetch(key, origin, orel, info, idx)
-            )
+            task = asyncio.get_running_loop().create_task(self._fetch(key, origin, orel, info, idx))
             self._pages_inflight[key] = task
             task.add_done_callback(lambda t: self._fetch_done(key, t))
         return task

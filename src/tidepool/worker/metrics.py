@@ -40,7 +40,9 @@ class WorkerMetrics:
             "tidepool_cache_hits", "Pages served from the cache", ["dataset"], registry=r
         )
         self.page_misses = Counter(
-            "tidepool_cache_misses", "Pages that had to be fetched from the origin", ["dataset"],
+            "tidepool_cache_misses",
+            "Pages that had to be fetched from the origin",
+            ["dataset"],
             registry=r,
         )
         self.origin_requests = Counter(
@@ -57,7 +59,9 @@ class WorkerMetrics:
             registry=r,
         )
         self.load_bytes = Gauge(
-            "tidepool_load_bytes_done", "Bytes warmed by the latest load job", ["dataset"],
+            "tidepool_load_bytes_done",
+            "Bytes warmed by the latest load job",
+            ["dataset"],
             registry=r,
         )
         self._counters: dict[str, DatasetCounters] = {}
@@ -97,11 +101,13 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
         used = GaugeMetricFamily(
-            "tidepool_cache_used_bytes", "Bytes held by a cache tier", labels=["dataset", "tier",
-                                                                                 "path"]
+            "tidepool_cache_used_bytes",
+            "Bytes held by a cache tier",
+            labels=["dataset", "tier", "path"],
         )
         cap = GaugeMetricFamily(
-            "tidepool_cache_capacity_bytes", "Quota of a cache tier",
+            "tidepool_cache_capacity_bytes",
+            "Quota of a cache tier",
             labels=["dataset", "tier", "path"],
         )
         pages = GaugeMetricFamily(

@@ -120,8 +120,16 @@ class Worker:
             stats = store.stats()
             for t in store.usage():
                 out.append(
-                    StoreSample(name, t.medium, str(t.path), t.used, t.capacity, t.pages,
-                                stats.evictions, stats.corrupt)
+                    StoreSample(
+                        name,
+                        t.medium,
+                        str(t.path),
+                        t.used,
+                        t.capacity,
+                        t.pages,
+                        stats.evictions,
+                        stats.corrupt,
+                    )
                 )
         return out
 

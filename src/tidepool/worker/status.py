@@ -39,13 +39,20 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
     tiers = []
     for t in svc.store.usage():
         tiers.append(
-            {"medium": t.medium, "path": str(t.path), "used": t.used, "capacity": t.capacity,
-             "pages": t.pages}
+            {
+                "medium": t.medium,
+                "path": str(t.path),
+                "used": t.used,
+                "capacity": t.capacity,
+                "pages": t.pages,
+            }
         )
     stats: dict[str, Any] = {}
     with contextlib.suppress(Exception):
-        stats = dict(vars(svc.store.stats())) if not isinstance(svc.store.stats(), dict) else dict(
-            svc.store.stats()
+        stats = (
+            dict(vars(svc.store.stats()))
+            if not isinstance(svc.store.stats(), dict)
+            else dict(svc.store.stats())
         )
     return {
         "dataset": svc.name,
