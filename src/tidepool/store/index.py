@@ -1,0 +1,245 @@
+"""The page store's persisted index: which pages exist, in which tier, and how recently used.
+
+SQLite in WAL mode with ``synchronous=NORMAL``: every change is committed right away, and a
+committed transaction survives a process kill (SIGKILL) — WAL only risks the last transactions on a
+power cut or OS crash, which the startup scan of the tiers repairs. Recency (``atime``) is a
+monotonically increasing counter, not wall time, written in batches by the store.
+
+Tables::
+
+    pages(dataset, file_key, idx, tier, size, checksum, atime)   -- one row per page file
+    files(file_key PRIMARY KEY, dataset, path, version)          -- for introspection only
+
+``tier`` is the tier's absolute root path, so reordering tiers in the spec does not confuse it;
+``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
+signed 64-bit integer.
+
+Limits: one process owns the index at a time. An unreadable database file is moved aside
+(``index.sqlite3.corrupt-<ts>``) by :func:`open_index` and the store rebuilds from its tiers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tidepool.pages import PageKey
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pages (
+    dataset  TEXT    NOT NULL,
+    file_key TEXT    NOT NULL,
+    idx      INTEGER NOT NULL,
+    tier     TEXT    NOT NULL,
+    size     INTEGER NOT NULL,
+    checksum INTEGER NOT NULL,
+    atime    INTEGER NOT NULL,
+    PRIMARY KEY (dataset, file_key, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    file_key TEXT PRIMARY KEY,
+    dataset  TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    version  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_dataset ON files (dataset);
+"""
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def _to_sql(digest: int) -> int:
+    return digest - _U64 if digest > _I64_MAX else digest
+
+
+def _from_sql(value: int) -> int:
+    return value % _U64
+
+
+@dataclass(slots=True)
+class PageRow:
+    """One persisted page."""
+
+    key: PageKey
+    tier: str
+    size: int
+    checksum: int
+    atime: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    """What a file key stands for; ``path`` and ``version`` are ``""`` for adopted pages."""
+
+    dataset: str
+    path: str
+    version: str
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in WAL / synchronous=NORMAL, shared between threads under a lock."""
+    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged database (and its -wal/-shm files) to ``<name>.corrupt-<ts>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{target}{suffix}")
+    return target
+
+
+class PageIndex:
+    """Thread-safe access to the index database; every write is its own committed transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = connect(path)
+        try:
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def load(self) -> tuple[list[PageRow], dict[str, FileRow]]:
+        """All page rows and file rows."""
+        with self._lock:
+            pages = [
+                PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime)
+                for ds, fk, idx, tier, size, digest, atime in self._conn.execute(
+                    "SELECT dataset, file_key, idx, tier, size, checksum, atime FROM pages"
+                )
+            ]
+            files = {
+                fk: FileRow(ds, path, version)
+                for fk, ds, path, version in self._conn.execute(
+                    "SELECT file_key, dataset, path, version FROM files"
+                )
+            }
+        return pages, files
+
+    def add_pages(self, rows: Iterable[PageRow], files: dict[str, FileRow]) -> None:
+        """Insert (or replace) pages and insert the missing file rows, in one transaction."""
+        page_params = [
+            (
+                r.key.dataset,
+                r.key.file_key,
+                r.key.index,
+                r.tier,
+                r.size,
+                _to_sql(r.checksum),
+                r.atime,
+            )
+            for r in rows
+        ]
+        file_params = [(fk, f.dataset, f.path, f.version) for fk, f in files.items()]
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
+            )
+            self._conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params)
+
+    def set_tier(self, key: PageKey, tier: str) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
+                (tier, key.dataset, key.file_key, key.index),
+            )
+
+    def delete_pages(self, keys: Iterable[PageKey]) -> None:
+        """Delete pages, and the rows of their files when no page of the file is left."""
+        keys = list(keys)
+        files = {(k.dataset, k.file_key) for k in keys}
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "DELETE FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?",
+                [(k.dataset, k.file_key, k.index) for k in keys],
+            )
+            self._conn.executemany(
+                "DELETE FROM files WHERE file_key = ? AND NOT EXISTS "
+                "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
+                [(fk, ds, fk) for ds, fk in files],
+            )
+
+    def delete_files(self, file_keys: Iterable[str]) -> None:
+        """Delete file rows (those left without pages after a rebuild)."""
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "DELETE FROM files WHERE file_key = ?", [(fk,) for fk in file_keys]
+            )
+
+    def set_atimes(self, items: Iterable[tuple[PageKey, int]]) -> None:
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE pages SET atime = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
+                [(atime, k.dataset, k.file_key, k.index) for k, atime in items],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], dict[str, FileRow], bool]:
+    """Open and load the index, moving an unreadable one aside: ``(index, pages, files, fresh)``.
+
+    ``fresh`` is True when the database was replaced by an empty one, so the caller knows to
+    rebuild from the tiers.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / INDEX_FILE
+    try:
+        index = PageIndex(path)
+        try:
+            pages, files = index.load()
+        except BaseException:
+            index.close()
+            raise
+        return index, pages, files, False
+    except sqlite3.DatabaseError as exc:
+        aside = move_aside(path)
+        log.warning(
+            "page index %s is unreadable (%s); moved it to %s and rebuilding from the tiers",
+            path,
+            exc,
+            aside,
+        )
+    index = PageIndex(path)
+    return index, [], {}, True

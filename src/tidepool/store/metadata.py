@@ -1,0 +1,224 @@
+"""Persisted file metadata of the datasets: ``stat`` results and directory listings.
+
+The worker caches what the origin said about a path (``info``) and a directory (``listing``) with
+the time it was fetched; the TTL decision (``metadataSyncPolicy``) is the caller's. Both are stored
+in SQLite (``state_dir/metadata.sqlite3``, WAL, ``synchronous=NORMAL``, one commit per write) so a
+restarted worker answers ``ls`` and ``stat`` while the origin is unreachable. Writing a listing also
+records the info of every entry (same ``fetched_at``), so a listed file can be stat-ed offline.
+
+A bounded in-memory LRU sits in front of the database for hot lookups (absent keys included).
+
+Limits: values are JSON (dicts of str/int/float/bool/None/lists); listing entries are keyed by
+their ``"name"`` — the same path form the caller uses with :meth:`MetadataStore.put_info`. Values
+handed out are shallow copies: do not mutate the entry dicts of a listing. One process owns the
+database; an unreadable one is moved aside and started afresh (metadata can be refetched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from tidepool.store.index import connect, move_aside
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.sqlite3"
+DEFAULT_CACHE_ENTRIES = 100_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (
+    dataset    TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    info       TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (dataset, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listings (
+    dataset    TEXT NOT NULL,
+    dir        TEXT NOT NULL,
+    entries    TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (dataset, dir)
+) WITHOUT ROWID;
+"""
+
+_Kind = Literal["info", "listing"]
+_CacheKey = tuple[_Kind, str, str]
+_Value = tuple[Any, float] | None  # None: known to be absent
+_MISSING: Any = object()
+
+
+class MetadataStore:
+    """Thread-safe persisted stat/listing cache with an in-memory LRU in front."""
+
+    def __init__(self, state_dir: Path, *, cache_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / METADATA_FILE
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[_CacheKey, _Value] = OrderedDict()
+        self._cache_entries = max(0, cache_entries)
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            aside = move_aside(self.path)
+            log.warning(
+                "metadata store %s is unreadable (%s); moved it to %s and starting empty",
+                self.path,
+                exc,
+                aside,
+            )
+            self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        try:
+            conn.executescript(_SCHEMA)
+            conn.execute("SELECT count(*) FROM info").fetchone()
+            conn.execute("SELECT count(*) FROM listings").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- info ----------------------------------------------------------------------------
+
+    def put_info(self, dataset: str, path: str, info: dict[str, Any], fetched_at: float) -> None:
+        """Record what the origin said about ``path`` at ``fetched_at`` (epoch seconds)."""
+        raw = json.dumps(info, separators=(",", ":"))
+        value = (json.loads(raw), float(fetched_at))
+        with self._lock:
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
+                    (dataset, path, raw, float(fetched_at)),
+                )
+            self._remember(("info", dataset, path), value)
+
+    def get_info(self, dataset: str, path: str) -> tuple[dict[str, Any], float] | None:
+        """``(info, fetched_at)`` of a path, or None when never recorded."""
+        key: _CacheKey = ("info", dataset, path)
+        with self._lock:
+            value = self._lookup(key)
+            if value is _MISSING:
+                row = self._conn.execute(
+                    "SELECT info, fetched_at FROM info WHERE dataset = ? AND path = ?",
+                    (dataset, path),
+                ).fetchone()
+                value = None if row is None else (json.loads(row[0]), float(row[1]))
+                self._remember(key, value)
+        if value is None:
+            return None
+        return dict(value[0]), value[1]
+
+    def delete_info(self, dataset: str, path: str) -> None:
+        with self._lock:
+            with self._transaction():
+                self._conn.execute(
+                    "DELETE FROM info WHERE dataset = ? AND path = ?", (dataset, path)
+                )
+            self._remember(("info", dataset, path), None)
+
+    # -- listings ------------------------------------------------------------------------
+
+    def put_listing(
+        self, dataset: str, dir: str, entries: list[dict[str, Any]], fetched_at: float
+    ) -> None:
+        """Record a directory listing, and the info of each entry that has a ``"name"``."""
+        raw = json.dumps(entries, separators=(",", ":"))
+        parsed: list[dict[str, Any]] = json.loads(raw)
+        when = float(fetched_at)
+        infos = [(e["name"], e) for e in parsed if isinstance(e.get("name"), str)]
+        with self._lock:
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO listings VALUES (?, ?, ?, ?)",
+                    (dataset, dir, raw, when),
+                )
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
+                    [
+                        (dataset, name, json.dumps(e, separators=(",", ":")), when)
+                        for name, e in infos
+                    ],
+                )
+            self._remember(("listing", dataset, dir), (parsed, when))
+            for name, e in infos:
+                self._remember(("info", dataset, name), (e, when))
+
+    def get_listing(self, dataset: str, dir: str) -> tuple[list[dict[str, Any]], float] | None:
+        """``(entries, fetched_at)`` of a directory, or None when never listed."""
+        key: _CacheKey = ("listing", dataset, dir)
+        with self._lock:
+            value = self._lookup(key)
+            if value is _MISSING:
+                row = self._conn.execute(
+                    "SELECT entries, fetched_at FROM listings WHERE dataset = ? AND dir = ?",
+                    (dataset, dir),
+                ).fetchone()
+                value = None if row is None else (json.loads(row[0]), float(row[1]))
+                self._remember(key, value)
+        if value is None:
+            return None
+        return list(value[0]), value[1]
+
+    def delete_listing(self, dataset: str, dir: str) -> None:
+        with self._lock:
+            with self._transaction():
+                self._conn.execute(
+                    "DELETE FROM listings WHERE dataset = ? AND dir = ?", (dataset, dir)
+                )
+            self._remember(("listing", dataset, dir), None)
+
+    # -- whole datasets ------------------------------------------------------------------
+
+    def drop_dataset(self, dataset: str) -> None:
+        """Forget every info and listing of a dataset."""
+        with self._lock:
+            with self._transaction():
+                self._conn.execute("DELETE FROM info WHERE dataset = ?", (dataset,))
+                self._conn.execute("DELETE FROM listings WHERE dataset = ?", (dataset,))
+            for key in [k for k in self._cache if k[1] == dataset]:
+                del self._cache[key]
+
+    def close(self) -> None:
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._cache.clear()
+
+    # -- helpers (callers hold _lock) ------------------------------------------------------
+
+    def _lookup(self, key: _CacheKey) -> _Value:
+        """The cached value, or ``_MISSING`` when the database must be asked."""
+        value: _Value = self._cache.get(key, _MISSING)
+        if value is not _MISSING:
+            self._cache.move_to_end(key)
+        return value
+
+    def _remember(self, key: _CacheKey, value: _Value) -> None:
+        if not self._cache_entries:
+            return
+        self._cache[key] = value
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")

@@ -1,0 +1,717 @@
+"""The persistent, tiered, checksummed page cache of one worker.
+
+Pages go to the top tier (MEM) first. Space is *reserved before a page is written*, and a tier's
+byte count drops only *after* a page file is unlinked, so a tier's quota holds at every moment, not
+eventually. Making room evicts the least recently used pages (pluggable, see ``eviction.py``);
+an evicted page is demoted to the next lower tier when there is one (whose quota is kept the same
+way), else deleted. After each put, a tier above its high watermark is evicted down to its low one.
+
+Reads are served from an in-memory index (no filesystem probe): one ``readv`` of header and data,
+length and checksum verified, the data returned as a memoryview of the read buffer. A page that
+fails verification is counted as corrupt, dropped and deleted — never served.
+
+Persistence (``index.py``): every put is committed to SQLite before it becomes visible, so a
+SIGKILL loses no page whose ``put`` returned. Startup recovery empties each tier's ``tmp/``, drops
+index rows whose file is missing or has the wrong size (a MEM tier after a reboot), adopts page
+files the index doesn't know when their name parses and their header and checksum verify (with
+``path``/``version`` recorded as ``""`` since only the file key is known; they start as the least
+recently used), deletes other stray files, and evicts down if quotas were lowered.
+
+Concurrency: ``get`` (event-loop thread) and ``put`` (worker threads) may run at once. One
+``threading.Lock`` guards the in-memory index and accounting and is never held across I/O; a
+second, re-entrant lock serialises the slow work of making room (eviction/demotion) and drops.
+
+Limits:
+- Recency is persisted in batches (every 2 s or every 1000 hits, and by :meth:`PageStore.flush`
+  and :meth:`PageStore.close`); a crash loses at most that much recency, never pages.
+- A demoted page becomes the most recently used of its new tier.
+- Page files are not fsync'ed: a power cut may tear a page; the checksum catches it on read.
+- The index lives in memory (~500 bytes per page: 0.5 GB per TiB of 1 MiB pages) and startup
+  stats every page file.
+- If the disk under a tier fills before its quota (``ENOSPC``/``EDQUOT``), a put evicts some pages
+  of that tier and retries once, then tries the next tier, and otherwise returns False.
+- ``drop_file``/``drop_dataset`` racing with a ``put`` of the same file may leave that page cached.
+- A ``put`` of a key another thread is putting returns True at once (the worker single-flights
+  page fetches, so this is only a guard); watermark eviction runs in the calling ``put``.
+- A ``get`` that finds a corrupt page deletes it on the calling thread (rare, small I/O).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tidepool.pages import HEADER_SIZE, PageKey, decode_header, encode_header
+from tidepool.spec.config import TierConfig
+from tidepool.store.eviction import EvictionPolicy, LRUPolicy
+from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
+from tidepool.store.tiers import (
+    Buffer,
+    Tier,
+    TierUsage,
+    install_file,
+    read_page,
+    read_page_file,
+    read_unknown_page,
+    scan_pages,
+    unlink_quiet,
+    write_page_file,
+)
+
+log = logging.getLogger(__name__)
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+FLUSH_INTERVAL = 2.0
+"""Seconds between flushes of touched recency counters."""
+FLUSH_TOUCHES = 1000
+"""Touched pages that trigger an early flush."""
+WARN_INTERVAL = 60.0
+"""A full disk is logged at most once per tier per this many seconds."""
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counters since the store was opened."""
+
+    hits: int
+    """``get`` calls that returned a verified page."""
+    misses: int
+    """``get`` calls that returned None (corrupt pages included)."""
+    evictions: int
+    """Pages deleted from the cache to make room (demotions not included)."""
+    demotions: int
+    """Pages moved to a lower tier to make room."""
+    corrupt: int
+    """Pages that failed verification or could not be read, and were dropped."""
+    put_failures: int
+    """``put`` calls that cached nothing (too big, disk full, I/O error)."""
+
+
+class _Entry:
+    """An indexed page. ``moving``: claimed by an eviction or drop in progress."""
+
+    __slots__ = ("alive", "atime", "checksum", "key", "moving", "size", "tier")
+
+    def __init__(self, key: PageKey, tier: int, size: int, checksum: int, atime: int) -> None:
+        self.key = key
+        self.tier = tier
+        self.size = size
+        self.checksum = checksum
+        self.atime = atime
+        self.moving = False
+        self.alive = True
+
+
+class PageStore:
+    """Tiered page cache with a persisted index; sync and thread-safe.
+
+    ``tiers`` are ordered top (fastest) first; ``state_dir`` holds ``index.sqlite3``;
+    ``page_size`` is the largest page accepted. ``flush_interval`` (seconds, None: no background
+    thread) sets how often touched recency is written; ``policy`` builds each tier's eviction
+    policy.
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[TierConfig],
+        state_dir: Path,
+        *,
+        page_size: int,
+        flush_interval: float | None = FLUSH_INTERVAL,
+        policy: Callable[[], EvictionPolicy[PageKey]] = LRUPolicy,
+    ) -> None:
+        if not tiers:
+            raise ValueError("a page store needs at least one tier")
+        if page_size <= 0:
+            raise ValueError(f"page_size {page_size} must be > 0")
+        self.page_size = page_size
+        self._tiers = [Tier(i, cfg, policy()) for i, cfg in enumerate(tiers)]
+        self._by_root: dict[str, Tier] = {}
+        for tier in self._tiers:
+            if tier.root_str in self._by_root:
+                raise ValueError(f"tier path {tier.root_str!r} is used by two tiers")
+            self._by_root[tier.root_str] = tier
+            if tier.quota < HEADER_SIZE + page_size:
+                log.warning(
+                    "tier %s %s: quota %d bytes holds no full page of %d bytes",
+                    tier.config.medium,
+                    tier.root_str,
+                    tier.quota,
+                    page_size,
+                )
+        self._lock = threading.Lock()
+        self._space_lock = threading.RLock()
+        self._entries: dict[PageKey, _Entry] = {}
+        self._by_file: dict[tuple[str, str], set[int]] = {}
+        self._dataset_files: dict[str, set[str]] = {}
+        self._dataset_bytes: dict[str, int] = {}
+        self._files: dict[str, FileRow] = {}
+        self._pending: set[PageKey] = set()
+        self._dirty: set[_Entry] = set()
+        self._clock = 0
+        self._hits = self._misses = self._evictions = self._demotions = 0
+        self._corrupt = self._put_failures = 0
+        self._warned: dict[int, float] = {}
+        self._closed = False
+        self._wake = threading.Event()
+        self._stopping = False
+        self._index: PageIndex = self._recover(Path(state_dir))
+        self._flusher: threading.Thread | None = None
+        if flush_interval is not None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop,
+                args=(flush_interval,),
+                name="tidepool-store-flush",
+                daemon=True,
+            )
+            self._flusher.start()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: PageKey) -> memoryview | None:
+        """The verified data of a cached page, or None (miss, or corrupt: then dropped)."""
+        for _ in range(3):  # retried only when a concurrent demotion moved the page
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("page store is closed")
+                entry = self._entries.get(key)
+                if entry is None:
+                    self._misses += 1
+                    return None
+                tier = self._tiers[entry.tier]
+            path = tier.page_path(key)
+            error: OSError | None = None
+            try:
+                data = read_page(path, entry.size, entry.checksum)
+            except OSError as exc:
+                data, error = None, exc
+            with self._lock:
+                if data is not None:
+                    self._hits += 1
+                    if entry.alive:
+                        tier.policy.touch(key)
+                        entry.atime = self._tick()
+                        self._dirty.add(entry)
+                        if len(self._dirty) >= FLUSH_TOUCHES:
+                            self._wake.set()
+                    return data
+                if entry.alive and entry.tier != tier.index:
+                    continue
+                self._misses += 1
+                if not entry.alive or entry.moving:
+                    return None  # an eviction or drop got there first
+                self._corrupt += 1
+                self._claim(entry)
+            log.warning(
+                "page %s in %s is %s; dropping it",
+                key,
+                path,
+                f"unreadable ({error})" if error else "corrupt (length or checksum mismatch)",
+            )
+            self._delete([entry])
+            return None
+        with self._lock:
+            self._misses += 1
+        return None
+
+    def contains(self, key: PageKey) -> bool:
+        """Whether the page is indexed (it may still fail verification on ``get``)."""
+        with self._lock:
+            return key in self._entries
+
+    def locate(self, key: PageKey) -> Path | None:
+        """Where the page file is, for diagnostics."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else Path(self._tiers[entry.tier].page_path(key))
+
+    def pages_of(self, dataset: str, file_key: str) -> set[int]:
+        """Indexes of the cached pages of one file."""
+        with self._lock:
+            return set(self._by_file.get((dataset, file_key), ()))
+
+    def file_info(self, file_key: str) -> FileRow | None:
+        """``(dataset, path, version)`` recorded for a file key (``""`` for adopted pages)."""
+        with self._lock:
+            return self._files.get(file_key)
+
+    def usage(self) -> list[TierUsage]:
+        with self._lock:
+            return [t.usage() for t in self._tiers]
+
+    def dataset_bytes(self, dataset: str) -> int:
+        """Cached data bytes of a dataset (page headers not counted)."""
+        with self._lock:
+            return self._dataset_bytes.get(dataset, 0)
+
+    def dataset_files(self, dataset: str) -> int:
+        """Number of files of a dataset with at least one cached page."""
+        with self._lock:
+            return len(self._dataset_files.get(dataset, ()))
+
+    def stats(self) -> StoreStats:
+        with self._lock:
+            return StoreStats(
+                self._hits,
+                self._misses,
+                self._evictions,
+                self._demotions,
+                self._corrupt,
+                self._put_failures,
+            )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(self, key: PageKey, data: Buffer, *, path: str, version: str) -> bool:
+        """Cache a page; False when it could not be cached (too big, disk full, I/O error).
+
+        A page already cached (or being cached by another thread) is a no-op returning True.
+        ``path``/``version`` are recorded for the page's file key, for introspection.
+        """
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if view.nbytes > self.page_size:
+            raise ValueError(
+                f"page {key} is {view.nbytes} bytes, larger than the page size {self.page_size}"
+            )
+        size = HEADER_SIZE + view.nbytes
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("page store is closed")
+            if key in self._entries or key in self._pending:
+                return True
+            self._pending.add(key)
+        try:
+            header = encode_header(view)
+            _, digest = decode_header(header)
+            stored = False
+            for tier in self._tiers:
+                if tier.quota < size or not self._reserve(tier, size):
+                    continue
+                if self._write(tier, key, (header, view), size) and self._record(
+                    tier, key, size, digest, path, version
+                ):
+                    stored = True
+                    break
+            if not stored:
+                with self._lock:
+                    self._put_failures += 1
+                log.debug("page %s (%d bytes) not cached", key, size)
+                return False
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+        self._enforce_watermarks()
+        return True
+
+    def drop_file(self, dataset: str, file_key: str) -> None:
+        """Remove every cached page of one file (e.g. its origin version changed)."""
+        with self._space_lock:
+            with self._lock:
+                entries = [
+                    self._entries[PageKey(dataset, file_key, i)]
+                    for i in self._by_file.get((dataset, file_key), ())
+                ]
+                entries = [e for e in entries if self._claim(e)]
+            self._delete(entries)
+
+    def drop_dataset(self, dataset: str) -> None:
+        """Remove every cached page of a dataset."""
+        with self._space_lock:
+            with self._lock:
+                entries = [
+                    self._entries[PageKey(dataset, fk, i)]
+                    for fk in self._dataset_files.get(dataset, ())
+                    for i in self._by_file.get((dataset, fk), ())
+                ]
+                entries = [e for e in entries if self._claim(e)]
+            self._delete(entries)
+
+    def flush(self) -> None:
+        """Persist the recency of pages read since the last flush."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            items = [(e.key, e.atime) for e in dirty if e.alive]
+        if not items:
+            return
+        try:
+            self._index.set_atimes(items)
+        except sqlite3.Error as exc:
+            log.warning("could not persist page recency: %s", exc)
+
+    def close(self, *, flush: bool = True) -> None:
+        """Stop the flusher, persist recency (unless ``flush=False``) and close the index."""
+        with self._lock:
+            if self._closed:
+                return
+            self._stopping = True
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        if flush:
+            self.flush()
+        with self._space_lock, self._lock:
+            self._closed = True
+        self._index.close()
+
+    def __enter__(self) -> PageStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PageStore({self._tiers!r})"
+
+    # -- space ---------------------------------------------------------------------------
+
+    def _reserve(self, tier: Tier, size: int) -> bool:
+        """Count ``size`` bytes into ``tier``, evicting LRU pages first if needed."""
+        with self._lock:
+            if tier.used + size <= tier.quota:
+                tier.used += size
+                return True
+        with self._space_lock:
+            while True:
+                with self._lock:
+                    if tier.used + size <= tier.quota:
+                        tier.used += size
+                        return True
+                    victim = self._take_victim(tier)
+                if victim is None:
+                    return False  # the rest is reserved by writes in progress
+                self._evict(tier, victim)
+
+    def _release(self, tier: Tier, size: int) -> None:
+        with self._lock:
+            tier.used -= size
+
+    def _shrink(self, tier: Tier, target: int) -> None:
+        """Evict from ``tier`` until it uses at most ``target`` bytes (or has no victim left)."""
+        with self._space_lock:
+            while True:
+                with self._lock:
+                    if tier.used <= target:
+                        return
+                    victim = self._take_victim(tier)
+                if victim is None:
+                    return
+                self._evict(tier, victim)
+
+    def _enforce_watermarks(self) -> None:
+        for tier in self._tiers:  # top first, so demotions are accounted for below
+            if tier.used > tier.high_bytes:
+                self._shrink(tier, tier.low_bytes)
+
+    def _take_victim(self, tier: Tier) -> _Entry | None:
+        """Claim the policy's first victim (called under ``_lock``)."""
+        while True:
+            popped = tier.policy.pop_victim()
+            if popped is None:
+                return None
+            entry = self._entries.get(popped[0])
+            if entry is not None and not entry.moving:
+                entry.moving = True
+                return entry
+
+    def _evict(self, tier: Tier, entry: _Entry) -> None:
+        """Demote a claimed page to the next tier, or delete it (holding ``_space_lock``)."""
+        src = tier.page_path(entry.key)
+        if tier.index + 1 < len(self._tiers):
+            lower = self._tiers[tier.index + 1]
+            if lower.quota >= entry.size and self._demote(tier, lower, entry, src):
+                unlink_quiet(src)
+                with self._lock:
+                    tier.used -= entry.size
+                    entry.moving = False
+                return
+        with self._lock:
+            self._evictions += 1
+        self._delete([entry])
+
+    def _demote(self, upper: Tier, lower: Tier, entry: _Entry, src: str) -> bool:
+        key = entry.key
+        try:
+            raw = read_page_file(src, entry.size, entry.checksum)
+        except OSError as exc:
+            log.warning("page %s in %s unreadable while demoting: %s", key, src, exc)
+            raw = None
+        if raw is None:
+            with self._lock:
+                self._corrupt += 1
+            return False
+        if not self._reserve(lower, entry.size):
+            return False
+        tmp = lower.tmp_path()
+        try:
+            write_page_file(tmp, (raw,))
+            install_file(tmp, lower.page_path(key))
+        except OSError as exc:
+            unlink_quiet(tmp)
+            self._release(lower, entry.size)
+            self._write_failed(lower, key, exc)
+            return False
+        try:
+            self._index.set_tier(key, lower.root_str)
+        except sqlite3.Error as exc:  # the restart scan re-adopts the lower copy
+            log.warning("could not record demotion of %s: %s", key, exc)
+        with self._lock:
+            upper.pages -= 1
+            entry.tier = lower.index
+            lower.pages += 1
+            lower.policy.add(key, entry.size)
+            self._demotions += 1
+        log.debug("demoted %s from %s to %s", key, upper.config.medium, lower.config.medium)
+        return True
+
+    def _delete(self, entries: Sequence[_Entry]) -> None:
+        """Remove claimed pages: index row, then file, then memory and accounting."""
+        if not entries:
+            return
+        try:
+            self._index.delete_pages([e.key for e in entries])
+        except sqlite3.Error as exc:  # stale rows are dropped by the restart scan
+            log.warning("could not delete %d page rows: %s", len(entries), exc)
+        for e in entries:
+            unlink_quiet(self._tiers[e.tier].page_path(e.key))
+        with self._lock:
+            for e in entries:
+                self._forget(e)
+
+    def _write(self, tier: Tier, key: PageKey, chunks: Sequence[Buffer], size: int) -> bool:
+        """Write a page file into a tier whose space is reserved; releases it on failure."""
+        final = tier.page_path(key)
+        for attempt in range(2):
+            tmp = tier.tmp_path()
+            try:
+                write_page_file(tmp, chunks)
+                install_file(tmp, final)
+                return True
+            except OSError as exc:
+                unlink_quiet(tmp)
+                self._write_failed(tier, key, exc)
+                if exc.errno not in DISK_FULL or attempt:
+                    break
+                self._shrink(tier, tier.used - max(size, tier.quota // 20))
+        self._release(tier, size)
+        return False
+
+    def _write_failed(self, tier: Tier, key: PageKey, exc: OSError) -> None:
+        """Log a failed page write: disk-full at most once per tier per minute."""
+        if exc.errno in DISK_FULL:
+            now = time.monotonic()
+            with self._lock:
+                last = self._warned.get(tier.index)
+                if last is not None and now - last < WARN_INTERVAL:
+                    return
+                self._warned[tier.index] = now
+            log.warning(
+                "tier %s %s: disk full (%s) at %d of %d quota bytes; evicting to make room",
+                tier.config.medium,
+                tier.root_str,
+                exc.strerror,
+                tier.used,
+                tier.quota,
+            )
+        else:
+            log.warning(
+                "tier %s %s: writing page %s failed: %s",
+                tier.config.medium,
+                tier.root_str,
+                key,
+                exc,
+            )
+
+    def _record(
+        self, tier: Tier, key: PageKey, size: int, digest: int, path: str, version: str
+    ) -> bool:
+        """Commit a written page to the index, then make it visible."""
+        with self._lock:
+            atime = self._tick()
+            known = key.file_key in self._files
+        row = PageRow(key, tier.root_str, size, digest, atime)
+        file_row = FileRow(key.dataset, path, version)
+        try:
+            self._index.add_pages([row], {} if known else {key.file_key: file_row})
+        except sqlite3.Error as exc:
+            log.warning("could not record page %s in the index: %s", key, exc)
+            unlink_quiet(tier.page_path(key))
+            self._release(tier, size)
+            return False
+        with self._lock:
+            self._files.setdefault(key.file_key, file_row)
+            self._link(_Entry(key, tier.index, size, digest, atime))
+        return True
+
+    # -- in-memory index (callers hold _lock) --------------------------------------------
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _link(self, entry: _Entry) -> None:
+        """Index a page whose bytes are already counted in its tier's ``used``."""
+        key = entry.key
+        tier = self._tiers[entry.tier]
+        self._entries[key] = entry
+        tier.pages += 1
+        tier.policy.add(key, entry.size)
+        self._by_file.setdefault((key.dataset, key.file_key), set()).add(key.index)
+        self._dataset_files.setdefault(key.dataset, set()).add(key.file_key)
+        self._dataset_bytes[key.dataset] = (
+            self._dataset_bytes.get(key.dataset, 0) + entry.size - HEADER_SIZE
+        )
+
+    def _claim(self, entry: _Entry) -> bool:
+        """Take a page out of eviction's reach before deleting it; False if already claimed."""
+        if entry.moving or not entry.alive:
+            return False
+        entry.moving = True
+        self._tiers[entry.tier].policy.remove(entry.key)
+        return True
+
+    def _forget(self, entry: _Entry) -> None:
+        """Unindex a page whose file is gone, and uncount its bytes."""
+        if not entry.alive:
+            return
+        entry.alive = False
+        entry.moving = False
+        key = entry.key
+        tier = self._tiers[entry.tier]
+        tier.policy.remove(key)
+        tier.pages -= 1
+        tier.used -= entry.size
+        if self._entries.get(key) is entry:
+            del self._entries[key]
+        self._dirty.discard(entry)
+        fkey = (key.dataset, key.file_key)
+        indexes = self._by_file.get(fkey)
+        if indexes is not None:
+            indexes.discard(key.index)
+            if not indexes:
+                del self._by_file[fkey]
+                self._files.pop(key.file_key, None)
+                files = self._dataset_files.get(key.dataset)
+                if files is not None:
+                    files.discard(key.file_key)
+                    if not files:
+                        del self._dataset_files[key.dataset]
+        left = self._dataset_bytes.get(key.dataset, 0) - (entry.size - HEADER_SIZE)
+        if left > 0:
+            self._dataset_bytes[key.dataset] = left
+        else:
+            self._dataset_bytes.pop(key.dataset, None)
+
+    # -- background and startup ----------------------------------------------------------
+
+    def _flush_loop(self, interval: float) -> None:
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self.flush()
+            except Exception:
+                log.exception("flushing page recency failed")
+
+    def _recover(self, state_dir: Path) -> PageIndex:
+        """Reconcile the persisted index with the page files actually on disk."""
+        for tier in self._tiers:
+            tier.prepare()
+        index, rows, files, fresh = open_index(state_dir)
+        self._index = index
+
+        found: dict[tuple[int, PageKey], tuple[str, int]] = {}
+        strays = 0
+        for tier in self._tiers:
+            for fpath, key, fsize in scan_pages(tier.root):
+                if key is None:
+                    unlink_quiet(fpath)
+                    strays += 1
+                else:
+                    found[(tier.index, key)] = (fpath, fsize)
+
+        dropped: list[PageKey] = []
+        for row in rows:
+            tier_or_none = self._by_root.get(row.tier)
+            if tier_or_none is None:
+                dropped.append(row.key)
+                continue
+            slot = (tier_or_none.index, row.key)
+            hit = found.get(slot)
+            if hit is None or hit[1] != row.size or row.size < HEADER_SIZE:
+                dropped.append(row.key)  # a file of the wrong size is re-checked for adoption
+                continue
+            del found[slot]
+            entry = _Entry(row.key, tier_or_none.index, row.size, row.checksum, row.atime)
+            tier_or_none.used += row.size
+            self._link(entry)
+
+        adopted: list[PageRow] = []
+        for (tier_index, key), (fpath, _) in found.items():
+            tier = self._tiers[tier_index]
+            checked = None
+            if key not in self._entries:  # else: a duplicate left by an interrupted demotion
+                try:
+                    checked = read_unknown_page(fpath)
+                except OSError as exc:
+                    log.warning("cannot read page file %s: %s", fpath, exc)
+            if checked is None:
+                unlink_quiet(fpath)
+                strays += 1
+                continue
+            raw, digest = checked
+            adopted.append(PageRow(key, tier.root_str, len(raw), digest, 0))
+            tier.used += len(raw)
+            self._link(_Entry(key, tier_index, len(raw), digest, 0))
+
+        live = {fk for _, fk in self._by_file}
+        self._files = {fk: f for fk, f in files.items() if fk in live}
+        new_files = {fk: FileRow(ds, "", "") for ds, fk in self._by_file if fk not in self._files}
+        self._files.update(new_files)
+        if dropped:
+            index.delete_pages(dropped)
+        index.delete_files([fk for fk in files if fk not in live])
+        if adopted or new_files:
+            index.add_pages(adopted, new_files)
+
+        # rebuild eviction order from the persisted recency
+        ordered = sorted(self._entries.values(), key=lambda e: e.atime)
+        for tier in self._tiers:
+            for _ in range(len(tier.policy)):
+                tier.policy.pop_victim()
+        for entry in ordered:
+            self._tiers[entry.tier].policy.add(entry.key, entry.size)
+        self._clock = ordered[-1].atime if ordered else 0
+
+        if dropped or adopted or strays or fresh:
+            log.warning(
+                "page store recovery: %d pages kept, %d index rows dropped (file missing or wrong "
+                "size), %d orphan pages adopted, %d stray files removed%s",
+                len(self._entries) - len(adopted),
+                len(dropped),
+                len(adopted),
+                strays,
+                " (index rebuilt from the tiers)" if fresh else "",
+            )
+        else:
+            log.info("page store: %d pages in %d tiers", len(self._entries), len(self._tiers))
+        self._enforce_watermarks()
+        for tier in self._tiers:  # the watermark may be 1.0: still honour the quota
+            if tier.used > tier.quota:
+                self._shrink(tier, tier.quota)
+        return index

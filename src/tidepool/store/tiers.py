@@ -1,0 +1,277 @@
+"""One tier of the page store on disk: its directories, byte accounting, and page-file I/O.
+
+A tier is a directory (``TierConfig.path``) holding ``pages/`` (the page files, laid out by
+:meth:`tidepool.pages.PageKey.relpath` — a contract with the client's same-host fast path) and
+``tmp/`` (pages being written; renamed into ``pages/`` when complete, emptied at startup). A MEM
+tier is the same thing on a tmpfs such as ``/dev/shm``.
+
+The functions here do the file I/O and nothing else: no index, no locking. :func:`write_page_file`
+is the single place page bytes hit a disk, which is what tests monkeypatch to simulate a full disk.
+
+Limits: page files are written without fsync (a cache survives a process kill, not necessarily a
+power cut; a torn page is caught by the checksum on read). The tree scan at startup costs one
+``stat`` per page file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tidepool.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey, checksum, decode_header
+from tidepool.spec.config import TierConfig
+from tidepool.store.eviction import EvictionPolicy, LRUPolicy
+
+log = logging.getLogger(__name__)
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_tmp_names = itertools.count()
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class TierUsage:
+    """A tier's occupancy, for status and metrics."""
+
+    medium: str
+    """MEM, SSD or HDD."""
+    path: str
+    """The tier's root directory."""
+    used: int
+    """Bytes of page files (header included) on disk or reserved for pages being written."""
+    capacity: int
+    """The tier's quota in bytes."""
+    pages: int
+    """Number of indexed pages in the tier."""
+
+
+class Tier:
+    """Runtime state of one tier: paths, quota, watermarks, accounting and its eviction order.
+
+    ``used`` counts every page file present in the tier plus space reserved for writes in progress;
+    it is raised *before* a file is written and lowered only *after* a file is unlinked, so the
+    tier's real disk use never exceeds ``quota``. Callers serialise access with the store's lock.
+    """
+
+    def __init__(
+        self, index: int, config: TierConfig, policy: EvictionPolicy[PageKey] | None = None
+    ) -> None:
+        if config.quota < 0:
+            raise ValueError(f"tier {config.medium} {config.path!r}: quota {config.quota} < 0")
+        if not 0.0 < config.low <= config.high <= 1.0:
+            raise ValueError(
+                f"tier {config.medium} {config.path!r}: watermarks low={config.low} "
+                f"high={config.high}; need 0 < low <= high <= 1"
+            )
+        self.index = index
+        self.config = config
+        self.root = Path(os.path.abspath(config.path))
+        self.root_str = str(self.root)
+        self.policy: EvictionPolicy[PageKey] = policy if policy is not None else LRUPolicy()
+        self.used = 0
+        self.pages = 0
+
+    @property
+    def quota(self) -> int:
+        return self.config.quota
+
+    @property
+    def high_bytes(self) -> int:
+        return int(self.config.high * self.config.quota)
+
+    @property
+    def low_bytes(self) -> int:
+        return int(self.config.low * self.config.quota)
+
+    def page_path(self, key: PageKey) -> str:
+        """Absolute path of ``key``'s page file in this tier."""
+        return f"{self.root_str}/{key.relpath()}"
+
+    def tmp_path(self) -> str:
+        """A fresh, unique temp file name in this tier's ``tmp/``."""
+        return f"{self.root_str}/{TMP_DIR}/{os.getpid()}-{next(_tmp_names)}"
+
+    def usage(self) -> TierUsage:
+        return TierUsage(self.config.medium, self.root_str, self.used, self.quota, self.pages)
+
+    def prepare(self) -> None:
+        """Create the tier's directories and empty ``tmp/`` (leftovers of an interrupted write)."""
+        (self.root / PAGES_DIR).mkdir(parents=True, exist_ok=True)
+        tmp = self.root / TMP_DIR
+        tmp.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        with os.scandir(tmp) as it:
+            for entry in it:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        if removed:
+            log.info("tier %s %s: removed %d leftover temp files", self.config.medium, tmp, removed)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tier({self.config.medium} {self.root_str!r} used={self.used}/{self.quota} "
+            f"pages={self.pages})"
+        )
+
+
+def write_page_file(path: str, chunks: Sequence[Buffer]) -> None:
+    """Create ``path`` (must not exist) holding the concatenated ``chunks``; no fsync.
+
+    Raises ``OSError`` (``ENOSPC``/``EDQUOT`` on a full disk); the partial file is left for the
+    caller to remove.
+    """
+    views = [memoryview(c).cast("B") for c in chunks]
+    total = sum(len(v) for v in views)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    try:
+        written = os.writev(fd, views)
+        while written < total:  # a short write: resume after what went out
+            rest: list[memoryview] = []
+            skip = written
+            for v in views:
+                if skip >= len(v):
+                    skip -= len(v)
+                    continue
+                rest.append(v[skip:])
+                skip = 0
+            views = rest
+            total -= written
+            written = os.writev(fd, views)
+    finally:
+        os.close(fd)
+
+
+def install_file(tmp: str, final: str) -> None:
+    """Atomically move a completed temp file to ``final``, creating parent directories."""
+    try:
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        if not os.path.exists(tmp):
+            raise
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(tmp, final)
+
+
+def unlink_quiet(path: str) -> None:
+    """Remove a file; a missing one is fine, other errors are logged, never raised."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
+
+
+def read_page(path: str, size: int, digest: int) -> memoryview | None:
+    """The data of the page file at ``path`` if it is ``size`` bytes with checksum ``digest``.
+
+    One ``readv`` of header and data into a single bytearray; the returned memoryview is a slice
+    of it (no copy). None when the content does not match; ``OSError`` when the file can't be read.
+    """
+    buf = read_page_file(path, size, digest)
+    return None if buf is None else memoryview(buf)[HEADER_SIZE:]
+
+
+def read_page_file(path: str, size: int, digest: int) -> bytearray | None:
+    """The whole verified page file (header and data), as :func:`read_page` checks it."""
+    buf = bytearray(size)
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        n = os.readv(fd, (buf,))
+        while 0 < n < size:
+            more = os.readv(fd, (memoryview(buf)[n:],))
+            if not more:
+                break
+            n += more
+    finally:
+        os.close(fd)
+    if n != size:
+        return None
+    try:
+        length, stored = decode_header(buf)
+    except ValueError:
+        return None
+    if length != size - HEADER_SIZE or stored != digest:
+        return None
+    if checksum(memoryview(buf)[HEADER_SIZE:]) != digest:
+        return None
+    return buf
+
+
+def read_unknown_page(path: str) -> tuple[bytes, int] | None:
+    """``(whole file, checksum)`` of a page file whose expected content is unknown, if valid.
+
+    Used to adopt orphan files at startup; None when the header or checksum is wrong.
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        length, digest = decode_header(raw)
+    except ValueError:
+        return None
+    if len(raw) != HEADER_SIZE + length or checksum(memoryview(raw)[HEADER_SIZE:]) != digest:
+        return None
+    return raw, digest
+
+
+def parse_page_path(dataset: str, shard: str, name: str) -> PageKey | None:
+    """The key of ``pages/<dataset>/<shard>/<name>``, or None when it is not a page file name."""
+    file_key, dot, idx = name.rpartition(".")
+    if not dot or not idx.isdigit() or not file_key or not dataset:
+        return None
+    key = PageKey(dataset, file_key, int(idx))
+    if key.relpath() != f"{PAGES_DIR}/{dataset}/{shard}/{name}":
+        return None
+    return key
+
+
+def scan_pages(root: Path) -> Iterator[tuple[str, PageKey | None, int]]:
+    """Every regular file under ``root/pages``: ``(path, key or None if misnamed, size)``."""
+    base = root / PAGES_DIR
+    for ds in _scandir(str(base)):
+        if not ds.is_dir(follow_symlinks=False):
+            yield from _stray(ds)
+            continue
+        for shard in _scandir(ds.path):
+            if not shard.is_dir(follow_symlinks=False):
+                yield from _stray(shard)
+                continue
+            for f in _scandir(shard.path):
+                if not f.is_file(follow_symlinks=False):
+                    yield from _stray(f)
+                    continue
+                try:
+                    size = f.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+                yield f.path, parse_page_path(ds.name, shard.name, f.name), size
+
+
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _stray(entry: os.DirEntry[str]) -> Iterator[tuple[str, PageKey | None, int]]:
+    """A non-page entry at a page position: reported as a misnamed file (dirs are walked)."""
+    if entry.is_dir(follow_symlinks=False):
+        for root, _dirs, files in os.walk(entry.path):
+            for name in files:
+                yield os.path.join(root, name), None, 0
+    else:
+        yield entry.path, None, 0

@@ -1,0 +1,83 @@
+"""The testbed: the real parts that the demo, the benchmarks and the integration tests run on.
+
+* :class:`~tidepool.testbed.s3server.S3Server` — a real S3 server (``juicefs gateway`` by default,
+  ``rclone serve s3`` as an alternative) standing in for the cloud origin;
+* :class:`~tidepool.testbed.wan.WanRelay` — a user-space WAN emulator (delay + shared bandwidth,
+  link cut) between the edge and that origin, in its own process;
+* :func:`~tidepool.testbed.images.make_jpegs` — a deterministic sample JPEG dataset;
+* :mod:`~tidepool.testbed.s3util` — correctly configured s3fs/boto3 clients and bulk upload.
+
+Everything binds to 127.0.0.1 only and every process it starts is stopped by its PID (process
+group). Layering: the testbed may import ``tidepool.errors``/``tidepool.quantity`` and third-party
+libraries, never the worker, client or CLI. Names are exported lazily so that
+``python -m tidepool.testbed.wan`` starts without importing boto3 or Pillow.
+
+This module also holds the two process helpers the servers share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidepool.testbed.images import make_jpegs, write_tree
+    from tidepool.testbed.s3server import S3Server
+    from tidepool.testbed.s3util import s3fs_filesystem, upload
+    from tidepool.testbed.wan import WanRelay
+
+__all__ = [
+    "S3Server",
+    "WanRelay",
+    "make_jpegs",
+    "s3fs_filesystem",
+    "stop_process_group",
+    "upload",
+    "write_tree",
+]
+
+_LAZY = {
+    "S3Server": "tidepool.testbed.s3server",
+    "WanRelay": "tidepool.testbed.wan",
+    "make_jpegs": "tidepool.testbed.images",
+    "write_tree": "tidepool.testbed.images",
+    "s3fs_filesystem": "tidepool.testbed.s3util",
+    "upload": "tidepool.testbed.s3util",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tidepool.testbed' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def stop_process_group(process: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
+    """SIGTERM, then SIGKILL, the process group of a child started with ``start_new_session``.
+
+    Signals only the group whose id is the child's PID (the child is its leader, and the group
+    cannot be reused while the unreaped child exists). Returns the exit code, or ``None`` if the
+    child could not be reaped.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+    return process.poll()
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log at {path}: {exc})"

@@ -1,0 +1,76 @@
+"""Helpers for the page-store tests: tier layouts, deterministic page bytes, disk accounting."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidepool.pages import PAGES_DIR, TMP_DIR, PageKey
+from tidepool.spec.config import TierConfig
+from tidepool.store import PageStore
+
+PAGE = 4096
+
+
+def payload(key: PageKey, size: int) -> bytes:
+    """Deterministic bytes for a page, different for every key and size."""
+    seed = hashlib.sha256(f"{key}/{size}".encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+def key(n: int, idx: int = 0, dataset: str = "ds") -> PageKey:
+    return PageKey(dataset, f"{n:032x}", idx)
+
+
+def disk_bytes(root: str | Path, *, tmp: bool = True) -> int:
+    """Bytes of the files under a tier's pages/ (and tmp/)."""
+    total = 0
+    dirs = [PAGES_DIR, TMP_DIR] if tmp else [PAGES_DIR]
+    for sub in dirs:
+        for dirpath, _dirs, files in os.walk(Path(root) / sub):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def page_files(root: str | Path) -> list[Path]:
+    return sorted(p for p in (Path(root) / PAGES_DIR).rglob("*") if p.is_file())
+
+
+StoreFactory = Callable[..., PageStore]
+
+
+@pytest.fixture
+def tiers(tmp_path: Path) -> list[TierConfig]:
+    """Two tiers: MEM holds 4 full pages, SSD holds 8 (header included), watermarks off."""
+    from tidepool.pages import HEADER_SIZE
+
+    full = PAGE + HEADER_SIZE
+    return [
+        TierConfig("MEM", str(tmp_path / "mem"), quota=4 * full, high=1.0, low=1.0),
+        TierConfig("SSD", str(tmp_path / "ssd"), quota=8 * full, high=1.0, low=1.0),
+    ]
+
+
+@pytest.fixture
+def make_store(tmp_path: Path, tiers: list[TierConfig]) -> Iterator[StoreFactory]:
+    """Open page stores (default: the two tiers above) and close them after the test."""
+    opened: list[PageStore] = []
+
+    def factory(tier_configs: list[TierConfig] | None = None, **kwargs: Any) -> PageStore:
+        kwargs.setdefault("page_size", PAGE)
+        kwargs.setdefault("flush_interval", None)
+        store = PageStore(tier_configs or tiers, tmp_path / "state", **kwargs)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()

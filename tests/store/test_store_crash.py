@@ -1,0 +1,125 @@
+"""A worker killed with SIGKILL in the middle of writing pages comes back consistent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tidepool.pages import HEADER_SIZE, TMP_DIR
+from tidepool.spec.config import TierConfig
+from tidepool.store import PageStore
+
+from .conftest import disk_bytes, key, page_files, payload
+
+PAGE = 16 << 10
+FULL = PAGE + HEADER_SIZE
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from conftest import key, payload
+    from tidepool.spec.config import TierConfig
+    from tidepool.store import PageStore
+
+    mem, ssd, state, mem_q, ssd_q, start = sys.argv[2:8]
+    tiers = [
+        TierConfig("MEM", mem, quota=int(mem_q), high=0.9, low=0.6),
+        TierConfig("SSD", ssd, quota=int(ssd_q), high=1.0, low=0.8),
+    ]
+    store = PageStore(tiers, Path(state), page_size=16 << 10, flush_interval=0.01)
+    n = int(start)
+    while True:
+        k = key(n // 4, n % 4)
+        if store.put(k, payload(k, (16 << 10) - n % 100), path=f"/f{n // 4}", version="v"):
+            print(n, flush=True)
+        store.get(key(max(0, n - 3) // 4, max(0, n - 3) % 4))
+        n += 1
+    """
+)
+
+
+def run_and_kill(tmp_path: Path, quotas: tuple[int, int], start: int, kill_after: int) -> list[int]:
+    """Run the writer child until it reported ``kill_after`` puts, SIGKILL it, return its puts."""
+    args = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(Path(__file__).parent),
+        str(tmp_path / "mem"),
+        str(tmp_path / "ssd"),
+        str(tmp_path / "state"),
+        str(quotas[0]),
+        str(quotas[1]),
+        str(start),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    committed: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            committed.append(int(line))
+            if len(committed) >= kill_after:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        committed.extend(int(line) for line in proc.stdout)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err
+    return committed
+
+
+def check_consistent(tmp_path: Path, tiers: list[TierConfig]) -> PageStore:
+    store = PageStore(tiers, tmp_path / "state", page_size=PAGE, flush_interval=None)
+    for tier, usage in zip(tiers, store.usage(), strict=True):
+        assert not list((Path(tier.path) / TMP_DIR).iterdir())
+        assert usage.used == disk_bytes(tier.path) <= usage.capacity
+        assert usage.pages == len(page_files(tier.path))
+        for f in page_files(tier.path):
+            n_key = key(int(f.name.split(".")[0], 16), int(f.name.split(".")[1]))
+            got = store.get(n_key)
+            assert got is not None, f
+            n = int(f.name.split(".")[0], 16) * 4 + int(f.name.split(".")[1])
+            assert bytes(got) == payload(n_key, PAGE - n % 100)
+    assert store.stats().corrupt == 0
+    return store
+
+
+@pytest.mark.slow
+def test_sigkill_without_eviction_loses_no_committed_page(tmp_path: Path) -> None:
+    quotas = (1000 * FULL, 1000 * FULL)
+    tiers = [
+        TierConfig("MEM", str(tmp_path / "mem"), quota=quotas[0], high=0.9, low=0.6),
+        TierConfig("SSD", str(tmp_path / "ssd"), quota=quotas[1], high=1.0, low=0.8),
+    ]
+    committed: list[int] = []
+    for round_, kill_after in enumerate((150, 97, 211)):
+        committed += run_and_kill(tmp_path, quotas, round_ * 1000, kill_after)
+        store = check_consistent(tmp_path, tiers)
+        missing = [n for n in committed if not store.contains(key(n // 4, n % 4))]
+        assert not missing
+        store.close()
+
+
+@pytest.mark.slow
+def test_sigkill_during_eviction_and_demotion_stays_consistent(tmp_path: Path) -> None:
+    quotas = (40 * FULL, 100 * FULL)
+    tiers = [
+        TierConfig("MEM", str(tmp_path / "mem"), quota=quotas[0], high=0.9, low=0.6),
+        TierConfig("SSD", str(tmp_path / "ssd"), quota=quotas[1], high=1.0, low=0.8),
+    ]
+    for round_, kill_after in enumerate((300, 251, 377)):
+        committed = run_and_kill(tmp_path, quotas, round_ * 1000, kill_after)
+        store = check_consistent(tmp_path, tiers)
+        last = committed[-1]
+        assert store.contains(key(last // 4, last % 4))  # the newest page is never the LRU
+        assert store.usage()[1].pages > 0
+        store.close()

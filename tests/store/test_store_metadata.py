@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tidepool.store import MetadataStore
+
+
+def test_info_round_trip_and_delete(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path)
+    assert store.get_info("ds", "a/b.txt") is None
+    store.put_info("ds", "a/b.txt", {"name": "a/b.txt", "size": 3, "type": "file"}, 100.5)
+    assert store.get_info("ds", "a/b.txt") == (
+        {"name": "a/b.txt", "size": 3, "type": "file"},
+        100.5,
+    )
+    assert store.get_info("other", "a/b.txt") is None
+    got = store.get_info("ds", "a/b.txt")
+    assert got is not None
+    got[0]["size"] = 99  # callers get a copy
+    assert store.get_info("ds", "a/b.txt") == (
+        {"name": "a/b.txt", "size": 3, "type": "file"},
+        100.5,
+    )
+    store.put_info("ds", "a/b.txt", {"name": "a/b.txt", "size": 4}, 101.0)
+    assert store.get_info("ds", "a/b.txt") == ({"name": "a/b.txt", "size": 4}, 101.0)
+    store.delete_info("ds", "a/b.txt")
+    assert store.get_info("ds", "a/b.txt") is None
+    store.close()
+
+
+def test_listing_round_trip_upserts_entry_info(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path)
+    entries = [
+        {"name": "d/x", "size": 1, "type": "file", "ETag": "e1"},
+        {"name": "d/sub", "size": 0, "type": "directory"},
+        {"size": 5},  # no name: kept in the listing, no info
+    ]
+    store.put_listing("ds", "d", entries, 200.0)
+    assert store.get_listing("ds", "d") == (entries, 200.0)
+    assert store.get_info("ds", "d/x") == (entries[0], 200.0)
+    assert store.get_info("ds", "d/sub") == (entries[1], 200.0)
+    assert store.get_listing("ds", "nope") is None
+    store.delete_listing("ds", "d")
+    assert store.get_listing("ds", "d") is None
+    assert store.get_info("ds", "d/x") is not None  # infos stay
+    store.close()
+
+
+@pytest.mark.parametrize("cache_entries", [0, 2, 100_000])
+def test_persists_across_reopen(tmp_path: Path, cache_entries: int) -> None:
+    store = MetadataStore(tmp_path, cache_entries=cache_entries)
+    store.put_listing("ds", "", [{"name": f"f{i}", "size": i} for i in range(10)], 1.0)
+    store.put_info("ds", "solo", {"name": "solo", "size": 7}, 2.0)
+    store.put_info("other", "solo", {"name": "solo", "size": 8}, 3.0)
+    for i in range(10):  # through the small in-memory LRU and back to the database
+        assert store.get_info("ds", f"f{i}") == ({"name": f"f{i}", "size": i}, 1.0)
+    store.close()
+    store = MetadataStore(tmp_path, cache_entries=cache_entries)
+    listing = store.get_listing("ds", "")
+    assert listing is not None and len(listing[0]) == 10 and listing[1] == 1.0
+    assert store.get_info("ds", "f3") == ({"name": "f3", "size": 3}, 1.0)
+    assert store.get_info("ds", "solo") == ({"name": "solo", "size": 7}, 2.0)
+    store.drop_dataset("ds")
+    assert store.get_info("ds", "solo") is None and store.get_listing("ds", "") is None
+    assert store.get_info("other", "solo") == ({"name": "solo", "size": 8}, 3.0)
+    store.close()
+    store = MetadataStore(tmp_path, cache_entries=cache_entries)
+    assert store.get_info("ds", "f3") is None
+    assert store.get_info("other", "solo") is not None
+    store.close()
+
+
+def test_negative_lookups_are_cached_and_invalidated(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path)
+    assert store.get_info("ds", "late") is None
+    store.put_listing("ds", "", [{"name": "late", "size": 1}], 5.0)
+    assert store.get_info("ds", "late") == ({"name": "late", "size": 1}, 5.0)
+    store.close()
+
+
+def test_unreadable_database_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "metadata.sqlite3").write_bytes(b"not sqlite at all" * 200)
+    store = MetadataStore(tmp_path)
+    assert "unreadable" in caplog.text
+    assert list(tmp_path.glob("metadata.sqlite3.corrupt-*"))
+    store.put_info("ds", "p", {"size": 1}, 1.0)
+    assert store.get_info("ds", "p") == ({"size": 1}, 1.0)
+    store.close()
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    import threading
+
+    store = MetadataStore(tmp_path, cache_entries=50)
+
+    def work(t: int) -> None:
+        for i in range(100):
+            store.put_info("ds", f"{t}/{i}", {"i": i}, float(i))
+            assert store.get_info("ds", f"{t}/{i // 2}") is not None
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(
+        store.get_info("ds", f"{t}/{i}") == ({"i": i}, float(i))
+        for t in range(4)
+        for i in range(100)
+    )
+    store.close()
