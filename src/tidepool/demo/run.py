@@ -122,9 +122,9 @@ def _table(results: dict[str, dict[str, Any]], report: dict[str, Any], console: 
     ):
         t.add_column(col, justify="left" if col == "scenario" else "right")
     labels = {
-        "direct": "direct s3fs (before)",
-        "cold": "Tidepool, cold",
-        "warm": "Tidepool, warm",
+        "direct": "direct s3fs",
+        "cold": "Tidepool cold",
+        "warm": "Tidepool warm",
     }
     for name, r in results.items():
         t.add_row(
