@@ -244,13 +244,13 @@ class Origin:
             fs = cls(asynchronous=True, skip_instance_cache=True, **opts)
             fs.retries = 1  # a class attribute in s3fs, not a constructor argument
             await fs.set_session()
-            return fs  # type: ignore[no-any-return]
+            return fs
         if getattr(cls, "async_impl", False):
             opts.setdefault("skip_instance_cache", True)
             fs = cls(asynchronous=True, **opts)
             if hasattr(fs, "set_session"):
                 await fs.set_session()
-            return fs  # type: ignore[no-any-return]
+            return fs
         from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
         return AsyncFileSystemWrapper(cls(**opts), asynchronous=True)

@@ -61,24 +61,18 @@ class LocalReader:
             else:
                 self.hits += 1
             return data
-        out = bytearray(end - start)
-        view = memoryview(out)
+        pieces: list[bytes | memoryview] = []
         for idx in idxs:
             pstart = idx * ps
             plen = min(ps, size - pstart)
-            lo, hi = max(start, pstart), min(end, pstart + plen)
-            ok = self._into(
-                layout,
-                PageKey(dataset, fkey, idx).relpath(),
-                plen,
-                view[lo - start : hi - start],
-                lo - pstart,
-            )
-            if not ok:
+            page = self._whole_page(layout, PageKey(dataset, fkey, idx).relpath(), plen)
+            if page is None:
                 self.misses += 1
                 return None
+            lo, hi = max(start, pstart) - pstart, min(end, pstart + plen) - pstart
+            pieces.append(page if (lo == 0 and hi == plen) else memoryview(page)[lo:hi])
         self.hits += 1
-        return bytes(out)
+        return b"".join(pieces)
 
     @staticmethod
     def _open(layout: LocalLayout, rel_page: str) -> int | None:
@@ -102,27 +96,5 @@ class LocalReader:
             return data
         except (OSError, ValueError):
             return None
-        finally:
-            os.close(fd)
-
-    def _into(
-        self, layout: LocalLayout, rel_page: str, plen: int, dest: memoryview, offset: int
-    ) -> bool:
-        fd = self._open(layout, rel_page)
-        if fd is None:
-            return False
-        try:
-            length, digest = decode_header(os.pread(fd, HEADER_SIZE, 0))
-            if length != plen:
-                return False
-            if offset == 0 and len(dest) == plen:
-                return not (os.preadv(fd, [dest], HEADER_SIZE) != plen or checksum(dest) != digest)
-            data = os.pread(fd, plen, HEADER_SIZE)
-            if len(data) != plen or checksum(data) != digest:
-                return False
-            dest[:] = memoryview(data)[offset : offset + len(dest)]
-            return True
-        except (OSError, ValueError):
-            return False
         finally:
             os.close(fd)

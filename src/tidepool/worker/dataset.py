@@ -24,7 +24,7 @@ import errno
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -133,7 +133,7 @@ class DatasetService:
             fut = asyncio.ensure_future(make())
             self._meta_inflight[(kind, key)] = fut
             fut.add_done_callback(lambda _f: self._meta_inflight.pop((kind, key), None))
-        return await asyncio.shield(fut)  # type: ignore[no-any-return]
+        return await asyncio.shield(fut)
 
     def _fresh(self, fetched_at: float) -> bool:
         return self.immutable or (self._clock() - fetched_at) < self.ttl
@@ -328,7 +328,7 @@ class DatasetService:
             # dict.pop is atomic; the loop thread only reads this dict
             self._pages_inflight.pop(key, None)
 
-    async def read(self, info: FileInfo, start: int, end: int) -> AsyncIterator[Chunk]:
+    async def read(self, info: FileInfo, start: int, end: int) -> AsyncGenerator[Chunk, None]:
         """Yield the bytes ``[start, end)`` of a file in page-sized chunks, in order."""
         if end <= start:
             return
@@ -339,14 +339,22 @@ class DatasetService:
         origin, orel = routed
         fkey = file_key(self.name, rel, info["version"])
         ps = self.page_size
-        idxs = iter(pages_for(start, end, ps))
-        window = 1  # widen after the first page so read-ahead never delays the first byte
+        span = pages_for(start, end, ps)
+        idxs = iter(span)
+        # a read from the start of a file fetches its first page alone, so read-ahead never
+        # delays the first byte; later pages (and continuing reads) go wide at once
+        window = 1 if start < ps else self.fetch_window
         pending: deque[tuple[int, memoryview | asyncio.Task[bytes]]] = deque()
+        ahead_done = len(span) < 2  # only multi-page (bulk) reads earn read-ahead past `end`
 
         def fill() -> None:
+            nonlocal ahead_done
             while len(pending) < window:
                 i = next(idxs, None)
                 if i is None:
+                    if not ahead_done:
+                        ahead_done = True
+                        self._read_ahead(origin, orel, info, fkey, span[-1] + 1)
                     return
                 pending.append((i, self._page_or_task(origin, orel, info, fkey, i)))
 
@@ -374,6 +382,14 @@ class DatasetService:
                 yield chunk
         finally:
             pending.clear()
+
+    def _read_ahead(self, origin: Origin, orel: str, info: FileInfo, fkey: str, first: int) -> None:
+        """Start fetching the pages that follow a bulk read, so the next request finds them."""
+        last = min(first + self.fetch_window, -(-info["size"] // self.page_size))
+        for idx in range(first, last):
+            key = PageKey(self.name, fkey, idx)
+            if key not in self._pages_inflight and not self.store.contains(key):
+                self._page_or_task(origin, orel, info, fkey, idx)
 
     async def read_all(self, info: FileInfo, start: int, end: int) -> Chunk:
         """The bytes ``[start, end)`` as one buffer (for reads of one page or a few)."""

@@ -6,7 +6,7 @@ fields are given here in that form for people and as ``raw`` numbers for program
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import time
 from typing import Any
 
@@ -47,13 +47,7 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
                 "pages": t.pages,
             }
         )
-    stats: dict[str, Any] = {}
-    with contextlib.suppress(Exception):
-        stats = (
-            dict(vars(svc.store.stats()))
-            if not isinstance(svc.store.stats(), dict)
-            else dict(svc.store.stats())
-        )
+    stats = dataclasses.asdict(svc.store.stats())
     return {
         "dataset": svc.name,
         "phase": "Bound",
