@@ -133,7 +133,7 @@ _SECRET_PATTERNS = [
         r"(?i)((?:secret|password|passwd|token|access[_.-]?key(?:[_.-]?id)?|credential|"
         r"authorization|signature|x-amz-security-token)[\"']?\s*[:=]\s*[\"']?)([^\s\"',&}]+)"
     ),
-    re.compile(r"(?i)(bearer\s+)(\S+)"),
+    re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"),
 ]
 
 

@@ -54,7 +54,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def error_response(exc: BaseException, dataset: str = "", path: str = "") -> web.Response:
     status, code = http_status(exc)
-    message = str(exc) if status != 500 else f"internal error: {type(exc).__name__}: {exc}"
+    if status == 500:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = exc.strerror  # the client adds errno and path back; don't repeat them
+    else:
+        message = str(exc)
     body = {"error": code, "message": redact(message), "dataset": dataset, "path": path}
     resp = _json(body, status)
     if status == 401:
@@ -125,8 +130,8 @@ class WorkerApp:
                 given.strip().encode(), self.token.encode()
             ):
                 raise AuthError(
-                    "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                    "(set TIDEPOOL_TOKEN for the CLI and the fsspec client)"
+                    "missing or wrong bearer token (send 'Authorization: Bearer <token>'; "
+                    "the CLI and the fsspec client read it from TIDEPOOL_TOKEN)"
                 )
         return await handler(request)
 

@@ -217,8 +217,13 @@ class DatasetService:
                 return cached[0]  # type: ignore[return-value]
             raise
         if not entries and rel:
-            info = await self.stat(rel)  # an empty listing of a missing dir is a 404
+            try:
+                info = await self.stat(rel)  # an empty listing of a missing dir is a 404
+            except FileNotFoundError:
+                self.meta.delete_listing(self.name, rel)
+                raise
             if info["type"] == "file":
+                self.meta.delete_listing(self.name, rel)
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory", rel)
         return entries
 

@@ -1,0 +1,157 @@
+"""The same-host fast path: warm reads skip the worker, and a damaged or missing page file makes
+the client fall back to HTTP (where the worker drops the bad page and refetches it) with the right
+bytes either way."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.conftest import ThreadWorker
+
+from tidepool.client import TidepoolFileSystem
+from tidepool.pages import HEADER_SIZE, PageKey, file_key
+
+from .conftest import Serve, client, flush
+
+pytestmark = pytest.mark.integration
+
+PAGE = 64 << 10
+rng = random.Random(99)
+FILES = {
+    "multi.bin": rng.randbytes(3 * PAGE + 777),
+    "dir/small.bin": rng.randbytes(1234),
+}
+
+
+@pytest.fixture
+def warm(serve: Serve) -> tuple[ThreadWorker, TidepoolFileSystem]:
+    """A worker with every page of FILES cached, and a fast-path client that has read them."""
+    worker = serve({"ds": FILES}, page_size=PAGE)
+    fs = client(worker, local_reads=True)
+    for rel, data in FILES.items():
+        assert fs.cat_file(f"ds/{rel}") == data
+    flush(worker)
+    assert fs._local is not None, "the client did not enable the fast path on the worker's host"
+    return worker, fs
+
+
+def origin_reads(worker: ThreadWorker) -> int:
+    return int(worker.worker.services["ds"].mounts[0][1].stats.calls.get("read", 0))
+
+
+def page_file(worker: ThreadWorker, fs: TidepoolFileSystem, rel: str, index: int) -> Path:
+    version = fs.info(f"ds/{rel}")["version"]
+    key = PageKey("ds", file_key("ds", rel, version), index)
+    path = worker.worker.services["ds"].store.locate(key)
+    assert path is not None and path.is_file()
+    return path
+
+
+def flip(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(HEADER_SIZE + 10)
+        byte = f.read(1)
+        f.seek(HEADER_SIZE + 10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def truncate(path: Path) -> None:
+    os.truncate(path, HEADER_SIZE + 5)
+
+
+def unlink(path: Path) -> None:
+    path.unlink()
+
+
+def test_warm_reads_do_not_touch_the_worker(
+    warm: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    worker, fs = warm
+    svc = worker.worker.services["ds"]
+    assert fs._local is not None
+    hits, misses, local_hits = svc.hits, svc.misses, fs._local.hits
+    data = FILES["multi.bin"]
+    for start, end in [(None, None), (0, 1), (PAGE - 2, PAGE + 2), (-100, None), (5, -5)]:
+        assert fs.cat_file("ds/multi.bin", start, end) == data[start:end]
+    assert fs.cat_file("tidepool://ds/dir/small.bin") == FILES["dir/small.bin"]
+    assert fs.cat_ranges(["ds/multi.bin"] * 2, [0, 2 * PAGE], [10, 3 * PAGE + 1]) == [
+        data[:10],
+        data[2 * PAGE : 3 * PAGE + 1],
+    ]
+    with fs.open("ds/multi.bin", block_size=PAGE) as f:
+        f.seek(PAGE + 3)
+        assert f.read(PAGE) == data[PAGE + 3 : 2 * PAGE + 3]
+        f.seek(0)
+        assert f.read() == data
+    assert (svc.hits, svc.misses) == (hits, misses), "a warm same-host read went to the worker"
+    assert fs._local.hits > local_hits
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {"flip": flip, "truncate": truncate, "unlink": unlink}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize(
+    ("rel", "index", "start", "end"),
+    [("dir/small.bin", 0, None, None), ("multi.bin", 1, PAGE - 10, 2 * PAGE + 10)],
+    ids=["whole-page", "page-span"],
+)
+def test_damaged_page_falls_back_to_the_worker(
+    warm: tuple[ThreadWorker, TidepoolFileSystem],
+    damage: str,
+    rel: str,
+    index: int,
+    start: int | None,
+    end: int | None,
+) -> None:
+    worker, fs = warm
+    assert fs._local is not None
+    DAMAGE[damage](page_file(worker, fs, rel, index))
+    reads, local_misses = origin_reads(worker), fs._local.misses
+
+    assert fs.cat_file(f"ds/{rel}", start, end) == FILES[rel][start:end]
+    assert fs._local.misses == local_misses + 1  # the fast path noticed and gave up
+    assert origin_reads(worker) == reads + 1  # the worker dropped the bad page and refetched it
+    with fs.open(f"ds/{rel}") as f:
+        assert f.read() == FILES[rel]
+
+    # the refetched page is on disk again: the fast path serves it without the worker
+    flush(worker)
+    hits, local_hits = worker.worker.services["ds"].hits, fs._local.hits
+    assert fs.cat_file(f"ds/{rel}", start, end) == FILES[rel][start:end]
+    assert fs._local.hits == local_hits + 1
+    assert worker.worker.services["ds"].hits == hits
+    assert origin_reads(worker) == reads + 1
+
+
+def test_evicted_file_falls_back_to_the_worker(
+    warm: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    worker, fs = warm
+    assert fs._local is not None
+    store = worker.worker.services["ds"].store
+    version = fs.info("ds/multi.bin")["version"]
+    store.drop_file("ds", file_key("ds", "multi.bin", version))
+    reads = origin_reads(worker)
+    data = FILES["multi.bin"]
+    assert fs.cat_file("ds/multi.bin") == data
+    assert origin_reads(worker) == reads + 4  # every page came back from the origin
+    with fs.open("ds/multi.bin", block_size=PAGE) as f:
+        f.seek(2 * PAGE - 1)
+        assert f.read(2) == data[2 * PAGE - 1 : 2 * PAGE + 1]
+
+
+def test_fast_path_off(
+    warm: tuple[ThreadWorker, TidepoolFileSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, _ = warm
+    monkeypatch.setenv("TIDEPOOL_LOCAL_READS", "0")
+    fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+    svc = worker.worker.services["ds"]
+    hits = svc.hits
+    assert fs.cat_file("ds/multi.bin") == FILES["multi.bin"]
+    assert fs._local is None and svc.hits == hits + 4
