@@ -122,9 +122,12 @@ def test_version_of() -> None:
 
 
 def test_redact() -> None:
-    text = "failed: secret=hunter22 and Authorization: Bearer tok123 plus AKIAXYZ"
+    text = "failed: secret=hunter22 and Authorization: Bearer tok123-abcdef plus AKIAXYZ"
     out = redact(text, ("AKIAXYZ",))
-    assert "hunter22" not in out and "tok123" not in out and "AKIAXYZ" not in out
+    assert "hunter22" not in out and "tok123-abcdef" not in out and "AKIAXYZ" not in out
+    # prose about tokens survives: only credential-looking values are scrubbed
+    msg = "missing or wrong bearer token (send 'Authorization: Bearer <token>')"
+    assert redact(msg) == msg
 
 
 @pytest.mark.parametrize(

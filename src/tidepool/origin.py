@@ -21,15 +21,17 @@ import contextlib
 import errno
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
+from .breaker import CircuitBreaker
 from .errors import OriginError, OriginUnavailableError, VersionChangedError, redact
 from .fileinfo import FileInfo, dir_info, file_info
 from .pages import normalize_etag
@@ -144,14 +146,21 @@ class OriginSettings:
 
     timeout: float = 15.0
     """Seconds one attempt of one call may take (a 1 MiB page over a slow link included)."""
-    connect_timeout: float = 3.0
-    """Seconds to open a connection to the origin."""
+    connect_timeout: float = 1.0
+    """Seconds to open a connection to the origin (a cut link must be noticed quickly)."""
     retries: int = 4
     """Extra attempts after the first for retryable errors."""
+    retry_budget: float = 1.0
+    """Seconds after which a failing call stops retrying, so an unreachable origin is reported
+    within about two seconds instead of hanging the reader."""
     backoff_base: float = 0.1
     """First backoff step in seconds; doubles each retry."""
-    backoff_cap: float = 2.0
+    backoff_cap: float = 1.0
     """Longest single backoff in seconds."""
+    breaker_threshold: int = 2
+    """Consecutive unreachable calls that open the circuit breaker."""
+    probe_interval: float = 1.0
+    """Seconds between background probes while the breaker is open."""
     max_concurrency: int = 32
     """Origin calls in flight at once for one mount."""
     seed: int | None = None
@@ -163,6 +172,8 @@ class OriginStats:
     calls: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     failures: int = 0
+    fast_failures: int = 0
+    """Calls refused at once because the breaker was open."""
     bytes_read: int = 0
 
 
@@ -198,6 +209,8 @@ class Origin:
         self._sem = asyncio.Semaphore(self.settings.max_concurrency)
         self._rng = random.Random(self.settings.seed)
         self._secrets = mount.secret_values
+        self.breaker = CircuitBreaker(threshold=self.settings.breaker_threshold)
+        self._probe: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +221,11 @@ class Origin:
         self._fs = await self._make_fs()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
         fs, self._fs = self._fs, None
         if fs is None:
             return
@@ -264,15 +282,23 @@ class Origin:
     # ---- the funnel ------------------------------------------------------------------------
 
     async def _call(self, op: str, rel: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run one origin operation with timeout, retries, backoff and the concurrency limit."""
+        """Run one origin operation with timeout, retries, backoff, breaker and concurrency."""
         s = self.settings
         self.stats.calls[op] = self.stats.calls.get(op, 0) + 1
+        if not self.breaker.allow():
+            self.stats.fast_failures += 1
+            raise OriginUnavailableError(self.dataset, rel, self._down_reason())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         last: BaseException | None = None
         for attempt in range(s.retries + 1):
             try:
                 async with self._sem:
-                    return await asyncio.wait_for(fn(), s.timeout)
+                    result = await asyncio.wait_for(fn(), s.timeout)
+                self.breaker.success()
+                return result
             except NOT_RETRYABLE as exc:
+                self.breaker.success()  # the origin answered
                 if isinstance(exc, FileNotFoundError):
                     raise FileNotFoundError(
                         errno.ENOENT, f"no such file in dataset {self.dataset!r}", rel
@@ -289,21 +315,67 @@ class Origin:
                         f"origin error for dataset {self.dataset!r} path {rel!r} during {op}: "
                         f"{self._describe(exc)}",
                     ) from exc
-                if attempt < s.retries:
-                    self.stats.retries += 1
-                    delay = backoff_delay(attempt, s.backoff_base, s.backoff_cap, self._rng)
-                    log.debug(
-                        "origin %s %s/%s failed (%s); retry in %.2fs",
-                        op,
-                        self.dataset,
-                        rel,
-                        self._describe(exc),
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+                if not self.breaker.allow():
+                    break  # another call found the origin down meanwhile: stop here
+                delay = backoff_delay(attempt, s.backoff_base, s.backoff_cap, self._rng)
+                if attempt >= s.retries or loop.time() - started + delay > s.retry_budget:
+                    break
+                self.stats.retries += 1
+                log.debug(
+                    "origin %s %s/%s failed (%s); retry in %.2fs",
+                    op,
+                    self.dataset,
+                    rel,
+                    self._describe(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
         self.stats.failures += 1
         reason = self._describe(last) if last else "unknown"
+        if self.breaker.failure(time.time(), reason):
+            log.warning(
+                "origin of dataset %r unreachable (%s): serving from cache only, probing every "
+                "%.1fs",
+                self.dataset,
+                reason,
+                s.probe_interval,
+            )
+            self._start_probe()
         raise OriginUnavailableError(self.dataset, rel, reason) from last
+
+    def _down_reason(self) -> str:
+        since = self.breaker.down_since
+        when = (
+            datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if since else "?"
+        )
+        return f"unreachable since {when} ({self.breaker.last_error})"
+
+    def _start_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        """While the breaker is open, ask the origin for its root until it answers."""
+        s = self.settings
+        while not self.breaker.allow():
+            await asyncio.sleep(s.probe_interval)
+            try:
+                await asyncio.wait_for(self.fs._info(self._path("")), s.connect_timeout + 1.0)
+            except (FileNotFoundError, PermissionError, NotADirectoryError):
+                pass  # an answer all the same
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_retryable(exc) or isinstance(exc, OSError):
+                    self.breaker.last_error = self._describe(exc)
+                    continue
+            down = time.time() - (self.breaker.down_since or time.time())
+            self.breaker.success()
+            log.warning("origin of dataset %r reachable again after %.1fs", self.dataset, down)
+
+    @property
+    def reachable(self) -> bool:
+        return self.breaker.allow()
 
     def _describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -81,6 +81,8 @@ class DatasetService:
         self._writes: set[asyncio.Future[Any]] = set()
         self.hits = 0
         self.misses = 0
+        self.stale_served = 0
+        """Metadata answers given from the last known state because the origin was down."""
         self.ufs_total: tuple[int, int, float] | None = None  # (bytes, files, when)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -94,6 +96,15 @@ class DatasetService:
             await asyncio.gather(*self._writes, return_exceptions=True)
         for _, origin in self.mounts:
             await origin.close()
+
+    @property
+    def origin_reachable(self) -> bool:
+        return all(o.reachable for _, o in self.mounts)
+
+    @property
+    def origin_down_since(self) -> float | None:
+        since = [o.breaker.down_since for _, o in self.mounts if o.breaker.down_since]
+        return min(since) if since else None
 
     # ---- namespace -------------------------------------------------------------------------
 
@@ -156,6 +167,7 @@ class DatasetService:
         except OriginUnavailableError:
             if cached is not None:
                 log.debug("origin unreachable; serving last known stat of %s/%s", self.name, rel)
+                self.stale_served += 1
                 return self._checked(cached[0], rel)
             raise
         return info
@@ -214,6 +226,7 @@ class DatasetService:
             entries = await self._once("ls", rel, lambda: self._list_origin(rel))
         except OriginUnavailableError:
             if cached is not None:
+                self.stale_served += 1
                 return cached[0]  # type: ignore[return-value]
             raise
         if not entries and rel:
@@ -242,6 +255,7 @@ class DatasetService:
         try:
             found = await self._once("find", rel, lambda: origin.find(orel))
         except OriginUnavailableError:
+            self.stale_served += 1
             return self._find_cached(rel)
         files = [self._to_dataset(prefix, e) for e in found]
         # Persist as listings per directory, so offline ls/stat of every file works.

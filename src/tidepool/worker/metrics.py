@@ -82,6 +82,69 @@ class WorkerMetrics:
     def add_store_collector(self, source: Callable[[], Iterable[StoreSample]]) -> None:
         self.registry.register(_StoreCollector(source))
 
+    def add_origin_collector(self, source: Callable[[], Iterable[OriginSample]]) -> None:
+        self.registry.register(_OriginCollector(source))
+
+
+@dataclass
+class OriginSample:
+    dataset: str
+    mount: str
+    up: bool
+    down_since: float | None
+    breaker_opened: int
+    fast_failures: int
+    retries: int
+    stale_served: int
+
+
+class _OriginCollector(Collector):
+    def __init__(self, source: Callable[[], Iterable[OriginSample]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["dataset", "mount"]
+        up = GaugeMetricFamily(
+            "tidepool_origin_up",
+            "1 when the origin answers, 0 while its breaker is open",
+            labels=labels,
+        )
+        since = GaugeMetricFamily(
+            "tidepool_origin_down_since_seconds",
+            "Unix time the current origin outage began (0 when reachable)",
+            labels=labels,
+        )
+        opened = CounterMetricFamily(
+            "tidepool_origin_breaker_opened",
+            "Times the origin circuit breaker opened",
+            labels=labels,
+        )
+        fast = CounterMetricFamily(
+            "tidepool_origin_fast_failures",
+            "Origin calls refused at once because the origin was known to be down",
+            labels=labels,
+        )
+        retries = CounterMetricFamily(
+            "tidepool_origin_retries", "Origin calls retried after a retryable error", labels=labels
+        )
+        stale = CounterMetricFamily(
+            "tidepool_stale_metadata_served",
+            "Metadata answers given from the last known state while the origin was down",
+            labels=["dataset"],
+        )
+        seen: set[str] = set()
+        for s in self._source():
+            lv = [s.dataset, s.mount]
+            up.add_metric(lv, 1.0 if s.up else 0.0)
+            since.add_metric(lv, s.down_since or 0.0)
+            opened.add_metric(lv, s.breaker_opened)
+            fast.add_metric(lv, s.fast_failures)
+            retries.add_metric(lv, s.retries)
+            if s.dataset not in seen:
+                seen.add(s.dataset)
+                stale.add_metric([s.dataset], s.stale_served)
+        yield from (up, since, opened, fast, retries, stale)
+
 
 @dataclass
 class StoreSample:

@@ -26,7 +26,7 @@ from ..store.metadata import MetadataStore
 from ..store.pagestore import PageStore
 from .app import WorkerApp
 from .dataset import DatasetService
-from .metrics import StoreSample, WorkerMetrics
+from .metrics import OriginSample, StoreSample, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,25 @@ class Worker:
                 )
         return out
 
+    def _origin_samples(self) -> list[OriginSample]:
+        out = []
+        for name, svc in self.services.items():
+            for _, origin in svc.mounts:
+                b = origin.breaker
+                out.append(
+                    OriginSample(
+                        name,
+                        origin.mount.name,
+                        origin.reachable,
+                        b.down_since,
+                        b.opened,
+                        origin.stats.fast_failures,
+                        origin.stats.retries,
+                        svc.stale_served,
+                    )
+                )
+        return out
+
     def node_info(self) -> dict[str, Any]:
         return {
             "host_id": self.host_id,
@@ -153,6 +172,7 @@ class Worker:
         for svc in self.services.values():
             await svc.start()
         self.metrics.add_store_collector(self._store_samples)
+        self.metrics.add_origin_collector(self._origin_samples)
         app = WorkerApp(
             self.services,
             self.metrics,

@@ -6,6 +6,7 @@ fields are given here in that form for people and as ``raw`` numbers for program
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -21,15 +22,10 @@ def _pct(x: float) -> str:
 
 async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[str, Any]:
     """Status of one dataset; ``refresh`` re-lists the origin when the total is older than TTL."""
-    origin_ok = True
     stale = svc.ufs_total is None or (time.time() - svc.ufs_total[2]) > svc.ttl
     if refresh and stale:
-        try:
+        with contextlib.suppress(OriginUnavailableError, FileNotFoundError):
             await svc.find("")
-        except OriginUnavailableError:
-            origin_ok = False
-        except FileNotFoundError:
-            pass
     total, files = (svc.ufs_total[0], svc.ufs_total[1]) if svc.ufs_total else (None, None)
     cached = svc.store.dataset_bytes(svc.name)
     capacity = sum(t.capacity for t in svc.store.usage())
@@ -72,7 +68,9 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "page_hits": svc.hits,
             "page_misses": svc.misses,
             "hit_ratio": hit_ratio,
-            "origin_reachable": origin_ok,
+            "origin_reachable": svc.origin_reachable,
+            "origin_down_since": svc.origin_down_since,
+            "stale_metadata_served": svc.stale_served,
             "store": stats,
         },
         "tiers": tiers,
