@@ -611,6 +611,9 @@ def _pydantic_problem(source: Source, node: yaml.Node, model: type[BaseModel], e
         message = message[len("Value error, ") :]
     elif _show_input(source, loc, err.get("input")):
         message = f"{message}, got {_short(err['input'])}"
+        if isinstance(err["input"], bool) and kind == "string_type":
+            # YAML 1.1 reads off/on/no/yes/true/false as booleans
+            message += " (YAML reads unquoted off/on/no/yes as booleans: quote the value)"
     path = _format_loc(loc)
     return f"{source.label(_line(node, loc))}: {path + ': ' if path else ''}{message}"
 
