@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tidepool.spec import DataLoad, Dataset, Secret
-from tidepool.spec.models import parse_duration, parse_size
+from tidepool.spec.scalars import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -9,30 +9,12 @@ from __future__ import annotations
 
 from .config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
 from .describe import describe
-from .loader import (
-    DEFAULT_CACHE_DIR,
-    LoadedDocument,
-    SecretStore,
-    Source,
-    SpecBundle,
-    default_runtime,
-    load_files,
-    load_text,
-    runtime_config,
-    secret_env_var,
-)
-from .models import (
-    API_VERSIONS,
-    KINDS,
-    NODEPOOL_KEYS,
-    DataLoad,
-    Dataset,
-    FieldErrors,
-    Mount,
-    Runtime,
-    Secret,
-)
+from .loader import LoadedDocument, SpecBundle, load_files, load_text
+from .models import API_VERSIONS, KINDS, NODEPOOL_KEYS, DataLoad, Dataset, Mount, Runtime, Secret
 from .options import OptionError, Origin, map_options, mount_config
+from .problems import FieldErrors, Source
+from .runtime import DEFAULT_CACHE_DIR, default_runtime, runtime_config
+from .secrets import SecretStore, secret_env_var
 
 __all__ = [
     "API_VERSIONS",

@@ -3,8 +3,9 @@
 The models are the *schema*: they check types, enumerations and single-field rules, so a wrong field
 fails with its path (``spec.tieredstore.levels[0].mediumtype``). Rules that span fields or documents
 (watermark order, quota versus page size, runtime-to-dataset binding, secrets) are applied when the
-loader resolves the models into :mod:`tidepool.spec.config`, where a problem can still name the
-exact field it comes from.
+models are resolved into :mod:`tidepool.spec.config` (:mod:`.runtime`, :mod:`.secrets`,
+:mod:`.options`, :mod:`.loader`), where a problem can still name the exact field it comes from.
+Scalar values (sizes, durations, names) are parsed by :mod:`.scalars`.
 
 Parts Tidepool implements are modelled fully with ``extra="forbid"``, so a typo is an error rather
 than a silently ignored setting. Parts of Fluid that Tidepool accepts but does not act on yet
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ..quantity import parse_bytes
+from .scalars import SecretValue, Str, StrMap, dns_label, parse_duration, parse_size
 
 API_VERSIONS = ("data.fluid.io/v1alpha1", "tidepool.io/v1alpha1")
 """apiVersions accepted for Dataset, runtimes and DataLoad."""
@@ -43,99 +43,10 @@ KINDS = ("Dataset", *RUNTIME_KINDS, "DataLoad", "Secret")
 NODEPOOL_KEYS = ("apps.openyurt.io/nodepool", "openyurt.io/nodepool")
 """Node labels whose ``In`` values name the node pools a dataset is confined to."""
 
-Loc = tuple[str | int, ...]
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_ALLUXIO_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)b?\s*$", re.IGNORECASE)
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?\-]+$")
 _CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-
-
-class FieldErrors(ValueError):
-    """Problems found while resolving a document, each as ``(field location, message)``."""
-
-    def __init__(self, problems: list[tuple[Loc, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(message for _, message in problems))
-
-
-# ----------------------------------------------------------------------------- scalar parsers
-
-
-def parse_size(value: object, *, alluxio: bool = False) -> int:
-    """Bytes from a K8s quantity (``10Gi``), an Alluxio size (``1MB``: binary units) or a number.
-
-    With ``alluxio=True`` a bare ``1M``/``64k`` is binary too, as Alluxio reads its properties;
-    otherwise it follows Kubernetes (``1M`` is 10**6 bytes).
-    """
-    if isinstance(value, str):
-        m = _ALLUXIO_SIZE.match(value)
-        if m and (alluxio or value.strip()[-1] in "bB"):
-            scale = 1024 ** " kmgtp".index(m.group(2).lower() or " ")
-            return int(float(m.group(1)) * scale)
-    return quantity(value)
-
-
-def quantity(value: object) -> int:
-    """Bytes from a K8s quantity; ``ValueError`` (never anything else) naming the valid forms."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a size; use a quantity like 10Gi")
-    if not isinstance(value, str | int | float):
-        raise ValueError(f"a {type(value).__name__} is not a size; use a quantity like 10Gi")
-    try:
-        return parse_bytes(value)
-    except OverflowError as exc:
-        raise ValueError(f"{value!r} is too large a size") from exc
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a duration string (``90``, ``60s``, ``5m``, ``1h30m``)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"{value!r} is not a duration; use seconds or a string like 60s, 5m, 1h")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"{value!r} is not a duration; use seconds or a string like 60s, 5m, 1h30m"
-                ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    else:
-        seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration {value!r} must be a finite number of seconds >= 0")
-    return seconds
-
-
-def _to_str(value: object) -> object:
-    """YAML scalars as strings, the way Kubernetes string maps read them (``true`` -> "true")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(
-            f"{value[:80]!r} is not a valid name: use at most 63 lowercase letters, digits and "
-            "'-', starting and ending with a letter or digit (it becomes a directory name)"
-        )
-    return value
-
-
-Size = Annotated[int, BeforeValidator(quantity)]
-Str = Annotated[str, BeforeValidator(_to_str)]
-StrMap = dict[str, Str]
-SecretValue = Annotated[SecretStr, BeforeValidator(_to_str)]
 
 
 # ----------------------------------------------------------------------------- bases
@@ -177,7 +88,7 @@ class NamedMeta(ObjectMeta):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _dns_label(value)
+        return dns_label(value)
 
 
 class Document(Strict):

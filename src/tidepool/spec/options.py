@@ -30,7 +30,8 @@ from typing import Any
 from ..errors import BadRequestError
 from ..paths import normalize
 from .config import MountConfig
-from .models import EncryptOption, FieldErrors, Loc, Mount
+from .models import EncryptOption, Mount
+from .problems import FieldErrors, Loc
 
 SUPPORTED_SCHEMES = ("s3", "oss", "http", "https", "local", "file")
 

@@ -1,0 +1,60 @@
+"""Placement: which workers of a node pool own a file — rendezvous (highest random weight) hashing.
+
+Every client and worker computes the same owners from the same member list, with no coordinator:
+each member gets a score ``hash(member, key)`` and the ``r`` highest scores own the key. When one of
+N members joins or leaves, only the keys it wins or held move (about 1/N of them), and the order of
+the other members for every key stays the same, so failover walks the same list everywhere.
+
+The hash is BLAKE2b (stable across processes and machines), never Python's salted ``hash()``.
+Ownership is per file ``(dataset, path)``: a file's pages live together, so one owner serves a
+whole sequential read. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Member:
+    """One cache worker of a node pool."""
+
+    name: str
+    """Stable identity (the node name); placement depends on it, not on the address."""
+    address: str
+    """Base URL of its HTTP API, e.g. ``http://192.0.2.11:8433``."""
+    pool: str = ""
+    """Node pool it belongs to (``apps.openyurt.io/nodepool``)."""
+
+
+def _score(member: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{member}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def file_key(dataset: str, path: str) -> str:
+    """The placement key of a file."""
+    return f"{dataset}\x00{path}"
+
+
+def ranked(key: str, members: Iterable[Member]) -> list[Member]:
+    """All members, best owner first (the failover order for ``key``)."""
+    return sorted(members, key=lambda m: (_score(m.name, key), m.name), reverse=True)
+
+
+def owners(key: str, members: Sequence[Member], replicas: int = 1) -> list[Member]:
+    """The ``replicas`` members that own ``key`` (fewer when the pool is smaller)."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas}")
+    return ranked(key, members)[:replicas]
+
+
+def spread(keys: Iterable[str], members: Sequence[Member]) -> dict[str, int]:
+    """How many of ``keys`` each member owns (for ``tidepool status``)."""
+    counts = {m.name: 0 for m in members}
+    for k in keys:
+        if members:
+            counts[ranked(k, members)[0].name] += 1
+    return counts
