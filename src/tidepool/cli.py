@@ -78,6 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(_env("PORT", "8433") or 8433))
     p.add_argument("--token", default=_env("TOKEN"), help="bearer token (required off loopback)")
     p.add_argument("--state-dir", type=Path, default=_env("STATE_DIR"))
+    p.add_argument(
+        "--nodepool",
+        default=_env("NODEPOOL", ""),
+        help="this node's pool (apps.openyurt.io/nodepool; env TIDEPOOL_NODEPOOL)",
+    )
+    p.add_argument("--node-name", default=_env("NODE_NAME", ""), help="name in the pool")
+    p.add_argument(
+        "--advertise",
+        default=_env("ADVERTISE", ""),
+        help="URL peers and clients use to reach this worker (default http://HOST:PORT)",
+    )
+    p.add_argument(
+        "--members",
+        default=_env("MEMBERS", ""),
+        help="static pool membership: static:NAME=http://HOST:PORT,... (or a file with @PATH)",
+    )
+    p.add_argument(
+        "--etcd",
+        default=_env("ETCD", ""),
+        help="etcd endpoints for pool membership, comma-separated (http://HOST:2379)",
+    )
 
     p = sub.add_parser("validate", help="check spec files and print what was understood")
     _add_spec_args(p)
@@ -148,7 +169,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"notice: {notice}", file=sys.stderr)
     if not bundle.datasets:
         raise ConfigError("the spec files define no Dataset to serve")
-    settings = WorkerSettings(host=args.host, port=args.port, token=args.token)
+    members = args.members
+    if members.startswith("@"):
+        members = Path(members[1:]).read_text().replace("\n", ",")
+    settings = WorkerSettings(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        nodepool=args.nodepool,
+        node_name=args.node_name,
+        advertise=args.advertise,
+        members=members,
+        etcd=tuple(e.strip() for e in args.etcd.split(",") if e.strip()),
+    )
     if args.state_dir:
         settings.state_dir = args.state_dir
     worker = Worker(bundle.datasets.values(), settings)

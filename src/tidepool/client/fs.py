@@ -20,6 +20,7 @@ network I/O runs on fsspec's single I/O loop and the caches are plain dicts upda
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -32,11 +33,17 @@ from fsspec.asyn import AsyncFileSystem, get_loop, sync
 
 from ..errors import BadRequestError, from_http
 from ..hostid import host_id
+from ..ring import Member, ranked
+from ..ring import file_key as ring_key
 from .file import TidepoolFile
 from .local import LocalLayout, LocalReader
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8433"
 DEFAULT_BLOCK_SIZE = 8 << 20
+MEMBERS_REFRESH = 5.0
+"""Seconds between refreshes of the pool's member list."""
+MEMBER_DOWN_FOR = 2.0
+"""Seconds a worker that refused a connection is skipped before it is tried again."""
 INFO_TTL_CAP = 60.0
 
 
@@ -61,6 +68,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         token: str | None = None,
         *,
         local_reads: bool | None = None,
+        nodepool: str | None = None,
         block_size: int | None = None,
         timeout: float = 120.0,
         asynchronous: bool = False,
@@ -83,6 +91,13 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._ttls: dict[str, float] = {}
         self._local: LocalReader | None = None
         self._node_checked = False
+        self._node_at = 0.0
+        self.nodepool = (
+            nodepool if nodepool is not None else os.environ.get("TIDEPOOL_NODEPOOL", "")
+        )
+        self._members: list[Member] = []
+        self._replicas = 1
+        self._down: dict[str, float] = {}
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -121,7 +136,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=self.timeout),
                 auto_decompress=False,
                 # large socket reads: with the 64 KiB default a warm 8 MiB block reads at half
                 # the speed (measured: ~400 vs ~800 MB/s on loopback)
@@ -132,10 +147,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 weakref.finalize(self, _close_session, self.loop, self._session)
         return self._session
 
-    def _url(self, kind: str, ds: str, rel: str = "") -> str:
+    def _url(self, kind: str, ds: str, rel: str = "", base: str | None = None) -> str:
         from urllib.parse import quote
 
-        return f"{self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
+        return f"{base or self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
 
     async def _get_json(self, url: str, path: str) -> Any:
         session = await self.set_session()
@@ -148,10 +163,11 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         except aiohttp.ClientConnectionError as exc:
             raise self._unreachable(exc) from exc
 
-    def _unreachable(self, exc: Exception) -> ConnectionError:
+    def _unreachable(self, exc: Exception, base: str | None = None) -> ConnectionError:
         return ConnectionError(
             errno.ECONNREFUSED,
-            f"cannot reach the Tidepool worker at {self.endpoint} ({exc}); is `tidepool up` "
+            f"cannot reach the Tidepool worker at {base or self.endpoint} ({exc}); "
+            "is `tidepool up` "
             "running? set TIDEPOOL_ENDPOINT to its address",
         )
 
@@ -180,10 +196,16 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return None
 
     async def _node(self) -> None:
-        """Learn page sizes/TTLs and whether the worker's pages are readable from here."""
+        """Learn page sizes/TTLs, the pool's members, and whether local pages are readable."""
         if self._node_checked:
+            if self._members and time.monotonic() - self._node_at > MEMBERS_REFRESH:
+                self._node_at = time.monotonic()
+                with contextlib.suppress(OSError):  # keep the last view if the worker is away
+                    self._set_members(await self._get_json(f"{self.endpoint}/v1/node", ""))
             return
         info = await self._get_json(f"{self.endpoint}/v1/node", "")
+        self._set_members(info)
+        self._node_at = time.monotonic()
         layouts = {}
         for ds, d in info.get("datasets", {}).items():
             self._ttls[ds] = float(d.get("metadata_ttl", 5.0))
@@ -193,6 +215,29 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if self.local_reads and info.get("host_id") == host_id() and layouts:
             self._local = LocalReader(layouts)
         self._node_checked = True
+
+    def _set_members(self, info: dict[str, Any]) -> None:
+        pool = info.get("nodepool", "")
+        if self.nodepool and pool and pool != self.nodepool:
+            raise ConnectionError(
+                errno.EACCES,
+                f"the Tidepool worker at {self.endpoint} belongs to node pool {pool!r} but this "
+                f"client is in {self.nodepool!r}: a client only uses its own pool's cache (never "
+                "across the WAN); point TIDEPOOL_ENDPOINT at a worker of your pool",
+            )
+        members = [Member(**m) for m in info.get("members", [])]
+        self._members = [m for m in members if not pool or m.pool == pool]
+        self._replicas = int(info.get("replicas", 1))
+
+    def _targets(self, ds: str, rel: str) -> list[str]:
+        """Base URLs to try for a file, its owner first; the configured endpoint alone when the
+        worker is not part of a pool."""
+        if not self._members:
+            return [self.endpoint]
+        now = time.monotonic()
+        order = [m.address for m in ranked(ring_key(ds, rel), self._members)]
+        up = [a for a in order if self._down.get(a, 0.0) <= now]
+        return up + [a for a in order if a not in up]
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
@@ -286,6 +331,22 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return await self._fetch(path, info, s, e)
 
     async def _fetch(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
+        """Read bytes from the file's owner in the pool, failing over along the ring."""
+        ds, rel = self._split(path)
+        await self._node()
+        targets = self._targets(ds, rel)
+        for i, base in enumerate(targets):
+            try:
+                return await self._fetch_from(base, path, info, start, end)
+            except ConnectionError:
+                if i == len(targets) - 1:
+                    raise
+                self._down[base] = time.monotonic() + MEMBER_DOWN_FOR
+        raise AssertionError("unreachable")
+
+    async def _fetch_from(
+        self, base: str, path: str, info: dict[str, Any], start: int, end: int
+    ) -> bytes:
         ds, rel = self._split(path)
         session = await self.set_session()
         headers = {}
@@ -293,7 +354,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             headers["Range"] = f"bytes={start}-{end - 1}"
         for attempt in range(2):
             try:
-                async with session.get(self._url("files", ds, rel), headers=headers) as resp:
+                url = self._url("files", ds, rel, base)
+                async with session.get(url, headers=headers) as resp:
                     if resp.status >= 400:
                         body = await resp.read()
                         if resp.status == 409 and attempt == 0:  # changed mid-read: once more
@@ -312,7 +374,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             except aiohttp.ClientConnectionError as exc:
                 if attempt == 0 and isinstance(exc, aiohttp.ServerDisconnectedError):
                     continue  # a pooled keep-alive connection the worker had closed
-                raise self._unreachable(exc) from exc
+                raise self._unreachable(exc, base) from exc
             if len(data) != end - start:
                 raise OSError(
                     errno.EIO, f"read of {path} returned {len(data)} bytes, expected {end - start}"

@@ -37,6 +37,7 @@ from ..ranges import content_range, parse_range
 from .dataset import DatasetService
 from .loads import LoadJob
 from .metrics import WorkerMetrics
+from .placement import PEER_HEADER
 from .status import dataset_status
 
 log = logging.getLogger(__name__)
@@ -200,11 +201,12 @@ class WorkerApp:
         status = 206 if span is not None else 200
         if request.method == "HEAD":
             return web.Response(status=status, headers=headers)
+        from_peer = PEER_HEADER in request.headers
         if end - start <= svc.page_size:
-            body = await svc.read_all(info, start, end)
+            body = await svc.read_all(info, start, end, from_peer=from_peer)
             resp = web.Response(status=status, body=body, headers=headers)
         else:
-            chunks = svc.read(info, start, end)
+            chunks = svc.read(info, start, end, from_peer=from_peer)
             first = await anext(chunks, None)  # errors before the first byte get a clean status
             sresp = web.StreamResponse(status=status, headers=headers)
             await sresp.prepare(request)

@@ -37,6 +37,7 @@ from ..spec.config import DatasetConfig
 from ..store.metadata import MetadataStore
 from ..store.pagestore import PageStore
 from .metrics import DatasetCounters
+from .placement import Placement
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,6 +84,8 @@ class DatasetService:
         self.misses = 0
         self.stale_served = 0
         """Metadata answers given from the last known state because the origin was down."""
+        self.placement: Placement | None = None
+        """Set by the worker when it is one of several in a node pool."""
         self.ufs_total: tuple[int, int, float] | None = None  # (bytes, files, when)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -292,7 +295,7 @@ class DatasetService:
     # ---- data ------------------------------------------------------------------------------
 
     def _page_or_task(
-        self, origin: Origin, orel: str, info: FileInfo, fkey: str, idx: int
+        self, origin: Origin, orel: str, info: FileInfo, fkey: str, idx: int, peers: bool = True
     ) -> memoryview | asyncio.Task[bytes]:
         key = PageKey(self.name, fkey, idx)
         data = self.store.get(key)
@@ -309,7 +312,9 @@ class DatasetService:
         if task is None:
             self.misses += 1
             self.counters.misses.inc()
-            task = asyncio.get_running_loop().create_task(self._fetch(key, origin, orel, info, idx))
+            task = asyncio.get_running_loop().create_task(
+                self._fetch(key, origin, orel, info, idx, peers)
+            )
             self._pages_inflight[key] = task
             task.add_done_callback(lambda t: self._fetch_done(key, t))
         return task
@@ -320,23 +325,45 @@ class DatasetService:
             self._pages_inflight.pop(key, None)
 
     async def _fetch(
-        self, key: PageKey, origin: Origin, orel: str, info: FileInfo, idx: int
+        self, key: PageKey, origin: Origin, orel: str, info: FileInfo, idx: int, peers: bool
     ) -> bytes:
         start, end = page_span(idx, self.page_size, info["size"])
-        self.counters.origin_requests.inc()
-        data = await origin.read(orel, start, end, info["version"])
+        data = await self._from_peers(info, start, end) if peers else None
+        if data is None:
+            self.counters.origin_requests.inc()
+            data = await origin.read(orel, start, end, info["version"])
+            if idx == 0 and self.placement is not None:
+                # first sight of this file in the pool: the other owners copy it from us
+                self.placement.replicate(self.name, info["name"])
         if len(data) != end - start:
             raise OriginError(
                 errno.EIO,
                 f"origin returned {len(data)} bytes for {self.name}/{info['name']} "
                 f"[{start}, {end}); the object may have changed",
             )
+        if self.placement is not None and not self.placement.is_owner(self.name, info["name"]):
+            # not ours to keep: serve it, let the owners hold the pool's copy
+            self._pages_inflight.pop(key, None)
+            return data
         fut = asyncio.get_running_loop().run_in_executor(
             self._io_pool, self._write, key, data, info["name"], info["version"]
         )
         self._writes.add(fut)
         fut.add_done_callback(self._writes.discard)
         return data
+
+    async def _from_peers(self, info: FileInfo, start: int, end: int) -> bytes | None:
+        """The bytes from another owner in the pool (LAN), or None to go to the origin."""
+        if self.placement is None:
+            return None
+        for peer in self.placement.peers_for(self.name, info["name"]):
+            try:
+                return await self.placement.read(
+                    peer, self.name, info["name"], info["version"], start, end
+                )
+            except (OSError, VersionChangedError) as exc:
+                log.debug("peer %s could not serve %s: %s", peer.name, info["name"], exc)
+        return None
 
     def _write(self, key: PageKey, data: bytes, path: str, version: str) -> None:
         try:
@@ -347,8 +374,14 @@ class DatasetService:
             # dict.pop is atomic; the loop thread only reads this dict
             self._pages_inflight.pop(key, None)
 
-    async def read(self, info: FileInfo, start: int, end: int) -> AsyncGenerator[Chunk, None]:
-        """Yield the bytes ``[start, end)`` of a file in page-sized chunks, in order."""
+    async def read(
+        self, info: FileInfo, start: int, end: int, *, from_peer: bool = False
+    ) -> AsyncGenerator[Chunk, None]:
+        """Yield the bytes ``[start, end)`` of a file in page-sized chunks, in order.
+
+        ``from_peer``: the request comes from another worker of the pool, so missing pages are
+        fetched from the origin, never from peers (no forwarding loops).
+        """
         if end <= start:
             return
         rel = info["name"]
@@ -373,9 +406,9 @@ class DatasetService:
                 if i is None:
                     if not ahead_done:
                         ahead_done = True
-                        self._read_ahead(origin, orel, info, fkey, span[-1] + 1)
+                        self._read_ahead(origin, orel, info, fkey, span[-1] + 1, not from_peer)
                     return
-                pending.append((i, self._page_or_task(origin, orel, info, fkey, i)))
+                pending.append((i, self._page_or_task(origin, orel, info, fkey, i, not from_peer)))
 
         fill()
         try:
@@ -402,17 +435,21 @@ class DatasetService:
         finally:
             pending.clear()
 
-    def _read_ahead(self, origin: Origin, orel: str, info: FileInfo, fkey: str, first: int) -> None:
+    def _read_ahead(
+        self, origin: Origin, orel: str, info: FileInfo, fkey: str, first: int, peers: bool
+    ) -> None:
         """Start fetching the pages that follow a bulk read, so the next request finds them."""
         last = min(first + self.fetch_window, -(-info["size"] // self.page_size))
         for idx in range(first, last):
             key = PageKey(self.name, fkey, idx)
             if key not in self._pages_inflight and not self.store.contains(key):
-                self._page_or_task(origin, orel, info, fkey, idx)
+                self._page_or_task(origin, orel, info, fkey, idx, peers)
 
-    async def read_all(self, info: FileInfo, start: int, end: int) -> Chunk:
+    async def read_all(
+        self, info: FileInfo, start: int, end: int, *, from_peer: bool = False
+    ) -> Chunk:
         """The bytes ``[start, end)`` as one buffer (for reads of one page or a few)."""
-        chunks = [c async for c in self.read(info, start, end)]
+        chunks = [c async for c in self.read(info, start, end, from_peer=from_peer)]
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)

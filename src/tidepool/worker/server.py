@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,13 +21,16 @@ from aiohttp import web
 
 from ..errors import ConfigError
 from ..hostid import host_id
+from ..membership import EtcdMembership, Membership, StaticMembership, parse_static
 from ..origin import OriginSettings
+from ..ring import Member
 from ..spec.config import DatasetConfig
 from ..store.metadata import MetadataStore
 from ..store.pagestore import PageStore
 from .app import WorkerApp
 from .dataset import DatasetService
 from .metrics import OriginSample, StoreSample, WorkerMetrics
+from .placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,16 @@ class WorkerSettings:
     """Threads that write fetched pages to the store."""
     origin: OriginSettings = field(default_factory=OriginSettings)
     """Timeouts, retries and backoff for origin calls."""
+    nodepool: str = ""
+    """This node's pool (``apps.openyurt.io/nodepool``); empty for a single-node setup."""
+    node_name: str = ""
+    """This worker's stable name in the pool (default: the host name)."""
+    advertise: str = ""
+    """URL other workers and clients use to reach this one (default: from host and port)."""
+    members: str = ""
+    """``static:NAME=URL,...`` member list of the pool (empty: no peers unless ``etcd``)."""
+    etcd: tuple[str, ...] = ()
+    """etcd endpoints for lease-based pool membership."""
 
 
 def is_loopback(host: str) -> bool:
@@ -82,7 +96,22 @@ class Worker:
                 f"listening on {self.settings.host!r} (beyond loopback) requires a bearer token: "
                 "pass --token or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
             )
+        pool = self.settings.nodepool
+        if pool:
+            skipped = [
+                d.name for d in self.configs.values() if d.nodepools and pool not in d.nodepools
+            ]
+            for name in skipped:
+                log.warning(
+                    "dataset %r is not served in node pool %r: its nodeAffinity allows %s",
+                    name,
+                    pool,
+                    ", ".join(self.configs[name].nodepools),
+                )
+                del self.configs[name]
         self.metrics = WorkerMetrics()
+        self.membership: Membership | None = None
+        self.placement: Placement | None = None
         self.services: dict[str, DatasetService] = {}
         self.stores: dict[str, PageStore] = {}
         self.metas: dict[str, MetadataStore] = {}
@@ -153,9 +182,14 @@ class Worker:
         return out
 
     def node_info(self) -> dict[str, Any]:
+        members = self.placement.members() if self.placement else []
         return {
             "host_id": self.host_id,
             "pid": os.getpid(),
+            "nodepool": self.settings.nodepool,
+            "node_name": self._me().name if self.port else "",
+            "members": [m.__dict__ for m in members],
+            "replicas": self.placement.replicas if self.placement else 1,
             "datasets": {
                 name: {
                     "page_size": cfg.runtime.page_size,
@@ -166,6 +200,30 @@ class Worker:
                 for name, cfg in self.configs.items()
             },
         }
+
+    def _me(self) -> Member:
+        s = self.settings
+        name = s.node_name or socket.gethostname()
+        address = s.advertise or f"http://{s.host}:{self.port}"
+        return Member(name=name, address=address.rstrip("/"), pool=s.nodepool)
+
+    async def _start_membership(self) -> None:
+        s = self.settings
+        if not s.members and not s.etcd:
+            return
+        if s.host in ("0.0.0.0", "::") and not s.advertise:
+            raise ConfigError("with --host 0.0.0.0 pass --advertise http://ADDRESS:PORT for peers")
+        me = self._me()
+        state = s.state_dir / f"members-{s.nodepool or 'default'}.json"
+        if s.etcd:
+            self.membership = EtcdMembership(list(s.etcd), s.nodepool, me, state)
+        else:
+            self.membership = StaticMembership(parse_static(s.members, s.nodepool), state)
+        await self.membership.start()
+        replicas = max((c.runtime.data_replicas for c in self.configs.values()), default=1)
+        self.placement = Placement(me, self.membership, replicas, token=s.token)
+        for svc in self.services.values():
+            svc.placement = self.placement
 
     async def start(self) -> None:
         self._open_stores()
@@ -187,6 +245,7 @@ class Worker:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        await self._start_membership()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         log.info("worker serving %s on %s", ", ".join(sorted(self.configs)), self.endpoint)
 
@@ -202,6 +261,10 @@ class Worker:
     async def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        if self.membership is not None:
+            await self.membership.stop()
+        if self.placement is not None:
+            await self.placement.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1,0 +1,245 @@
+"""Who is in my node pool: membership providers with a last-known-good list on disk.
+
+A provider answers one question — the workers of this node pool, now — for the placement ring
+(:mod:`tidepool.ring`). Providers:
+
+* ``static``: a list given on the command line, in the runtime spec or in a file;
+* ``etcd``: each worker registers ``/tidepool/v1/pools/<pool>/members/<name>`` under a lease it
+  keeps alive, and everyone polls the pool's prefix. It speaks etcd's v3 JSON gateway over
+  aiohttp (no gRPC dependency), which etcd 3.4+ serves on its client port.
+
+Every provider writes the member list it last saw to ``state_file`` and starts from it, so a pool
+keeps routing when etcd (or, later, the Kubernetes API) is unreachable or the node restarts
+offline. A worker whose lease expires (crash, SIGKILL, cut cable) drops out of the other members'
+view within ``lease_ttl + poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from .errors import ConfigError
+from .ring import Member
+
+log = logging.getLogger(__name__)
+
+
+class Membership(Protocol):
+    def members(self) -> list[Member]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def parse_static(spec: str, pool: str = "") -> list[Member]:
+    """Members from ``[static:]NAME=URL,NAME=URL`` or ``[static:]URL,URL`` (name = host:port)."""
+    text = spec.removeprefix("static:").strip()
+    out = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, url = item.partition("=")
+        if not sep:
+            name, url = "", item
+        if "://" not in url:
+            url = f"http://{url}"
+        if not name:
+            name = url.split("://", 1)[1].rstrip("/")
+        out.append(Member(name=name, address=url.rstrip("/"), pool=pool))
+    if not out:
+        raise ConfigError(
+            f"member list {spec!r} is empty; use static:NAME=http://HOST:PORT,... "
+            "or static:HOST:PORT,HOST:PORT"
+        )
+    return out
+
+
+def _save(state_file: Path | None, members: Sequence[Member]) -> None:
+    if state_file is None:
+        return
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps([m.__dict__ for m in members], indent=1))
+    os.replace(tmp, state_file)
+
+
+def load_last_known(state_file: Path | None) -> list[Member]:
+    """The member list saved by the last run, or ``[]``."""
+    if state_file is None or not state_file.exists():
+        return []
+    try:
+        return [Member(**m) for m in json.loads(state_file.read_text())]
+    except (ValueError, TypeError, OSError) as exc:
+        log.warning("ignoring unreadable member list %s: %s", state_file, exc)
+        return []
+
+
+class StaticMembership:
+    """A fixed member list (it is its own last-known-good)."""
+
+    def __init__(self, members: Sequence[Member], state_file: Path | None = None) -> None:
+        self._members = sorted(members)
+        self._state = state_file
+
+    def members(self) -> list[Member]:
+        return list(self._members)
+
+    async def start(self) -> None:
+        _save(self._state, self._members)
+
+    async def stop(self) -> None:
+        return None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+class EtcdMembership:
+    """Lease-based registration and polling through etcd's v3 JSON gateway."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        pool: str,
+        me: Member | None,
+        state_file: Path | None,
+        *,
+        lease_ttl: int = 5,
+        poll_interval: float = 1.0,
+        root: str = "/tidepool/v1",
+    ) -> None:
+        if not endpoints:
+            raise ConfigError("etcd membership needs at least one endpoint, e.g. http://HOST:2379")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.pool = pool
+        self.me = me
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.prefix = f"{root}/pools/{pool}/members/"
+        self._state = state_file
+        self._members = load_last_known(state_file)
+        self._lease: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.reachable = False
+        self.last_sync: float | None = None
+
+    def members(self) -> list[Member]:
+        return list(self._members)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._session is not None
+        last: Exception | None = None
+        for endpoint in self.endpoints:
+            try:
+                async with self._session.post(f"{endpoint}/v3/{path}", json=body) as resp:
+                    data: dict[str, Any] = await resp.json(content_type=None)
+                    if resp.status >= 400:
+                        raise OSError(f"etcd {path} answered {resp.status}: {data}")
+                    return data
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                last = exc
+        raise ConnectionError(f"no etcd endpoint answered ({last})")
+
+    async def _register(self) -> None:
+        if self.me is None:
+            return
+        grant = await self._post("lease/grant", {"TTL": self.lease_ttl})
+        self._lease = int(grant["ID"])
+        value = json.dumps(self.me.__dict__)
+        await self._post(
+            "kv/put",
+            {"key": _b64(self.prefix + self.me.name), "value": _b64(value), "lease": self._lease},
+        )
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self.lease_ttl / 3))
+            try:
+                if self._lease is None:
+                    await self._register()
+                    continue
+                data = await self._post("lease/keepalive", {"ID": self._lease})
+                if int((data.get("result") or {}).get("TTL", 0)) <= 0:
+                    self._lease = None  # expired while we were cut off: register again
+            except (ConnectionError, OSError, KeyError, ValueError) as exc:
+                log.debug("etcd keepalive failed: %s", exc)
+
+    async def _sync(self) -> None:
+        data = await self._post(
+            "kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)}
+        )
+        found = []
+        for kv in data.get("kvs", []):
+            with contextlib.suppress(ValueError, TypeError):
+                found.append(Member(**json.loads(base64.b64decode(kv["value"]))))
+        found.sort()
+        self.reachable = True
+        self.last_sync = time.time()
+        if found != self._members:
+            log.info("pool %s members: %s", self.pool, ", ".join(m.name for m in found))
+            self._members = found
+            _save(self._state, found)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await self._sync()
+            except (ConnectionError, OSError, KeyError, ValueError) as exc:
+                if self.reachable:
+                    log.warning(
+                        "etcd unreachable (%s); keeping the last known %d members of pool %s",
+                        exc,
+                        len(self._members),
+                        self.pool,
+                    )
+                self.reachable = False
+            await asyncio.sleep(self.poll_interval)
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=2.0, sock_connect=1.0)
+        )
+        try:
+            await self._register()
+            await self._sync()
+        except (ConnectionError, OSError, KeyError, ValueError) as exc:
+            log.warning(
+                "etcd unreachable at start (%s); using the last known %d members",
+                exc,
+                len(self._members),
+            )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._keepalive_loop()),
+            loop.create_task(self._poll_loop()),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._lease is not None and self._session is not None:
+            with contextlib.suppress(ConnectionError, OSError, KeyError, ValueError):
+                await self._post("lease/revoke", {"ID": self._lease})  # leave at once
+        if self._session is not None:
+            await self._session.close()
