@@ -107,6 +107,8 @@ class ThreadWorker:
         return self.worker.endpoint
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return  # stopped already (a test may stop a worker to simulate a failure)
         try:
             self.call(self.worker.stop())
         finally:
@@ -122,7 +124,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., ThreadWorker]]:
     started: list[ThreadWorker] = []
 
     def start(datasets: list[DatasetConfig], **kw: Any) -> ThreadWorker:
-        settings = WorkerSettings(port=0, state_dir=tmp_path / "state", **kw)
+        kw.setdefault("port", 0)
+        kw.setdefault("state_dir", tmp_path / "state")
+        settings = WorkerSettings(**kw)
         w = ThreadWorker(datasets, settings)
         started.append(w)
         return w

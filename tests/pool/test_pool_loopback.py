@@ -1,0 +1,165 @@
+"""Several workers of one node pool on loopback: shared cache, routing, failover, replication.
+
+These run real workers (threads with their own event loops) with static membership against the
+real S3 origin; the network-namespace harness runs the same scenarios across an emulated WAN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tidepool.client import TidepoolFileSystem
+from tidepool.ring import Member, file_key, owners
+from tidepool.spec.config import DatasetConfig, TierConfig
+
+pytestmark = pytest.mark.integration
+
+FILES = {f"d{i % 4}/f{i:03d}.bin": os.urandom(40_000 + i) for i in range(40)}
+FILES["big.bin"] = os.urandom(3 * (1 << 20) + 5)
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def per_worker(cfg: DatasetConfig, tmp: Path, name: str) -> DatasetConfig:
+    tiers = (TierConfig("SSD", str(tmp / f"cache-{name}"), 1 << 30),)
+    runtime = dataclasses.replace(cfg.runtime, tiers=tiers)
+    return dataclasses.replace(cfg, runtime=runtime)
+
+
+def start_pool(
+    make_dataset: Any, start_worker: Any, tmp: Path, n: int = 3, replicas: int = 1
+) -> tuple[list[Any], list[Member]]:
+    cfg = make_dataset(FILES, page_size=1 << 20)
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, data_replicas=replicas))
+    ports = free_ports(n)
+    members = [Member(f"w{i}", f"http://127.0.0.1:{p}", "pool-a") for i, p in enumerate(ports)]
+    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
+    workers = [
+        start_worker(
+            [per_worker(cfg, tmp, m.name)],
+            port=ports[i],
+            nodepool="pool-a",
+            node_name=m.name,
+            members=static,
+            state_dir=tmp / f"state-{m.name}",
+        )
+        for i, m in enumerate(members)
+    ]
+    return workers, members
+
+
+def origin_reads(workers: list[Any]) -> int:
+    return sum(w.worker.services["ds"].mounts[0][1].stats.calls.get("read", 0) for w in workers)
+
+
+def flush(workers: list[Any]) -> None:
+    for w in workers:
+        w.call(w.worker.services["ds"].flush_writes())
+
+
+def read_all(fs: TidepoolFileSystem) -> None:
+    for name, data in FILES.items():
+        assert fs.cat_file(f"ds/{name}") == data, name
+
+
+def test_second_node_reads_what_the_first_fetched(
+    make_dataset: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    workers, members = start_pool(make_dataset, start_worker, tmp_path)
+    a = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(a)
+    flush(workers)
+    after_a = origin_reads(workers)
+    assert after_a == len(FILES) - 1 + 4  # one GET per page: 40 small files + 4 pages of big
+    b = TidepoolFileSystem(workers[1].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(b)
+    assert origin_reads(workers) == after_a
+    # every file is cached on its owner and only there
+    want = {m.name: 0 for m in members}
+    for name, data in FILES.items():
+        want[owners(file_key("ds", name), members)[0].name] += len(data)
+    have = {
+        m.name: w.worker.stores["ds"].dataset_bytes("ds")
+        for w, m in zip(workers, members, strict=True)
+    }
+    assert have == want
+
+
+async def test_non_owner_serves_from_owner_without_caching(
+    make_dataset: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    workers, members = start_pool(make_dataset, start_worker, tmp_path)
+    name = "d1/f001.bin"
+    owner = owners(file_key("ds", name), members)[0]
+    other = next(i for i, m in enumerate(members) if m != owner)
+    owner_i = members.index(owner)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{owner.address}/v1/datasets/ds/files/{name}") as r:
+            assert await r.read() == FILES[name]
+        flush(workers)
+        before = origin_reads(workers)
+        async with s.get(f"{members[other].address}/v1/datasets/ds/files/{name}") as r:
+            assert r.status == 200
+            assert await r.read() == FILES[name]
+    assert origin_reads(workers) == before  # came from the owner over the "LAN"
+    flush(workers)
+    assert workers[other].worker.stores["ds"].dataset_bytes("ds") == 0
+    assert workers[owner_i].worker.stores["ds"].dataset_bytes("ds") == len(FILES[name])
+
+
+def test_reads_fail_over_when_the_owner_stops(
+    make_dataset: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    workers, members = start_pool(make_dataset, start_worker, tmp_path)
+    fs = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(fs)
+    victim = next(
+        i for i in (1, 2) if any(owners(file_key("ds", n), members)[0] == members[i] for n in FILES)
+    )
+    workers[victim].stop()
+    read_all(fs)  # the victim's files come from the next worker on the ring (origin last)
+
+
+def test_replica_serves_after_the_primary_is_gone(
+    make_dataset: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    workers, members = start_pool(make_dataset, start_worker, tmp_path, replicas=2)
+    fs = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(fs)
+    deadline = time.monotonic() + 20
+    want = {m.name: 0 for m in members}
+    for name, data in FILES.items():
+        for m in owners(file_key("ds", name), members, 2):
+            want[m.name] += len(data)
+    while time.monotonic() < deadline:
+        flush(workers)
+        have = {
+            m.name: w.worker.stores["ds"].dataset_bytes("ds")
+            for w, m in zip(workers, members, strict=True)
+        }
+        if have == want:
+            break
+        time.sleep(0.1)
+    assert have == want  # every file on exactly its two owners
+    workers[0].stop()
+    survivors = workers[1:]
+    before = origin_reads(survivors)
+    fs2 = TidepoolFileSystem(workers[1].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(fs2)
+    assert origin_reads(survivors) == before  # the surviving replica had everything
