@@ -52,6 +52,7 @@ class WorkerProcess:
         child_env.pop("AWS_CA_BUNDLE", None)
         child_env.update(env or {})
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = log_path.stat().st_size if log_path.exists() else 0  # a log may be reused
         log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True
@@ -59,7 +60,9 @@ class WorkerProcess:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = _READY.search(log_path.read_text(errors="replace"))
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                m = _READY.search(f.read().decode(errors="replace"))
             if m:
                 return cls(proc, m.group(1), log_path)
             if proc.poll() is not None:
