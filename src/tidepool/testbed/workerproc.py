@@ -60,9 +60,9 @@ class WorkerProcess:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                m = _READY.search(f.read().decode(errors="replace"))
+            with open(log_path, "rb") as logf:
+                logf.seek(offset)
+                m = _READY.search(logf.read().decode(errors="replace"))
             if m:
                 return cls(proc, m.group(1), log_path)
             if proc.poll() is not None:
