@@ -251,6 +251,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .quantity import format_bytes
+
     fs = _fs(args)
     names = [args.dataset] if args.dataset else fs.datasets()
     statuses = [fs.status(n) for n in names]
@@ -281,7 +283,25 @@ def cmd_status(args: argparse.Namespace) -> int:
             c["cacheHitRatio"],
             "reachable" if s["raw"]["origin_reachable"] else "UNREACHABLE",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    pool = fs.pool_status(names)
+    if pool["members"]:
+        t = Table(
+            title=f"node pool {pool['nodepool'] or '(unnamed)'}: {pool['replicas']} "
+            "cop(ies) per file"
+        )
+        for col in ("MEMBER", "ADDRESS", "STATE", "FILES OWNED", "CACHED"):
+            t.add_column(col, justify="left" if col in ("MEMBER", "ADDRESS") else "right")
+        for m in pool["members"]:
+            t.add_row(
+                m["name"],
+                m["address"],
+                m["state"],
+                str(m["files_owned"]),
+                format_bytes(m["cached_bytes"]) if m["cached_bytes"] is not None else "-",
+            )
+        console.print(t)
     return EXIT_OK
 
 

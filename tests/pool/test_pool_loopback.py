@@ -163,3 +163,28 @@ def test_replica_serves_after_the_primary_is_gone(
     fs2 = TidepoolFileSystem(workers[1].endpoint, local_reads=False, skip_instance_cache=True)
     read_all(fs2)
     assert origin_reads(survivors) == before  # the surviving replica had everything
+
+
+def test_status_shows_the_pool(make_dataset: Any, start_worker: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    workers, members = start_pool(make_dataset, start_worker, tmp_path)
+    fs = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(fs)
+    flush(workers)
+    pool = fs.pool_status(["ds"])
+    assert pool["nodepool"] == "pool-a"
+    assert [m["name"] for m in pool["members"]] == ["w0", "w1", "w2"]
+    assert all(m["state"] == "up" for m in pool["members"])
+    assert sum(m["files_owned"] for m in pool["members"]) == len(FILES)
+    assert sum(m["cached_bytes"] for m in pool["members"]) == sum(map(len, FILES.values()))
+    workers[2].stop()
+    r = subprocess.run(
+        [sys.executable, "-m", "tidepool.cli", "status", "--endpoint", workers[0].endpoint],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "node pool pool-a" in r.stdout and "down" in r.stdout and "w1" in r.stdout

@@ -498,6 +498,50 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/load"
         return sync(self.loop, self._post_json, url, body, dataset)  # type: ignore[no-any-return]
 
+    def pool_status(self, datasets: list[str]) -> dict[str, Any]:
+        """The pool as this client sees it: members, whether they answer, files each owns
+        (by the ring, over the datasets' files) and bytes each has cached."""
+        from ..ring import spread
+
+        async def go() -> dict[str, Any]:
+            await self._node()
+            session = await self.set_session()
+            keys = []
+            for ds in datasets:
+                for name in await self._find(ds):
+                    keys.append(ring_key(ds, name.partition("/")[2]))
+            owned = spread(keys, self._members) if self._members else {}
+            out = []
+            for m in self._members:
+                state, cached = "down", None
+                try:
+                    async with session.get(f"{m.address}/healthz") as r:
+                        state = "up" if r.status == 200 else f"HTTP {r.status}"
+                    cached = 0
+                    for ds in datasets:
+                        url = f"{m.address}/v1/datasets/{ds}/status?refresh=0"
+                        async with session.get(url) as r:
+                            if r.status == 200:
+                                cached += int((await r.json())["raw"]["cached_bytes"])
+                except (aiohttp.ClientError, OSError, ValueError):
+                    pass
+                out.append(
+                    {
+                        "name": m.name,
+                        "address": m.address,
+                        "state": state,
+                        "files_owned": owned.get(m.name, 0),
+                        "cached_bytes": cached,
+                    }
+                )
+            return {
+                "nodepool": self.nodepool or (self._members[0].pool if self._members else ""),
+                "replicas": self._replicas,
+                "members": out,
+            }
+
+        return sync(self.loop, go)  # type: ignore[no-any-return]
+
     def load_progress(self, job_id: str) -> dict[str, Any]:
         from urllib.parse import quote
 
