@@ -1,31 +1,43 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv when missing and install what they need.
+# Both create .venv when missing and install what they need (test also installs Debian packages
+# through scripts/system-deps.sh: fuse3, etcd-server, iproute2).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench system-deps clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $@
 
-demo: $(STAMP)
+$(VENV)/.test-installed: pyproject.toml scripts/system-deps.sh | $(PY)
+	sh scripts/system-deps.sh
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.demo-installed
+
+system-deps:
+	sh scripts/system-deps.sh
+
+demo: $(VENV)/.demo-installed
 	$(VENV)/bin/tidepool demo $(ARGS)
 
-test: $(STAMP)
+test: $(VENV)/.test-installed
+	sh scripts/system-deps.sh
 	$(PY) -m pytest $(ARGS)
 
-lint: $(STAMP)
+lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(VENV)/.demo-installed
 	$(VENV)/bin/tidepool bench $(ARGS)
 
 clean:
