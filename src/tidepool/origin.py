@@ -148,6 +148,11 @@ class OriginSettings:
     """Seconds one attempt of one call may take (a 1 MiB page over a slow link included)."""
     connect_timeout: float = 1.0
     """Seconds to open a connection to the origin (a cut link must be noticed quickly)."""
+    read_timeout: float = 3.0
+    """Seconds the origin may stay silent (no byte of an answer arrives) before an attempt is
+    abandoned. A black-holed link keeps pooled connections open and answers nothing; without this
+    an uncached read would wait the whole ``timeout``. Not shorter: an object store listing 1,000
+    keys on a busy host can take over a second to answer (measured with juicefs here)."""
     retries: int = 4
     """Extra attempts after the first for retryable errors."""
     retry_budget: float = 1.0
@@ -253,9 +258,11 @@ class Origin:
         if protocol in ("s3", "s3a"):
             cfg = dict(opts.pop("config_kwargs", {}) or {})
             cfg.setdefault("connect_timeout", self.settings.connect_timeout)
-            cfg.setdefault("read_timeout", self.settings.timeout)
-            # retries are the funnel's job: botocore and s3fs must not multiply them
-            cfg["retries"] = {"max_attempts": 1, "mode": "standard"}
+            cfg.setdefault("read_timeout", self.settings.read_timeout)
+            # retries are the funnel's job: botocore and s3fs must not multiply them. botocore's
+            # ``max_attempts`` counts *retries* (it becomes total_max_attempts = 1 + max_attempts),
+            # so the one attempt is spelled ``total_max_attempts``.
+            cfg["retries"] = {"total_max_attempts": 1, "mode": "standard"}
             cfg.setdefault("max_pool_connections", max(10, self.settings.max_concurrency))
             opts["config_kwargs"] = cfg
             opts.setdefault("use_listings_cache", False)

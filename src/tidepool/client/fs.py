@@ -152,7 +152,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
         return f"{base or self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
 
-    async def _get_json(self, url: str, path: str) -> Any:
+    async def _get_json(self, url: str, path: str, base: str | None = None) -> Any:
         session = await self.set_session()
         try:
             async with session.get(url) as resp:
@@ -161,7 +161,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                     raise self._error(resp.status, body, path)
                 return json.loads(body)
         except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from exc
+            raise self._unreachable(exc, base) from exc
 
     def _unreachable(self, exc: Exception, base: str | None = None) -> ConnectionError:
         return ConnectionError(
@@ -248,8 +248,19 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return cached
         await self._node()
         ds, rel = self._split(path)
-        entry = await self._get_json(self._url("info", ds, rel), path)
-        return self._remember(ds, entry)
+        # Ask the file's owner, as reads do: it holds the file's metadata, where another worker
+        # of the pool would revalidate it with the origin across the WAN.
+        targets = self._targets(ds, rel) if rel else [self.endpoint]
+        for i, base in enumerate(targets):
+            try:
+                entry = await self._get_json(self._url("info", ds, rel, base), path, base)
+            except ConnectionError:
+                if i == len(targets) - 1:
+                    raise
+                self._down[base] = time.monotonic() + MEMBER_DOWN_FOR
+            else:
+                return self._remember(ds, entry)
+        raise AssertionError("unreachable")
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)

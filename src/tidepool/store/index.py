@@ -200,6 +200,12 @@ class PageIndex:
                 [(atime, k.dataset, k.file_key, k.index) for k, atime in items],
             )
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it (frees disk space: the WAL
+        only shrinks at a checkpoint, and SQLite's automatic one waits for ~4 MB of log)."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         with self._lock:
             with contextlib.suppress(sqlite3.Error):

@@ -68,6 +68,8 @@ from tidepool.store.tiers import (
 log = logging.getLogger(__name__)
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+SQLITE_FULL = 13
+"""SQLite's "database or disk is full" result code."""
 FLUSH_INTERVAL = 2.0
 """Seconds between flushes of touched recency counters."""
 FLUSH_TOUCHES = 1000
@@ -505,9 +507,23 @@ class PageStore:
                 self._write_failed(tier, key, exc)
                 if exc.errno not in DISK_FULL or attempt:
                     break
-                self._shrink(tier, tier.used - max(size, tier.quota // 20))
+                self._make_disk_room(tier, size)
         self._release(tier, size)
         return False
+
+    def _make_disk_room(self, tier: Tier, size: int) -> None:
+        """The disk under ``tier`` is full before its quota: evict a little of what it holds.
+
+        A twentieth of what the tier *uses* (at least two pages' worth), not of its quota: on a
+        disk much smaller than the quota, a share of the quota is the whole cache. The tier's
+        effective quota drops to what is left, so later writes evict first instead of meeting
+        ENOSPC again (and the index, which may share the disk, keeps room to grow).
+        """
+        self._index.checkpoint()  # the index's log may live on the same disk
+        with self._lock:
+            limit = max(0, tier.used - max(2 * size, tier.used // 20))
+            tier.disk_limit = limit if tier.disk_limit is None else min(tier.disk_limit, limit)
+        self._shrink(tier, limit)
 
     def _write_failed(self, tier: Tier, key: PageKey, exc: OSError) -> None:
         """Log a failed page write: disk-full at most once per tier per minute."""
@@ -544,13 +560,20 @@ class PageStore:
             known = key.file_key in self._files
         row = PageRow(key, tier.root_str, size, digest, atime)
         file_row = FileRow(key.dataset, path, version)
-        try:
-            self._index.add_pages([row], {} if known else {key.file_key: file_row})
-        except sqlite3.Error as exc:
-            log.warning("could not record page %s in the index: %s", key, exc)
-            unlink_quiet(tier.page_path(key))
-            self._release(tier, size)
-            return False
+        for attempt in range(2):
+            try:
+                self._index.add_pages([row], {} if known else {key.file_key: file_row})
+                break
+            except sqlite3.Error as exc:
+                # The index may share its disk with the pages: when that disk is full, evict a
+                # little (this page held back, so it is not its own victim) and try once more.
+                if not attempt and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+                    self._make_disk_room(tier, size)
+                    continue
+                log.warning("could not record page %s in the index: %s", key, exc)
+                unlink_quiet(tier.page_path(key))
+                self._release(tier, size)
+                return False
         with self._lock:
             self._files.setdefault(key.file_key, file_row)
             self._link(_Entry(key, tier.index, size, digest, atime))

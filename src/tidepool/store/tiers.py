@@ -76,18 +76,25 @@ class Tier:
         self.policy: EvictionPolicy[PageKey] = policy if policy is not None else LRUPolicy()
         self.used = 0
         self.pages = 0
+        self.disk_limit: int | None = None
+        """Bytes the disk under the tier was found to hold (set when it filled before the quota;
+        kept until restart). Pages and the index may share that disk, so the page store keeps
+        below it rather than meeting ENOSPC on every write."""
 
     @property
     def quota(self) -> int:
-        return self.config.quota
+        """Effective quota: the configured one, or less when the disk proved smaller."""
+        if self.disk_limit is None:
+            return self.config.quota
+        return min(self.config.quota, self.disk_limit)
 
     @property
     def high_bytes(self) -> int:
-        return int(self.config.high * self.config.quota)
+        return int(self.config.high * self.quota)
 
     @property
     def low_bytes(self) -> int:
-        return int(self.config.low * self.config.quota)
+        return int(self.config.low * self.quota)
 
     def page_path(self, key: PageKey) -> str:
         """Absolute path of ``key``'s page file in this tier."""
@@ -98,7 +105,9 @@ class Tier:
         return f"{self.root_str}/{TMP_DIR}/{os.getpid()}-{next(_tmp_names)}"
 
     def usage(self) -> TierUsage:
-        return TierUsage(self.config.medium, self.root_str, self.used, self.quota, self.pages)
+        return TierUsage(
+            self.config.medium, self.root_str, self.used, self.config.quota, self.pages
+        )
 
     def prepare(self) -> None:
         """Create the tier's directories and empty ``tmp/`` (leftovers of an interrupted write)."""

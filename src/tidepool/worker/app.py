@@ -215,6 +215,20 @@ class WorkerApp:
                     await sresp.write(first)
                 async for chunk in chunks:
                     await sresp.write(chunk)
+            except Exception as exc:
+                # The status line is gone: the only honest signal left is a cut connection, so
+                # the reader sees a short body (and retries) instead of waiting for bytes that
+                # will never come or reading an error document as file data.
+                log.warning(
+                    "read of %s/%s failed after %s: %s; closing the connection",
+                    svc.name,
+                    rel,
+                    "headers were sent",
+                    redact(str(exc)),
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+                return sresp
             finally:
                 await chunks.aclose()
             await sresp.write_eof()

@@ -52,11 +52,19 @@ class Placement:
         return any(m.name == self.me.name for m in self.owners(dataset, path))
 
     def peers_for(self, dataset: str, path: str) -> list[Member]:
-        """Other workers to ask for a file's bytes, best first (owners, then the rest)."""
+        """Other workers to ask for a file's bytes, best first (owners, then the rest if r > 1).
+
+        With r > 1 the first reachable other owner answers (from its cache, or from the origin
+        for us), so the rest are asked only when every other owner is down. The next in rank is
+        then the owner a join displaced (rendezvous keeps the others' order), which still holds
+        the file: after a join and a crash, the new owner copies it over the LAN, not the WAN.
+        A worker that lacks it fetches it from the origin for us: the same WAN bytes.
+        """
         now = time.monotonic()
-        ranked_all = ranked(file_key(dataset, path), self.members())
-        own = ranked_all[: self.replicas]
-        return [m for m in own if m.name != self.me.name and self._down.get(m.name, 0.0) < now]
+        order = ranked(file_key(dataset, path), self.members())
+        if self.replicas < 2:
+            order = order[: self.replicas]  # r = 1: a cold read goes to the origin in one hop
+        return [m for m in order if m.name != self.me.name and self._down.get(m.name, 0.0) < now]
 
     async def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
