@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_client_args(p)
 
+    p = sub.add_parser("gateway", help="serve datasets as S3 buckets (GetObject, ListObjectsV2…)")
+    from .gateway.cli import add_gateway_args
+
+    add_gateway_args(p)
+
     p = sub.add_parser("demo", help="the end-to-end demo: S3 behind a WAN, read 3 ways")
     from .demo.options import add_demo_args
 
@@ -350,6 +355,12 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_OK if job["phase"] == "Complete" else EXIT_FAIL
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from .gateway.cli import run_gateway
+
+    return run_gateway(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -369,6 +380,7 @@ COMMANDS = {
     "ls": cmd_ls,
     "cat": cmd_cat,
     "status": cmd_status,
+    "gateway": cmd_gateway,
     "demo": cmd_demo,
     "bench": cmd_bench,
 }

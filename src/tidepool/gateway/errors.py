@@ -1,0 +1,79 @@
+"""S3 error codes: the gateway's extension of the one error table in :mod:`tidepool.errors`.
+
+The gateway answers every failure with an S3 ``<Error>`` document whose ``Code`` clients branch on
+(boto3 raises ``NoSuchKey``, s3fs maps ``NoSuchBucket`` to ``FileNotFoundError`` …). Two kinds of
+failure reach the handlers: :class:`S3Error`, raised by the gateway's own pure layers (parsing,
+signatures, conditions) with its code already chosen, and the package's exceptions coming up from
+the fsspec client, mapped here by type with :data:`S3_STATUS` — the same types the worker's table
+uses, so one cause gets one meaning on every surface.
+
+Limits: only the codes this read-only gateway can produce are listed; anything unmapped is an
+``InternalError`` (500) — an origin error that is not "unreachable", or the worker refusing the
+gateway's own token — whose message never carries secrets (:func:`tidepool.errors.redact`).
+"""
+
+from __future__ import annotations
+
+from ..errors import (
+    BadRequestError,
+    OriginUnavailableError,
+    RangeNotSatisfiableError,
+    UnknownDatasetError,
+    redact,
+)
+
+__all__ = ["S3_STATUS", "S3Error", "s3_error"]
+
+
+class S3Error(Exception):
+    """A failure with its S3 error code and HTTP status already decided."""
+
+    def __init__(
+        self, code: str, message: str, status: int = 400, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.headers = dict(headers or {})
+
+
+# exception type -> (HTTP status, S3 error code). Checked in order: subclasses first.
+S3_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (RangeNotSatisfiableError, 416, "InvalidRange"),
+    (BadRequestError, 400, "InvalidArgument"),
+    (UnknownDatasetError, 404, "NoSuchBucket"),
+    (FileNotFoundError, 404, "NoSuchKey"),
+    (IsADirectoryError, 404, "NoSuchKey"),
+    (NotADirectoryError, 404, "NoSuchKey"),
+    (OriginUnavailableError, 503, "ServiceUnavailable"),
+    (ConnectionError, 503, "ServiceUnavailable"),  # the worker itself is unreachable
+    (PermissionError, 403, "AccessDenied"),
+]
+
+_MESSAGES = {
+    "NoSuchKey": "The specified key does not exist.",
+    "NoSuchBucket": "The specified bucket does not exist.",
+    "ServiceUnavailable": "Please reduce your request rate.",
+}
+
+
+def s3_error(exc: BaseException) -> S3Error:
+    """The :class:`S3Error` for any exception (``InternalError`` when the type is unmapped)."""
+    if isinstance(exc, S3Error):
+        return exc
+    for cls, status, code in S3_STATUS:
+        if isinstance(exc, cls):
+            detail = redact(str(exc))
+            if isinstance(exc, OriginUnavailableError):
+                message = f"the origin is unreachable and the object is not cached: {detail}"
+            elif code == "ServiceUnavailable":
+                message = f"the Tidepool worker cannot serve this request: {detail}"
+            else:
+                message = _MESSAGES.get(code, detail)
+            return S3Error(code, message, status)
+    return S3Error(
+        "InternalError",
+        f"We encountered an internal error: {type(exc).__name__}: {redact(str(exc))}",
+        500,
+    )

@@ -1,0 +1,149 @@
+"""What a GetObject/HeadObject answers, decided from the object's metadata and the request's
+headers: pure, no I/O.
+
+:func:`plan_get` applies S3's rules in S3's order: ``If-Match`` (else ``If-Unmodified-Since``)
+failing is ``412 PreconditionFailed``; ``If-None-Match`` matching (else ``If-Modified-Since`` not
+passed) is ``304 Not Modified``; then ``Range``: one satisfiable range is ``206`` with
+``Content-Range``, a range starting past the end is ``416 InvalidRange``, and a malformed or
+multi-range header is ignored (the whole object, ``200``), as S3 does. ``response-*`` query
+parameters override the answer's headers on GET.
+
+The ETag is the object's version from the worker (the origin's ETag — an MD5 for plain uploads —
+or ``size-mtime`` when the origin has none), always quoted.
+Limits: dates have one-second resolution (HTTP dates); weak ETags compare as strong ones.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+
+from ..errors import BadRequestError, RangeNotSatisfiableError
+from ..ranges import content_range, parse_range
+from .errors import S3Error
+
+__all__ = ["GetPlan", "http_date", "plan_get"]
+
+_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+@dataclass(frozen=True)
+class GetPlan:
+    status: int
+    """200, 206 or 304."""
+    start: int
+    end: int
+    """Byte span to send, ``end`` exclusive (empty for 304)."""
+    headers: dict[str, str]
+    """Answer headers, ``Content-Length`` included."""
+
+
+def http_date(mtime: float) -> str:
+    return formatdate(int(mtime), usegmt=True)
+
+
+def _parse_date(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*":
+            return True
+        tag = tag.removeprefix("W/").strip('"')
+        if tag == etag:
+            return True
+    return False
+
+
+def _conditions(headers: Mapping[str, str], etag: str, mtime: float | None) -> int | None:
+    """412 or 304 when a conditional header says so, else ``None``."""
+    modified = None if mtime is None else float(int(mtime))
+    if_match = headers.get("if-match")
+    if if_match is not None:
+        if not _etag_matches(if_match, etag):
+            return 412
+    else:
+        since = _parse_date(headers.get("if-unmodified-since"))
+        if since is not None and modified is not None and modified > since:
+            return 412
+    if_none = headers.get("if-none-match")
+    if if_none is not None:
+        return 304 if _etag_matches(if_none, etag) else None
+    since = _parse_date(headers.get("if-modified-since"))
+    if since is not None and modified is not None and modified <= since:
+        return 304
+    return None
+
+
+def base_headers(info: Mapping[str, Any], key: str) -> dict[str, str]:
+    """Headers every answer about this object carries (ETag, Last-Modified, type)."""
+    h = {
+        "ETag": f'"{info["version"]}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": mimetypes.guess_type(key)[0] or "binary/octet-stream",
+    }
+    if info.get("mtime") is not None:
+        h["Last-Modified"] = http_date(float(info["mtime"]))
+    return h
+
+
+def plan_get(
+    info: Mapping[str, Any],
+    key: str,
+    headers: Mapping[str, str],
+    query: Mapping[str, str] | None = None,
+) -> GetPlan:
+    """The status, span and headers for a GET/HEAD of one object.
+
+    ``headers`` has lower-case names; ``info`` is the worker's file info (size, version, mtime).
+    Raises :class:`S3Error` ``PreconditionFailed`` (412) or ``InvalidRange`` (416).
+    """
+    size = int(info["size"])
+    etag = str(info["version"])
+    out = base_headers(info, key)
+    status = _conditions(headers, etag, info.get("mtime"))
+    if status == 412:
+        raise S3Error(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            412,
+        )
+    if status == 304:
+        out.pop("Content-Type")
+        return GetPlan(304, 0, 0, out)
+    try:
+        span = parse_range(headers.get("range"), size)
+    except RangeNotSatisfiableError:
+        raise S3Error(
+            "InvalidRange",
+            "The requested range is not satisfiable",
+            416,
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
+    except BadRequestError:
+        span = None  # S3 ignores a Range header it cannot use
+    start, end = span if span is not None else (0, size)
+    if span is not None:
+        out["Content-Range"] = content_range(start, end, size)
+    for name, header in _OVERRIDES.items():
+        if query and name in query:
+            out[header] = query[name]
+    out["Content-Length"] = str(end - start)
+    return GetPlan(206 if span is not None else 200, start, end, out)

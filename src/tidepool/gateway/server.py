@@ -1,0 +1,333 @@
+"""The S3 gateway: an aiohttp server that serves Tidepool datasets as read-only buckets.
+
+Each request goes through the same steps: verify its SigV4 signature (:mod:`.sigv4`), parse it
+into one operation (:mod:`.operations`), ask the fsspec client
+(:class:`tidepool.client.TidepoolFileSystem` in async mode) for metadata or bytes, and answer
+with headers from :mod:`.objects` and XML from :mod:`.xml`. Handlers only move bytes; every
+decision lives in those pure modules.
+
+Reads go through the client, so on the worker's host cached pages are read straight from disk and
+a warm GetObject of a small file costs no request to the worker at all. A large GetObject is
+streamed in ``chunk_size`` ranges with the next range fetched while the current one is sent, so
+memory stays at two chunks whatever the object's size. Errors are S3 ``<Error>`` documents with
+the code from :mod:`.errors` (bodiless for HEAD); an error after the first byte of a stream can
+only cut the connection, which clients see as a short read.
+
+Listings with the ``/`` delimiter (``aws s3 ls``, s3fs ``ls``) are one directory listing, which
+the worker caches for the dataset's metadata TTL. Recursive listings (no delimiter) are one
+``find`` of the prefix's directory, which the worker answers from the origin each time; the later
+pages of one such listing reuse that answer for up to ``LISTING_TTL`` seconds, so paging through
+N keys costs one origin listing, not N/1000.
+
+Limits: path-style addressing only; no virtual-host buckets, no writes, no multipart; the bucket
+list comes from the worker and is remembered for ``BUCKETS_TTL`` seconds; an empty directory the
+origin reports shows up as a common prefix (S3 would hide it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from ..client import TidepoolFileSystem
+from ..errors import redact
+from . import xml
+from .errors import S3Error, s3_error
+from .listing import Entry, list_page, search_root
+from .objects import plan_get
+from .operations import Operation, parse_request
+from .sigv4 import verify
+
+__all__ = ["BUCKETS_TTL", "DEFAULT_CHUNK", "LISTING_TTL", "Gateway"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 8 << 20
+BUCKETS_TTL = 5.0
+LISTING_TTL = 30.0
+_XML = "application/xml"
+
+
+class Gateway:
+    """An S3 endpoint in front of the Tidepool worker at ``endpoint``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None,
+        credentials: Mapping[str, str],
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        region: str = "us-east-1",
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        if not credentials:
+            raise ValueError("the S3 gateway needs at least one access key and secret")
+        self.endpoint = endpoint
+        self.token = token
+        self.credentials = dict(credentials)
+        self.host = host
+        self.port = port
+        self.region = region
+        self.chunk_size = chunk_size
+        self.fs: TidepoolFileSystem | None = None
+        self._runner: web.ServerRunner | None = None
+        self._buckets: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self._snapshots: dict[tuple[str, str], tuple[float, list[Entry]]] = {}
+        self._started = time.time()
+        self._ids = itertools.count(1)
+        self._prefix = f"{os.getpid():x}{int(self._started):x}".upper()
+        self._secrets = tuple(self.credentials.values()) + ((token,) if token else ())
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the client and listen; ``port=0`` picks a free port (see :attr:`url`)."""
+        self.fs = TidepoolFileSystem(
+            self.endpoint, self.token, asynchronous=True, skip_instance_cache=True
+        )
+        await self.fs.set_session()
+        server = web.Server(self._handle, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=256)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("S3 gateway on %s in front of %s", self.url, self.endpoint)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.fs is not None and self.fs._session is not None:
+            await self.fs._session.close()
+        self.fs = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- request funnel --------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        request_id = f"{self._prefix}{next(self._ids):08X}"
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        op: Operation | None = None
+        try:
+            verify(
+                request.method,
+                raw_path,
+                raw_query,
+                list(request.headers.items()),
+                time.time(),
+                self.credentials.get,
+            )
+            op = parse_request(request.method, raw_path, raw_query)
+            resp = await self._dispatch(op, request)
+        except Exception as exc:
+            err = s3_error(exc)
+            if err.status >= 500 and err.code != "ServiceUnavailable":
+                log.error(
+                    "%s %s failed: %s",
+                    request.method,
+                    redact(raw_path, self._secrets),
+                    redact(repr(exc), self._secrets),
+                    exc_info=not isinstance(exc, S3Error),
+                )
+            else:
+                log.debug("%s %s -> %s %s", request.method, raw_path, err.status, err.code)
+            resp = self._error(err, request.method, raw_path, request_id, op)
+        if request.body_exists and not request.content.at_eof():
+            # a refused write's body was never read: the connection cannot be reused
+            resp.force_close()
+        resp.headers["x-amz-request-id"] = request_id
+        resp.headers["x-amz-id-2"] = request_id
+        resp.headers["Server"] = "Tidepool"
+        return resp
+
+    def _error(
+        self, err: S3Error, method: str, resource: str, request_id: str, op: Operation | None
+    ) -> web.Response:
+        headers = dict(err.headers)
+        if method == "HEAD":
+            return web.Response(status=err.status, headers=headers)
+        extra = {}
+        if err.code == "NoSuchKey" and op is not None:
+            extra["Key"] = op.key
+        if err.code == "NoSuchBucket" and op is not None:
+            extra["BucketName"] = op.bucket
+        body = xml.error_xml(err.code, err.message, resource, request_id, extra)
+        return web.Response(status=err.status, body=body, content_type=_XML, headers=headers)
+
+    async def _dispatch(self, op: Operation, request: web.BaseRequest) -> web.StreamResponse:
+        if op.name == "ListBuckets":
+            body = xml.list_buckets_xml(sorted(await self._bucket_names()), self._started)
+            return web.Response(body=body, content_type=_XML)
+        await self._check_bucket(op.bucket)
+        if op.name == "HeadBucket":
+            return web.Response(headers={"x-amz-bucket-region": self.region})
+        if op.name == "GetBucketLocation":
+            return web.Response(body=xml.location_xml(self.region), content_type=_XML)
+        if op.name in ("ListObjectsV2", "ListObjects"):
+            return await self._list(op)
+        return await self._object(op, request)
+
+    # ---- buckets and listings --------------------------------------------------------------
+
+    def _client(self) -> TidepoolFileSystem:
+        if self.fs is None:
+            raise RuntimeError("the gateway is not started")
+        return self.fs
+
+    async def _bucket_names(self, refresh: bool = False) -> frozenset[str]:
+        stamp, names = self._buckets
+        if refresh or time.monotonic() - stamp > BUCKETS_TTL:
+            entries = await self._client()._ls("", detail=True)
+            names = frozenset(str(e["name"]) for e in entries)
+            self._buckets = (time.monotonic(), names)
+        return names
+
+    async def _check_bucket(self, bucket: str) -> None:
+        names = await self._bucket_names()
+        if bucket not in names and time.monotonic() - self._buckets[0] > 1.0:
+            names = await self._bucket_names(refresh=True)
+        if bucket not in names:
+            raise S3Error("NoSuchBucket", "The specified bucket does not exist.", 404)
+
+    async def _list(self, op: Operation) -> web.Response:
+        assert op.listing is not None
+        params = op.listing
+        root = search_root(params.prefix)
+        if params.delimiter == "/":
+            entries = await self._children(op.bucket, root)
+        else:
+            entries = await self._files(op.bucket, root, resume=bool(params.after))
+        page = list_page(entries, params.prefix, params.delimiter, params.after, params.max_keys)
+        body = xml.list_objects_xml(op.bucket, params, page, v2=op.name == "ListObjectsV2")
+        return web.Response(body=body, content_type=_XML)
+
+    async def _children(self, bucket: str, root: str) -> list[Entry]:
+        """Direct children of ``root``; a directory is the key ``dir/``, which the ``/``
+        delimiter rolls up into its common prefix. The worker caches listings for the TTL."""
+        where = f"{bucket}/{root}" if root else bucket
+        try:
+            found = await self._client()._ls(where, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return _entries(bucket, found, dirs=True)
+
+    async def _files(self, bucket: str, root: str, *, resume: bool) -> list[Entry]:
+        """Every file below ``root``. The worker lists the origin on every ``find``, so the
+        later pages of one listing (``resume``) reuse a snapshot up to ``LISTING_TTL`` old."""
+        now = time.monotonic()
+        hit = self._snapshots.get((bucket, root))
+        if resume and hit is not None and now - hit[0] < LISTING_TTL:
+            return hit[1]
+        where = f"{bucket}/{root}" if root else bucket
+        found = await self._client()._find(where, detail=True)
+        entries = _entries(bucket, found.values(), dirs=False)
+        self._snapshots[(bucket, root)] = (now, entries)
+        for stale in [k for k, v in self._snapshots.items() if now - v[0] >= LISTING_TTL]:
+            del self._snapshots[stale]
+        return entries
+
+    # ---- objects ---------------------------------------------------------------------------
+
+    async def _object(self, op: Operation, request: web.BaseRequest) -> web.StreamResponse:
+        fs = self._client()
+        path = f"{op.bucket}/{op.key}"
+        info = await fs._info(path)
+        if info.get("type") != "file":
+            raise S3Error("NoSuchKey", "The specified key does not exist.", 404)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        query = op.query if op.name == "GetObject" else None
+        plan = plan_get(info, op.key, headers, query)
+        if plan.status == 304:
+            out = {k: v for k, v in plan.headers.items() if k != "Content-Length"}
+            return web.Response(status=304, headers=out)
+        if op.name == "HeadObject":
+            return web.Response(status=plan.status, headers=plan.headers)
+        body_headers = {k: v for k, v in plan.headers.items() if k != "Content-Length"}
+        length = plan.end - plan.start
+        if length <= self.chunk_size:
+            data = await fs._cat_file(path, plan.start, plan.end) if length else b""
+            _check_length(path, data, length)
+            return web.Response(status=plan.status, body=data, headers=body_headers)
+        return await self._stream(request, path, plan.status, plan.start, plan.end, body_headers)
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        path: str,
+        status: int,
+        start: int,
+        end: int,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        fs = self._client()
+        step = self.chunk_size
+
+        async def chunk(pos: int) -> bytes:
+            data: bytes = await fs._cat_file(path, pos, min(end, pos + step))
+            _check_length(path, data, min(end, pos + step) - pos)
+            return data
+
+        first = await chunk(start)  # errors before the first byte get a proper S3 error
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
+        await resp.prepare(request)
+        pos = start + len(first)
+        ahead = asyncio.ensure_future(chunk(pos)) if pos < end else None
+        try:
+            await resp.write(first)
+            del first
+            while ahead is not None:
+                data = await ahead
+                pos += len(data)
+                ahead = asyncio.ensure_future(chunk(pos)) if pos < end else None
+                await resp.write(data)
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        await resp.write_eof()
+        return resp
+
+
+def _entries(bucket: str, found: Iterable[dict[str, Any]], *, dirs: bool) -> list[Entry]:
+    cut = len(bucket) + 1
+    out = []
+    for info in found:
+        name = str(info["name"])
+        if not name.startswith(bucket + "/"):
+            continue
+        if info.get("type") == "file":
+            out.append(
+                Entry(name[cut:], int(info["size"]), str(info["version"]), info.get("mtime"))
+            )
+        elif dirs:
+            out.append(Entry(name[cut:] + "/", 0, "", None))
+    out.sort(key=lambda e: e.key)
+    return out
+
+
+def _check_length(path: str, data: bytes, expected: int) -> None:
+    if len(data) != expected:
+        raise OSError(f"read of {path} returned {len(data)} bytes, expected {expected}")
