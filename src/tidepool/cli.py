@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gateway_args(p)
 
+    from .operator.cli import add_convert_args, add_operator_args, add_render_args
+
+    add_operator_args(sub.add_parser("operator", help="run the Kubernetes operator (kopf)"))
+    add_render_args(sub.add_parser("render", help="print the manifests the operator would create"))
+    add_convert_args(sub.add_parser("convert", help="turn Fluid manifests into Tidepool's"))
+
     p = sub.add_parser("demo", help="the end-to-end demo: S3 behind a WAN, read 3 ways")
     from .demo.options import add_demo_args
 
@@ -177,6 +183,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     members = args.members
     if members.startswith("@"):
         members = Path(members[1:]).read_text().replace("\n", ",")
+    provider = None
+    if members.startswith("kubernetes:"):
+        from .operator.membership_k8s import from_spec
+
+        state = args.state_dir or Path("~/.local/state/tidepool").expanduser()
+        provider = from_spec(
+            members,
+            args.nodepool,
+            state / f"members-{args.nodepool or 'default'}.json",
+            namespace=os.environ.get("POD_NAMESPACE", "default"),
+        )
+        members = ""
     settings = WorkerSettings(
         host=args.host,
         port=args.port,
@@ -186,6 +204,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         advertise=args.advertise,
         members=members,
         etcd=tuple(e.strip() for e in args.etcd.split(",") if e.strip()),
+        membership=provider,
     )
     if args.state_dir:
         settings.state_dir = args.state_dir
@@ -361,6 +380,24 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return run_gateway(args)
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from .operator.cli import run_operator
+
+    return run_operator(args)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .operator.cli import run_render
+
+    return run_render(args)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .operator.cli import run_convert
+
+    return run_convert(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -381,6 +418,9 @@ COMMANDS = {
     "cat": cmd_cat,
     "status": cmd_status,
     "gateway": cmd_gateway,
+    "operator": cmd_operator,
+    "render": cmd_render,
+    "convert": cmd_convert,
     "demo": cmd_demo,
     "bench": cmd_bench,
 }

@@ -64,7 +64,7 @@ def parse_static(spec: str, pool: str = "") -> list[Member]:
     return out
 
 
-def _save(state_file: Path | None, members: Sequence[Member]) -> None:
+def save_members(state_file: Path | None, members: Sequence[Member]) -> None:
     if state_file is None:
         return
     state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ class StaticMembership:
         return list(self._members)
 
     async def start(self) -> None:
-        _save(self._state, self._members)
+        save_members(self._state, self._members)
 
     async def stop(self) -> None:
         return None
@@ -196,7 +196,7 @@ class EtcdMembership:
         if found != self._members:
             log.info("pool %s members: %s", self.pool, ", ".join(m.name for m in found))
             self._members = found
-            _save(self._state, found)
+            save_members(self._state, found)
 
     async def _poll_loop(self) -> None:
         while True:

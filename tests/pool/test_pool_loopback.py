@@ -169,7 +169,7 @@ def test_status_shows_the_pool(make_dataset: Any, start_worker: Any, tmp_path: P
     import subprocess
     import sys
 
-    workers, members = start_pool(make_dataset, start_worker, tmp_path)
+    workers, _members = start_pool(make_dataset, start_worker, tmp_path)
     fs = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
     read_all(fs)
     flush(workers)

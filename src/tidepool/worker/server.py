@@ -68,6 +68,8 @@ class WorkerSettings:
     """``static:NAME=URL,...`` member list of the pool (empty: no peers unless ``etcd``)."""
     etcd: tuple[str, ...] = ()
     """etcd endpoints for lease-based pool membership."""
+    membership: Membership | None = None
+    """A ready-made provider (e.g. Kubernetes EndpointSlices), used instead of members/etcd."""
 
 
 def is_loopback(host: str) -> bool:
@@ -209,13 +211,15 @@ class Worker:
 
     async def _start_membership(self) -> None:
         s = self.settings
-        if not s.members and not s.etcd:
+        if not s.members and not s.etcd and s.membership is None:
             return
         if s.host in ("0.0.0.0", "::") and not s.advertise:
             raise ConfigError("with --host 0.0.0.0 pass --advertise http://ADDRESS:PORT for peers")
         me = self._me()
         state = s.state_dir / f"members-{s.nodepool or 'default'}.json"
-        if s.etcd:
+        if s.membership is not None:
+            self.membership = s.membership
+        elif s.etcd:
             self.membership = EtcdMembership(list(s.etcd), s.nodepool, me, state)
         else:
             self.membership = StaticMembership(parse_static(s.members, s.nodepool), state)

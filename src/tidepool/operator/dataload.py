@@ -1,0 +1,130 @@
+"""DataLoad: the Job (``Once``) or CronJob (``Cron``) that warms a pool's cache, and its phase.
+
+One Job per pool the dataset is cached in: a pool's cache is its own, and warming it must happen
+inside the pool (``tidepool load`` talks to the pool's workers over the LAN, through the pool's
+headless Service). ``phase_of`` maps the Jobs' status to the DataLoad's phase (Pending, Executing,
+Complete, Failed). Pure: the handlers do the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..spec.models import DataLoad
+from .render import (
+    COMPONENT_LABEL,
+    DATASET_LABEL,
+    POOL_NAME_LABEL,
+    Obj,
+    RenderOptions,
+    labels_for,
+    meta_for,
+    node_selector,
+    pool_suffix,
+    short_name,
+    token_env,
+    worker_name,
+)
+
+DATALOAD_LABEL = "tidepool.io/dataload"
+
+
+def job_name(load: str, pool: str) -> str:
+    return short_name(load, "load", pool_suffix(pool))
+
+
+def load_args(load: DataLoad, pool: str, options: RenderOptions) -> list[str]:
+    """``tidepool load`` arguments for one pool."""
+    spec = load.spec
+    ns = spec.dataset.namespace
+    endpoint = f"http://{worker_name(spec.dataset.name, pool)}.{ns}.svc:{options.port}"
+    return ["load", spec.dataset.name, *(t.path for t in spec.target), "--endpoint", endpoint]
+
+
+def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -> list[Obj]:
+    """A Job (or CronJob for ``policy: Cron``) per pool; owner is the DataLoad when uid is known."""
+    name, ns = load.metadata.name, load.metadata.namespace
+    out = []
+    for pool in pools:
+        labels = {
+            **labels_for(load.spec.dataset.name, "dataload", pool, options),
+            DATALOAD_LABEL: name,
+        }
+        pod: Obj = {
+            "restartPolicy": "OnFailure",
+            "containers": [
+                {
+                    "name": "load",
+                    "image": options.image,
+                    "imagePullPolicy": options.image_pull_policy,
+                    "args": load_args(load, pool, options),
+                    "env": [
+                        {"name": "TIDEPOOL_NODEPOOL", "value": pool},
+                        token_env(load.spec.dataset.name),
+                    ],
+                }
+            ],
+        }
+        if pool:
+            pod["nodeSelector"] = node_selector(pool)
+        job_spec: Obj = {
+            "backoffLimit": 3,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        meta = meta_for(job_name(name, pool), ns, labels, options, name)
+        for ref in meta.get("ownerReferences", []):
+            ref["kind"] = "DataLoad"
+        if load.spec.policy == "Cron":
+            out.append(
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "metadata": meta,
+                    "spec": {
+                        "schedule": load.spec.schedule or "@daily",
+                        "concurrencyPolicy": "Forbid",
+                        "jobTemplate": {"metadata": {"labels": labels}, "spec": job_spec},
+                    },
+                }
+            )
+        else:
+            out.append(
+                {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+            )
+    return out
+
+
+def phase_of(jobs: Sequence[dict[str, Any]], expected: int, cron: bool = False) -> str:
+    """DataLoad phase from the status of its Jobs (``expected`` of them, one per pool).
+
+    Failed as soon as one Job failed for good; Complete when all succeeded; Executing while some
+    run. A CronJob is Executing while scheduled (each run is a Job of its own).
+    """
+    if cron:
+        return "Executing" if jobs else "Pending"
+    if not jobs:
+        return "Pending"
+    done = 0
+    for job in jobs:
+        conditions = (job.get("status") or {}).get("conditions") or []
+        states = {c.get("type") for c in conditions if c.get("status") == "True"}
+        if "Failed" in states:
+            return "Failed"
+        if "Complete" in states or (job.get("status") or {}).get("succeeded"):
+            done += 1
+    if done >= expected:
+        return "Complete"
+    return "Executing"
+
+
+__all__ = [
+    "COMPONENT_LABEL",
+    "DATALOAD_LABEL",
+    "DATASET_LABEL",
+    "POOL_NAME_LABEL",
+    "job_name",
+    "load_args",
+    "load_objects",
+    "phase_of",
+]

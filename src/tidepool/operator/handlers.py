@@ -1,0 +1,391 @@
+"""The kopf operator: handlers that keep the cluster equal to the rendered Datasets.
+
+* **Pools.** NodePool objects (``apps.openyurt.io/v1beta1``) and the ``apps.openyurt.io/nodepool``
+  label of Nodes are indexed in memory; a change wakes every Dataset's reconciler, so a pool that
+  appears gets its workers and one that disappears loses them.
+* **Dataset.** One daemon per Dataset reconciles (:func:`.reconcile.reconcile`) and writes
+  ``status`` from the workers' reports, every ``resync`` seconds or at once when the Dataset, its
+  runtime or the pools change. An invalid spec is reported in ``status.message`` (phase
+  ``Failed``) with the field path, as the YAML loader would word it.
+* **Deletion.** The finalizer deletes what the Dataset owns (PersistentVolume included) and is
+  released after ``finalizer_timeout`` seconds whatever the API says: a Dataset is never stuck in
+  Terminating because a pool or the API is unreachable (Fluid's users report days).
+* **Runtime.** Its ``status`` (Fluid's worker counters, ``selector`` for the scale subresource)
+  is written by the Dataset's reconciler; scaling it wakes the reconciler.
+* **DataLoad.** A Job (or CronJob) per served pool (:mod:`.dataload`); a timer maps the Jobs'
+  state to ``status.phase``.
+
+When the API server goes away, kopf's watchers retry and the reconcilers log and wait; nothing is
+deleted for lack of an answer. Handlers register on a registry built by :func:`build_registry`
+(not kopf's global one), so several operators can run in one process (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import kopf
+from pydantic import ValidationError
+
+from ..spec.models import DataLoad, Dataset, Runtime
+from . import dataload as dl
+from .crds import kinds
+from .kube import KubeApiError, KubeClient, KubeConfig, KubeError, KubeUnavailableError, Resource
+from .reconcile import cleanup, read_status, read_workloads, reconcile, runtime_status, target_pools
+from .render import POOL_LABEL, RenderOptions
+from .status import DEFAULT_STALE_AFTER, DatasetStatus, dump
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """How the operator runs; every field has a default."""
+
+    mode: Literal["tidepool", "fluid"] = "tidepool"
+    """``fluid``: serve ``data.fluid.io`` Dataset/AlluxioRuntime/DataLoad instead."""
+    render: RenderOptions = field(default_factory=RenderOptions)
+    kube: KubeConfig | None = None
+    """API server for the operator's own calls; ``None``: in-cluster, then kubeconfig."""
+    resync: float = 30.0
+    """Seconds between two reconciliations of a Dataset when nothing happens."""
+    stale_after: float = DEFAULT_STALE_AFTER
+    """Seconds without a worker report after which a pool is marked ``Stale``."""
+    finalizer_timeout: float = 60.0
+    """Seconds a Dataset's deletion may wait for cleanup before its finalizer is released."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to serve; empty: cluster-wide."""
+
+
+@dataclass
+class PoolIndex:
+    """Pools that exist: NodePool objects and node labels."""
+
+    nodepools: set[str] = field(default_factory=set)
+    node_pools: dict[str, str] = field(default_factory=dict)
+
+    def present(self) -> set[str]:
+        return self.nodepools | set(self.node_pools.values())
+
+
+@dataclass
+class State:
+    """Shared by the handlers of one operator (kopf's ``memo``)."""
+
+    settings: OperatorSettings
+    pools: PoolIndex = field(default_factory=PoolIndex)
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    kube: KubeConfig | None = None
+
+    def wake(self, namespace: str | None = None, name: str | None = None) -> None:
+        for (ns, n), event in self.wakeups.items():
+            if (namespace is None or ns == namespace) and (name is None or n == name):
+                event.set()
+
+    def client(self) -> KubeClient:
+        if self.kube is None:
+            raise KubeError("the operator has not logged in yet")
+        return KubeClient(self.kube)
+
+
+def _kube_from_info(info: kopf.ConnectionInfo) -> KubeConfig:
+    ca_data = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+    return KubeConfig(
+        server=info.server,
+        token=info.token,
+        ca_file=str(info.ca_path) if info.ca_path else None,
+        ca_data=ca_data,
+        cert_file=str(info.certificate_path) if info.certificate_path else None,
+        key_file=str(info.private_key_path) if info.private_key_path else None,
+        insecure=bool(info.insecure),
+    )
+
+
+def _model(body: kopf.Body | dict[str, Any], model: type[Dataset | Runtime | DataLoad]) -> Any:
+    data = {
+        k: body.get(k)
+        for k in ("apiVersion", "kind", "metadata", "spec")
+        if body.get(k) is not None
+    }
+    meta = dict(data.get("metadata") or {})
+    data["metadata"] = {
+        k: meta[k]
+        for k in ("name", "namespace", "labels", "annotations", "uid", "generation")
+        if meta.get(k) is not None
+    }
+    return model.model_validate(data)
+
+
+def _problems(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, State]:
+    """A kopf registry with every Tidepool handler, and the state they share."""
+    registry = kopf.OperatorRegistry()
+    state = State(settings=settings)
+    ds_kind, rt_kind, load_kind = kinds(settings.mode)
+    ds_res = Resource(ds_kind.group, "v1alpha1", ds_kind.plural, ds_kind.kind)
+    rt_res = Resource(rt_kind.group, "v1alpha1", rt_kind.plural, rt_kind.kind)
+    render_opts = replace(settings.render, owner_api_version=ds_kind.api_version)
+
+    # ------------------------------------------------------------------ login & settings
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info: kopf.ConnectionInfo | None
+        if settings.kube is not None:
+            info = kopf.ConnectionInfo(
+                server=settings.kube.server,
+                token=settings.kube.token,
+                ca_path=settings.kube.ca_file,
+                insecure=settings.kube.insecure or None,
+                scheme="Bearer" if settings.kube.token else None,
+            )
+        else:
+            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            state.kube = settings.kube or _kube_from_info(info)
+        return info
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = "tidepool.io/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="tidepool.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="tidepool.io", key="last-handled-configuration"
+        )
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 30
+        settings.posting.level = logging.WARNING
+
+    # ------------------------------------------------------------------ pools
+
+    @kopf.on.event("apps.openyurt.io", "v1beta1", "nodepools", registry=registry)
+    def nodepool_event(type: str, name: str, **_: Any) -> None:
+        before = state.pools.present()
+        if type == "DELETED":
+            state.pools.nodepools.discard(name)
+        else:
+            state.pools.nodepools.add(name)
+        if state.pools.present() != before:
+            log.info("node pools now: %s", ", ".join(sorted(state.pools.present())) or "-")
+            state.wake()
+
+    @kopf.on.event("", "v1", "nodes", registry=registry)
+    def node_event(type: str, name: str, labels: Mapping[str, str], **_: Any) -> None:
+        before = state.pools.present()
+        pool = labels.get(POOL_LABEL)
+        if type == "DELETED" or not pool:
+            state.pools.node_pools.pop(name, None)
+        else:
+            state.pools.node_pools[name] = pool
+        if state.pools.present() != before:
+            state.wake()
+
+    # ------------------------------------------------------------------ datasets
+
+    async def reconcile_once(body: kopf.Body, present: Collection[str]) -> None:
+        meta = body.get("metadata") or {}
+        name, ns = str(meta.get("name")), str(meta.get("namespace") or "default")
+        async with state.client() as client:
+            try:
+                dataset = _model(body, Dataset)
+            except ValidationError as exc:
+                status = DatasetStatus(phase="Failed", message=f"invalid spec: {_problems(exc)}")
+                await client.patch(ds_res, ns, name, {"status": dump(status)}, subresource="status")
+                return
+            runtime_body = await client.get(rt_res, ns, name)
+            runtime = None
+            message = ""
+            if runtime_body is not None:
+                try:
+                    runtime = _model(runtime_body, Runtime)
+                except ValidationError as exc:
+                    message = f"runtime {name} is invalid, using defaults: {_problems(exc)}"
+            outcome = await reconcile(client, dataset, runtime, present, render_opts)
+            if outcome.absent:
+                absent = ", ".join(outcome.absent)
+                message = "; ".join(
+                    filter(None, [message, f"pool(s) not in the cluster: {absent}"])
+                )
+            status = await read_status(
+                client,
+                dataset,
+                present,
+                now=time.time(),
+                stale_after=settings.stale_after,
+                message=message,
+            )
+            await client.patch(ds_res, ns, name, {"status": dump(status)}, subresource="status")
+            if runtime_body is not None:
+                workloads = await read_workloads(client, name, ns)
+                rt_status = runtime_status(workloads, outcome.pools, name)
+                await client.patch(
+                    rt_res, ns, name, {"status": dump(rt_status)}, subresource="status"
+                )
+
+    @kopf.daemon(
+        ds_kind.group,
+        "v1alpha1",
+        ds_kind.plural,
+        registry=registry,
+        id="reconciler",
+        cancellation_timeout=5.0,
+        when=lambda meta, **_: not meta.get("deletionTimestamp"),
+    )
+    async def dataset_daemon(
+        body: kopf.Body, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+    ) -> None:
+        namespace = namespace or "default"
+        event = state.wakeups.setdefault((namespace, name), asyncio.Event())
+        failing = False
+        try:
+            while not stopped:
+                event.clear()
+                try:
+                    await reconcile_once(body, state.pools.present())
+                    if failing:
+                        log.info("dataset %s/%s: reconciled again", namespace, name)
+                    failing = False
+                except (KubeUnavailableError, KubeApiError, KubeError) as exc:
+                    if not failing:
+                        log.warning("dataset %s/%s: cannot reconcile now: %s", namespace, name, exc)
+                    failing = True
+                delay = min(settings.resync, 5.0) if failing else settings.resync
+                waits = [
+                    asyncio.ensure_future(event.wait()),
+                    asyncio.ensure_future(stopped.wait()),
+                ]
+                try:
+                    await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+        finally:
+            state.wakeups.pop((namespace, name), None)
+
+    @kopf.on.update(ds_kind.group, "v1alpha1", ds_kind.plural, registry=registry, field="spec")
+    def dataset_changed(name: str, namespace: str | None, **_: Any) -> None:
+        state.wake(namespace, name)
+
+    @kopf.on.delete(ds_kind.group, "v1alpha1", ds_kind.plural, registry=registry)
+    async def dataset_deleted(
+        name: str, namespace: str | None, runtime: datetime.timedelta, **_: Any
+    ) -> None:
+        namespace = namespace or "default"
+        elapsed = runtime.total_seconds()
+        budget = max(1.0, settings.finalizer_timeout - elapsed)
+        try:
+            async with state.client() as client:
+                left = await cleanup(client, name, namespace, timeout=min(budget, 20.0))
+        except (KubeError, ConnectionError) as exc:
+            left = [str(exc)]
+        if not left:
+            log.info("dataset %s/%s: cleaned up", namespace, name)
+            return
+        if elapsed + 5 >= settings.finalizer_timeout:
+            log.warning(
+                "dataset %s/%s: released after %.0fs although %s could not be deleted; "
+                "owner references and garbage collection will remove them",
+                namespace,
+                name,
+                elapsed,
+                ", ".join(left[:5]),
+            )
+            return
+        raise kopf.TemporaryError(f"could not delete {', '.join(left[:5])}", delay=5)
+
+    # ------------------------------------------------------------------ runtimes
+
+    @kopf.on.event(rt_kind.group, "v1alpha1", rt_kind.plural, registry=registry)
+    def runtime_event(name: str, namespace: str | None, type: str, **_: Any) -> None:
+        if not type:  # the initial listing
+            return
+        state.wake(namespace, name)
+
+    # ------------------------------------------------------------------ dataloads
+
+    @kopf.on.resume(load_kind.group, "v1alpha1", load_kind.plural, registry=registry)
+    @kopf.on.create(load_kind.group, "v1alpha1", load_kind.plural, registry=registry)
+    @kopf.on.update(load_kind.group, "v1alpha1", load_kind.plural, registry=registry, field="spec")
+    async def dataload_apply(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        try:
+            load = _model(body, DataLoad)
+        except ValidationError as exc:
+            patch.status["phase"] = "Failed"
+            patch.status["message"] = f"invalid spec: {_problems(exc)}"
+            return
+        ds_ns = load.spec.dataset.namespace
+        async with state.client() as client:
+            ds_body = await client.get(ds_res, ds_ns, load.spec.dataset.name)
+            if ds_body is None:
+                raise kopf.TemporaryError(
+                    f"dataset {load.spec.dataset.name} not found yet", delay=10
+                )
+            dataset = _model(ds_body, Dataset)
+            pools, _absent = target_pools(dataset, state.pools.present())
+            uid = (body.get("metadata") or {}).get("uid")
+            opts = replace(render_opts, owner_uid=uid, owner_api_version=load_kind.api_version)
+            objs = dl.load_objects(load, pools, opts)
+            for obj in objs:
+                await client.apply(obj)
+        names = [o["metadata"]["name"] for o in objs]
+        if (body.get("status") or {}).get("jobs") != names:
+            patch.status["jobs"] = names
+            patch.status["phase"] = (body.get("status") or {}).get("phase") or "Pending"
+
+    @kopf.timer(
+        load_kind.group,
+        "v1alpha1",
+        load_kind.plural,
+        registry=registry,
+        interval=max(1.0, min(settings.resync, 10.0)),
+        idle=0,
+    )
+    async def dataload_progress(
+        body: kopf.Body, namespace: str | None, patch: kopf.Patch, **_: Any
+    ) -> None:
+        status = body.get("status") or {}
+        jobs = status.get("jobs") or []
+        spec = body.get("spec") or {}
+        cron = spec.get("policy") == "Cron"
+        res = Resource("batch", "v1", "cronjobs" if cron else "jobs", "CronJob" if cron else "Job")
+        async with state.client() as client:
+            found = [j for j in [await client.get(res, namespace, n) for n in jobs] if j]
+        if not jobs or (status.get("phase") == "Failed" and not found):
+            return
+        phase = dl.phase_of(found, len(jobs), cron=cron)
+        if status.get("phase") != phase:
+            patch.status["phase"] = phase
+
+    return registry, state
+
+
+async def run(
+    settings: OperatorSettings, *, stop_flag: asyncio.Event | threading.Event | None = None
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or forever)."""
+    registry, state = build_registry(settings)
+    await kopf.operator(
+        registry=registry,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        standalone=True,
+        stop_flag=stop_flag,
+        memo=kopf.Memo(state=state),
+    )

@@ -1,0 +1,335 @@
+"""The kopf operator against an HTTP fake of the API server (kmock): create, update, scale, delete,
+a pool that appears and disappears, worker reports, and the API going away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kmock
+import pytest
+
+from tidepool.operator import reporter
+from tidepool.operator.handlers import OperatorSettings, run
+from tidepool.operator.kube import KubeClient, KubeConfig, Resource, by_kind
+from tidepool.operator.render import RenderOptions
+
+from .conftest import POOL, objects
+
+DATASETS = Resource("tidepool.io", "v1alpha1", "datasets", "Dataset")
+RUNTIMES = Resource("tidepool.io", "v1alpha1", "cacheruntimes", "CacheRuntime")
+DATALOADS = Resource("tidepool.io", "v1alpha1", "dataloads", "DataLoad")
+NODEPOOLS = by_kind("NodePool")
+NODES = by_kind("Node")
+
+
+def dataset(pool: str = POOL) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidepool.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {
+            "name": "images",
+            "namespace": "default",
+            "uid": "uid-images",
+            "resourceVersion": "1",
+        },
+        "spec": {
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": "apps.openyurt.io/nodepool",
+                                    "operator": "In",
+                                    "values": [pool],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            },
+            "mounts": [
+                {
+                    "mountPoint": "oss://test-fluid/images/images/",
+                    "name": "images",
+                    "path": "/",
+                    "options": {"fs.oss.endpoint": "oss-cn-beijing.aliyuncs.com"},
+                    "encryptOptions": [
+                        {
+                            "name": "fs.oss.accessKeyId",
+                            "valueFrom": {
+                                "secretKeyRef": {"name": "mysecret", "key": "fs.oss.accessKeyId"}
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def runtime(replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidepool.io/v1alpha1",
+        "kind": "CacheRuntime",
+        "metadata": {
+            "name": "images",
+            "namespace": "default",
+            "uid": "uid-rt",
+            "resourceVersion": "1",
+        },
+        "spec": {
+            "replicas": replicas,
+            "tieredstore": {
+                "levels": [
+                    {
+                        "mediumtype": "SSD",
+                        "path": "/mnt/images",
+                        "quota": "10Gi",
+                        "high": "0.99",
+                        "low": "0.8",
+                    }
+                ]
+            },
+        },
+    }
+
+
+def nodepool(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps.openyurt.io/v1beta1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {"type": "Edge"},
+    }
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (KeyError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s: {check}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def operator(api: kmock.KubernetesEmulator, kube: KubeConfig) -> AsyncIterator[None]:
+    """The operator in a thread of its own (as in a Pod), talking HTTP to the fake API."""
+    settings = OperatorSettings(
+        render=RenderOptions(token="t0k3n", image="tidepool:test"),
+        kube=kube,
+        resync=0.3,
+        stale_after=30.0,
+        finalizer_timeout=3.0,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(run(settings, stop_flag=stop)))
+    thread.start()
+    yield
+    stop.set()
+    await asyncio.to_thread(thread.join, 15)
+    assert not thread.is_alive()
+
+
+async def test_dataset_lifecycle(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(RUNTIMES, runtime(2))
+        await client.create(DATASETS, dataset())
+
+        sts_name = f"images-worker-{POOL}"
+        await eventually(lambda: objects(api, "DaemonSet")[f"images-fuse-{POOL}"])
+        sts = objects(api, "StatefulSet")[sts_name]
+        assert sts["spec"]["replicas"] == 2
+        assert sts["spec"]["template"]["spec"]["nodeSelector"] == {
+            "apps.openyurt.io/nodepool": POOL
+        }
+        assert sts["metadata"]["ownerReferences"][0]["uid"] == "uid-images"
+        svc = objects(api, "Service")[sts_name]
+        assert svc["metadata"]["annotations"]["openyurt.io/topologyKeys"] == "openyurt.io/nodepool"
+        assert "default-images" in objects(api, "PersistentVolume")
+        assert "images" in objects(api, "PersistentVolumeClaim")
+        assert f"images-fuse-{POOL}" in objects(api, "DaemonSet")
+
+        # scale: the runtime's replicas reach the StatefulSet
+        await client.patch(RUNTIMES, "default", "images", {"spec": {"replicas": 3}})
+        await eventually(lambda: objects(api, "StatefulSet")[sts_name]["spec"]["replicas"] == 3)
+        rt = await client.get(RUNTIMES, "default", "images")
+        assert rt is not None and rt["status"]["desiredWorkerNumberScheduled"] >= 2
+
+        # a worker reports (edge -> cloud): the Dataset's status shows it with Fluid's names
+        async def read() -> dict[str, Any]:
+            return {
+                "dataset": "images",
+                "raw": {
+                    "ufs_total_bytes": 1000,
+                    "file_num": 10,
+                    "cached_bytes": 500,
+                    "cache_capacity_bytes": 10_000,
+                    "page_hits": 3,
+                    "page_misses": 1,
+                },
+            }
+
+        await reporter.report_once(
+            client, read, dataset="images", namespace="default", pool=POOL, node="n1", interval=5
+        )
+
+        def bound() -> bool:
+            status = objects(api, "Dataset")["images"].get("status") or {}
+            return (
+                status.get("phase") == "Bound"
+                and status["cacheStates"]["cachedPercentage"] == "50.0%"
+            )
+
+        await eventually(bound)
+        status = objects(api, "Dataset")["images"]["status"]
+        assert status["cacheStates"]["cacheHitRatio"] == "75.0%"
+        assert status["fileNum"] == "10"
+        assert status["pools"][0]["name"] == POOL and status["pools"][0]["phase"] == "Ready"
+
+        # update: a changed spec reaches the spec ConfigMap the workers serve
+        await client.patch(
+            DATASETS, "default", "images", {"spec": {"metadataSyncPolicy": {"ttl": "5m"}}}
+        )
+
+        def spec_served() -> str:
+            return str(objects(api, "ConfigMap")["tidepool-images-spec"]["data"]["spec.yaml"])
+
+        await eventually(lambda: "ttl: 300.0" in spec_served())
+
+        # delete: owned objects and the PersistentVolume go, the finalizer is released
+        await client.delete(DATASETS, "default", "images")
+        await eventually(lambda: "images" not in objects(api, "Dataset"))
+        assert "default-images" not in objects(api, "PersistentVolume")
+        assert sts_name not in objects(api, "StatefulSet")
+
+
+async def test_pool_appears_and_disappears(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    sts_name = f"images-worker-{POOL}"
+    async with KubeClient(kube) as client:
+        await client.create(RUNTIMES, runtime(1))
+        await client.create(DATASETS, dataset())
+
+        def absent() -> bool:
+            status = objects(api, "Dataset")["images"].get("status") or {}
+            return bool(status.get("pools")) and status["pools"][0]["phase"] == "Absent"
+
+        await eventually(absent)
+        assert sts_name not in objects(api, "StatefulSet")
+
+        # the pool appears (a node is labelled into it): its workers are created
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "edge-1", "labels": {"apps.openyurt.io/nodepool": POOL}},
+        }
+        await client.create(NODES, node)
+        await eventually(lambda: objects(api, "StatefulSet")[sts_name])
+
+        # it disappears: its per-pool objects are deleted, the dataset objects stay
+        await client.delete(NODES, None, "edge-1")
+        await eventually(lambda: sts_name not in objects(api, "StatefulSet"))
+        assert sts_name not in objects(api, "Service")
+        assert "images" in objects(api, "PersistentVolumeClaim")
+
+
+async def test_api_going_away_then_back(
+    api: kmock.KubernetesEmulator,
+    kube: KubeConfig,
+    operator: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    down = {"on": False}
+    api[lambda request: down["on"]] << 503
+    sts_name = f"images-worker-{POOL}"
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(RUNTIMES, runtime(1))
+        await client.create(DATASETS, dataset())
+        await eventually(lambda: objects(api, "StatefulSet")[sts_name])
+
+        down["on"] = True
+        await asyncio.sleep(1.0)
+        assert sts_name in objects(api, "StatefulSet")  # nothing deleted for lack of an answer
+        down["on"] = False
+
+        await client.patch(RUNTIMES, "default", "images", {"spec": {"replicas": 4}})
+        await eventually(
+            lambda: objects(api, "StatefulSet")[sts_name]["spec"]["replicas"] == 4, timeout=15
+        )
+
+
+async def test_finalizer_never_hangs(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(DATASETS, dataset())
+        await eventually(lambda: objects(api, "PersistentVolume")["default-images"])
+        # the PersistentVolume can never be deleted (e.g. a pool's API proxy keeps failing)
+        api[kmock.resource("", "v1", "persistentvolumes")]["delete"] << 503
+        await client.delete(DATASETS, "default", "images")
+        await eventually(lambda: "images" not in objects(api, "Dataset"), timeout=15)
+
+
+async def test_dataload_job_and_phases(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(DATASETS, dataset())
+        load = {
+            "apiVersion": "tidepool.io/v1alpha1",
+            "kind": "DataLoad",
+            "metadata": {
+                "name": "warm",
+                "namespace": "default",
+                "uid": "uid-load",
+                "resourceVersion": "1",
+            },
+            "spec": {
+                "dataset": {"name": "images", "namespace": "default"},
+                "target": [{"path": "/train"}],
+            },
+        }
+        await client.create(DATALOADS, load)
+        job_name = f"warm-load-{POOL}"
+        job = await eventually(lambda: objects(api, "Job")[job_name])
+        assert job["spec"]["template"]["spec"]["nodeSelector"] == {
+            "apps.openyurt.io/nodepool": POOL
+        }
+        assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
+            "load",
+            "images",
+            "/train",
+        ]
+        await eventually(
+            lambda: (
+                (objects(api, "DataLoad")["warm"].get("status") or {}).get("phase") == "Executing"
+            )
+        )
+        await client.patch(
+            by_kind("Job"),
+            "default",
+            job_name,
+            {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+        )
+        await eventually(lambda: objects(api, "DataLoad")["warm"]["status"]["phase"] == "Complete")
