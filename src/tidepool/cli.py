@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_client_args(p)
 
+    p = sub.add_parser("mount", help="mount datasets read-only with FUSE (POSIX access)")
+    from .fuse import add_mount_args
+
+    add_mount_args(p)
+
     p = sub.add_parser("gateway", help="serve datasets as S3 buckets (GetObject, ListObjectsV2…)")
     from .gateway.cli import add_gateway_args
 
@@ -374,6 +379,12 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_OK if job["phase"] == "Complete" else EXIT_FAIL
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    from .fuse import run_mount
+
+    return run_mount(args)
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     from .gateway.cli import run_gateway
 
@@ -417,6 +428,7 @@ COMMANDS = {
     "ls": cmd_ls,
     "cat": cmd_cat,
     "status": cmd_status,
+    "mount": cmd_mount,
     "gateway": cmd_gateway,
     "operator": cmd_operator,
     "render": cmd_render,
