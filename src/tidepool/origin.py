@@ -121,6 +121,25 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a timeout rather than a refusal or a reset."""
+    timeouts: list[type[BaseException]] = [asyncio.TimeoutError, TimeoutError]
+    try:
+        from botocore import exceptions as bx
+
+        timeouts += [bx.ConnectTimeoutError, bx.ReadTimeoutError]
+    except ImportError:  # pragma: no cover
+        pass
+    cur: BaseException | None = exc
+    seen: set[int] = set()
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, tuple(timeouts)):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed origin call may succeed if tried again."""
     if isinstance(exc, NOT_RETRYABLE):
@@ -146,8 +165,12 @@ class OriginSettings:
 
     timeout: float = 15.0
     """Seconds one attempt of one call may take (a 1 MiB page over a slow link included)."""
-    connect_timeout: float = 1.0
+    connect_timeout: float = 2.0
     """Seconds to open a connection to the origin (a cut link must be noticed quickly)."""
+    congestion_grace: float = 3.0
+    """A timeout within this many seconds of a successful call is taken for congestion: the call
+    keeps retrying (up to ``timeout``) and the breaker stays closed. A refused or reset
+    connection is never congestion, so a cut link is still reported at once."""
     read_timeout: float = 3.0
     """Seconds the origin may stay silent (no byte of an answer arrives) before an attempt is
     abandoned. A black-holed link keeps pooled connections open and answers nothing; without this
@@ -215,6 +238,7 @@ class Origin:
         self._rng = random.Random(self.settings.seed)
         self._secrets = mount.secret_values
         self.breaker = CircuitBreaker(threshold=self.settings.breaker_threshold)
+        self._last_success = float("-inf")
         self._probe: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -298,11 +322,12 @@ class Origin:
         loop = asyncio.get_running_loop()
         started = loop.time()
         last: BaseException | None = None
-        for attempt in range(s.retries + 1):
+        for attempt in range(s.retries * 3 + 1):
             try:
                 async with self._sem:
                     result = await asyncio.wait_for(fn(), s.timeout)
                 self.breaker.success()
+                self._last_success = loop.time()
                 return result
             except NOT_RETRYABLE as exc:
                 self.breaker.success()  # the origin answered
@@ -325,7 +350,10 @@ class Origin:
                 if not self.breaker.allow():
                     break  # another call found the origin down meanwhile: stop here
                 delay = backoff_delay(attempt, s.backoff_base, s.backoff_cap, self._rng)
-                if attempt >= s.retries or loop.time() - started + delay > s.retry_budget:
+                congested = self._congested(exc, loop.time())
+                budget = s.timeout if congested else s.retry_budget
+                retries = s.retries * 3 if congested else s.retries
+                if attempt >= retries or loop.time() - started + delay > budget:
                     break
                 self.stats.retries += 1
                 log.debug(
@@ -339,6 +367,9 @@ class Origin:
                 await asyncio.sleep(delay)
         self.stats.failures += 1
         reason = self._describe(last) if last else "unknown"
+        if last is not None and self._congested(last, loop.time()):
+            # the origin answered moments ago: a saturated link, not an outage
+            raise OriginUnavailableError(self.dataset, rel, f"origin too slow: {reason}") from last
         if self.breaker.failure(time.time(), reason):
             log.warning(
                 "origin of dataset %r unreachable (%s): serving from cache only, probing every "
@@ -349,6 +380,12 @@ class Origin:
             )
             self._start_probe()
         raise OriginUnavailableError(self.dataset, rel, reason) from last
+
+    def _congested(self, exc: BaseException, now: float) -> bool:
+        """A timeout while other calls to the origin succeeded within ``congestion_grace``
+        seconds: the link is full (a SYN queued behind megabytes of pages), not cut."""
+        recent = now - self._last_success < self.settings.congestion_grace
+        return recent and is_timeout(exc)
 
     def _down_reason(self) -> str:
         since = self.breaker.down_since
