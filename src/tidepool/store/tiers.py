@@ -187,7 +187,8 @@ def read_page(path: str, size: int, digest: int) -> memoryview | None:
     """The data of the page file at ``path`` if it is ``size`` bytes with checksum ``digest``.
 
     One ``pread`` of header and data into a single bytes object; the returned memoryview is a
-    slice of it (no copy). None when the content does not match; ``OSError`` when the file can't be read.
+    slice of it (no copy). None when the content does not match; ``OSError`` when the file can't
+    be read.
     """
     buf = read_page_file(path, size, digest)
     return None if buf is None else memoryview(buf)[HEADER_SIZE:]
