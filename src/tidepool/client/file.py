@@ -14,7 +14,6 @@ import asyncio
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
 if TYPE_CHECKING:
@@ -64,11 +63,11 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
         if ahead is not None and ahead[0] == start:
             data = ahead[2].result()
             if ahead[1] < end:  # the reader jumped further than the read-ahead reached
-                data += sync(fs.loop, fs._fetch, self.path, self.info, ahead[1], want_end)
+                data += fs._fetch_sync(self.path, self.info, ahead[1], want_end)
         else:
             if ahead is not None:
                 ahead[2].cancel()
-            data = sync(fs.loop, fs._fetch, self.path, self.info, start, want_end)
+            data = fs._fetch_sync(self.path, self.info, start, want_end)
         self._buf, self._buf_start = data, start
         buf_end = start + len(data)
         if self._sequential and buf_end < self.size:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import http.client
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from ..ring import Member, ranked
 from ..ring import file_key as ring_key
 from .file import TidepoolFile
 from .local import LocalLayout, LocalReader
+from .synchttp import SyncHTTP
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8433"
 DEFAULT_BLOCK_SIZE = 8 << 20
@@ -98,6 +100,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._members: list[Member] = []
         self._replicas = 1
         self._down: dict[str, float] = {}
+        self._synchttp: SyncHTTP | None = None
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -330,6 +333,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         path = self._strip_protocol(path)
+        if start is None and end is None and "/" in path and self._cached_info(path) is None:
+            # a whole file whose metadata we don't hold: one request returns both (the answer's
+            # headers carry size and version), instead of a stat and then a read
+            return await self._fetch(path, None, 0, -1)
         info = await self._info(path)
         if info["type"] != "file":
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
@@ -341,8 +348,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return data
         return await self._fetch(path, info, s, e)
 
-    async def _fetch(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
-        """Read bytes from the file's owner in the pool, failing over along the ring."""
+    async def _fetch(self, path: str, info: dict[str, Any] | None, start: int, end: int) -> bytes:
+        """Read bytes from the file's owner in the pool, failing over along the ring.
+
+        ``info=None`` reads the whole file and learns its metadata from the answer."""
         ds, rel = self._split(path)
         await self._node()
         targets = self._targets(ds, rel)
@@ -356,12 +365,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         raise AssertionError("unreachable")
 
     async def _fetch_from(
-        self, base: str, path: str, info: dict[str, Any], start: int, end: int
+        self, base: str, path: str, info: dict[str, Any] | None, start: int, end: int
     ) -> bytes:
         ds, rel = self._split(path)
         session = await self.set_session()
         headers = {}
-        if start > 0 or end < info["size"]:
+        if info is not None and (start > 0 or end < info["size"]):
             headers["Range"] = f"bytes={start}-{end - 1}"
         for attempt in range(2):
             try:
@@ -374,7 +383,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                             continue
                         raise self._error(resp.status, body, path)
                     version = resp.headers.get("X-Tidepool-Version")
-                    if version is not None and version != info.get("version"):
+                    if info is None:
+                        info = self._from_headers(ds, rel, resp.headers)
+                        end = info["size"]
+                    elif version is not None and version != info.get("version"):
                         self._infos.pop(path, None)
                     data = await resp.read()
             except aiohttp.ClientPayloadError as exc:
@@ -393,23 +405,97 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return data
         raise OSError(errno.EIO, f"read of {path} failed twice")
 
+    def _fetch_sync(self, path: str, info: dict[str, Any] | None, start: int, end: int) -> bytes:
+        """:meth:`_fetch` for synchronous callers, without the I/O loop (see ``synchttp``)."""
+        if not self._node_checked or (
+            self._members and time.monotonic() - self._node_at > MEMBERS_REFRESH
+        ):
+            sync(self.loop, self._node)
+        ds, rel = self._split(path)
+        targets = self._targets(ds, rel)
+        for i, base in enumerate(targets):
+            try:
+                return self._fetch_sync_from(base, path, info, start, end)
+            except ConnectionError:
+                if i == len(targets) - 1:
+                    raise
+                self._down[base] = time.monotonic() + MEMBER_DOWN_FOR
+        raise AssertionError("unreachable")
+
+    def _fetch_sync_from(
+        self, base: str, path: str, info: dict[str, Any] | None, start: int, end: int
+    ) -> bytes:
+        from urllib.parse import quote
+
+        ds, rel = self._split(path)
+        headers = {}
+        if info is not None and (start > 0 or end < info["size"]):
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        target = f"/v1/datasets/{quote(ds)}/files/{quote(rel)}"
+        for attempt in range(2):
+            try:
+                status, answer, data = self._sync_http().get(base, target, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc, base) from exc
+            if status >= 400:
+                if status == 409 and attempt == 0:  # changed mid-read: once more
+                    self._infos.pop(path, None)
+                    continue
+                raise self._error(status, data, path)
+            if info is None:
+                info = self._from_headers(ds, rel, answer)
+                end = info["size"]
+            elif answer.get("X-Tidepool-Version") not in (None, info.get("version")):
+                self._infos.pop(path, None)
+            if len(data) != end - start:
+                if attempt == 0:  # cut short (the worker aborts a failed stream): once more
+                    self._infos.pop(path, None)
+                    continue
+                raise OSError(
+                    errno.EIO, f"read of {path} returned {len(data)} bytes, expected {end - start}"
+                )
+            return data
+        raise OSError(errno.EIO, f"read of {path} failed twice")
+
+    def _sync_http(self) -> SyncHTTP:
+        if self._synchttp is None:
+            self._synchttp = SyncHTTP(self._headers(), connect_timeout=2.0, timeout=self.timeout)
+        return self._synchttp
+
+    def _from_headers(self, ds: str, rel: str, headers: Any) -> dict[str, Any]:
+        """File metadata from a read's answer (the worker sends it with every file)."""
+        mtime = headers.get("X-Tidepool-Mtime")
+        entry = {
+            "name": rel,
+            "type": "file",
+            "size": int(headers["X-Tidepool-Size"]),
+            "version": headers["X-Tidepool-Version"],
+            "mtime": float(mtime) if mtime else None,
+        }
+        return self._remember(ds, entry)
+
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
-        """Sync fast path: cached pages on this host are read without touching the I/O loop."""
+        """Synchronous reads skip the I/O loop: cached pages on this host straight from disk,
+        anything else over a keep-alive connection of the calling thread (``synchttp``)."""
         path = self._strip_protocol(path)
+        if not self._node_checked:
+            sync(self.loop, self._node)
         info = self._cached_info(path)
-        if info is not None and self._local is not None and info["type"] == "file":
-            s, e = self._span(start, end, info["size"])
-            if e <= s:
-                return b""
-            data = self._local_read(path, info, s, e)
-            if data is not None:
-                return data
-            # the pages are not all on disk (or one failed its checksum): ask the worker, without
-            # reading and verifying the same page files a second time in _cat_file
-            return sync(self.loop, self._fetch, path, info, s, e)  # type: ignore[no-any-return]
-        return sync(self.loop, self._cat_file, path, start, end, **kwargs)  # type: ignore[no-any-return]
+        if info is None:
+            if start is None and end is None and "/" in path:
+                return self._fetch_sync(path, None, 0, -1)  # data and metadata in one request
+            info = self.info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        s, e = self._span(start, end, info["size"])
+        if e <= s:
+            return b""
+        data = self._local_read(path, info, s, e)
+        if data is not None:
+            return data
+        return self._fetch_sync(path, info, s, e)
 
     async def _cat_ranges(
         self,
