@@ -435,6 +435,15 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         for attempt in range(2):
             try:
                 status, answer, data = self._sync_http().get(base, target, headers)
+            except http.client.IncompleteRead as exc:
+                # the worker cut the answer short (it does when a read fails after its headers,
+                # e.g. the object changed mid-read): once more, then report it
+                self._infos.pop(path, None)
+                if attempt == 0:
+                    if info is not None and start == 0 and end == info["size"]:
+                        info, headers = None, {}  # a whole file: learn its version anew
+                    continue
+                raise OSError(errno.EIO, f"read of {path} was cut short: {exc!r}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(exc, base) from exc
             if status >= 400:
