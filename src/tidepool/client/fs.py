@@ -24,6 +24,7 @@ import contextlib
 import errno
 import http.client
 import json
+import logging
 import os
 import time
 import weakref
@@ -36,9 +37,12 @@ from ..errors import BadRequestError, from_http
 from ..hostid import host_id
 from ..ring import Member, ranked
 from ..ring import file_key as ring_key
+from .direct import DirectDataset
 from .file import TidepoolFile
 from .local import LocalLayout, LocalReader
 from .synchttp import SyncHTTP
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8433"
 DEFAULT_BLOCK_SIZE = 8 << 20
@@ -71,6 +75,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         *,
         local_reads: bool | None = None,
         nodepool: str | None = None,
+        spec: str | list[str] | None = None,
         block_size: int | None = None,
         timeout: float = 120.0,
         asynchronous: bool = False,
@@ -101,6 +106,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._replicas = 1
         self._down: dict[str, float] = {}
         self._synchttp: SyncHTTP | None = None
+        self._direct = self._direct_datasets(spec or os.environ.get("TIDEPOOL_SPEC"))
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -219,6 +225,27 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self._local = LocalReader(layouts)
         self._node_checked = True
 
+    def _direct_datasets(self, spec: str | list[str] | None) -> dict[str, DirectDataset]:
+        """Datasets this client's node pool may not cache: they are read from their origin."""
+        if not spec or not self.nodepool:
+            return {}
+        from ..spec import load_files
+
+        files = spec.split(",") if isinstance(spec, str) else list(spec)
+        bundle = load_files(files, environ=os.environ)
+        direct = {}
+        for name, cfg in bundle.datasets.items():
+            if cfg.nodepools and self.nodepool not in cfg.nodepools:
+                log.warning(
+                    "dataset %r is not cached in node pool %r (its nodeAffinity allows %s): "
+                    "reading it from its origin directly, never from another pool's cache",
+                    name,
+                    self.nodepool,
+                    ", ".join(cfg.nodepools),
+                )
+                direct[name] = DirectDataset(cfg)
+        return direct
+
     def _set_members(self, info: dict[str, Any]) -> None:
         pool = info.get("nodepool", "")
         if self.nodepool and pool and pool != self.nodepool:
@@ -249,8 +276,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         cached = self._cached_info(path)
         if cached is not None:
             return cached
-        await self._node()
         ds, rel = self._split(path)
+        if ds in self._direct:
+            return self._remember(ds, await self._direct[ds].info(rel))
+        await self._node()
         # Ask the file's owner, as reads do: it holds the file's metadata, where another worker
         # of the pool would revalidate it with the origin across the WAN.
         targets = self._targets(ds, rel) if rel else [self.endpoint]
@@ -267,6 +296,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
+        ds, rel = self._split(path)
+        if ds in self._direct:
+            out = [self._remember(ds, e) for e in await self._direct[ds].ls(rel)]
+            return out if detail else [e["name"] for e in out]
         await self._node()
         if not path:
             data = await self._get_json(f"{self.endpoint}/v1/datasets", path)
@@ -295,6 +328,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     ) -> Any:
         path = self._strip_protocol(path)
         ds, rel = self._split(path)
+        if ds in self._direct and maxdepth is None and not withdirs:
+            found = {}
+            for e in await self._direct[ds].find(rel):
+                entry = self._remember(ds, e)
+                found[entry["name"]] = entry
+            return found if detail else sorted(found)
         if not ds or maxdepth is not None or withdirs:
             return await super()._find(
                 path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
@@ -353,6 +392,11 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
         ``info=None`` reads the whole file and learns its metadata from the answer."""
         ds, rel = self._split(path)
+        if ds in self._direct:
+            if info is None:
+                info = await self._info(path)
+                end = info["size"]
+            return await self._direct[ds].read(rel, info["version"], start, end)
         await self._node()
         targets = self._targets(ds, rel)
         for i, base in enumerate(targets):
@@ -407,6 +451,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     def _fetch_sync(self, path: str, info: dict[str, Any] | None, start: int, end: int) -> bytes:
         """:meth:`_fetch` for synchronous callers, without the I/O loop (see ``synchttp``)."""
+        if self._split(path)[0] in self._direct:
+            return sync(self.loop, self._fetch, path, info, start, end)  # type: ignore[no-any-return]
         if not self._node_checked or (
             self._members and time.monotonic() - self._node_at > MEMBERS_REFRESH
         ):
@@ -489,7 +535,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         """Synchronous reads skip the I/O loop: cached pages on this host straight from disk,
         anything else over a keep-alive connection of the calling thread (``synchttp``)."""
         path = self._strip_protocol(path)
-        if not self._node_checked:
+        if not self._node_checked and self._split(path)[0] not in self._direct:
             sync(self.loop, self._node)
         info = self._cached_info(path)
         if info is None:
