@@ -165,17 +165,18 @@ class OriginSettings:
 
     timeout: float = 15.0
     """Seconds one attempt of one call may take (a 1 MiB page over a slow link included)."""
-    connect_timeout: float = 2.0
+    connect_timeout: float = 1.5
     """Seconds to open a connection to the origin (a cut link must be noticed quickly)."""
-    congestion_grace: float = 3.0
-    """A timeout within this many seconds of a successful call is taken for congestion: the call
-    keeps retrying (up to ``timeout``) and the breaker stays closed. A refused or reset
+    congestion_grace: float = 1.0
+    """A timeout while another call succeeded within this many seconds is taken for congestion
+    (a full link still delivers; a pulled cable delivers nothing): the call keeps retrying, up to
+    ``timeout``, as long as that stays true, and the breaker stays closed. A refused or reset
     connection is never congestion, so a cut link is still reported at once."""
-    read_timeout: float = 3.0
+    read_timeout: float = 1.5
     """Seconds the origin may stay silent (no byte of an answer arrives) before an attempt is
-    abandoned. A black-holed link keeps pooled connections open and answers nothing; without this
-    an uncached read would wait the whole ``timeout``. Not shorter: an object store listing 1,000
-    keys on a busy host can take over a second to answer (measured with juicefs here)."""
+    abandoned. A pulled cable keeps pooled connections open and answers nothing; this bounds the
+    first uncached read after it to about two seconds. (A slow listing is retried, and while
+    other calls still succeed the funnel treats silence as congestion, not an outage.)"""
     retries: int = 4
     """Extra attempts after the first for retryable errors."""
     retry_budget: float = 1.0

@@ -79,7 +79,7 @@ def test_s3_get_from_edge_crosses_the_shaped_wan(
         rates.append((len(body) - 64 * 1024) * 8 / seconds / 1e6)
     after = lab.wan.stats()
     down = after["payload_down"] - before["payload_down"]
-    assert 2 * BIG <= down < 2 * BIG * 1.05  # both copies crossed, plus headers/retransmits
+    assert 2 * BIG <= down < 2 * BIG * 1.25  # both copies crossed, plus headers/retransmits
     assert after["payload_up"] > before["payload_up"]  # the requests went up
     # Goodput is bounded by tbf (IP bytes incl. headers: at most ~96.5 % of the rate) and,
     # on this noisy 2-core machine, stays well above half of it.

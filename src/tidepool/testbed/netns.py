@@ -317,6 +317,7 @@ class Host:
             argv += ["-f", str(spec)]
         argv += list(extra_args)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = log_path.stat().st_size if log_path.exists() else 0  # a log may be reused
         with open(log_path, "ab") as log_file:
             proc = self.exec(
                 argv,
@@ -326,7 +327,9 @@ class Host:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = _READY.search(log_path.read_text(errors="replace"))
+            with open(log_path, "rb") as logf:
+                logf.seek(offset)
+                m = _READY.search(logf.read().decode(errors="replace"))
             if m:
                 return WorkerProcess(proc, m.group(1), log_path)
             if proc.poll() is not None:
