@@ -10,7 +10,7 @@ directly and no read-ahead is needed.
 
 from __future__ import annotations
 
-import asyncio
+from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .fs import TidepoolFileSystem
 
 MIN_FETCH = 256 << 10
+AHEAD_BLOCKS = 2
 
 
 class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -34,7 +35,7 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
         )
         self._buf = b""
         self._buf_start = 0
-        self._ahead: tuple[int, int, Future[bytes]] | None = None
+        self._ahead: deque[tuple[int, int, Future[bytes]]] = deque()
         self._sequential = False
 
     def _slice(self, start: int, end: int) -> bytes | None:
@@ -53,34 +54,49 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
         hit = self._slice(start, end)
         if hit is not None:
             return hit
-        self._sequential = start == self._buf_start + len(self._buf)
-        want_end = min(self.size, max(end, start + MIN_FETCH))
-        local = fs._local_read(self.path, self.info, start, want_end)
+        buf_end = self._buf_start + len(self._buf)
+        parts: list[bytes] = []
+        pos = start
+        if self._buf_start <= start < buf_end:  # the buffer holds the beginning
+            parts.append(self._buf[start - self._buf_start :])
+            pos = buf_end
+        self._sequential = pos == buf_end
+        want_end = min(self.size, max(end, pos + MIN_FETCH))
+        local = fs._local_read(self.path, self.info, pos, want_end)
         if local is not None:
-            self._buf, self._buf_start = local, start
-            return self._slice(start, end) or b""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == start:
-            data = ahead[2].result()
-            if ahead[1] < end:  # the reader jumped further than the read-ahead reached
-                data += fs._fetch_sync(self.path, self.info, ahead[1], want_end)
-        else:
-            if ahead is not None:
-                ahead[2].cancel()
-            data = fs._fetch_sync(self.path, self.info, start, want_end)
+            parts.append(local)
+            pos += len(local)
+        while pos < end and self._ahead and self._ahead[0][0] == pos:
+            _, _, fut = self._ahead.popleft()
+            data = fut.result()
+            parts.append(data)
+            pos += len(data)
+        if pos < end:  # a jump, or the read-ahead fell behind: read the rest now
+            self._cancel_ahead()
+            parts.append(fs._fetch_sync(self.path, self.info, pos, max(end, want_end)))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._buf, self._buf_start = data, start
-        buf_end = start + len(data)
-        if self._sequential and buf_end < self.size:
-            nxt = min(self.size, buf_end + max(self.blocksize, len(data)))
-            fut = asyncio.run_coroutine_threadsafe(
-                fs._fetch(self.path, self.info, buf_end, nxt), fs.loop
-            )
-            self._ahead = (buf_end, nxt, fut)
+        if self._sequential and local is None:
+            self._read_ahead(fs, start + len(data))
         return self._slice(start, end) or b""
 
+    def _read_ahead(self, fs: TidepoolFileSystem, after: int) -> None:
+        """Keep ``AHEAD_BLOCKS`` blocks in flight past ``after`` (two: the worker sends one while
+        this process takes in the other). They are fetched on the filesystem's small read-ahead
+        pool with blocking sockets, whose receive copies run without the GIL: through the asyncio
+        loop, a warm 256 MiB read was bound by this process's CPU at ~550 MB/s."""
+        nxt = self._ahead[-1][1] if self._ahead else after
+        while len(self._ahead) < AHEAD_BLOCKS and nxt < self.size:
+            stop = min(self.size, nxt + self.blocksize)
+            fut = fs._readahead_pool().submit(fs._fetch_sync, self.path, self.info, nxt, stop)
+            self._ahead.append((nxt, stop, fut))
+            nxt = stop
+
+    def _cancel_ahead(self) -> None:
+        while self._ahead:
+            self._ahead.popleft()[2].cancel()
+
     def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[2].cancel()
-            self._ahead = None
+        self._cancel_ahead()
         self._buf = b""
         super().close()

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -45,7 +46,7 @@ from .synchttp import SyncHTTP
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8433"
-DEFAULT_BLOCK_SIZE = 8 << 20
+DEFAULT_BLOCK_SIZE = 16 << 20
 MEMBERS_REFRESH = 5.0
 """Seconds between refreshes of the pool's member list."""
 MEMBER_DOWN_FOR = 2.0
@@ -106,6 +107,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._replicas = 1
         self._down: dict[str, float] = {}
         self._synchttp: SyncHTTP | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self._direct = self._direct_datasets(spec or os.environ.get("TIDEPOOL_SPEC"))
 
     # ---- plumbing --------------------------------------------------------------------------
@@ -511,6 +514,14 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 )
             return data
         raise OSError(errno.EIO, f"read of {path} failed twice")
+
+    def _readahead_pool(self) -> ThreadPoolExecutor:
+        """A few threads shared by every open file for background read-ahead (never a thread per
+        request); recreated in a forked child."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(4, thread_name_prefix="tidepool-readahead")
+            self._pool_pid = os.getpid()
+        return self._pool
 
     def _sync_http(self) -> SyncHTTP:
         if self._synchttp is None:
