@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -188,7 +189,7 @@ def _after_restart(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
     res: dict[str, Any] = {"wan": {"rtt_ms": args.rtt_ms, "rate_mbit": args.rate_mbit}}
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(_workdir(args.workdir))

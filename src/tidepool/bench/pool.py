@@ -549,7 +549,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
     res = run(args, console)
     report(res, console)
     args.json.parent.mkdir(parents=True, exist_ok=True)

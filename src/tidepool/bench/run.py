@@ -23,6 +23,7 @@ import hashlib
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -164,7 +165,7 @@ def _workdir(path: Path | None) -> Iterator[Path]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
     link_bps = args.rate_mbit * 1e6 / 8
     res: dict[str, Any] = {
         "wan": {"rtt_ms": args.rtt_ms, "rate_mbit": args.rate_mbit},

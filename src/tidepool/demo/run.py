@@ -153,7 +153,7 @@ def _table(results: dict[str, dict[str, Any]], report: dict[str, Any], console: 
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
     infer = make_model(args.model)
     with contextlib.ExitStack() as stack:
         if args.workdir is None:
