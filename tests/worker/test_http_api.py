@@ -141,6 +141,8 @@ async def test_metrics_count_cache_and_origin_bytes(served: Any) -> None:
     assert value('tidepool_cache_hits_total{dataset="ds"}') == 1
     assert value('tidepool_cache_misses_total{dataset="ds"}') == 1
     assert "tidepool_cache_used_bytes" in metrics and "tidepool_cache_capacity_bytes" in metrics
+    route = "/v1/datasets/{ds}/files/{path}"
+    assert value(f'tidepool_http_requests_total{{route="{route}",status="200"}}') == 2
 
 
 async def test_load_warms_everything(served: Any) -> None:

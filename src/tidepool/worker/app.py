@@ -86,6 +86,7 @@ class WorkerApp:
         self.node_info = node_info
         self.load_concurrency = load_concurrency
         self.loads: dict[str, LoadJob] = {}
+        self._request_counters: dict[tuple[str, int], Any] = {}
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1 << 20)
@@ -108,19 +109,34 @@ class WorkerApp:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
         try:
-            return await handler(request)
-        except web.HTTPException:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            self._count(route, exc.status)
             raise
         except Exception as exc:
-            ds = request.match_info.get("ds", "")
-            path = request.match_info.get("path", "")
-            status, _ = http_status(exc)
-            if status >= 500 and status != 503:
-                log.exception("%s %s failed", request.method, redact(request.path))
-            else:
-                log.debug("%s %s -> %s: %s", request.method, request.path, status, exc)
-            return error_response(exc, ds, path)
+            resp = self._error_answer(request, exc)
+        self._count(route, resp.status)
+        return resp
+
+    def _count(self, route: str, status: int) -> None:
+        child = self._request_counters.get((route, status))
+        if child is None:
+            child = self.metrics.requests.labels(route, str(status))
+            self._request_counters[(route, status)] = child
+        child.inc()
+
+    def _error_answer(self, request: web.Request, exc: Exception) -> web.Response:
+        ds = request.match_info.get("ds", "")
+        path = request.match_info.get("path", "")
+        status, _ = http_status(exc)
+        if status >= 500 and status != 503:
+            log.exception("%s %s failed", request.method, redact(request.path))
+        else:
+            log.debug("%s %s -> %s: %s", request.method, request.path, status, exc)
+        return error_response(exc, ds, path)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
