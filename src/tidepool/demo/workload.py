@@ -64,10 +64,9 @@ def make_model(name: str) -> Callable[[Image.Image], Any] | None:
     torch.set_num_threads(1)
 
     def infer(img: Image.Image) -> Any:
-        import numpy as np
-
-        arr = np.asarray(img, dtype="float32") / 255.0
-        x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+        # straight from the decoded pixels, no numpy needed
+        raw = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        x = raw.reshape(img.height, img.width, 3).permute(2, 0, 1).unsqueeze(0).float() / 255.0
         with torch.no_grad():
             return int(model(x).argmax())
 
