@@ -12,7 +12,7 @@ from typing import Any
 def resnet18_plain(num_classes: int = 1000) -> Any:
     from torch import nn
 
-    class Block(nn.Module):  # type: ignore[misc]
+    class Block(nn.Module):  # type: ignore[misc,unused-ignore]
         def __init__(self, cin: int, cout: int, stride: int) -> None:
             super().__init__()
             self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
