@@ -167,15 +167,16 @@ COUNTERS = (
 
 
 def served(host: Host, endpoint: str) -> float:
-    """What a worker answered so far: bytes served plus file reads answered, from ``/metrics``.
-
-    (The app defines ``tidepool_http_requests_total`` but never increments it, so the served
-    bytes and the read-latency histogram's count stand in for a request counter.)
-    """
+    """What a worker answered so far, from ``/metrics``: bytes served, file reads answered and
+    dataset API requests. Not counted: the scrape itself, the health check and ``/v1/node`` —
+    the identity question a misdirected client must ask to learn it is in the wrong pool."""
     total = 0.0
     for line in http_get(host, f"{endpoint}/metrics").decode().splitlines():
-        if line.startswith(COUNTERS):
-            total += float(line.rsplit(" ", 1)[1])
+        if not line.startswith(COUNTERS):
+            continue
+        if any(f'route="{r}"' in line for r in ("/metrics", "/healthz", "/v1/node")):
+            continue
+        total += float(line.rsplit(" ", 1)[1])
     return total
 
 
