@@ -434,9 +434,7 @@ class Origin:
     def _rel(self, origin_path: str) -> str:
         root = self.mount.root.rstrip("/")
         name = origin_path.rstrip("/")
-        if self.mount.protocol in ("http", "https"):
-            pass
-        elif self.mount.protocol == "file":
+        if self.mount.protocol == "file":
             name = name if name.startswith("/") else "/" + name
             root = root if root.startswith("/") else "/" + root
         if name == root:

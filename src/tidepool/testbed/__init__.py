@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,3 +83,22 @@ def log_tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
         return f"(no log at {path}: {exc})"
+
+
+def json_line_call(sock: socket.socket, request: dict[str, Any], what: str) -> dict[str, Any]:
+    """Send one JSON request line on a connected control socket and read the one-line reply.
+
+    The WAN emulators (``wan``, ``wanlink``) speak this; a reply without ``"ok"`` raises
+    ``ValueError`` naming ``what`` refused which request and why.
+    """
+    sock.sendall(json.dumps(request).encode() + b"\n")
+    buf = b""
+    while not buf.endswith(b"\n"):
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    reply: dict[str, Any] = json.loads(buf)
+    if not reply.get("ok"):
+        raise ValueError(f"{what} refused {request!r}: {reply.get('error')}")
+    return reply

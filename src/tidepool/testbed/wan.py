@@ -55,7 +55,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
-from tidepool.testbed import log_tail, stop_process_group
+from tidepool.testbed import json_line_call, log_tail, stop_process_group
 
 __all__ = ["LinkDirection", "RelayStats", "WanRelay", "main"]
 
@@ -761,17 +761,7 @@ class WanRelay:
 
     def _call(self, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         with socket.create_connection(self.control, timeout=timeout) as sock:
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                buf += data
-        reply: dict[str, Any] = json.loads(buf)
-        if not reply.get("ok"):
-            raise ValueError(f"WAN relay refused {request!r}: {reply.get('error')}")
-        return reply
+            return json_line_call(sock, request, "WAN relay")
 
     def stats(self) -> RelayStats:
         """Counters (bytes delivered each way, connections) and the current link state."""

@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
-from tidepool.testbed import log_tail, stop_process_group
+from tidepool.testbed import json_line_call, log_tail, stop_process_group
 from tidepool.testbed.wan import LinkDirection
 
 __all__ = [
@@ -485,17 +485,7 @@ class WanLink:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(self.control))
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                buf += data
-        reply: dict[str, Any] = json.loads(buf)
-        if not reply.get("ok"):
-            raise ValueError(f"WAN link relay refused {request!r}: {reply.get('error')}")
-        return reply
+            return json_line_call(sock, request, "WAN link relay")
 
     def stats(self) -> TunRelayStats:
         """Counters (bytes and packets delivered each way, drops, resets) and link state."""

@@ -473,14 +473,6 @@ class DatasetService:
             return chunks[0]
         return b"".join(chunks)
 
-    async def warm(self, info: FileInfo) -> int:
-        """Make sure every page of a file is cached; returns bytes fetched from the origin."""
-        before = self.misses
-        fetched = 0
-        async for chunk in self.read(info, 0, info["size"]):
-            fetched += len(chunk)
-        return fetched if self.misses > before else 0
-
     async def flush_writes(self) -> None:
         """Wait for pending page writes (tests and shutdown)."""
         while self._writes:
