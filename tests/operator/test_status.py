@@ -68,3 +68,14 @@ def test_reports_round_trip_through_a_lease() -> None:
     assert lease["spec"]["holderIdentity"] == "n1"
     (back,) = parse_reports([lease["metadata"]["annotations"], {"tidepool.io/report": "{bad"}])
     assert back == report
+
+
+def test_remote_hits_are_misses_another_worker_answered() -> None:
+    # n1: 6 local hits, 4 misses of which 3 came from n2 over the LAN; n2 served them uncounted
+    r1 = _r("a", "n1", 1, 0, hits=6, misses=4).model_copy(update={"peer_hits": 3})
+    states = aggregate(["a"], [r1, _r("a", "n2", 1, 0)], NOW).cache_states
+    assert (states.cache_hit_ratio, states.local_hit_ratio, states.remote_hit_ratio) == (
+        "90.0%",
+        "60.0%",
+        "30.0%",
+    )

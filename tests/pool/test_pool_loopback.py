@@ -121,6 +121,16 @@ async def test_non_owner_serves_from_owner_without_caching(
     flush(workers)
     assert workers[other].worker.stores["ds"].dataset_bytes("ds") == 0
     assert workers[owner_i].worker.stores["ds"].dataset_bytes("ds") == len(FILES[name])
+    # Fluid's ratios: a remote hit on the non-owner; the owner does not count the peer's read
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{members[other].address}/v1/datasets/ds/status?refresh=0") as r:
+            body = await r.json()
+            states, raw = body["cacheStates"], body["raw"]
+        async with s.get(f"{owner.address}/v1/datasets/ds/status?refresh=0") as r:
+            owner_raw = (await r.json())["raw"]
+    assert (raw["page_hits"], raw["page_misses"], raw["peer_hits"]) == (0, 1, 1)
+    assert states["remoteHitRatio"] == "100.0%" and states["localHitRatio"] == "0.0%"
+    assert (owner_raw["page_hits"], owner_raw["page_misses"], owner_raw["peer_hits"]) == (0, 1, 0)
 
 
 def test_reads_fail_over_when_the_owner_stops(

@@ -49,9 +49,11 @@ class Report(_Wire):
     cached_files: int = 0
     capacity_bytes: int = 0
     page_hits: int = 0
+    """Pages readers asked for that were in the worker's store (local hits)."""
     page_misses: int = 0
+    """Pages the worker lacked; ``peer_hits`` of them came from another worker of the pool."""
     peer_hits: int = 0
-    """Pages served by another worker of the pool (counted in ``page_hits``)."""
+    """Misses answered by another worker of the pool over the LAN (remote hits)."""
     origin_reachable: bool = True
 
 
@@ -176,8 +178,8 @@ def _states(reports: Sequence[Report]) -> tuple[CacheStates, int | None, int | N
         cached=format_bytes(cached),
         cache_capacity=format_bytes(capacity),
         cached_percentage=_pct(pct),
-        cache_hit_ratio=_pct(hits / lookups if lookups else 0.0),
-        local_hit_ratio=_pct((hits - peer) / lookups if lookups else 0.0),
+        cache_hit_ratio=_pct((hits + peer) / lookups if lookups else 0.0),
+        local_hit_ratio=_pct(hits / lookups if lookups else 0.0),
         remote_hit_ratio=_pct(peer / lookups if lookups else 0.0),
     )
     return states, total, (max(files) if files else None)
@@ -256,7 +258,6 @@ def aggregate(
 def report_from_worker(status: dict[str, Any], *, pool: str, node: str, now: float) -> Report:
     """A :class:`Report` from a worker's ``GET /v1/datasets/{ds}/status`` answer (its ``raw``)."""
     raw = status.get("raw") or {}
-    store = raw.get("store") or {}
     return Report(
         dataset=str(status.get("dataset", "")),
         pool=pool,
@@ -269,6 +270,6 @@ def report_from_worker(status: dict[str, Any], *, pool: str, node: str, now: flo
         capacity_bytes=int(raw.get("cache_capacity_bytes") or 0),
         page_hits=int(raw.get("page_hits") or 0),
         page_misses=int(raw.get("page_misses") or 0),
-        peer_hits=int(store.get("peer_hits") or raw.get("peer_hits") or 0),
+        peer_hits=int(raw.get("peer_hits") or 0),
         origin_reachable=bool(raw.get("origin_reachable", True)),
     )

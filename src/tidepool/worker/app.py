@@ -219,7 +219,9 @@ class WorkerApp:
             return web.Response(status=status, headers=headers)
         from_peer = PEER_HEADER in request.headers
         if end - start <= svc.page_size:
-            body: bytes | memoryview | None = svc.cached_slice(info, start, end)
+            body: bytes | memoryview | None = svc.cached_slice(
+                info, start, end, from_peer=from_peer
+            )
             if body is None:
                 body = await svc.read_all(info, start, end, from_peer=from_peer)
             resp = web.Response(status=status, body=body, headers=headers)

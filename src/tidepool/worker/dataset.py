@@ -81,7 +81,11 @@ class DatasetService:
         self._meta_inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._writes: set[asyncio.Future[Any]] = set()
         self.hits = 0
+        """Pages a reader asked for that were in this worker's store (local hits)."""
         self.misses = 0
+        """Pages a reader asked for that this worker lacked (fetched, or joined a fetch)."""
+        self.peer_hits = 0
+        """Misses answered by another worker of the pool (remote hits), not by the origin."""
         self.stale_served = 0
         """Metadata answers given from the last known state because the origin was down."""
         self.placement: Placement | None = None
@@ -297,27 +301,40 @@ class DatasetService:
     def _page_or_task(
         self, origin: Origin, orel: str, info: FileInfo, fkey: str, idx: int, peers: bool = True
     ) -> memoryview | asyncio.Task[bytes]:
+        """A page from the store, or the task fetching it.
+
+        ``peers`` is False for a read another worker of the pool asked for: it is neither fetched
+        from peers (no forwarding loops) nor counted as a reader's hit or miss (the asking
+        worker counts it, as a remote hit), so the pool's ratios count each read once.
+        """
         key = PageKey(self.name, fkey, idx)
         data = self.store.get(key)
         if data is not None:
-            self.hits += 1
-            self.counters.hits.inc()
+            self._count(peers, hit=True)
             return data
         task = self._pages_inflight.get(key)
         if task is not None and task.done() and not task.cancelled() and not task.exception():
             # fetched already, still being written: the bytes are in memory, a cache hit
-            self.hits += 1
-            self.counters.hits.inc()
+            self._count(peers, hit=True)
             return memoryview(task.result())
         if task is None:
-            self.misses += 1
-            self.counters.misses.inc()
+            self._count(peers, hit=False)
             task = asyncio.get_running_loop().create_task(
                 self._fetch(key, origin, orel, info, idx, peers)
             )
             self._pages_inflight[key] = task
             task.add_done_callback(lambda t: self._fetch_done(key, t))
         return task
+
+    def _count(self, counted: bool, *, hit: bool) -> None:
+        if not counted:
+            return
+        if hit:
+            self.hits += 1
+            self.counters.hits.inc()
+        else:
+            self.misses += 1
+            self.counters.misses.inc()
 
     def _fetch_done(self, key: PageKey, task: asyncio.Task[bytes]) -> None:
         # Success keeps the entry until the page is written (see _write); failure frees it now.
@@ -329,7 +346,10 @@ class DatasetService:
     ) -> bytes:
         start, end = page_span(idx, self.page_size, info["size"])
         data = await self._from_peers(info, start, end) if peers else None
-        if data is None:
+        if data is not None:
+            self.peer_hits += 1
+            self.counters.peer_hits.inc()
+        else:
             self.counters.origin_requests.inc()
             data = await origin.read(orel, start, end, info["version"])
             if idx == 0 and self.placement is not None:
@@ -435,10 +455,13 @@ class DatasetService:
         finally:
             pending.clear()
 
-    def cached_slice(self, info: FileInfo, start: int, end: int) -> memoryview | None:
+    def cached_slice(
+        self, info: FileInfo, start: int, end: int, *, from_peer: bool = False
+    ) -> memoryview | None:
         """``[start, end)`` straight from the store when it lies in one cached page, else None.
 
-        The hot path of a warm small-file read: no generator, no task, one page file read."""
+        The hot path of a warm small-file read: no generator, no task, one page file read.
+        A read another worker asked for is not counted as a hit here (see ``_page_or_task``)."""
         idxs = pages_for(start, end, self.page_size)
         if len(idxs) != 1:
             return None
@@ -448,8 +471,7 @@ class DatasetService:
         )
         if data is None:
             return None
-        self.hits += 1
-        self.counters.hits.inc()
+        self._count(not from_peer, hit=True)
         self.counters.bytes_cache.inc(end - start)
         lo = start - idx * self.page_size
         return data if (lo == 0 and end - start == len(data)) else data[lo : lo + end - start]

@@ -23,6 +23,7 @@ class DatasetCounters:
     bytes_origin: Counter
     hits: Counter
     misses: Counter
+    peer_hits: Counter
     origin_requests: Counter
 
 
@@ -42,6 +43,12 @@ class WorkerMetrics:
         self.page_misses = Counter(
             "tidepool_cache_misses",
             "Pages that had to be fetched from the origin",
+            ["dataset"],
+            registry=r,
+        )
+        self.peer_hits = Counter(
+            "tidepool_peer_hits",
+            "Missed pages fetched from another worker of the pool (LAN), not the origin",
             ["dataset"],
             registry=r,
         )
@@ -74,6 +81,7 @@ class WorkerMetrics:
                 bytes_origin=self.bytes_served.labels(name, "origin"),
                 hits=self.page_hits.labels(name),
                 misses=self.page_misses.labels(name),
+                peer_hits=self.peer_hits.labels(name),
                 origin_requests=self.origin_requests.labels(name, "read"),
             )
             self._counters[name] = c

@@ -30,7 +30,10 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
     cached = svc.store.dataset_bytes(svc.name)
     capacity = sum(t.capacity for t in svc.store.usage())
     lookups = svc.hits + svc.misses
-    hit_ratio = svc.hits / lookups if lookups else 0.0
+    # Fluid's ratios: a remote hit is a miss here that another worker of the pool answered
+    local = svc.hits / lookups if lookups else 0.0
+    remote = svc.peer_hits / lookups if lookups else 0.0
+    hit_ratio = local + remote
     pct = min(1.0, cached / total) if total else (1.0 if total == 0 else 0.0)
     tiers = []
     for t in svc.store.usage():
@@ -55,8 +58,8 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "cached": format_bytes(cached),
             "cachedPercentage": _pct(pct),
             "cacheHitRatio": _pct(hit_ratio),
-            "localHitRatio": _pct(hit_ratio),
-            "remoteHitRatio": _pct(0.0),
+            "localHitRatio": _pct(local),
+            "remoteHitRatio": _pct(remote),
         },
         "raw": {
             "ufs_total_bytes": total,
@@ -67,6 +70,7 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "cached_fraction": pct,
             "page_hits": svc.hits,
             "page_misses": svc.misses,
+            "peer_hits": svc.peer_hits,
             "hit_ratio": hit_ratio,
             "origin_reachable": svc.origin_reachable,
             "origin_down_since": svc.origin_down_since,
