@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="paths inside the dataset (default: all of it)")
     p.add_argument("--concurrency", type=int, default=None, help="files fetched at once")
     p.add_argument("--no-wait", action="store_true", help="start the job and return")
+    p.add_argument(
+        "--report-job",
+        default=_env("REPORT_JOB", ""),
+        metavar="NAMESPACE/NAME",
+        help="also write the progress onto this Kubernetes Job's annotations, for the "
+        "operator's DataLoad status (the operator's load Jobs set it; API server from "
+        "TIDEPOOL_KUBE_SERVER or in-cluster)",
+    )
     _add_client_args(p)
 
     p = sub.add_parser("ls", help="list a dataset path (tidepool://DATASET/PATH or DATASET/PATH)")
@@ -335,6 +343,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    reporter = None
+    if args.report_job and not args.no_wait:
+        from .operator.kube import KubeConfig
+        from .operator.loadreport import JobReporter, parse_job_ref
+
+        ns, name = parse_job_ref(args.report_job, os.environ.get("POD_NAMESPACE", "default"))
+        reporter = JobReporter(KubeConfig.from_env(), ns, name).start()
+    fs = _fs(args)
+    job = fs.start_load(args.dataset, list(args.paths), concurrency=args.concurrency)
+    if args.no_wait:
+        print(job["id"])
+        return EXIT_OK
+    try:
+        job = _follow_load(fs, args.dataset, job, reporter)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    rate = job["rate_bytes_s"] / 1e6
+    print(
+        f"{job['phase']}: {job['files_done']}/{job['files_total']} files, "
+        f"{job['bytes_done'] / 2**20:.1f} MiB in {job['elapsed_s']:.1f} s ({rate:.1f} MB/s)"
+    )
+    for err in job["errors"]:
+        print(f"  error: {err}", file=sys.stderr)
+    return EXIT_OK if job["phase"] == "Complete" else EXIT_FAIL
+
+
+def _follow_load(fs: Any, dataset: str, job: dict[str, Any], reporter: Any) -> dict[str, Any]:
+    """Show a load's progress until it ends, handing each reading to ``reporter``; the last."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -344,13 +381,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
-    fs = _fs(args)
-    job = fs.start_load(args.dataset, list(args.paths), concurrency=args.concurrency)
-    if args.no_wait:
-        print(job["id"])
-        return EXIT_OK
     with Progress(
-        TextColumn(f"[bold]{args.dataset}[/]"),
+        TextColumn(f"[bold]{dataset}[/]"),
         BarColumn(),
         TextColumn("{task.fields[files]} files"),
         DownloadColumn(binary_units=True),
@@ -360,6 +392,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         task = progress.add_task("load", total=None, files="0/?")
         while True:
             job = fs.load_progress(job["id"])
+            if reporter is not None:
+                reporter.update(job)
             progress.update(
                 task,
                 completed=job["bytes_done"],
@@ -367,16 +401,8 @@ def cmd_load(args: argparse.Namespace) -> int:
                 files=f"{job['files_done']}/{job['files_total'] or '?'}",
             )
             if job["phase"] in ("Complete", "Failed"):
-                break
+                return job
             time.sleep(0.2)
-    rate = job["rate_bytes_s"] / 1e6
-    print(
-        f"{job['phase']}: {job['files_done']}/{job['files_total']} files, "
-        f"{job['bytes_done'] / 2**20:.1f} MiB in {job['elapsed_s']:.1f} s ({rate:.1f} MB/s)"
-    )
-    for err in job["errors"]:
-        print(f"  error: {err}", file=sys.stderr)
-    return EXIT_OK if job["phase"] == "Complete" else EXIT_FAIL
 
 
 def cmd_mount(args: argparse.Namespace) -> int:

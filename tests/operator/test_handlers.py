@@ -4,7 +4,11 @@ a pool that appears and disappears, worker reports, and the API going away."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +17,7 @@ from typing import Any
 import kmock
 import pytest
 
+from tidepool.client import TidepoolFileSystem
 from tidepool.operator import reporter
 from tidepool.operator.handlers import OperatorSettings, run
 from tidepool.operator.kube import KubeClient, KubeConfig, Resource, by_kind
@@ -333,3 +338,158 @@ async def test_dataload_job_and_phases(
             {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
         )
         await eventually(lambda: objects(api, "DataLoad")["warm"]["status"]["phase"] == "Complete")
+
+
+def pod_env(container: dict[str, Any], fields: dict[str, str]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: downward-API fields, then ``$(VAR)``."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            value = item["value"]
+            for k, v in env.items():
+                value = value.replace(f"$({k})", v)
+            env[item["name"]] = value
+        elif "fieldRef" in item.get("valueFrom", {}):
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+@pytest.mark.integration
+async def test_dataload_progress_from_a_real_load(
+    api: kmock.KubernetesEmulator,
+    kube: KubeConfig,
+    operator: None,
+    make_dataset: Any,
+    start_worker: Any,
+) -> None:
+    """The Job's own command, run against a real worker and S3 origin, fills DataLoad.progress."""
+    files = {f"train/{i:02d}.jpg": os.urandom(30_000 + 7 * i) for i in range(12)}
+    files["val/skip.jpg"] = b"not part of the load"
+    worker = start_worker([make_dataset(files, name="images")])
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(DATASETS, dataset())
+        load = {
+            "apiVersion": "tidepool.io/v1alpha1",
+            "kind": "DataLoad",
+            "metadata": {
+                "name": "warm",
+                "namespace": "default",
+                "uid": "uid-load",
+                "resourceVersion": "1",
+            },
+            "spec": {
+                "dataset": {"name": "images", "namespace": "default"},
+                "target": [{"path": "/train"}],
+            },
+        }
+        await client.create(DATALOADS, load)
+        job_name = f"warm-load-{POOL}"
+        job = await eventually(lambda: objects(api, "Job")[job_name])
+
+        # run the Job's container as the kubelet would, the Service address swapped for ours
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        args = list(container["args"])
+        args[args.index("--endpoint") + 1] = worker.endpoint
+        fields = {
+            "metadata.namespace": "default",
+            "metadata.labels['batch.kubernetes.io/job-name']": job_name,
+        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEPOOL_")}
+        env.update(pod_env(container, fields))
+        env.pop("TIDEPOOL_TOKEN", None)  # a secretKeyRef: the test worker wants no token
+        env["TIDEPOOL_KUBE_SERVER"] = kube.server
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "tidepool.cli", *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert b"Complete: 12/12 files" in done.stdout
+
+        want = sum(len(v) for k, v in files.items() if k.startswith("train/"))
+        annotated = objects(api, "Job")[job_name]["metadata"]["annotations"]
+        assert f'"bytes":{want}' in annotated["tidepool.io/load-progress"]
+
+        def progressed() -> dict[str, Any]:
+            status = objects(api, "DataLoad")["warm"].get("status") or {}
+            progress = status.get("progress") or {}
+            return progress if progress.get("percent") == "100.0%" else {}
+
+        progress = await eventually(progressed)
+        assert (progress["files"], progress["filesTotal"]) == (12, 12)
+        assert (progress["bytes"], progress["bytesTotal"]) == (want, want)
+        assert progress["errors"] == 0 and progress["reporting"] == 1
+
+    # what the load warmed is what the origin holds, and it now comes from the cache
+    fs = TidepoolFileSystem(worker.endpoint, local_reads=False, skip_instance_cache=True)
+    svc = worker.worker.services["images"]
+    misses = svc.misses
+    for name, data in files.items():
+        if name.startswith("train/"):
+            assert fs.cat_file(f"images/{name}") == data, name
+    assert svc.misses == misses
+
+
+async def test_cron_dataload_progress_follows_the_newest_run(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(DATASETS, dataset())
+        load = {
+            "apiVersion": "tidepool.io/v1alpha1",
+            "kind": "DataLoad",
+            "metadata": {
+                "name": "nightly",
+                "namespace": "default",
+                "uid": "uid-cron",
+                "resourceVersion": "1",
+            },
+            "spec": {
+                "dataset": {"name": "images", "namespace": "default"},
+                "policy": "Cron",
+                "schedule": "0 3 * * *",
+            },
+        }
+        await client.create(DATALOADS, load)
+        cron = await eventually(lambda: objects(api, "CronJob")[f"nightly-load-{POOL}"])
+        template = cron["spec"]["jobTemplate"]
+
+        # the CronJob controller's runs: an old finished one and the current one
+        for run, stamp, done in (
+            ("a", "2026-01-01T03:00:00Z", 40),
+            ("b", "2026-01-02T03:00:00Z", 1),
+        ):
+            progress = {
+                "phase": "Executing",
+                "files": done,
+                "filesTotal": 40,
+                "bytes": done * 10,
+                "bytesTotal": 400,
+                "errors": 0,
+                "time": 0,
+            }
+            job = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": f"nightly-{run}",
+                    "namespace": "default",
+                    "creationTimestamp": stamp,
+                    "resourceVersion": "1",
+                    "labels": template["metadata"]["labels"],
+                    "annotations": {"tidepool.io/load-progress": json.dumps(progress)},
+                },
+                "spec": template["spec"],
+            }
+            await client.create(by_kind("Job"), job)
+
+        def progress() -> dict[str, Any]:
+            status = objects(api, "DataLoad")["nightly"].get("status") or {}
+            return status.get("progress") if status.get("phase") == "Executing" else {}  # type: ignore[return-value]
+
+        await eventually(lambda: (progress() or {}).get("files") == 1)
+        assert progress()["percent"] == "2.5%"

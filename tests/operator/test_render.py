@@ -19,8 +19,16 @@ from tidepool.operator.cli import (
     run_render,
 )
 from tidepool.operator.convert import convert_text
-from tidepool.operator.dataload import load_objects, phase_of
-from tidepool.operator.render import RenderOptions, render_dataset, short_name
+from tidepool.operator.dataload import (
+    duration_of,
+    load_objects,
+    newest_per_pool,
+    phase_of,
+    progress_of,
+)
+from tidepool.operator.loadreport import parse_job_ref, progress_patch
+from tidepool.operator.render import POOL_NAME_LABEL, RenderOptions, render_dataset, short_name
+from tidepool.operator.status import JobProgress
 from tidepool.spec.loader import load_text
 
 from .conftest import POOL, SEED
@@ -144,6 +152,81 @@ def test_dataload_jobs_and_phases() -> None:
     assert phase_of([done, done], 2) == "Complete"
     assert phase_of([done, failed], 2) == "Failed"
     assert phase_of([cron], 1, cron=True) == "Executing"
+
+
+def test_load_pods_report_onto_their_own_job() -> None:
+    load = load_text(LOAD, environ=ENV).dataloads[0]
+    (cron,) = load_objects(load, [POOL], RenderOptions())
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["TIDEPOOL_REPORT_JOB"]["value"] == "$(POD_NAMESPACE)/$(JOB_NAME)"
+    job_label = env["JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert job_label == "metadata.labels['batch.kubernetes.io/job-name']"
+    # the env it expands from comes first (Kubernetes expands only earlier variables)
+    names = list(env)
+    assert names.index("JOB_NAME") < names.index("TIDEPOOL_REPORT_JOB")
+    assert pod["serviceAccountName"] == "tidepool-images"
+    role = _by(
+        render_dataset(
+            load_text(SEED.read_text(), environ=ENV).dataset_models["images"], None, RenderOptions()
+        )
+    )[("Role", "tidepool-images")]
+    assert {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "patch"]} in role[
+        "rules"
+    ]
+
+
+def _job(pool: str, created: str, progress: JobProgress | None, **status: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": f"warm-{created}",
+        "creationTimestamp": created,
+        "labels": {POOL_NAME_LABEL: pool},
+    }
+    if progress is not None:
+        meta["annotations"] = progress_patch(progress)["metadata"]["annotations"]
+    return {"metadata": meta, "status": status}
+
+
+def test_progress_sums_pools_and_counts_silent_jobs_as_zero() -> None:
+    done = JobProgress(phase="Complete", files=10, files_total=10, bytes=1000, bytes_total=1000)
+    half = JobProgress(files=3, files_total=10, bytes=500, bytes_total=1000)
+    p = progress_of([_job("a", "1", done), _job("b", "1", half)], 2)
+    assert (p.files, p.files_total, p.bytes, p.bytes_total) == (13, 20, 1500, 2000)
+    assert p.percent == "75.0%" and p.reporting == 2
+    # a pool that has not reported yet: one finished pool of two is 50%, not 100%
+    assert progress_of([_job("a", "1", done), _job("b", "1", None)], 2).percent == "50.0%"
+    # an unreadable annotation is skipped, never fatal
+    bad = _job("a", "1", None)
+    bad["metadata"]["annotations"] = {"tidepool.io/load-progress": "{not json"}
+    assert progress_of([bad], 1).reporting == 0
+    # an empty target that completed is 100%
+    empty = JobProgress(phase="Complete")
+    assert progress_of([_job("a", "1", empty)], 1).percent == "100.0%"
+
+
+def test_newest_run_per_pool_and_duration() -> None:
+    runs = [
+        _job("a", "2026-01-01T00:00:00Z", None),
+        _job("a", "2026-01-02T00:00:00Z", None),
+        _job("b", "2026-01-01T06:00:00Z", None),
+    ]
+    newest = {j["metadata"]["name"] for j in newest_per_pool(runs)}
+    assert newest == {"warm-2026-01-02T00:00:00Z", "warm-2026-01-01T06:00:00Z"}
+    start = {"startTime": "2026-01-01T00:00:00Z"}
+    finished = {**start, "completionTime": "2026-01-01T01:02:03Z"}
+    t0 = 1767225600.0  # 2026-01-01T00:00:00Z
+    assert duration_of([{"status": finished}], now=t0 + 99999) == "1h2m3s"
+    assert duration_of([{"status": finished}, {"status": start}], now=t0 + 75) == "1m15s"
+    assert duration_of([{"status": {}}], now=t0) == ""
+
+
+def test_report_job_reference() -> None:
+    assert parse_job_ref("edge/warm-load-a") == ("edge", "warm-load-a")
+    assert parse_job_ref("warm", "ns1") == ("ns1", "warm")
+    with pytest.raises(Exception, match="NAMESPACE/NAME"):
+        parse_job_ref("edge/")
+    with pytest.raises(Exception, match="NAMESPACE/NAME"):
+        parse_job_ref("/warm")
 
 
 def test_render_cli_with_nodepool(capsys: pytest.CaptureFixture[str]) -> None:

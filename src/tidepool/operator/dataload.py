@@ -2,13 +2,16 @@
 
 One Job per pool the dataset is cached in: a pool's cache is its own, and warming it must happen
 inside the pool (``tidepool load`` talks to the pool's workers over the LAN, through the pool's
-headless Service). ``phase_of`` maps the Jobs' status to the DataLoad's phase (Pending, Executing,
-Complete, Failed). Pure: the handlers do the I/O.
+headless Service). ``phase_of`` maps the Jobs' status to the DataLoad's phase (Pending,
+Executing, Complete, Failed), ``duration_of`` gives Fluid's ``duration``, and ``progress_of``
+folds the progress each Job's ``tidepool load --report-job`` writes onto it (:mod:`.loadreport`)
+into the DataLoad's ``progress``. Pure: the handlers do the I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ..spec.models import DataLoad
@@ -18,16 +21,21 @@ from .render import (
     POOL_NAME_LABEL,
     Obj,
     RenderOptions,
+    field_env,
     labels_for,
     meta_for,
     node_selector,
     pool_suffix,
+    service_account_name,
     short_name,
     token_env,
     worker_name,
 )
+from .status import LoadProgress, load_progress, parse_job_progress
 
 DATALOAD_LABEL = "tidepool.io/dataload"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""Set by the Job controller on its Pods (1.27+): how a load Pod learns its Job's name."""
 
 
 def job_name(load: str, pool: str) -> str:
@@ -62,9 +70,14 @@ def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -
                     "env": [
                         {"name": "TIDEPOOL_NODEPOOL", "value": pool},
                         token_env(load.spec.dataset.name),
+                        field_env("POD_NAMESPACE", "metadata.namespace"),
+                        field_env("JOB_NAME", f"metadata.labels['{JOB_NAME_LABEL}']"),
+                        # progress onto the Job itself (edge to cloud), see loadreport
+                        {"name": "TIDEPOOL_REPORT_JOB", "value": "$(POD_NAMESPACE)/$(JOB_NAME)"},
                     ],
                 }
             ],
+            "serviceAccountName": service_account_name(load.spec.dataset.name),
         }
         if pool:
             pod["nodeSelector"] = node_selector(pool)
@@ -118,13 +131,58 @@ def phase_of(jobs: Sequence[dict[str, Any]], expected: int, cron: bool = False) 
     return "Executing"
 
 
+def _time(text: Any) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def duration_of(jobs: Sequence[dict[str, Any]], now: float) -> str:
+    """Fluid's ``duration``: from the first Job's start to the last one's end (or now)."""
+    starts = [t for j in jobs if (t := _time((j.get("status") or {}).get("startTime")))]
+    if not starts:
+        return ""
+    ends = [_time((j.get("status") or {}).get("completionTime")) for j in jobs]
+    end = max(e for e in ends if e) if ends and all(ends) else now
+    seconds = max(0, int(end - min(starts)))
+    minutes, sec = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{sec}s"
+
+
+def newest_per_pool(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The latest Job of each pool (a CronJob leaves one per run)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        pool = (meta.get("labels") or {}).get(POOL_NAME_LABEL, "")
+        stamp = str(meta.get("creationTimestamp") or "")
+        old = newest.get(pool)
+        if old is None or stamp >= str((old.get("metadata") or {}).get("creationTimestamp") or ""):
+            newest[pool] = job
+    return list(newest.values())
+
+
+def progress_of(jobs: Sequence[dict[str, Any]], expected: int) -> LoadProgress:
+    """``DataLoad.status.progress`` from the progress annotations of its Jobs."""
+    found = [parse_job_progress((j.get("metadata") or {}).get("annotations")) for j in jobs]
+    return load_progress(found, expected)
+
+
 __all__ = [
     "COMPONENT_LABEL",
     "DATALOAD_LABEL",
     "DATASET_LABEL",
+    "JOB_NAME_LABEL",
     "POOL_NAME_LABEL",
+    "duration_of",
     "job_name",
     "load_args",
     "load_objects",
+    "newest_per_pool",
     "phase_of",
+    "progress_of",
 ]

@@ -13,7 +13,8 @@
 * **Runtime.** Its ``status`` (Fluid's worker counters, ``selector`` for the scale subresource)
   is written by the Dataset's reconciler; scaling it wakes the reconciler.
 * **DataLoad.** A Job (or CronJob) per served pool (:mod:`.dataload`); a timer maps the Jobs'
-  state to ``status.phase``.
+  state to ``status.phase`` and ``duration``, and folds the progress each Job's load writes onto
+  it (:mod:`.loadreport`, edge to cloud) into ``status.progress``.
 
 When the API server goes away, kopf's watchers retry and the reconcilers log and wait; nothing is
 deleted for lack of an answer. Handlers register on a registry built by :func:`build_registry`
@@ -37,7 +38,15 @@ from pydantic import ValidationError
 from ..spec.models import DataLoad, Dataset, Runtime
 from . import dataload as dl
 from .crds import kinds
-from .kube import KubeApiError, KubeClient, KubeConfig, KubeError, KubeUnavailableError, Resource
+from .kube import (
+    KubeApiError,
+    KubeClient,
+    KubeConfig,
+    KubeError,
+    KubeUnavailableError,
+    Resource,
+    by_kind,
+)
 from .reconcile import cleanup, read_status, read_workloads, reconcile, runtime_status, target_pools
 from .render import POOL_LABEL, RenderOptions
 from .status import DEFAULT_STALE_AFTER, DatasetStatus, dump
@@ -365,13 +374,25 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, S
         spec = body.get("spec") or {}
         cron = spec.get("policy") == "Cron"
         res = Resource("batch", "v1", "cronjobs" if cron else "jobs", "CronJob" if cron else "Job")
+        name = str((body.get("metadata") or {}).get("name"))
         async with state.client() as client:
             found = [j for j in [await client.get(res, namespace, n) for n in jobs] if j]
+            if cron:  # each run is a Job of its own; the newest per pool tells the progress
+                runs = await client.list(by_kind("Job"), namespace, {dl.DATALOAD_LABEL: name})
+                runs = dl.newest_per_pool(runs)
+            else:
+                runs = found
         if not jobs or (status.get("phase") == "Failed" and not found):
             return
         phase = dl.phase_of(found, len(jobs), cron=cron)
         if status.get("phase") != phase:
             patch.status["phase"] = phase
+        progress = dump(dl.progress_of(runs, len(jobs)))
+        if status.get("progress") != progress:
+            patch.status["progress"] = progress
+        duration = dl.duration_of(runs, time.time())
+        if duration and status.get("duration") != duration:
+            patch.status["duration"] = duration
 
     return registry, state
 

@@ -178,7 +178,7 @@ def node_selector(pool: str) -> dict[str, str]:
     return {POOL_LABEL: pool} if pool else {}
 
 
-def _field_env(name: str, path: str) -> Obj:
+def field_env(name: str, path: str) -> Obj:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
@@ -268,6 +268,11 @@ def dataset_objects(
                     "resources": ["leases"],
                     "verbs": ["get", "list", "create", "update", "patch"],
                 },
+                {  # DataLoad Jobs write their progress onto themselves (loadreport)
+                    "apiGroups": ["batch"],
+                    "resources": ["jobs"],
+                    "verbs": ["get", "patch"],
+                },
             ],
         },
         {
@@ -352,9 +357,9 @@ def worker_workload(
     state = f"{options.state_root}/{ns}/{name}"
     url = f"http://$(POD_IP):{options.port}"
     env = [
-        _field_env("NODE_NAME", "spec.nodeName"),
-        _field_env("POD_IP", "status.podIP"),
-        _field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("NODE_NAME", "spec.nodeName"),
+        field_env("POD_IP", "status.podIP"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
         {"name": "TIDEPOOL_NODEPOOL", "value": pool},
         token_env(name),
     ]
@@ -502,7 +507,7 @@ def fuse_daemonset(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
         "imagePullPolicy": options.image_pull_policy,
         "args": ["mount", name, target, "--endpoint", endpoint, "--allow-other"],
         "env": [
-            _field_env("NODE_NAME", "spec.nodeName"),
+            field_env("NODE_NAME", "spec.nodeName"),
             {"name": "TIDEPOOL_NODEPOOL", "value": pool},
             token_env(name),
         ],

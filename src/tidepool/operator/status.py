@@ -27,6 +27,8 @@ from ..quantity import format_bytes
 
 REPORT_ANNOTATION = "tidepool.io/report"
 """Lease annotation holding a worker's :class:`Report` as JSON."""
+LOAD_PROGRESS_ANNOTATION = "tidepool.io/load-progress"
+"""Job annotation holding a load's :class:`JobProgress` as JSON."""
 DEFAULT_STALE_AFTER = 120.0
 """Seconds without a report after which a pool's numbers are called stale."""
 
@@ -119,12 +121,39 @@ class RuntimeStatus(_Wire):
     message: str = ""
 
 
+class JobProgress(_Wire):
+    """One load Job's progress, as ``tidepool load --report-job`` writes it onto its Job."""
+
+    phase: Literal["Pending", "Executing", "Complete", "Failed"] = "Executing"
+    files: int = 0
+    files_total: int = 0
+    bytes: int = 0
+    bytes_total: int = 0
+    errors: int = 0
+    time: float = 0.0
+    """Unix time of the reading."""
+
+    def fraction(self) -> float:
+        if self.bytes_total:
+            return min(1.0, self.bytes / self.bytes_total)
+        return 1.0 if self.phase == "Complete" else 0.0
+
+
 class LoadProgress(_Wire):
-    """Warm-up progress (a field Fluid's users ask for): files and bytes loaded so far."""
+    """Warm-up progress (a field Fluid's users ask for): files and bytes loaded so far.
+
+    Summed over the DataLoad's Jobs (one per pool); ``percent`` is the mean of the Jobs' byte
+    fractions, a Job that has not reported yet counting as 0, so one finished pool out of two
+    reads 50%, not 100%."""
 
     files: int = 0
+    files_total: int = 0
     bytes: int = 0
+    bytes_total: int = 0
     percent: str = "0.0%"
+    errors: int = 0
+    reporting: int = 0
+    """Jobs that have reported progress."""
 
 
 class DataLoadStatus(_Wire):
@@ -272,4 +301,43 @@ def report_from_worker(status: dict[str, Any], *, pool: str, node: str, now: flo
         page_misses=int(raw.get("page_misses") or 0),
         peer_hits=int(raw.get("peer_hits") or 0),
         origin_reachable=bool(raw.get("origin_reachable", True)),
+    )
+
+
+def job_progress_from_load(load: dict[str, Any], *, now: float) -> JobProgress:
+    """A :class:`JobProgress` from a worker's load job answer (``GET /v1/loads/{id}``)."""
+    return JobProgress(
+        phase=load.get("phase") or "Executing",
+        files=int(load.get("files_done") or 0),
+        files_total=int(load.get("files_total") or 0),
+        bytes=int(load.get("bytes_done") or 0),
+        bytes_total=int(load.get("bytes_total") or 0),
+        errors=int(load.get("error_count") or 0),
+        time=now,
+    )
+
+
+def parse_job_progress(annotations: dict[str, str] | None) -> JobProgress | None:
+    """The progress a load Job carries, or None (none yet, or unreadable: never fatal)."""
+    text = (annotations or {}).get(LOAD_PROGRESS_ANNOTATION)
+    if not text:
+        return None
+    try:
+        return JobProgress.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
+def load_progress(jobs: Sequence[JobProgress | None], expected: int) -> LoadProgress:
+    """A DataLoad's progress from its Jobs' reports (``expected`` Jobs, one per pool)."""
+    found = [j for j in jobs if j is not None]
+    share = sum(j.fraction() for j in found) / max(expected, len(found), 1)
+    return LoadProgress(
+        files=sum(j.files for j in found),
+        files_total=sum(j.files_total for j in found),
+        bytes=sum(j.bytes for j in found),
+        bytes_total=sum(j.bytes_total for j in found),
+        percent=_pct(share),
+        errors=sum(j.errors for j in found),
+        reporting=len(found),
     )
