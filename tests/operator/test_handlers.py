@@ -16,6 +16,7 @@ from typing import Any
 
 import kmock
 import pytest
+import yaml
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.operator import reporter
@@ -23,7 +24,7 @@ from tidepool.operator.handlers import OperatorSettings, run
 from tidepool.operator.kube import KubeClient, KubeConfig, Resource, by_kind
 from tidepool.operator.render import RenderOptions
 
-from .conftest import POOL, objects
+from .conftest import POOL, SEED, objects
 
 DATASETS = Resource("tidepool.io", "v1alpha1", "datasets", "Dataset")
 RUNTIMES = Resource("tidepool.io", "v1alpha1", "cacheruntimes", "CacheRuntime")
@@ -130,9 +131,18 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 @pytest.fixture
-async def operator(api: kmock.KubernetesEmulator, kube: KubeConfig) -> AsyncIterator[None]:
+def mode() -> str:
+    """Which kinds the operator serves; a test overrides it with ``parametrize``."""
+    return "tidepool"
+
+
+@pytest.fixture
+async def operator(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, mode: Any
+) -> AsyncIterator[None]:
     """The operator in a thread of its own (as in a Pod), talking HTTP to the fake API."""
     settings = OperatorSettings(
+        mode=mode,
         render=RenderOptions(token="t0k3n", image="tidepool:test"),
         kube=kube,
         resync=0.3,
@@ -493,3 +503,81 @@ async def test_cron_dataload_progress_follows_the_newest_run(
 
         await eventually(lambda: (progress() or {}).get("files") == 1)
         assert progress()["percent"] == "2.5%"
+
+
+FLUID_DATASETS = Resource("data.fluid.io", "v1alpha1", "datasets", "Dataset")
+FLUID_RUNTIMES = Resource("data.fluid.io", "v1alpha1", "alluxioruntimes", "AlluxioRuntime")
+FLUID_DATALOADS = Resource("data.fluid.io", "v1alpha1", "dataloads", "DataLoad")
+
+
+def as_applied(doc: dict[str, Any], uid: str) -> dict[str, Any]:
+    """A manifest as the API server stores it after ``kubectl apply``: namespace, uid, version."""
+    meta = {**doc["metadata"], "namespace": "default", "uid": uid, "resourceVersion": "1"}
+    return {**doc, "metadata": meta}
+
+
+@pytest.mark.parametrize("mode", ["fluid"])
+async def test_fluid_mode_serves_the_seed_manifests_unchanged(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    """For a cluster without Fluid: the talk's data.fluid.io manifests, applied as written."""
+    docs = {d["kind"]: d for d in yaml.safe_load_all(SEED.read_text())}
+    sts_name = f"images-worker-{POOL}"
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(FLUID_DATASETS, as_applied(docs["Dataset"], "uid-fluid-ds"))
+        await client.create(FLUID_RUNTIMES, as_applied(docs["AlluxioRuntime"], "uid-fluid-rt"))
+        await client.create(by_kind("Pod"), as_applied(docs["Pod"], "uid-pod"))
+
+        sts = await eventually(lambda: objects(api, "StatefulSet")[sts_name])
+        assert sts["spec"]["replicas"] == 2  # the AlluxioRuntime's replicas
+        owner = sts["metadata"]["ownerReferences"][0]
+        assert (owner["apiVersion"], owner["kind"], owner["uid"]) == (
+            "data.fluid.io/v1alpha1",
+            "Dataset",
+            "uid-fluid-ds",
+        )
+        # the inference Pod's claim is served by the PVC named after the dataset
+        claim = docs["Pod"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        assert claim in objects(api, "PersistentVolumeClaim")
+        tier = sts["spec"]["template"]["spec"]["volumes"]
+        assert any((v.get("hostPath") or {}).get("path") == "/mnt/images" for v in tier)
+
+        # scale through Fluid's runtime kind
+        await client.patch(FLUID_RUNTIMES, "default", "images", {"spec": {"replicas": 3}})
+        await eventually(lambda: objects(api, "StatefulSet")[sts_name]["spec"]["replicas"] == 3)
+        rt = await eventually(lambda: objects(api, "AlluxioRuntime")["images"]["status"])
+        assert rt["desiredWorkerNumberScheduled"] >= 2 and rt["selector"]
+
+        # a worker report lands in Fluid's Dataset status
+        async def read() -> dict[str, Any]:
+            return {"dataset": "images", "raw": {"ufs_total_bytes": 400, "cached_bytes": 100}}
+
+        await reporter.report_once(
+            client, read, dataset="images", namespace="default", pool=POOL, node="n1", interval=5
+        )
+
+        def bound() -> dict[str, Any]:
+            status = objects(api, "Dataset")["images"].get("status") or {}
+            return status if status.get("phase") == "Bound" else {}
+
+        status = await eventually(bound)
+        assert status["cacheStates"]["cachedPercentage"] == "25.0%"
+
+        # a Fluid DataLoad becomes a Job owned by it
+        load = {
+            "apiVersion": "data.fluid.io/v1alpha1",
+            "kind": "DataLoad",
+            "metadata": {"name": "warm"},
+            "spec": {"dataset": {"name": "images", "namespace": "default"}},
+        }
+        await client.create(FLUID_DATALOADS, as_applied(load, "uid-fluid-load"))
+        job = await eventually(lambda: objects(api, "Job")[f"warm-load-{POOL}"])
+        ref = job["metadata"]["ownerReferences"][0]
+        assert (ref["apiVersion"], ref["kind"]) == ("data.fluid.io/v1alpha1", "DataLoad")
+
+        # deleting Fluid's Dataset cleans up what the operator made for it
+        await client.delete(FLUID_DATASETS, "default", "images")
+        await eventually(lambda: "images" not in objects(api, "Dataset"))
+        assert sts_name not in objects(api, "StatefulSet")
+        assert "default-images" not in objects(api, "PersistentVolume")
