@@ -132,7 +132,11 @@ class KubeConfig:
         host = os.environ.get("KUBERNETES_SERVICE_HOST")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if not host:
-            raise KubeError("not in a cluster: KUBERNETES_SERVICE_HOST is not set")
+            raise KubeError(
+                "no Kubernetes API server: not in a cluster (KUBERNETES_SERVICE_HOST is not set); "
+                "outside a cluster set TIDEPOOL_KUBE_SERVER=https://HOST:PORT "
+                "(and TIDEPOOL_KUBE_TOKEN)"
+            )
         if ":" in host:
             host = f"[{host}]"
         token_file = sa_dir / "token"
