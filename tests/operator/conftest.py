@@ -8,12 +8,36 @@ from typing import Any
 
 import kmock
 import pytest
+import yaml
 
 from tidepool.operator.crds import kinds
 from tidepool.operator.kube import BUILTIN, KubeConfig
+from tidepool.operator.render import RenderOptions, render_dataset
+from tidepool.spec.loader import load_text
+
+from .rbac import OPERATOR_AGENTS, POOL_AGENTS, calls, denied
 
 SEED = Path(__file__).parents[1] / "spec" / "fixtures" / "seed-demo.yaml"
 POOL = "np763275de88194dabbb34b86ffaa2615e"
+CHART_RBAC = Path(__file__).parents[2] / "deploy" / "helm" / "tidepool" / "templates" / "rbac.yaml"
+
+
+def operator_rules() -> list[dict[str, Any]]:
+    """The chart's ClusterRole rules (its template lines only touch metadata, so drop them)."""
+    text = "\n".join(line for line in CHART_RBAC.read_text().splitlines() if "{{" not in line)
+    role = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "ClusterRole")
+    return list(role["rules"])
+
+
+def pool_rules() -> list[dict[str, Any]]:
+    """The rules of the Role the operator renders for a dataset's workers, fuse and load Jobs."""
+    env = {
+        "TIDEPOOL_SECRET_MYSECRET_FS_OSS_ACCESSKEYID": "x",
+        "TIDEPOOL_SECRET_MYSECRET_FS_OSS_ACCESSKEYSECRET": "y",
+    }
+    dataset = load_text(SEED.read_text(), environ=env).dataset_models["images"]
+    role = next(o for o in render_dataset(dataset, None, RenderOptions()) if o["kind"] == "Role")
+    return list(role["rules"])
 
 
 def declare(api: kmock.KubernetesEmulator) -> None:
@@ -51,6 +75,10 @@ def declare(api: kmock.KubernetesEmulator) -> None:
 async def api(kmock: kmock.KubernetesEmulator) -> AsyncIterator[kmock.KubernetesEmulator]:
     declare(kmock)
     yield kmock
+    # every call a component made must be allowed by the RBAC rules it runs under in a cluster
+    made = list(kmock)
+    assert denied(operator_rules(), calls(made, OPERATOR_AGENTS)) == []
+    assert denied(pool_rules(), calls(made, POOL_AGENTS)) == []
 
 
 @pytest.fixture

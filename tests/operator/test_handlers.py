@@ -200,9 +200,10 @@ async def test_dataset_lifecycle(
                 },
             }
 
-        await reporter.report_once(
-            client, read, dataset="images", namespace="default", pool=POOL, node="n1", interval=5
-        )
+        async with KubeClient(kube, agent=reporter.AGENT) as edge:
+            await reporter.report_once(
+                edge, read, dataset="images", namespace="default", pool=POOL, node="n1", interval=5
+            )
 
         def bound() -> bool:
             status = objects(api, "Dataset")["images"].get("status") or {}
@@ -553,9 +554,10 @@ async def test_fluid_mode_serves_the_seed_manifests_unchanged(
         async def read() -> dict[str, Any]:
             return {"dataset": "images", "raw": {"ufs_total_bytes": 400, "cached_bytes": 100}}
 
-        await reporter.report_once(
-            client, read, dataset="images", namespace="default", pool=POOL, node="n1", interval=5
-        )
+        async with KubeClient(kube, agent=reporter.AGENT) as edge:
+            await reporter.report_once(
+                edge, read, dataset="images", namespace="default", pool=POOL, node="n1", interval=5
+            )
 
         def bound() -> dict[str, Any]:
             status = objects(api, "Dataset")["images"].get("status") or {}

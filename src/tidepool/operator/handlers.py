@@ -53,6 +53,8 @@ from .status import DEFAULT_STALE_AFTER, DatasetStatus, dump
 
 log = logging.getLogger(__name__)
 
+OPERATOR_AGENT = "tidepool-operator"
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -101,7 +103,7 @@ class State:
     def client(self) -> KubeClient:
         if self.kube is None:
             raise KubeError("the operator has not logged in yet")
-        return KubeClient(self.kube)
+        return KubeClient(self.kube, agent=OPERATOR_AGENT)
 
 
 def _kube_from_info(info: kopf.ConnectionInfo) -> KubeConfig:

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from .. import __version__
 from ..errors import TidepoolError
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,22 @@ class KubeConfig:
 class KubeClient:
     """The verbs Tidepool needs, on the real API paths. Use as an async context manager."""
 
-    def __init__(self, config: KubeConfig, extra: Mapping[tuple[str, str], Resource] = {}) -> None:
+    def __init__(
+        self,
+        config: KubeConfig,
+        extra: Mapping[tuple[str, str], Resource] = {},
+        *,
+        agent: str = "tidepool",
+    ) -> None:
         self.config = config
         self.extra = dict(extra)
+        self.agent = agent
+        """Who is calling (``tidepool-operator``, ``tidepool-reporter``...): the User-Agent, so
+        the API server's audit log (and RBAC checks in the tests) tell the components apart."""
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": f"{self.agent}/{__version__}"}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
         self._session = aiohttp.ClientSession(

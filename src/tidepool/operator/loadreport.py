@@ -27,6 +27,8 @@ from .status import LOAD_PROGRESS_ANNOTATION, JobProgress, job_progress_from_loa
 
 log = logging.getLogger(__name__)
 
+AGENT = "tidepool-load"
+
 
 def parse_job_ref(text: str, default_namespace: str = "default") -> tuple[str, str]:
     """``NAMESPACE/NAME`` or ``NAME`` -> (namespace, name)."""
@@ -97,7 +99,7 @@ class JobReporter:
         self._wake = asyncio.Event()
         self._ready.set()
         failing = False
-        async with KubeClient(self.config) as client:
+        async with KubeClient(self.config, agent=AGENT) as client:
             while True:
                 closing = self._closing
                 with self._lock:

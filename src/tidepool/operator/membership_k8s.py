@@ -30,6 +30,7 @@ from .kube import KubeClient, KubeConfig, KubeError, Resource, by_kind
 
 log = logging.getLogger(__name__)
 
+AGENT = "tidepool-members"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -130,7 +131,7 @@ class KubernetesMembership:
                 self.reachable = False
 
     async def start(self) -> None:
-        self._client = KubeClient(self.config)
+        self._client = KubeClient(self.config, agent=AGENT)
         await self._client.__aenter__()
         try:
             await self.sync()

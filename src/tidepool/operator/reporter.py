@@ -30,6 +30,7 @@ from .status import REPORT_ANNOTATION, Report, report_from_worker
 
 log = logging.getLogger(__name__)
 
+AGENT = "tidepool-reporter"
 REPORT_LABEL = "tidepool.io/report"
 """Label value ``"true"`` on report Leases, so the operator lists only those."""
 
@@ -115,7 +116,7 @@ async def run(
     """Report every ``interval`` seconds (``rounds`` times, or forever)."""
     failing = False
     done = 0
-    async with KubeClient(config) as client:
+    async with KubeClient(config, agent=AGENT) as client:
         while rounds is None or done < rounds:
             try:
                 await report_once(
