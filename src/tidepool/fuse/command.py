@@ -11,6 +11,7 @@ or an unknown dataset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -50,6 +51,11 @@ def add_mount_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=True,
         help="stay in the foreground (the only mode: run it under a supervisor)",
+    )
+    p.add_argument(
+        "--mkdir",
+        action="store_true",
+        help="create MOUNTPOINT (and its parents) when missing, as the fuse DaemonSet does",
     )
     p.add_argument(
         "--allow-other",
@@ -105,6 +111,10 @@ def run_mount(args: argparse.Namespace) -> int:
     source = Source(fs)
     root = settings.dataset or ""
     table = InodeTable(root)
+    if args.mkdir:
+        # a stale mount point makes this fail: prepare_mountpoint below recovers or explains it
+        with contextlib.suppress(OSError):
+            os.makedirs(settings.mountpoint, exist_ok=True)
     try:
         prepare_mountpoint(settings.mountpoint)
     except MountError as exc:

@@ -505,7 +505,8 @@ def fuse_daemonset(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
         "name": "fuse",
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
-        "args": ["mount", name, target, "--endpoint", endpoint, "--allow-other"],
+        # --mkdir: the hostPath volume creates only the mount root, not the dataset's directory
+        "args": ["mount", name, target, "--endpoint", endpoint, "--allow-other", "--mkdir"],
         "env": [
             field_env("NODE_NAME", "spec.nodeName"),
             {"name": "TIDEPOOL_NODEPOOL", "value": pool},
