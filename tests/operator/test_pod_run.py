@@ -1,0 +1,227 @@
+"""The rendered worker Pod run from its manifest (worker and reporter), as a kubelet would run it.
+
+``render`` gives the pool's StatefulSet; :mod:`.kubelet` turns its two containers into processes
+(entrypoint, args, env from the downward API and Secrets, the spec ConfigMap as a file, hostPath
+tiers). The worker finds its pool from the EndpointSlices of its Service and the reporter writes
+its Lease, both against the fake API server (which also checks their calls against the rendered
+Role). Reads through the worker must return the origin's bytes.
+
+Two things differ from a cluster, because a process is not a Pod: the worker listens on
+127.0.0.1 instead of 0.0.0.0 (a Pod has a network namespace of its own; this machine's servers bind
+to loopback only), and the API server is given by ``TIDEPOOL_KUBE_SERVER`` instead of the
+in-cluster service account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+
+from tidepool.client import TidepoolFileSystem
+from tidepool.operator.kube import KubeConfig
+from tidepool.operator.membership_k8s import SERVICE_NAME_LABEL
+from tidepool.operator.render import RenderOptions, render_dataset, worker_name
+from tidepool.operator.reporter import lease_name
+from tidepool.operator.status import parse_reports
+from tidepool.spec.loader import load_text
+
+from .conftest import POOL, objects
+from .kubelet import container_process
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spec_text(bucket: str, endpoint: str, tier: Path) -> str:
+    return f"""apiVersion: tidepool.io/v1alpha1
+kind: Dataset
+metadata: {{name: images, namespace: default}}
+spec:
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {{key: apps.openyurt.io/nodepool, operator: In, values: [{POOL}]}}
+  mounts:
+    - mountPoint: s3://{bucket}/data/
+      name: images
+      path: /
+      options:
+        fs.s3a.endpoint: {endpoint}
+        fs.s3a.path.style.access: "true"
+      encryptOptions:
+        - name: fs.s3a.access.key
+          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
+        - name: fs.s3a.secret.key
+          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
+---
+apiVersion: tidepool.io/v1alpha1
+kind: CacheRuntime
+metadata: {{name: images, namespace: default}}
+spec:
+  replicas: 1
+  tieredstore:
+    levels:
+      - {{mediumtype: SSD, path: "{tier}", quota: 1Gi}}
+"""
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(15)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+async def test_rendered_worker_pod_serves_and_reports(
+    api: kmock.KubernetesEmulator,
+    kube: KubeConfig,
+    make_dataset: Any,
+    s3_server: Any,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    files = {f"train/{i:02d}.jpg": os.urandom(50_000 + i) for i in range(8)}
+    make_dataset(files, name="images")
+    environ = {
+        "TIDEPOOL_SECRET_CLOUD_ACCESS": s3_server.access_key,
+        "TIDEPOOL_SECRET_CLOUD_SECRET": s3_server.secret_key,
+    }
+    text = spec_text(make_dataset.bucket, s3_server.endpoint, tmp_path / "tier")
+    bundle = load_text(text, environ=environ)
+    port = free_port()
+    options = RenderOptions(
+        token="pod-token-123", port=port, state_root=str(tmp_path / "state"), report_interval=0.3
+    )
+    rendered = render_dataset(
+        bundle.dataset_models["images"], bundle.runtime_models["images"], options
+    )
+    user_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "cloud", "namespace": "default"},
+        "stringData": {"access": s3_server.access_key, "secret": s3_server.secret_key},
+    }
+    sts = next(o for o in rendered if o["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+
+    # the endpoints controller's view of the pool: this one worker, ready
+    service = worker_name("images", POOL)
+    api.objects[("discovery.k8s.io", "v1", "endpointslices"), "default", f"{service}-abc"] = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-abc",
+            "namespace": "default",
+            "labels": {SERVICE_NAME_LABEL: service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["127.0.0.1"], "nodeName": "edge-1", "conditions": {"ready": True}}
+        ],
+    }
+
+    fields = {
+        "spec.nodeName": "edge-1",
+        "status.podIP": "127.0.0.1",
+        "metadata.namespace": "default",
+    }
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDEPOOL_", "AWS_"))}
+    base_env["TIDEPOOL_KUBE_SERVER"] = kube.server
+    for name in ("worker", "reporter"):
+        proc = container_process(
+            pod,
+            name,
+            objects=[*rendered, user_secret],
+            fields=fields,
+            volumes_dir=tmp_path / "volumes",
+        )
+        argv = ["127.0.0.1" if a == "0.0.0.0" else a for a in proc.argv]  # loopback, see above
+        log = (tmp_path / f"{name}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                argv,
+                env={**base_env, **proc.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        log.close()
+
+    def logs() -> str:
+        return "\n".join(
+            f"--- {n}\n" + (tmp_path / f"{n}.log").read_text(errors="replace")
+            for n in ("worker", "reporter")
+        )
+
+    # the readiness probe, as the kubelet would ask it
+    probe = pod["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            assert all(p.poll() is None for p in processes), logs()
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{endpoint}{probe}") as r:
+                    if r.status == 200:
+                        break
+            assert time.monotonic() < deadline, f"worker never became ready\n{logs()}"
+            await asyncio.sleep(0.1)
+        headers = {"Authorization": "Bearer pod-token-123"}
+        async with session.get(f"{endpoint}/v1/node", headers=headers) as r:
+            node = await r.json()
+    # its pool came from the EndpointSlices of its Service
+    assert node["nodepool"] == POOL and node["node_name"] == "edge-1"
+    assert [(m["name"], m["address"]) for m in node["members"]] == [("edge-1", endpoint)]
+
+    def read_all() -> int:
+        fs = TidepoolFileSystem(
+            endpoint, "pod-token-123", local_reads=False, skip_instance_cache=True
+        )
+        for name, data in files.items():
+            assert fs.cat_file(f"images/{name}") == data, name
+        return sum(len(d) for d in files.values())
+
+    total = await asyncio.to_thread(read_all)
+
+    # the reporter sidecar wrote the worker's numbers to its Lease (edge to cloud)
+    lease = lease_name("images", "edge-1")
+
+    def reported() -> bool:
+        found = objects(api, "Lease").get(lease)
+        if not found:
+            return False
+        (report,) = parse_reports([found["metadata"].get("annotations") or {}])
+        return report.cached_bytes == total and report.pool == POOL
+
+    deadline = time.monotonic() + 30
+    while not reported():
+        assert time.monotonic() < deadline, f"no report with the cached bytes\n{logs()}"
+        await asyncio.sleep(0.1)
