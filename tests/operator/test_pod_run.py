@@ -225,3 +225,11 @@ async def test_rendered_worker_pod_serves_and_reports(
     while not reported():
         assert time.monotonic() < deadline, f"no report with the cached bytes\n{logs()}"
         await asyncio.sleep(0.1)
+
+    # the Pod is deleted: each container's main process gets SIGTERM and must exit cleanly at
+    # once (a container's PID 1 ignores SIGTERM it does not handle: the Pod would hang until
+    # SIGKILL at the end of its grace period)
+    for p in processes:
+        os.kill(p.pid, signal.SIGTERM)
+    codes = [await asyncio.to_thread(p.wait, 15) for p in processes]
+    assert codes == [0, 0], logs()

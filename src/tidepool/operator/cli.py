@@ -196,6 +196,14 @@ def add_operator_args(p: argparse.ArgumentParser) -> None:
     _add_render_options(p)
 
 
+def _api_reachable_by_default() -> bool:
+    """Whether kopf's own login (service account, then kubeconfig) has anything to go on."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    configs = os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+    return any(Path(c).is_file() for c in configs.split(os.pathsep) if c)
+
+
 def run_operator(args: argparse.Namespace) -> int:
     try:
         from .handlers import OperatorSettings, run
@@ -203,6 +211,14 @@ def run_operator(args: argparse.Namespace) -> int:
     except ImportError as exc:  # kopf is an optional dependency
         print(f"the operator needs kopf: pip install 'tidepool[k8s]' ({exc})", file=sys.stderr)
         return EXIT_FAIL
+    if not args.server and not _api_reachable_by_default():
+        print(
+            "error: no Kubernetes API server: not in a cluster (KUBERNETES_SERVICE_HOST is not "
+            "set) and no kubeconfig (KUBECONFIG or ~/.kube/config); pass --server URL or set "
+            "TIDEPOOL_KUBE_SERVER",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     settings = OperatorSettings(
         mode="fluid" if args.fluid else "tidepool",
         render=_options(args),

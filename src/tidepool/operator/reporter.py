@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -155,17 +156,34 @@ def main(argv: list[str] | None = None) -> int:
     read = worker_reader(args.endpoint, args.dataset, args.token)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            run(
-                KubeConfig.from_env(args.server),
-                read,
-                dataset=args.dataset,
-                namespace=args.namespace,
-                pool=args.pool,
-                node=args.node or os.uname().nodename,
-                interval=args.interval,
+            until_stopped(
+                run(
+                    KubeConfig.from_env(args.server),
+                    read,
+                    dataset=args.dataset,
+                    namespace=args.namespace,
+                    pool=args.pool,
+                    node=args.node or os.uname().nodename,
+                    interval=args.interval,
+                )
             )
         )
     return 0
+
+
+async def until_stopped(main: Awaitable[None]) -> None:
+    """Run ``main`` until it ends or SIGTERM/SIGINT arrives, then return cleanly.
+
+    The sidecar's ``command`` replaces the image's entrypoint (tini), so it may run as PID 1,
+    where the kernel ignores SIGTERM unless a handler is installed: without this, deleting a
+    worker Pod would wait out its whole grace period and end in SIGKILL.
+    """
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 if __name__ == "__main__":
