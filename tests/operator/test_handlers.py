@@ -583,3 +583,40 @@ async def test_fluid_mode_serves_the_seed_manifests_unchanged(
         await eventually(lambda: "images" not in objects(api, "Dataset"))
         assert sts_name not in objects(api, "StatefulSet")
         assert "default-images" not in objects(api, "PersistentVolume")
+
+
+async def test_dataload_waits_for_its_dataset_and_refuses_another_namespace(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    def load(name: str, dataset_ref: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "tidepool.io/v1alpha1",
+            "kind": "DataLoad",
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "uid": f"uid-{name}",
+                "resourceVersion": "1",
+            },
+            "spec": {"dataset": dataset_ref},
+        }
+
+    def status(name: str) -> dict[str, Any]:
+        return objects(api, "DataLoad")[name].get("status") or {}
+
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        # another namespace: its Job could not use the dataset's Secret and ServiceAccount
+        await client.create(DATALOADS, load("away", {"name": "images", "namespace": "prod"}))
+        await eventually(lambda: status("away").get("phase") == "Failed")
+        assert "'prod'" in status("away")["message"] and "'default'" in status("away")["message"]
+
+        # before its Dataset exists it says what it waits for; then it runs
+        await client.create(DATALOADS, load("early", {"name": "images"}))
+        await eventually(lambda: "waiting for Dataset default/images" in status("early")["message"])
+        assert status("early")["phase"] == "Pending"
+        await client.create(DATASETS, dataset())
+        job = await eventually(lambda: objects(api, "Job")[f"early-load-{POOL}"])
+        assert job["metadata"]["namespace"] == "default"
+        await eventually(lambda: status("early").get("message") == "")
+        assert "away-load-" + POOL not in objects(api, "Job")

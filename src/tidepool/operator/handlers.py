@@ -341,13 +341,32 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, S
             patch.status["phase"] = "Failed"
             patch.status["message"] = f"invalid spec: {_problems(exc)}"
             return
-        ds_ns = load.spec.dataset.namespace
+        own_ns = load.metadata.namespace
+        asked_ns = ((body.get("spec") or {}).get("dataset") or {}).get("namespace")
+        if asked_ns and asked_ns != own_ns:
+            # its Job needs the dataset's Secret and ServiceAccount, which live in that namespace
+            patch.status["phase"] = "Failed"
+            patch.status["message"] = (
+                f"spec.dataset.namespace {asked_ns!r} is not this DataLoad's namespace "
+                f"{own_ns!r}; create the DataLoad in the Dataset's namespace (as Fluid requires)"
+            )
+            return
+        ds_ns = own_ns  # omitted: the DataLoad's own namespace, as in Fluid
+        load = load.model_copy(
+            update={
+                "spec": load.spec.model_copy(
+                    update={"dataset": load.spec.dataset.model_copy(update={"namespace": ds_ns})}
+                )
+            }
+        )
         async with state.client() as client:
             ds_body = await client.get(ds_res, ds_ns, load.spec.dataset.name)
             if ds_body is None:
-                raise kopf.TemporaryError(
-                    f"dataset {load.spec.dataset.name} not found yet", delay=10
-                )
+                waiting = f"waiting for Dataset {ds_ns}/{load.spec.dataset.name} to exist"
+                if (body.get("status") or {}).get("message") != waiting:
+                    patch.status["phase"] = "Pending"
+                    patch.status["message"] = waiting
+                raise kopf.TemporaryError(waiting, delay=max(1.0, min(settings.resync, 10.0)))
             dataset = _model(ds_body, Dataset)
             pools, _absent = target_pools(dataset, state.pools.present())
             uid = (body.get("metadata") or {}).get("uid")
@@ -356,6 +375,8 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, S
             for obj in objs:
                 await client.apply(obj)
         names = [o["metadata"]["name"] for o in objs]
+        if ((body.get("status") or {}).get("message") or "").startswith("waiting for Dataset"):
+            patch.status["message"] = ""
         if (body.get("status") or {}).get("jobs") != names:
             patch.status["jobs"] = names
             patch.status["phase"] = (body.get("status") or {}).get("phase") or "Pending"
