@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tidepool.cli import main
+from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
 from tidepool.testbed.workerproc import WorkerProcess
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-demo.yaml"
@@ -66,38 +67,13 @@ def tidepool(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_up_ls_cat_load_status(make_dataset: Any, s3_server: Any, tmp_path: Path) -> None:
     files = {"x/a.bin": os.urandom(1000), "x/b.bin": os.urandom(2_000_000), "c.txt": b"hello\n"}
     make_dataset(files)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"""apiVersion: tidepool.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  mounts:
-    - mountPoint: s3://{make_dataset.bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {s3_server.endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: tidepool.io/v1alpha1
-kind: CacheRuntime
-metadata: {{name: ds}}
-spec:
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{tmp_path / "cache"}", quota: 1Gi}}
-"""
-    )
-    secrets = tmp_path / "secrets" / "cloud"
-    secrets.mkdir(parents=True)
-    (secrets / "access").write_text(s3_server.access_key)
-    (secrets / "secret").write_text(s3_server.secret_key)
+    spec = S3DatasetSpec(
+        url=f"s3://{make_dataset.bucket}/data/",
+        endpoint=s3_server.endpoint,
+        cache=tmp_path / "cache",
+        kind="tidepool",
+    ).write(tmp_path / "spec.yaml")
+    write_secrets_dir(tmp_path / "secrets", s3_server.access_key, s3_server.secret_key)
     with WorkerProcess.start(
         [spec], tmp_path / "w.log", extra_args=["--secrets-dir", str(tmp_path / "secrets")]
     ) as w:

@@ -20,43 +20,8 @@ from tidepool.client import TidepoolFileSystem
 from tidepool.origin import OriginSettings
 from tidepool.testbed.faulty import FaultyProxy
 from tidepool.testbed.s3server import S3Server
+from tidepool.testbed.specs import S3DatasetSpec
 from tidepool.testbed.wan import WanRelay
-
-SPEC = """\
-apiVersion: v1
-kind: Secret
-metadata: {{name: cloud}}
-stringData:
-  access: "{key}"
-  secret: "{secret}"
----
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  metadataSyncPolicy: {{ttl: {ttl}}}
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: ds}}
-spec:
-  pageSize: {page_size}
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{cache}", quota: 1Gi, high: "0.95", low: "0.7"}}
-"""
 
 # Fast settings for in-process workers: a cut link is noticed and recovered from quickly.
 FAST = OriginSettings(retry_budget=1.0, probe_interval=0.5, seed=1)
@@ -72,17 +37,17 @@ def write_spec(
     page_size: str = "64Ki",
     ttl: str = "60s",
 ) -> Path:
-    path.write_text(
-        SPEC.format(
-            key=server.access_key,
-            secret=server.secret_key,
-            bucket=bucket,
-            endpoint=endpoint,
-            cache=cache,
-            page_size=page_size,
-            ttl=ttl,
-        )
-    )
+    S3DatasetSpec(
+        url=f"s3://{bucket}/data/",
+        endpoint=endpoint,
+        cache=cache,
+        credentials="secret_doc",
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        page_size=page_size,
+        metadata_sync={"ttl": ttl},
+        watermarks=("0.95", "0.7"),
+    ).write(path)
     return path
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from tidepool.testbed.netns import Host, Lab
+from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
 from tidepool.testbed.wanlink import CutMode
 from tidepool.testbed.workerproc import WorkerProcess
 
@@ -54,33 +55,6 @@ first read after the cut, immediate while the breaker is open)."""
 RECOVERY_BOUND = 10.0
 """Seconds after the link returns within which every uncached read must succeed again."""
 
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: ds}}
-spec:
-  pageSize: 64Ki
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{cache}", quota: 1Gi}}
-"""
 
 # A client on an edge host: one JSON command per stdin line, one JSON answer per stdout line.
 # A background thread ("bg_start"/"bg_stop") reads files in a loop, so reads are in flight while
@@ -213,12 +187,13 @@ def start_worker(lab: Lab, host: Host, tmp: Path, log: str = "worker.log") -> Wo
     before the new process listens.
     """
     endpoint = f"http://{host.address}:{PORT}"
-    spec = tmp / "spec.yaml"
-    spec.write_text(SPEC.format(bucket=BUCKET, endpoint=lab.origin.endpoint, cache=tmp / "cache"))
-    secrets_dir = tmp / "secrets"
-    (secrets_dir / "cloud").mkdir(parents=True, exist_ok=True)
-    (secrets_dir / "cloud" / "access").write_text(lab.origin.access_key)
-    (secrets_dir / "cloud" / "secret").write_text(lab.origin.secret_key)
+    spec = S3DatasetSpec(
+        url=f"s3://{BUCKET}/data/",
+        endpoint=lab.origin.endpoint,
+        cache=tmp / "cache",
+        page_size="64Ki",
+    ).write(tmp / "spec.yaml")
+    secrets_dir = write_secrets_dir(tmp / "secrets", lab.origin.access_key, lab.origin.secret_key)
     extra = ["--nodepool", host.pool, "--node-name", host.node, "--advertise", endpoint]
     extra += ["--members", f"static:{host.node}={endpoint}"]
     extra += ["--secrets-dir", str(secrets_dir), "--state-dir", str(tmp / "state")]

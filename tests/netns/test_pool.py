@@ -38,6 +38,7 @@ import pytest
 
 from tidepool.ring import Member, file_key, owners, ranked
 from tidepool.testbed.netns import Host, Lab
+from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
 from tidepool.testbed.workerproc import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,35 +51,6 @@ TOKEN = secrets.token_hex(16)
 METADATA_BYTES = 1024
 """Upper bound of the WAN payload of one stat (an S3 HEAD answer is about 300 bytes)."""
 
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  metadataSyncPolicy: {{immutable: true}}
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: ds}}
-spec:
-  replicas: 3
-  data: {{replicas: {replicas}}}
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{cache}", quota: 1Gi}}
-"""
 
 # A client process on an edge host. argv[1] is JSON: endpoint, nodepool, paths, mode.
 # mode "parallel": 16 threads share one client; "seq": one read after another, timed;
@@ -227,27 +199,23 @@ class Pool:
         return [Member(n, self.endpoint(n), self.name) for n in nodes]
 
     def _spec(self, node: str) -> Path:
-        spec = self.tmp / node / "spec.yaml"
-        spec.parent.mkdir(parents=True, exist_ok=True)
-        spec.write_text(
-            SPEC.format(
-                bucket=BUCKET,
-                endpoint=self.lab.origin.endpoint,
-                replicas=self.replicas,
-                cache=self.tmp / node / "cache",
-            )
-        )
-        return spec
+        return S3DatasetSpec(
+            url=f"s3://{BUCKET}/data/",
+            endpoint=self.lab.origin.endpoint,
+            cache=self.tmp / node / "cache",
+            metadata_sync={"immutable": True},
+            replicas=3,
+            data_replicas=self.replicas,
+        ).write(self.tmp / node / "spec.yaml")
 
     def start(self, nodes: Sequence[str], member_nodes: Sequence[str] | None = None) -> None:
         """Start workers on ``nodes`` (in parallel) with ``member_nodes`` as the static list."""
         static = "static:" + ",".join(
             f"{m.name}={m.address}" for m in self.members(member_nodes or nodes)
         )
-        secrets_dir = self.tmp / "secrets"
-        (secrets_dir / "cloud").mkdir(parents=True, exist_ok=True)
-        (secrets_dir / "cloud" / "access").write_text(self.lab.origin.access_key)
-        (secrets_dir / "cloud" / "secret").write_text(self.lab.origin.secret_key)
+        secrets_dir = write_secrets_dir(
+            self.tmp / "secrets", self.lab.origin.access_key, self.lab.origin.secret_key
+        )
 
         def one(node: str) -> WorkerProcess:
             extra = ["--nodepool", self.name, "--node-name", node]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tidepool.testbed.netns import Lab
+from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,39 +28,13 @@ print(hashlib.md5(data).hexdigest(), len(data))
 
 
 def _spec(lab: Lab, tmp: Path) -> tuple[Path, Path]:
-    spec = tmp / "spec.yaml"
-    spec.write_text(
-        f"""apiVersion: tidepool.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  mounts:
-    - mountPoint: s3://{BUCKET}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {lab.origin.endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: tidepool.io/v1alpha1
-kind: CacheRuntime
-metadata: {{name: ds}}
-spec:
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{tmp / "cache"}", quota: 1Gi}}
-"""
-    )
-    secret_dir = tmp / "secrets" / "cloud"
-    secret_dir.mkdir(parents=True)
-    (secret_dir / "access").write_text(lab.origin.access_key)
-    (secret_dir / "secret").write_text(lab.origin.secret_key)
-    return spec, tmp / "secrets"
+    spec = S3DatasetSpec(
+        url=f"s3://{BUCKET}/data/",
+        endpoint=lab.origin.endpoint,
+        cache=tmp / "cache",
+        kind="tidepool",
+    ).write(tmp / "spec.yaml")
+    return spec, write_secrets_dir(tmp / "secrets", lab.origin.access_key, lab.origin.secret_key)
 
 
 def test_worker_serves_its_pool_over_the_lan(lab: Lab, tmp_path: Path) -> None:

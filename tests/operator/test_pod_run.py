@@ -36,6 +36,7 @@ from tidepool.operator.render import RenderOptions, render_dataset, worker_name
 from tidepool.operator.reporter import lease_name
 from tidepool.operator.status import parse_reports
 from tidepool.spec.loader import load_text
+from tidepool.testbed.specs import S3DatasetSpec
 
 from .conftest import POOL, objects
 from .kubelet import container_process
@@ -51,37 +52,16 @@ def free_port() -> int:
 
 
 def spec_text(bucket: str, endpoint: str, tier: Path) -> str:
-    return f"""apiVersion: tidepool.io/v1alpha1
-kind: Dataset
-metadata: {{name: images, namespace: default}}
-spec:
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-        - matchExpressions:
-            - {{key: apps.openyurt.io/nodepool, operator: In, values: [{POOL}]}}
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: images
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: tidepool.io/v1alpha1
-kind: CacheRuntime
-metadata: {{name: images, namespace: default}}
-spec:
-  replicas: 1
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{tier}", quota: 1Gi}}
-"""
+    return S3DatasetSpec(
+        url=f"s3://{bucket}/data/",
+        endpoint=endpoint,
+        cache=tier,
+        name="images",
+        kind="tidepool",
+        namespace="default",
+        nodepools=[POOL],
+        replicas=1,
+    ).text()
 
 
 @pytest.fixture

@@ -10,32 +10,16 @@ from typing import Any
 import pytest
 
 from tidepool.client import TidepoolFileSystem
+from tidepool.testbed.specs import S3DatasetSpec
 
 pytestmark = pytest.mark.integration
 
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-        - matchExpressions:
-            - {{key: apps.openyurt.io/nodepool, operator: In, values: [factory-1]}}
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
-"""
+
+def factory_spec(bucket: str, endpoint: str, path: Path) -> Path:
+    """A dataset only pool ``factory-1`` may cache; no runtime document."""
+    return S3DatasetSpec(
+        url=f"s3://{bucket}/data/", endpoint=endpoint, cache=None, nodepools=["factory-1"]
+    ).write(path)
 
 
 def test_client_outside_the_allowed_pools_reads_the_origin(
@@ -47,8 +31,7 @@ def test_client_outside_the_allowed_pools_reads_the_origin(
 ) -> None:
     files = {"a/x.bin": os.urandom(5000), "b.bin": os.urandom(2_000_000)}
     make_dataset(files)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(bucket=make_dataset.bucket, endpoint=s3_server.endpoint))
+    spec = factory_spec(make_dataset.bucket, s3_server.endpoint, tmp_path / "spec.yaml")
     monkeypatch.setenv("TIDEPOOL_SECRET_CLOUD_ACCESS", s3_server.access_key)
     monkeypatch.setenv("TIDEPOOL_SECRET_CLOUD_SECRET", s3_server.secret_key)
     caplog.set_level(logging.WARNING, logger="tidepool.client.fs")
@@ -75,8 +58,7 @@ def test_client_in_an_allowed_pool_does_not_go_direct(
     make_dataset: Any, s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_dataset({"f": b"x"})
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.format(bucket=make_dataset.bucket, endpoint=s3_server.endpoint))
+    spec = factory_spec(make_dataset.bucket, s3_server.endpoint, tmp_path / "spec.yaml")
     monkeypatch.setenv("TIDEPOOL_SECRET_CLOUD_ACCESS", s3_server.access_key)
     monkeypatch.setenv("TIDEPOOL_SECRET_CLOUD_SECRET", s3_server.secret_key)
     fs = TidepoolFileSystem(

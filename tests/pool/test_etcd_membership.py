@@ -21,6 +21,7 @@ import pytest
 from tidepool.client import TidepoolFileSystem
 from tidepool.testbed.etcd import EtcdServer
 from tidepool.testbed.s3server import free_port
+from tidepool.testbed.specs import S3DatasetSpec
 from tidepool.testbed.workerproc import WorkerProcess
 
 pytestmark = [
@@ -29,29 +30,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server is not installed"),
 ]
 
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-        fs.s3a.access.key: "{key}"
-        fs.s3a.secret.key: "{secret}"
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: ds}}
-spec:
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{cache}", quota: 1Gi}}
-"""
 
 FILES = {f"f{i:03d}.bin": os.urandom(30_000 + i) for i in range(30)}
 
@@ -79,16 +57,14 @@ def pool(
     started: list[WorkerProcess] = []
 
     def start(name: str) -> WorkerProcess:
-        spec = tmp_path / f"{name}.yaml"
-        spec.write_text(
-            SPEC.format(
-                bucket=make_dataset.bucket,
-                endpoint=s3_server.endpoint,
-                key=s3_server.access_key,
-                secret=s3_server.secret_key,
-                cache=tmp_path / f"cache-{name}",
-            )
-        )
+        spec = S3DatasetSpec(
+            url=f"s3://{make_dataset.bucket}/data/",
+            endpoint=s3_server.endpoint,
+            cache=tmp_path / f"cache-{name}",
+            credentials="inline",
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+        ).write(tmp_path / f"{name}.yaml")
         port = free_port()
         w = WorkerProcess.start(
             [spec],

@@ -10,44 +10,10 @@ from typing import Any
 import pytest
 
 from tidepool.client import TidepoolFileSystem
+from tidepool.testbed.specs import S3DatasetSpec
 from tidepool.testbed.workerproc import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-SPEC = """\
-apiVersion: v1
-kind: Secret
-metadata: {{name: cloud}}
-stringData:
-  access: "{key}"
-  secret: "{secret}"
----
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: ds}}
-spec:
-  pageSize: 256Ki
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{cache}", quota: 1Gi, high: "0.95", low: "0.7"}}
-"""
 
 
 def metric(fs: TidepoolFileSystem, name: str) -> float:
@@ -75,15 +41,16 @@ def spec(make_dataset: Any, s3_server: Any, tmp_path: Path) -> tuple[Path, dict[
     files["big.bin"] = os.urandom(3_000_000)
     make_dataset(files)
     path = tmp_path / "spec.yaml"
-    path.write_text(
-        SPEC.format(
-            key=s3_server.access_key,
-            secret=s3_server.secret_key,
-            bucket=make_dataset.bucket,
-            endpoint=s3_server.endpoint,
-            cache=tmp_path / "cache",
-        )
-    )
+    S3DatasetSpec(
+        url=f"s3://{make_dataset.bucket}/data/",
+        endpoint=s3_server.endpoint,
+        cache=tmp_path / "cache",
+        credentials="secret_doc",
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        page_size="256Ki",
+        watermarks=("0.95", "0.7"),
+    ).write(path)
     return path, files
 
 

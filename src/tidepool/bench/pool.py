@@ -46,6 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..testbed.netns import Host, Lab, cleanup_stale
+from ..testbed.specs import S3DatasetSpec, write_secrets_dir
 from ..testbed.workerproc import WorkerProcess
 
 PREFIX = "tpb"
@@ -56,33 +57,6 @@ PORT = 8433
 SOLO_PORT = 8533
 KiB, MiB = 1 << 10, 1 << 20
 
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: ds}}
-spec:
-  metadataSyncPolicy: {{immutable: true}}
-  mounts:
-    - mountPoint: s3://{bucket}/
-      name: ds
-      path: /
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-      encryptOptions:
-        - name: fs.s3a.access.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: access}}}}
-        - name: fs.s3a.secret.key
-          valueFrom: {{secretKeyRef: {{name: cloud, key: secret}}}}
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: ds}}
-spec:
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: "{cache}", quota: 4Gi}}
-"""
 
 # One reader process on an edge host. argv[1]: a JSON file with the reader's settings. It sets
 # up (imports, filesystem), prints "ready", waits for a line on stdin, then reads and prints JSON:
@@ -175,11 +149,8 @@ class Bench:
             self.sizes[name] = len(data)
 
     def _secrets(self) -> Path:
-        path = self.workdir / "secrets"
-        (path / "cloud").mkdir(parents=True, exist_ok=True)
-        (path / "cloud" / "access").write_text(self.lab.origin.access_key)
-        (path / "cloud" / "secret").write_text(self.lab.origin.secret_key)
-        return path
+        origin = self.lab.origin
+        return write_secrets_dir(self.workdir / "secrets", origin.access_key, origin.secret_key)
 
     def start_worker(
         self, host: Host, name: str, port: int, members: Sequence[Host] = ()
@@ -187,10 +158,13 @@ class Bench:
         """``tidepool up`` on ``host``; a pool member (static list) when ``members`` is given."""
         home = self.workdir / name
         home.mkdir(parents=True, exist_ok=True)
-        spec = home / "spec.yaml"
-        spec.write_text(
-            SPEC.format(bucket=BUCKET, endpoint=self.lab.origin.endpoint, cache=home / "cache")
-        )
+        spec = S3DatasetSpec(
+            url=f"s3://{BUCKET}/",
+            endpoint=self.lab.origin.endpoint,
+            cache=home / "cache",
+            quota="4Gi",
+            metadata_sync={"immutable": True},
+        ).write(home / "spec.yaml")
         extra = ["--secrets-dir", str(self._secrets()), "--state-dir", str(home)]
         if members:
             static = ",".join(f"{h.node}=http://{h.address}:{port}" for h in members)
