@@ -50,8 +50,10 @@ die() { printf 'build-image: %s\n' "$*" >&2; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tidepool-image.XXXXXX")
 WORKER=""
+REPORTER=""
 cleanup() {
     if [ -n "$WORKER" ]; then podman rm -f -t 0 "$WORKER" >/dev/null 2>&1 || true; fi
+    if [ -n "$REPORTER" ]; then podman rm -f -t 0 "$REPORTER" >/dev/null 2>&1 || true; fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -249,5 +251,19 @@ echo "exit code $code after $(( $(date +%s) - t0 ))s" >&2
 podman rm "$WORKER" >/dev/null
 WORKER=""
 [ "$code" = 0 ] || die "worker exited $code on SIGTERM"
+
+say "smoke: reporter sidecar stops on SIGTERM as PID 1 (its command bypasses tini, as rendered)"
+REPORTER=tidepool-smoke-reporter-$$
+podman run -d --name "$REPORTER" --network=host $FLAGS \
+    -e TIDEPOOL_KUBE_SERVER=http://127.0.0.1:9 --entrypoint python "$IMAGE" \
+    -m tidepool.operator.reporter --dataset smoke --endpoint http://127.0.0.1:9 --interval 1 >/dev/null
+sleep 2
+t0=$(date +%s)
+podman stop -t 20 "$REPORTER" >/dev/null
+code=$(podman inspect -f '{{.State.ExitCode}}' "$REPORTER")
+echo "exit code $code after $(( $(date +%s) - t0 ))s" >&2
+podman rm "$REPORTER" >/dev/null
+REPORTER=""
+[ "$code" = 0 ] || die "reporter exited $code on SIGTERM (137: it ignored SIGTERM as PID 1)"
 
 say "all smoke tests passed: $IMAGE (built in ${elapsed}s)"
