@@ -49,6 +49,9 @@ def test_chart_output_validates(values: dict[str, Any]) -> None:
     assert pod["nodeSelector"]["openyurt.io/is-edge-worker"] == "false"
     args = pod["containers"][0]["args"]
     assert args[0] == "operator"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in args
+    probe = pod["containers"][0]["livenessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/healthz", "health")
     if values:
         assert pod["nodeSelector"]["apps.openyurt.io/nodepool"] == "cloud"
         assert "--fluid" in args and "--namespace=edge" in args

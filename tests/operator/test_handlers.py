@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import kmock
 import pytest
 import yaml
@@ -130,6 +131,20 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def liveness() -> str:
+    return f"http://127.0.0.1:{free_port()}/healthz"
+
+
 @pytest.fixture
 def mode() -> str:
     """Which kinds the operator serves; a test overrides it with ``parametrize``."""
@@ -138,7 +153,7 @@ def mode() -> str:
 
 @pytest.fixture
 async def operator(
-    api: kmock.KubernetesEmulator, kube: KubeConfig, mode: Any
+    api: kmock.KubernetesEmulator, kube: KubeConfig, mode: Any, liveness: str
 ) -> AsyncIterator[None]:
     """The operator in a thread of its own (as in a Pod), talking HTTP to the fake API."""
     settings = OperatorSettings(
@@ -148,6 +163,7 @@ async def operator(
         resync=0.3,
         stale_after=30.0,
         finalizer_timeout=3.0,
+        liveness=liveness,
     )
     stop = threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(run(settings, stop_flag=stop)))
@@ -159,7 +175,7 @@ async def operator(
 
 
 async def test_dataset_lifecycle(
-    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None, liveness: str
 ) -> None:
     async with KubeClient(kube) as client:
         await client.create(NODEPOOLS, nodepool(POOL))
@@ -215,6 +231,12 @@ async def test_dataset_lifecycle(
         await eventually(bound)
         status = objects(api, "Dataset")["images"]["status"]
         assert status["cacheStates"]["cacheHitRatio"] == "75.0%"
+
+        # the liveness probe (the chart's livenessProbe) says what the operator serves
+        async with aiohttp.ClientSession() as http, http.get(liveness) as r:
+            assert r.status == 200
+            probes = await r.json()
+        assert probes["datasets"] == 1 and probes["pools"] == [POOL]
         assert status["fileNum"] == "10"
         assert status["pools"][0]["name"] == POOL and status["pools"][0]["phase"] == "Ready"
 

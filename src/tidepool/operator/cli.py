@@ -193,6 +193,13 @@ def add_operator_args(p: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds a deletion may wait for cleanup before the finalizer is released",
     )
+    p.add_argument(
+        "--liveness",
+        default=_env("OPERATOR_LIVENESS") or None,
+        metavar="URL",
+        help="serve a liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz (the chart "
+        "does); it answers 200 with the datasets and pools the operator serves",
+    )
     _add_render_options(p)
 
 
@@ -227,6 +234,7 @@ def run_operator(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         finalizer_timeout=args.finalizer_timeout,
         namespaces=tuple(args.namespaces),
+        liveness=args.liveness,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))

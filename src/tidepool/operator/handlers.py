@@ -73,6 +73,8 @@ class OperatorSettings:
     """Seconds a Dataset's deletion may wait for cleanup before its finalizer is released."""
     namespaces: tuple[str, ...] = ()
     """Namespaces to serve; empty: cluster-wide."""
+    liveness: str | None = None
+    """URL kopf serves the liveness probe on (``http://0.0.0.0:8080/healthz``); None: no probe."""
 
 
 @dataclass
@@ -183,6 +185,17 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, S
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
         settings.posting.level = logging.WARNING
+
+    # ------------------------------------------------------------------ liveness
+
+    @kopf.on.probe(registry=registry, id="datasets")
+    def datasets_served(**_: Any) -> int:
+        """Datasets with a running reconciler (the liveness answer shows what the operator does)."""
+        return len(state.wakeups)
+
+    @kopf.on.probe(registry=registry, id="pools")
+    def pools_known(**_: Any) -> list[str]:
+        return sorted(state.pools.present())
 
     # ------------------------------------------------------------------ pools
 
@@ -432,4 +445,5 @@ async def run(
         standalone=True,
         stop_flag=stop_flag,
         memo=kopf.Memo(state=state),
+        liveness_endpoint=settings.liveness,
     )
