@@ -196,9 +196,15 @@ async def test_dataset_lifecycle(
         assert "images" in objects(api, "PersistentVolumeClaim")
         assert f"images-fuse-{POOL}" in objects(api, "DaemonSet")
 
-        # scale: the runtime's replicas reach the StatefulSet
+        # scale: the runtime's replicas reach the StatefulSet, without rolling the workers
+        def spec_hash() -> str:
+            template = objects(api, "StatefulSet")[sts_name]["spec"]["template"]
+            return str(template["metadata"]["annotations"]["tidepool.io/spec-hash"])
+
+        first_hash = spec_hash()
         await client.patch(RUNTIMES, "default", "images", {"spec": {"replicas": 3}})
         await eventually(lambda: objects(api, "StatefulSet")[sts_name]["spec"]["replicas"] == 3)
+        assert spec_hash() == first_hash
         rt = await client.get(RUNTIMES, "default", "images")
         assert rt is not None and rt["status"]["desiredWorkerNumberScheduled"] >= 2
 
@@ -249,6 +255,8 @@ async def test_dataset_lifecycle(
             return str(objects(api, "ConfigMap")["tidepool-images-spec"]["data"]["spec.yaml"])
 
         await eventually(lambda: "ttl: 300.0" in spec_served())
+        # ...and rolls the workers, which read their spec at start
+        await eventually(lambda: spec_hash() != first_hash)
 
         # delete: owned objects and the PersistentVolume go, the finalizer is released
         await client.delete(DATASETS, "default", "images")

@@ -46,6 +46,9 @@ POOL_NAME_LABEL = "tidepool.io/nodepool"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "tidepool-operator"}
 CREATE_ONLY = "tidepool.io/create-only"
+SPEC_HASH_ANNOTATION = "tidepool.io/spec-hash"
+"""On the worker Pod template: a changed Dataset or runtime spec rolls the workers, which read
+their spec file at start (the cache and state survive on hostPath)."""
 """Annotation: the operator creates this object when missing and never overwrites it."""
 ANY_POOL = ""
 """Pool value for a dataset without pool affinity: one unpinned set of workloads."""
@@ -204,8 +207,7 @@ def token_env(dataset: str) -> Obj:
     }
 
 
-def spec_yaml(dataset: Dataset, runtime: Runtime | None) -> str:
-    """The spec the workers serve: Dataset (and runtime) as Tidepool documents, status dropped."""
+def _spec_docs(dataset: Dataset, runtime: Runtime | None) -> list[Obj]:
     docs = []
     for model, kind in ((dataset, "Dataset"), (runtime, "CacheRuntime")):
         if model is None:
@@ -214,7 +216,21 @@ def spec_yaml(dataset: Dataset, runtime: Runtime | None) -> str:
         doc["apiVersion"], doc["kind"] = f"{TIDEPOOL_GROUP}/{VERSION}", kind
         doc["metadata"] = {"name": model.metadata.name, "namespace": model.metadata.namespace}
         docs.append(doc)
-    return yaml.safe_dump_all(docs, sort_keys=False)
+    return docs
+
+
+def spec_yaml(dataset: Dataset, runtime: Runtime | None) -> str:
+    """The spec the workers serve: Dataset (and runtime) as Tidepool documents, status dropped."""
+    return yaml.safe_dump_all(_spec_docs(dataset, runtime), sort_keys=False)
+
+
+def spec_hash(dataset: Dataset, runtime: Runtime | None) -> str:
+    """What a worker's behaviour depends on, hashed: the spec without the runtime's ``replicas``
+    (scaling adds or removes workers; it must not restart the others)."""
+    docs = _spec_docs(dataset, runtime)
+    for doc in docs[1:]:
+        doc.get("spec", {}).pop("replicas", None)
+    return hashlib.sha256(yaml.safe_dump_all(docs).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- per dataset
@@ -445,7 +461,13 @@ def worker_workload(
     }
     if pool:
         pod_spec["nodeSelector"] = node_selector(pool)
-    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    template = {
+        "metadata": {
+            "labels": labels,
+            "annotations": {SPEC_HASH_ANNOTATION: spec_hash(dataset, runtime)},
+        },
+        "spec": pod_spec,
+    }
     spec: Obj = {"selector": {"matchLabels": selector}, "template": template}
     if options.workload == "StatefulSet":
         replicas = runtime.spec.replicas if runtime else 1
