@@ -16,6 +16,7 @@ from tidepool.operator.render import RenderOptions, render_dataset
 from tidepool.spec.loader import load_text
 
 from .rbac import OPERATOR_AGENTS, POOL_AGENTS, calls, denied
+from .schema_check import problems
 
 SEED = Path(__file__).parents[1] / "spec" / "fixtures" / "seed-demo.yaml"
 POOL = "np763275de88194dabbb34b86ffaa2615e"
@@ -79,6 +80,13 @@ async def api(kmock: kmock.KubernetesEmulator) -> AsyncIterator[kmock.Kubernetes
     made = list(kmock)
     assert denied(operator_rules(), calls(made, OPERATOR_AGENTS)) == []
     assert denied(pool_rules(), calls(made, POOL_AGENTS)) == []
+    # every custom resource as stored must survive the API server's validation and pruning
+    stored = [
+        (res.group or "", res.plural or "", obj.raw)
+        for (res, _ns, _name), obj in kmock.objects.items()
+        if not obj.deleted
+    ]
+    assert problems(stored) == []
 
 
 @pytest.fixture
