@@ -380,6 +380,17 @@ async def test_dataload_job_and_phases(
         )
         await eventually(lambda: objects(api, "DataLoad")["warm"]["status"]["phase"] == "Complete")
 
+        # update: a Job's template is immutable, so a changed target replaces the Job
+        await client.patch(DATALOADS, "default", "warm", {"spec": {"target": [{"path": "/val"}]}})
+
+        def rerun() -> bool:
+            args = objects(api, "Job")[job_name]["spec"]["template"]["spec"]["containers"][0]
+            return bool(args["args"][2] == "/val")
+
+        await eventually(rerun)
+        assert "status" not in objects(api, "Job")[job_name]  # a new Job, not the old one patched
+        await eventually(lambda: objects(api, "DataLoad")["warm"]["status"]["phase"] == "Executing")
+
 
 def pod_env(container: dict[str, Any], fields: dict[str, str]) -> dict[str, str]:
     """A container's environment as the kubelet builds it: downward-API fields, then ``$(VAR)``."""

@@ -10,6 +10,8 @@ into the DataLoad's ``progress``. Pure: the handlers do the I/O.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -34,6 +36,9 @@ from .render import (
 from .status import LoadProgress, load_progress, parse_job_progress
 
 DATALOAD_LABEL = "tidepool.io/dataload"
+JOB_HASH_ANNOTATION = "tidepool.io/job-hash"
+"""On a load Job: a hash of its rendered spec. A Job's pod template cannot be changed, so a
+DataLoad whose spec changed has its Job replaced (the load runs again with the new targets)."""
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """Set by the Job controller on its Pods (1.27+): how a load Pod learns its Job's name."""
 
@@ -88,6 +93,8 @@ def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -
         meta = meta_for(job_name(name, pool), ns, labels, options, name)
         for ref in meta.get("ownerReferences", []):
             ref["kind"] = "DataLoad"
+        digest = json.dumps(job_spec, sort_keys=True).encode()
+        meta["annotations"] = {JOB_HASH_ANNOTATION: hashlib.sha256(digest).hexdigest()[:16]}
         if load.spec.policy == "Cron":
             out.append(
                 {
@@ -129,6 +136,14 @@ def phase_of(jobs: Sequence[dict[str, Any]], expected: int, cron: bool = False) 
     if done >= expected:
         return "Complete"
     return "Executing"
+
+
+def needs_replacing(existing: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether an existing Job must be deleted and created again to match ``wanted``."""
+    if existing is None or wanted.get("kind") != "Job":
+        return False
+    have = ((existing.get("metadata") or {}).get("annotations") or {}).get(JOB_HASH_ANNOTATION)
+    return bool(have != wanted["metadata"]["annotations"][JOB_HASH_ANNOTATION])
 
 
 def _time(text: Any) -> float | None:
@@ -176,12 +191,14 @@ __all__ = [
     "COMPONENT_LABEL",
     "DATALOAD_LABEL",
     "DATASET_LABEL",
+    "JOB_HASH_ANNOTATION",
     "JOB_NAME_LABEL",
     "POOL_NAME_LABEL",
     "duration_of",
     "job_name",
     "load_args",
     "load_objects",
+    "needs_replacing",
     "newest_per_pool",
     "phase_of",
     "progress_of",

@@ -386,7 +386,15 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, S
             opts = replace(render_opts, owner_uid=uid, owner_api_version=load_kind.api_version)
             objs = dl.load_objects(load, pools, opts)
             for obj in objs:
-                await client.apply(obj)
+                meta = obj["metadata"]
+                existing = await client.get(by_kind(obj["kind"]), meta["namespace"], meta["name"])
+                replacing = dl.needs_replacing(existing, obj)
+                if replacing:
+                    # a Job's template is immutable: the changed DataLoad runs again
+                    log.info("dataload %s/%s: spec changed, job replaced", own_ns, meta["name"])
+                    await client.delete(by_kind("Job"), meta["namespace"], meta["name"])
+                if await client.apply(obj) == "exists" and replacing:
+                    raise kopf.TemporaryError(f"job {meta['name']} is still being deleted", delay=2)
         names = [o["metadata"]["name"] for o in objs]
         if ((body.get("status") or {}).get("message") or "").startswith("waiting for Dataset"):
             patch.status["message"] = ""
