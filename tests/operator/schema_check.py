@@ -71,7 +71,7 @@ def problems(objects: Iterable[tuple[str, str, dict[str, Any]]]) -> list[str]:
         if dropped:
             out.append(f"{name}: the API server would drop fields: {dropped}")
         body_schema = {**schema, "properties": {k: v for k, v in props.items() if k not in _ROOT}}
-        validator = jsonschema.Draft7Validator(_nullable(body_schema))
+        validator = jsonschema.Draft7Validator(as_jsonschema(body_schema))
         for err in validator.iter_errors(pruned):
             path = ".".join(str(p) for p in err.absolute_path)
             out.append(f"{name}: {path}: {err.message}")
@@ -94,17 +94,24 @@ def _diff(full: Any, pruned: Any, path: str = "") -> list[str]:
     return []
 
 
-def _nullable(schema: Any) -> Any:
-    """OpenAPI's ``nullable: true`` as JSON Schema (a ``null`` type), all the way down."""
-    if isinstance(schema, list):
-        return [_nullable(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _nullable(v) for k, v in schema.items() if k != "nullable"}
-    if schema.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
+def as_jsonschema(node: dict[str, Any]) -> dict[str, Any]:
+    """What the API server checks, approximately: structural schema -> JSON Schema."""
+    if node.get("x-kubernetes-int-or-string"):
+        return {"type": ["integer", "string"]}
+    out: dict[str, Any] = {}
+    if node.get("type"):
+        out["type"] = [node["type"], "null"] if node.get("nullable") else node["type"]
+    for key in ("enum", "minimum", "minItems", "required"):
+        if key in node:
+            out[key] = node[key] + [None] if key == "enum" and node.get("nullable") else node[key]
+    if "properties" in node:
+        out["properties"] = {k: as_jsonschema(v) for k, v in node["properties"].items()}
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if "items" in node:
+        out["items"] = as_jsonschema(node["items"])
+    if isinstance(node.get("additionalProperties"), dict):
+        out["additionalProperties"] = as_jsonschema(node["additionalProperties"])
     return out
 
 

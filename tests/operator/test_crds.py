@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -13,8 +12,10 @@ import yaml
 from tidepool.operator.convert import convert_text
 from tidepool.operator.crds import crds, generated_files
 from tidepool.operator.schema import problems
+from tidepool.spec.loader import load_text
 
 from .conftest import SEED
+from .schema_check import as_jsonschema
 
 CHART = Path(__file__).parents[2] / "deploy" / "helm" / "tidepool"
 VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -51,25 +52,22 @@ def test_runtime_has_scale_and_dataset_has_fluid_columns() -> None:
     assert ".status.cacheStates.cacheHitRatio" in paths
 
 
-def _as_jsonschema(node: dict[str, Any]) -> dict[str, Any]:
-    """What the API server checks, approximately: structural schema -> JSON Schema."""
-    if node.get("x-kubernetes-int-or-string"):
-        return {"type": ["integer", "string"]}
-    out: dict[str, Any] = {}
-    if node.get("type"):
-        out["type"] = [node["type"], "null"] if node.get("nullable") else node["type"]
-    for key in ("enum", "minimum", "minItems", "required"):
-        if key in node:
-            out[key] = node[key] + [None] if key == "enum" and node.get("nullable") else node[key]
-    if "properties" in node:
-        out["properties"] = {k: _as_jsonschema(v) for k, v in node["properties"].items()}
-        if not node.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-    if "items" in node:
-        out["items"] = _as_jsonschema(node["items"])
-    if isinstance(node.get("additionalProperties"), dict):
-        out["additionalProperties"] = _as_jsonschema(node["additionalProperties"])
-    return out
+EXAMPLES = CHART.parents[1] / "examples"
+
+
+@pytest.mark.parametrize("mode", ["tidepool", "fluid"])
+def test_example_manifests_fit_the_crd_schema_and_load(mode: str) -> None:
+    """deploy/examples apply as they are (fluid mode) or converted, and load as specs do."""
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        text = path.read_text()
+        docs = list(yaml.safe_load_all(text)) if mode == "fluid" else convert_text(text).documents
+        by_kind = {c["spec"]["names"]["kind"]: c for c in crds(mode)}  # type: ignore[arg-type]
+        for doc in docs:
+            crd = by_kind[doc["kind"]]
+            schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+            jsonschema.validate(doc, as_jsonschema(schema))
+        loaded = load_text(yaml.safe_dump_all(docs), path.name)
+        assert [d.metadata.name for d in loaded.dataloads] == ["images-warmup", "images-refresh"]
 
 
 @pytest.mark.parametrize("mode", ["tidepool", "fluid"])
@@ -83,12 +81,12 @@ def test_seed_manifests_fit_the_crd_schema(mode: str) -> None:
         crd = by_kind.get(doc["kind"])
         if crd is None:
             continue
-        schema = _as_jsonschema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        schema = as_jsonschema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
         jsonschema.validate(doc, schema)
         checked += 1
     assert checked == 2
     # and a typo is refused by the schema, as by the loader
     bad = dict(docs[0], spec={**docs[0]["spec"], "mountz": []})
-    schema = _as_jsonschema(by_kind["Dataset"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    schema = as_jsonschema(by_kind["Dataset"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)

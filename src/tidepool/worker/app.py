@@ -79,12 +79,16 @@ class WorkerApp:
         token: str | None,
         node_info: Callable[[], dict[str, Any]],
         load_concurrency: int = 32,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.services = services
         self.metrics = metrics
         self.token = token
         self.node_info = node_info
         self.load_concurrency = load_concurrency
+        self.ready = ready
+        """False while the worker is still joining its pool: /healthz answers 503, so no
+        readiness probe (nor Service endpoint) sends reads to it before it knows the owners."""
         self.loads: dict[str, LoadJob] = {}
         self._request_counters: dict[tuple[str, int], Any] = {}
 
@@ -162,6 +166,8 @@ class WorkerApp:
     # ---- simple routes ---------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
+        if not self.ready():
+            return _json({"status": "starting", "datasets": sorted(self.services)}, status=503)
         return _json({"status": "ok", "datasets": sorted(self.services)})
 
     async def metrics_text(self, request: web.Request) -> web.Response:

@@ -114,6 +114,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.membership: Membership | None = None
         self.placement: Placement | None = None
+        self._ready = False
         self.services: dict[str, DatasetService] = {}
         self.stores: dict[str, PageStore] = {}
         self.metas: dict[str, MetadataStore] = {}
@@ -241,6 +242,7 @@ class Worker:
             token=self.settings.token,
             node_info=self.node_info,
             load_concurrency=self.settings.load_concurrency,
+            ready=lambda: self._ready,
         ).build()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -249,7 +251,8 @@ class Worker:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
-        await self._start_membership()
+        await self._start_membership()  # needs the bound port; /healthz says 503 until done
+        self._ready = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         log.info("worker serving %s on %s", ", ".join(sorted(self.configs)), self.endpoint)
 
