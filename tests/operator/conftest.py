@@ -15,7 +15,7 @@ from tidepool.operator.kube import BUILTIN, KubeConfig
 from tidepool.operator.render import RenderOptions, render_dataset
 from tidepool.spec.loader import load_text
 
-from .rbac import OPERATOR_AGENTS, POOL_AGENTS, calls, denied
+from .rbac import LOAD_AGENTS, OPERATOR_AGENTS, WORKER_AGENTS, calls, denied
 from .schema_check import problems
 
 SEED = Path(__file__).parents[1] / "spec" / "fixtures" / "seed-demo.yaml"
@@ -30,14 +30,16 @@ def operator_rules() -> list[dict[str, Any]]:
     return list(role["rules"])
 
 
-def pool_rules() -> list[dict[str, Any]]:
-    """The rules of the Role the operator renders for a dataset's workers, fuse and load Jobs."""
+def pool_rules(account: str = "tidepool-images") -> list[dict[str, Any]]:
+    """The rules of a Role the operator renders for the seed's dataset: ``tidepool-images`` for
+    its workers (worker, reporter, fuse), ``tidepool-images-load`` for its DataLoad Jobs."""
     env = {
         "TIDEPOOL_SECRET_MYSECRET_FS_OSS_ACCESSKEYID": "x",
         "TIDEPOOL_SECRET_MYSECRET_FS_OSS_ACCESSKEYSECRET": "y",
     }
     dataset = load_text(SEED.read_text(), environ=env).dataset_models["images"]
-    role = next(o for o in render_dataset(dataset, None, RenderOptions()) if o["kind"] == "Role")
+    objs = render_dataset(dataset, None, RenderOptions())
+    role = next(o for o in objs if o["kind"] == "Role" and o["metadata"]["name"] == account)
     return list(role["rules"])
 
 
@@ -79,7 +81,8 @@ async def api(kmock: kmock.KubernetesEmulator) -> AsyncIterator[kmock.Kubernetes
     # every call a component made must be allowed by the RBAC rules it runs under in a cluster
     made = list(kmock)
     assert denied(operator_rules(), calls(made, OPERATOR_AGENTS)) == []
-    assert denied(pool_rules(), calls(made, POOL_AGENTS)) == []
+    assert denied(pool_rules(), calls(made, WORKER_AGENTS)) == []
+    assert denied(pool_rules("tidepool-images-load"), calls(made, LOAD_AGENTS)) == []
     # every custom resource as stored must survive the API server's validation and pruning
     stored = [
         (res.group or "", res.plural or "", obj.raw)

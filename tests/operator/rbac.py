@@ -5,7 +5,7 @@ The fake API server (kmock) records each request. A request's User-Agent names t
 ``tidepool-load/…``, ``tidepool-members/…`` for what runs in the pools); its method and path give
 the RBAC verb, API group, resource and subresource, exactly as the API server's authorizer derives
 them. Each is checked against the rules of the Role that component runs under: the chart's
-ClusterRole for the operator, the rendered per-dataset Role for the rest.
+ClusterRole for the operator, the rendered per-dataset Roles of the workers and of the load Jobs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 OPERATOR_AGENTS = ("kopf/", "tidepool-operator/")
-POOL_AGENTS = ("tidepool-reporter/", "tidepool-load/", "tidepool-members/")
+WORKER_AGENTS = ("tidepool-reporter/", "tidepool-members/")
+LOAD_AGENTS = ("tidepool-load/",)
 
 
 @dataclass(frozen=True)

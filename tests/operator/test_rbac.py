@@ -30,11 +30,14 @@ def test_requests_map_to_rbac_verbs_and_resources() -> None:
 
 def test_the_shipped_roles_cover_what_each_component_does() -> None:
     load = Call("tidepool-load/0.1.0", "patch", "batch", "jobs", "/apis/batch/v1/.../jobs/x")
-    assert denied(pool_rules(), [load]) == []
-    without_jobs = [r for r in pool_rules() if "jobs" not in r["resources"]]
-    assert denied(without_jobs, [load]) == [
+    load_rules = pool_rules("tidepool-images-load")
+    assert denied(load_rules, [load]) == []
+    # least privilege: the workers may not touch Jobs, the load Jobs nothing else
+    assert denied(pool_rules(), [load]) == [
         "tidepool-load: patch batch/jobs (/apis/batch/v1/.../jobs/x)"
     ]
+    lease = Call("tidepool-load/0.1.0", "create", "coordination.k8s.io", "leases", "/apis/...")
+    assert denied(load_rules, [lease])
     # the workers may not touch what only the operator manages
     sts = Call("tidepool-reporter/0.1.0", "create", "apps", "statefulsets", "/apis/apps/...")
     assert denied(pool_rules(), [sts]) and not denied(operator_rules(), [sts])

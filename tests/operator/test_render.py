@@ -165,14 +165,14 @@ def test_load_pods_report_onto_their_own_job() -> None:
     # the env it expands from comes first (Kubernetes expands only earlier variables)
     names = list(env)
     assert names.index("JOB_NAME") < names.index("TIDEPOOL_REPORT_JOB")
-    assert pod["serviceAccountName"] == "tidepool-images"
+    assert pod["serviceAccountName"] == "tidepool-images-load"
     role = _by(
         render_dataset(
             load_text(SEED.read_text(), environ=ENV).dataset_models["images"], None, RenderOptions()
         )
-    )[("Role", "tidepool-images")]
-    assert {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "patch"]} in role[
-        "rules"
+    )[("Role", "tidepool-images-load")]
+    assert role["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "patch"]}
     ]
 
 

@@ -25,10 +25,10 @@ from .render import (
     RenderOptions,
     field_env,
     labels_for,
+    load_service_account_name,
     meta_for,
     node_selector,
     pool_suffix,
-    service_account_name,
     short_name,
     token_env,
     worker_name,
@@ -82,7 +82,7 @@ def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -
                     ],
                 }
             ],
-            "serviceAccountName": service_account_name(load.spec.dataset.name),
+            "serviceAccountName": load_service_account_name(load.spec.dataset.name),
         }
         if pool:
             pod["nodeSelector"] = node_selector(pool)

@@ -111,6 +111,37 @@ def service_account_name(dataset: str) -> str:
     return short_name("tidepool", dataset)
 
 
+def load_service_account_name(dataset: str) -> str:
+    """The DataLoad Jobs' account: it may only write progress onto Jobs (least privilege)."""
+    return short_name("tidepool", dataset, "load")
+
+
+def _account(
+    name: str, ns: str, rules: list[Obj], labels: Obj, options: RenderOptions, dataset: str
+) -> list[Obj]:
+    """A ServiceAccount with a Role of ``rules`` bound to it."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta_for(name, ns, labels, options, dataset),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta_for(name, ns, labels, options, dataset),
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta_for(name, ns, labels, options, dataset),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+        },
+    ]
+
+
 def token_secret_name(dataset: str) -> str:
     return short_name("tidepool", dataset, "token")
 
@@ -263,41 +294,28 @@ def dataset_objects(
                 ]
             }
         }
+    worker_rules: list[Obj] = [
+        {  # membership: the pool's workers from their Service's EndpointSlices
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {  # the reporter's Lease (edge to cloud)
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "create", "update", "patch"],
+        },
+    ]
+    load_rules: list[Obj] = [
+        {  # DataLoad Jobs write their progress onto themselves (loadreport)
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "verbs": ["get", "patch"],
+        },
+    ]
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": meta_for(sa, ns, labels, options, name),
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta_for(sa, ns, labels, options, name),
-            "rules": [
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["get", "list", "watch"],
-                },
-                {
-                    "apiGroups": ["coordination.k8s.io"],
-                    "resources": ["leases"],
-                    "verbs": ["get", "list", "create", "update", "patch"],
-                },
-                {  # DataLoad Jobs write their progress onto themselves (loadreport)
-                    "apiGroups": ["batch"],
-                    "resources": ["jobs"],
-                    "verbs": ["get", "patch"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta_for(sa, ns, labels, options, name),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        },
+        *_account(sa, ns, worker_rules, labels, options, name),
+        *_account(load_service_account_name(name), ns, load_rules, labels, options, name),
         {
             "apiVersion": "v1",
             "kind": "Secret",
