@@ -140,3 +140,20 @@ def test_parse_bytes(v: str | int, n: int) -> None:
 def test_parse_bytes_error_names_value() -> None:
     with pytest.raises(ValueError, match="10Gb"):
         parse_bytes("10Gb")
+
+
+def test_host_identity_in_and_out_of_kubernetes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tidepool import hostid
+
+    monkeypatch.delenv("TIDEPOOL_HOST_ID", raising=False)
+    monkeypatch.setattr(hostid.socket, "gethostname", lambda: "worker-0")
+    worker = hostid.host_id()
+    monkeypatch.setattr(hostid.socket, "gethostname", lambda: "fuse-x7k2p")
+    assert hostid.host_id() != worker  # two Pods: their hostnames differ
+    # the rendered Pods set TIDEPOOL_HOST_ID to their node's name: one node, one identity
+    monkeypatch.setenv("TIDEPOOL_HOST_ID", "edge-1")
+    fuse = hostid.host_id()
+    monkeypatch.setattr(hostid.socket, "gethostname", lambda: "worker-0")
+    assert hostid.host_id() == fuse
+    monkeypatch.setenv("TIDEPOOL_HOST_ID", "edge-2")
+    assert hostid.host_id() != fuse

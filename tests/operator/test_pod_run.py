@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +208,46 @@ async def test_rendered_worker_pod_serves_and_reports(
     while not reported():
         assert time.monotonic() < deadline, f"no report with the cached bytes\n{logs()}"
         await asyncio.sleep(0.1)
+
+    # the fuse Pod on the same node: with the rendered environment (TIDEPOOL_HOST_ID from the
+    # node's name) and the worker's disk tier mounted, it reads cached pages straight from disk
+    fuse = next(o for o in rendered if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    fuse_proc = container_process(
+        fuse,
+        "fuse",
+        objects=[*rendered, user_secret],
+        fields=fields,
+        volumes_dir=tmp_path / "fuse-volumes",
+    )
+    tier_mounts = [m for m in fuse["containers"][0]["volumeMounts"] if m.get("readOnly")]
+    assert [m["mountPath"] for m in tier_mounts] == [str(tmp_path / "tier")]
+    # as the mount does: stat (lookup), then read
+    script = f"""
+import hashlib, json
+from tidepool.client import TidepoolFileSystem
+fs = TidepoolFileSystem({endpoint!r}, "pod-token-123", skip_instance_cache=True)
+sums = {{}}
+for name in {list(files)!r}:
+    fs.info("images/" + name)
+    sums[name] = hashlib.sha256(fs.cat_file("images/" + name)).hexdigest()
+print(json.dumps({{"sums": sums, "local": fs._local.hits if fs._local else 0}}))
+"""
+    want = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    for same_node in (True, False):
+        env = {**base_env, **fuse_proc.env}
+        if not same_node:
+            env.pop("TIDEPOOL_HOST_ID")  # a process that is not the node's fuse Pod
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        answer = json.loads(done.stdout)
+        assert answer["sums"] == want
+        assert answer["local"] == (len(files) if same_node else 0)
 
     # the Pod is deleted: each container's main process gets SIGTERM and must exit cleanly at
     # once (a container's PID 1 ignores SIGTERM it does not handle: the Pod would hang until

@@ -221,8 +221,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         layouts = {}
         for ds, d in info.get("datasets", {}).items():
             self._ttls[ds] = float(d.get("metadata_ttl", 5.0))
-            paths = tuple(t["path"] for t in d.get("tiers", []))
-            if all(os.access(p, os.R_OK | os.X_OK) for p in paths):
+            # the tiers this process can read (a fuse Pod sees the worker's disk tiers, not its
+            # memory tier): pages elsewhere are misses here and go over HTTP
+            paths = tuple(
+                t["path"] for t in d.get("tiers", []) if os.access(t["path"], os.R_OK | os.X_OK)
+            )
+            if paths:
                 layouts[ds] = LocalLayout(ds, int(d["page_size"]), paths)
         if self.local_reads and info.get("host_id") == host_id() and layouts:
             self._local = LocalReader(layouts)

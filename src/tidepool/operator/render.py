@@ -216,6 +216,11 @@ def field_env(name: str, path: str) -> Obj:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def host_id_env() -> Obj:
+    """Worker and fuse Pods of one node share a host identity (see :mod:`tidepool.hostid`)."""
+    return {"name": "TIDEPOOL_HOST_ID", "value": "$(NODE_NAME)"}
+
+
 def secret_env(dataset: Dataset) -> list[Obj]:
     """Env vars the spec loader reads for ``encryptOptions`` (``TIDEPOOL_SECRET_<S>_<K>``)."""
     refs: dict[str, Obj] = {}
@@ -392,6 +397,7 @@ def worker_workload(
     url = f"http://$(POD_IP):{options.port}"
     env = [
         field_env("NODE_NAME", "spec.nodeName"),
+        host_id_env(),
         field_env("POD_IP", "status.podIP"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         {"name": "TIDEPOOL_NODEPOOL", "value": pool},
@@ -534,13 +540,23 @@ def worker_pdb(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
     }
 
 
-def fuse_daemonset(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
-    """Privileged DaemonSet exposing the dataset under the host's mount root with FUSE."""
+def fuse_daemonset(
+    dataset: Dataset, runtime: Runtime | None, pool: str, options: RenderOptions
+) -> Obj:
+    """Privileged DaemonSet exposing the dataset under the host's mount root with FUSE.
+
+    It mounts the workers' disk tiers read-only at the same paths and shares their host identity
+    (``TIDEPOOL_HOST_ID``), so cached pages on its node are read straight from disk, not over
+    HTTP; pages in a memory tier, or on other nodes, still come from the workers."""
     name, ns = dataset.metadata.name, dataset.metadata.namespace
     labels = labels_for(name, "fuse", pool, options)
     selector = _selector(name, "fuse", pool)
     target = mount_path(options, ns, name)
     endpoint = f"http://{worker_name(name, pool)}.{ns}.svc:{options.port}"
+    tier_volumes, tier_mounts = _tier_volumes(runtime)
+    disk = {v["name"] for v in tier_volumes if "hostPath" in v}
+    disk_volumes = [v for v in tier_volumes if v["name"] in disk]
+    disk_mounts = [{**m, "readOnly": True} for m in tier_mounts if m["name"] in disk]
     container = {
         "name": "fuse",
         "image": options.image,
@@ -549,6 +565,7 @@ def fuse_daemonset(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
         "args": ["mount", name, target, "--endpoint", endpoint, "--allow-other", "--mkdir"],
         "env": [
             field_env("NODE_NAME", "spec.nodeName"),
+            host_id_env(),
             {"name": "TIDEPOOL_NODEPOOL", "value": pool},
             token_env(name),
         ],
@@ -564,6 +581,7 @@ def fuse_daemonset(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
                 "mountPath": f"{options.mount_root}/{ns}",
                 "mountPropagation": "Bidirectional",
             },
+            *disk_mounts,
         ],
     }
     pod_spec: Obj = {
@@ -575,6 +593,7 @@ def fuse_daemonset(dataset: Dataset, pool: str, options: RenderOptions) -> Obj:
                 "name": "mount-root",
                 "hostPath": {"path": f"{options.mount_root}/{ns}", "type": "DirectoryOrCreate"},
             },
+            *disk_volumes,
         ],
     }
     if pool:
@@ -598,7 +617,7 @@ def pool_objects(
         worker_service(dataset, pool, options),
         worker_workload(dataset, runtime, pool, options),
         worker_pdb(dataset, pool, options),
-        fuse_daemonset(dataset, pool, options),
+        fuse_daemonset(dataset, runtime, pool, options),
     ]
 
 
