@@ -4,10 +4,13 @@ bytes either way."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import random
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from tests.conftest import ThreadWorker
@@ -155,3 +158,37 @@ def test_fast_path_off(
     hits = svc.hits
     assert fs.cat_file("ds/multi.bin") == FILES["multi.bin"]
     assert fs._local is None and svc.hits == hits + 4
+
+
+def test_fast_path_reads_reach_the_workers_hit_ratio(
+    warm: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    """The worker never sees a same-host read; the client reports them so cacheHitRatio counts
+    them (otherwise a warm pool read through a mount would show 0%)."""
+    worker, fs = warm
+    svc = worker.worker.services["ds"]
+    assert fs._local is not None
+    fs._hit_reporter().flush()  # whatever the warm-up read locally
+    hits, misses = svc.hits, svc.misses
+    for _ in range(3):
+        assert fs.cat_file("ds/multi.bin") == FILES["multi.bin"]  # 4 pages each
+        assert fs.cat_file("ds/dir/small.bin") == FILES["dir/small.bin"]  # 1 page
+    assert (svc.hits, svc.misses) == (hits, misses), "the reads did not take the fast path"
+    assert fs._hit_reporter().flush() == 15
+    assert (svc.hits, svc.misses) == (hits + 15, misses)
+    assert svc.client_local_hits >= 15
+    assert fs._hit_reporter().flush() == 0  # reported once
+
+
+def test_local_hits_report_is_validated(serve: Serve) -> None:
+    worker = serve({"ds": FILES}, page_size=PAGE)
+    url = urlsplit(worker.endpoint)
+    for body in ('{"pages": -1}', '{"pages": "3"}', "[]", "not json", '{"pages": true}'):
+        conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+        conn.request("POST", "/v1/datasets/ds/local-hits", body)
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 400, body
+        assert "pages" in answer["message"] or "JSON" in answer["message"]
+    assert worker.worker.services["ds"].hits == 0

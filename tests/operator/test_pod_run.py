@@ -248,6 +248,14 @@ print(json.dumps({{"sums": sums, "local": fs._local.hits if fs._local else 0}}))
         answer = json.loads(done.stdout)
         assert answer["sums"] == want
         assert answer["local"] == (len(files) if same_node else 0)
+        if same_node:
+            # the reads never reached the worker, but the client reported them (at exit)
+            async with (
+                aiohttp.ClientSession(headers=headers) as session,
+                session.get(f"{endpoint}/v1/datasets/images/status?refresh=0") as r,
+            ):
+                raw = (await r.json())["raw"]
+            assert raw["client_local_hits"] == len(files)
 
     # the Pod is deleted: each container's main process gets SIGTERM and must exit cleanly at
     # once (a container's PID 1 ignores SIGTERM it does not handle: the Pod would hang until

@@ -30,6 +30,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
@@ -40,7 +41,7 @@ from ..ring import Member, ranked
 from ..ring import file_key as ring_key
 from .direct import DirectDataset
 from .file import TidepoolFile
-from .local import LocalLayout, LocalReader
+from .local import HitReporter, LocalLayout, LocalReader
 from .synchttp import SyncHTTP
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._infos: dict[str, tuple[dict[str, Any], float]] = {}
         self._ttls: dict[str, float] = {}
         self._local: LocalReader | None = None
+        self._reporter: HitReporter | None = None
+        self._reporter_pid = 0
         self._node_checked = False
         self._node_at = 0.0
         self.nodepool = (
@@ -160,7 +163,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return self._session
 
     def _url(self, kind: str, ds: str, rel: str = "", base: str | None = None) -> str:
-        from urllib.parse import quote
 
         return f"{base or self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
 
@@ -231,6 +233,36 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if self.local_reads and info.get("host_id") == host_id() and layouts:
             self._local = LocalReader(layouts)
         self._node_checked = True
+
+    def _hit_reporter(self) -> HitReporter:
+        """The thread reporting fast-path reads to the worker (one per process: after a fork the
+        data-loader child starts its own)."""
+        reporter = self._reporter
+        if reporter is None or self._reporter_pid != os.getpid():
+            assert self._local is not None
+            reporter = self._reporter = HitReporter(self._local, self._post_local_hits)
+            self._reporter_pid = os.getpid()
+        return reporter
+
+    def _post_local_hits(self, dataset: str, pages: int, nbytes: int) -> None:
+        """``POST /v1/datasets/{ds}/local-hits`` to this host's worker; OSError on failure."""
+        url = urlsplit(self.endpoint)
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=2)
+        try:
+            conn.request(
+                "POST",
+                f"{url.path}/v1/datasets/{quote(dataset)}/local-hits",
+                json.dumps({"pages": pages, "bytes": nbytes}),
+                {**self._headers(), "Content-Type": "application/json"},
+            )
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise OSError(f"worker answered {resp.status} to a local-hits report")
+        except http.client.HTTPException as exc:
+            raise OSError(str(exc)) from exc
+        finally:
+            conn.close()
 
     def _direct_datasets(self, spec: str | list[str] | None) -> dict[str, DirectDataset]:
         """Datasets this client's node pool may not cache: they are read from their origin."""
@@ -367,7 +399,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if self._local is None or info.get("type") != "file":
             return None
         ds, rel = self._split(path)
-        return self._local.read(ds, rel, info["version"], info["size"], start, end)
+        data = self._local.read(ds, rel, info["version"], info["size"], start, end)
+        if data is not None and self._reporter_pid != os.getpid():
+            self._hit_reporter()
+        return data
 
     @staticmethod
     def _span(start: int | None, end: int | None, size: int) -> tuple[int, int]:
@@ -478,7 +513,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def _fetch_sync_from(
         self, base: str, path: str, info: dict[str, Any] | None, start: int, end: int
     ) -> bytes:
-        from urllib.parse import quote
 
         ds, rel = self._split(path)
         headers = {}
@@ -648,7 +682,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     def status(self, dataset: str, refresh: bool = True) -> dict[str, Any]:
         """Fluid-style status of one dataset."""
-        from urllib.parse import quote
 
         url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/status?refresh={int(refresh)}"
         return sync(self.loop, self._get_json, url, dataset)  # type: ignore[no-any-return]
@@ -657,7 +690,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self, dataset: str, paths: list[str], concurrency: int | None = None
     ) -> dict[str, Any]:
         """Start a warm-up job; returns its first progress record (with ``id``)."""
-        from urllib.parse import quote
 
         body: dict[str, Any] = {"paths": paths}
         if concurrency:
@@ -710,7 +742,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return sync(self.loop, go)  # type: ignore[no-any-return]
 
     def load_progress(self, job_id: str) -> dict[str, Any]:
-        from urllib.parse import quote
 
         url = f"{self.endpoint}/v1/loads/{quote(job_id)}"
         return sync(self.loop, self._get_json, url, job_id)  # type: ignore[no-any-return]

@@ -10,12 +10,20 @@ also fetches and caches what was missing.
 Page files are immutable once renamed into place and named by version, so a reader never sees a
 half-written page or bytes of another version; an eviction that unlinks a file after it was opened
 does not disturb the read.
+
+The worker never sees these reads, so its hit counters (and Fluid's ``cacheHitRatio`` built from
+them) would miss them: :class:`HitReporter` tells it, every few seconds, how many pages and bytes
+were read from its pages here.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..pages import HEADER_SIZE, PageKey, checksum, decode_header, file_key, pages_for
@@ -39,6 +47,22 @@ class LocalReader:
         self.layouts = layouts
         self.hits = 0
         self.misses = 0
+        self._pending: dict[str, list[int]] = {}
+        """dataset -> [pages, bytes] read here and not yet reported to the worker."""
+        self._lock = threading.Lock()
+
+    def _served(self, dataset: str, pages: int, nbytes: int) -> None:
+        self.hits += 1
+        with self._lock:
+            counts = self._pending.setdefault(dataset, [0, 0])
+            counts[0] += pages
+            counts[1] += nbytes
+
+    def take_pending(self) -> dict[str, tuple[int, int]]:
+        """The (pages, bytes) read locally per dataset since the last call."""
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        return {ds: (c[0], c[1]) for ds, c in taken.items() if c[0]}
 
     def read(
         self, dataset: str, rel: str, version: str, size: int, start: int, end: int
@@ -59,7 +83,7 @@ class LocalReader:
             if data is None:
                 self.misses += 1
             else:
-                self.hits += 1
+                self._served(dataset, 1, len(data))
             return data
         pieces: list[bytes | memoryview] = []
         for idx in idxs:
@@ -71,8 +95,9 @@ class LocalReader:
                 return None
             lo, hi = max(start, pstart) - pstart, min(end, pstart + plen) - pstart
             pieces.append(page if (lo == 0 and hi == plen) else memoryview(page)[lo:hi])
-        self.hits += 1
-        return b"".join(pieces)
+        out = b"".join(pieces)
+        self._served(dataset, len(idxs), len(out))
+        return out
 
     @staticmethod
     def _open(layout: LocalLayout, rel_page: str) -> int | None:
@@ -98,3 +123,46 @@ class LocalReader:
             return None
         finally:
             os.close(fd)
+
+
+Post = Callable[[str, int, int], None]
+"""``post(dataset, pages, bytes)``: tell the worker; raises OSError when it cannot."""
+
+
+class HitReporter:
+    """A daemon thread that reports a :class:`LocalReader`'s reads to the worker every
+    ``interval`` seconds. Reports that fail are dropped (they are statistics, and the worker may
+    be restarting); the thread ends when the reader is garbage-collected."""
+
+    def __init__(self, reader: LocalReader, post: Post, interval: float = 2.0) -> None:
+        self._reader = weakref.ref(reader)
+        self._post = post
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tidepool-local-hits", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)  # a short-lived reader's last reads count too
+
+    def flush(self) -> int:
+        """Report what is pending now; the number of pages reported."""
+        reader = self._reader()
+        if reader is None:
+            return 0
+        sent = 0
+        for dataset, (pages, nbytes) in reader.take_pending().items():
+            try:
+                self._post(dataset, pages, nbytes)
+                sent += pages
+            except OSError as exc:
+                log.debug("could not report %d local page reads of %s: %s", pages, dataset, exc)
+        return sent
+
+    def close(self) -> None:
+        self._stop.set()
+        atexit.unregister(self.flush)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._reader() is None:
+                return
+            self.flush()

@@ -12,6 +12,8 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/datasets/{ds}/find/{path}         every file below path
     GET  /v1/datasets/{ds}/files/{path}        bytes (Range -> 206/416); HEAD: headers only
     POST /v1/datasets/{ds}/load                start a warm-up job {"paths": [...]}
+    POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
+                                               itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
 
 Errors are ``{"error": code, "message": text, "dataset", "path"}`` with the status from the one
@@ -25,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -43,6 +45,10 @@ from .status import dataset_status
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _count_value(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -106,6 +112,7 @@ class WorkerApp:
         r.add_route("GET", "/v1/datasets/{ds}/files/{path:.*}", self.file)
         r.add_route("HEAD", "/v1/datasets/{ds}/files/{path:.*}", self.file)
         r.add_post("/v1/datasets/{ds}/load", self.load)
+        r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_get("/v1/loads/{id}", self.load_status)
         return app
 
@@ -298,6 +305,24 @@ class WorkerApp:
         self.loads[job.progress.id] = job
         job.start()
         return _json(job.progress.as_dict(), 202)
+
+    async def local_hits(self, request: web.Request) -> web.Response:
+        svc = self._svc(request)
+        from ..errors import BadRequestError
+
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as exc:
+            raise BadRequestError(f"local-hits body is not JSON: {exc}") from None
+        fields = body if isinstance(body, dict) else {}
+        pages, nbytes = fields.get("pages"), fields.get("bytes", 0)
+        if not (_count_value(pages) and _count_value(nbytes)):
+            raise BadRequestError(
+                f'"pages" and "bytes" must be counts >= 0, e.g. {{"pages": 3, "bytes": 300}}; '
+                f"got pages={pages!r}, bytes={nbytes!r}"
+            )
+        svc.count_local_hits(pages, nbytes)
+        return _json({"pages": pages, "bytes": nbytes})
 
     async def load_status(self, request: web.Request) -> web.Response:
         job = self.loads.get(request.match_info["id"])

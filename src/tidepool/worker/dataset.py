@@ -86,6 +86,8 @@ class DatasetService:
         """Pages a reader asked for that this worker lacked (fetched, or joined a fetch)."""
         self.peer_hits = 0
         """Misses answered by another worker of the pool (remote hits), not by the origin."""
+        self.client_local_hits = 0
+        """Of ``hits``: pages same-host clients read from our page files and reported."""
         self.stale_served = 0
         """Metadata answers given from the last known state because the origin was down."""
         self.placement: Placement | None = None
@@ -325,6 +327,14 @@ class DatasetService:
             self._pages_inflight[key] = task
             task.add_done_callback(lambda t: self._fetch_done(key, t))
         return task
+
+    def count_local_hits(self, pages: int, nbytes: int) -> None:
+        """Pages a client on this host read from our page files itself (fast path): hits that
+        never reached us, reported afterwards so the hit ratio counts them."""
+        self.hits += pages
+        self.client_local_hits += pages
+        self.counters.hits.inc(pages)
+        self.counters.bytes_cache.inc(nbytes)
 
     def _count(self, counted: bool, *, hit: bool) -> None:
         if not counted:

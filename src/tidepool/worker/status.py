@@ -71,6 +71,7 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "page_hits": svc.hits,
             "page_misses": svc.misses,
             "peer_hits": svc.peer_hits,
+            "client_local_hits": svc.client_local_hits,
             "hit_ratio": hit_ratio,
             "origin_reachable": svc.origin_reachable,
             "origin_down_since": svc.origin_down_since,
