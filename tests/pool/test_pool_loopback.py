@@ -198,3 +198,46 @@ def test_status_shows_the_pool(make_dataset: Any, start_worker: Any, tmp_path: P
     )
     assert r.returncode == 0, r.stderr
     assert "node pool pool-a" in r.stdout and "down" in r.stdout and "w1" in r.stdout
+
+
+def test_fast_path_finds_the_worker_on_its_own_node(
+    make_dataset: Any, start_worker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes: the pool's Service may send a fuse Pod to a worker on another node; the client
+    still reads its own node's worker's pages from disk (found by member name, the node's name)
+    and reports those reads to that worker."""
+    cfg = make_dataset(FILES, page_size=1 << 20)
+    ports = free_ports(3)
+    members = [Member(f"w{i}", f"http://127.0.0.1:{p}", "pool-a") for i, p in enumerate(ports)]
+    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
+    workers = []
+    for i, m in enumerate(members):
+        monkeypatch.setenv("TIDEPOOL_HOST_ID", m.name)  # each "Pod" on a node of its own
+        workers.append(
+            start_worker(
+                [per_worker(cfg, tmp_path, m.name)],
+                port=ports[i],
+                nodepool="pool-a",
+                node_name=m.name,
+                members=static,
+                state_dir=tmp_path / f"state-{m.name}",
+            )
+        )
+    warm = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
+    read_all(warm)
+    flush(workers)
+
+    monkeypatch.setenv("TIDEPOOL_HOST_ID", "w1")  # the fuse Pod on w1's node, sent to w0
+    fs = TidepoolFileSystem(workers[0].endpoint, local_reads=True, skip_instance_cache=True)
+    ours = [n for n in FILES if owners(file_key("ds", n), members)[0].name == "w1"]
+    assert ours
+    svc = workers[1].worker.services["ds"]
+    before = svc.hits
+    for name in ours:
+        fs.info(f"ds/{name}")
+        assert fs.cat_file(f"ds/{name}") == FILES[name], name
+    assert fs._local is not None and fs._local_endpoint == members[1].address
+    assert svc.hits == before, "w1's pages were read over HTTP, not from disk"
+    pages = sum(-(-len(FILES[n]) // (1 << 20)) for n in ours)
+    assert fs._hit_reporter().flush() == pages
+    assert svc.hits == before + pages and svc.client_local_hits == pages

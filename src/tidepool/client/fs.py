@@ -100,6 +100,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._ttls: dict[str, float] = {}
         self._local: LocalReader | None = None
         self._reporter: HitReporter | None = None
+        self._local_endpoint = self.endpoint
+        """The worker whose page files the fast path reads (the one on this host)."""
         self._reporter_pid = 0
         self._node_checked = False
         self._node_at = 0.0
@@ -220,9 +222,36 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         info = await self._get_json(f"{self.endpoint}/v1/node", "")
         self._set_members(info)
         self._node_at = time.monotonic()
-        layouts = {}
         for ds, d in info.get("datasets", {}).items():
             self._ttls[ds] = float(d.get("metadata_ttl", 5.0))
+        if self.local_reads:
+            await self._find_local_worker(info)
+        self._node_checked = True
+
+    async def _find_local_worker(self, info: dict[str, Any]) -> None:
+        """Enable the fast path on the pages of the worker on this host, if there is one.
+
+        That is usually the worker we talk to; in Kubernetes the pool's Service may have led us
+        to a worker on another node, so the member named after this node (``TIDEPOOL_HOST_ID``,
+        the node's name, is also the worker's member name) is asked too."""
+        local, address = info, self.endpoint
+        me = os.environ.get("TIDEPOOL_HOST_ID", "").strip()
+        if info.get("host_id") != host_id() and me:
+            member = next((m for m in self._members if m.name == me), None)
+            if member is None or member.address == self.endpoint:
+                return
+            try:
+                local, address = (
+                    await self._get_json(f"{member.address}/v1/node", ""),
+                    member.address,
+                )
+            except (OSError, ValueError) as exc:
+                log.debug("the worker on this node (%s) did not answer: %s", member.address, exc)
+                return
+        if local.get("host_id") != host_id():
+            return
+        layouts = {}
+        for ds, d in local.get("datasets", {}).items():
             # the tiers this process can read (a fuse Pod sees the worker's disk tiers, not its
             # memory tier): pages elsewhere are misses here and go over HTTP
             paths = tuple(
@@ -230,9 +259,9 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             )
             if paths:
                 layouts[ds] = LocalLayout(ds, int(d["page_size"]), paths)
-        if self.local_reads and info.get("host_id") == host_id() and layouts:
+        if layouts:
             self._local = LocalReader(layouts)
-        self._node_checked = True
+            self._local_endpoint = address.rstrip("/")
 
     def _hit_reporter(self) -> HitReporter:
         """The thread reporting fast-path reads to the worker (one per process: after a fork the
@@ -245,8 +274,9 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return reporter
 
     def _post_local_hits(self, dataset: str, pages: int, nbytes: int) -> None:
-        """``POST /v1/datasets/{ds}/local-hits`` to this host's worker; OSError on failure."""
-        url = urlsplit(self.endpoint)
+        """``POST /v1/datasets/{ds}/local-hits`` to the worker whose pages were read (the one on
+        this host); OSError on failure."""
+        url = urlsplit(self._local_endpoint)
         conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=2)
         try:
             conn.request(
