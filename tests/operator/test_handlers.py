@@ -107,6 +107,21 @@ def runtime(replicas: int) -> dict[str, Any]:
     }
 
 
+def dataload(name: str, **spec: Any) -> dict[str, Any]:
+    """A DataLoad as the API server stores it (namespace, uid, resourceVersion)."""
+    return {
+        "apiVersion": "tidepool.io/v1alpha1",
+        "kind": "DataLoad",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": f"uid-{name}",
+            "resourceVersion": "1",
+        },
+        "spec": {"dataset": {"name": "images", "namespace": "default"}, **spec},
+    }
+
+
 def nodepool(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps.openyurt.io/v1beta1",
@@ -342,21 +357,7 @@ async def test_dataload_job_and_phases(
     async with KubeClient(kube) as client:
         await client.create(NODEPOOLS, nodepool(POOL))
         await client.create(DATASETS, dataset())
-        load = {
-            "apiVersion": "tidepool.io/v1alpha1",
-            "kind": "DataLoad",
-            "metadata": {
-                "name": "warm",
-                "namespace": "default",
-                "uid": "uid-load",
-                "resourceVersion": "1",
-            },
-            "spec": {
-                "dataset": {"name": "images", "namespace": "default"},
-                "target": [{"path": "/train"}],
-            },
-        }
-        await client.create(DATALOADS, load)
+        await client.create(DATALOADS, dataload("warm", target=[{"path": "/train"}]))
         job_name = f"warm-load-{POOL}"
         job = await eventually(lambda: objects(api, "Job")[job_name])
         assert job["spec"]["template"]["spec"]["nodeSelector"] == {
@@ -421,21 +422,7 @@ async def test_dataload_progress_from_a_real_load(
     async with KubeClient(kube) as client:
         await client.create(NODEPOOLS, nodepool(POOL))
         await client.create(DATASETS, dataset())
-        load = {
-            "apiVersion": "tidepool.io/v1alpha1",
-            "kind": "DataLoad",
-            "metadata": {
-                "name": "warm",
-                "namespace": "default",
-                "uid": "uid-load",
-                "resourceVersion": "1",
-            },
-            "spec": {
-                "dataset": {"name": "images", "namespace": "default"},
-                "target": [{"path": "/train"}],
-            },
-        }
-        await client.create(DATALOADS, load)
+        await client.create(DATALOADS, dataload("warm", target=[{"path": "/train"}]))
         job_name = f"warm-load-{POOL}"
         job = await eventually(lambda: objects(api, "Job")[job_name])
 
@@ -491,22 +478,7 @@ async def test_cron_dataload_progress_follows_the_newest_run(
     async with KubeClient(kube) as client:
         await client.create(NODEPOOLS, nodepool(POOL))
         await client.create(DATASETS, dataset())
-        load = {
-            "apiVersion": "tidepool.io/v1alpha1",
-            "kind": "DataLoad",
-            "metadata": {
-                "name": "nightly",
-                "namespace": "default",
-                "uid": "uid-cron",
-                "resourceVersion": "1",
-            },
-            "spec": {
-                "dataset": {"name": "images", "namespace": "default"},
-                "policy": "Cron",
-                "schedule": "0 3 * * *",
-            },
-        }
-        await client.create(DATALOADS, load)
+        await client.create(DATALOADS, dataload("nightly", policy="Cron", schedule="0 3 * * *"))
         cron = await eventually(lambda: objects(api, "CronJob")[f"nightly-load-{POOL}"])
         template = cron["spec"]["jobTemplate"]
 
@@ -629,31 +601,19 @@ async def test_fluid_mode_serves_the_seed_manifests_unchanged(
 async def test_dataload_waits_for_its_dataset_and_refuses_another_namespace(
     api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
 ) -> None:
-    def load(name: str, dataset_ref: dict[str, str]) -> dict[str, Any]:
-        return {
-            "apiVersion": "tidepool.io/v1alpha1",
-            "kind": "DataLoad",
-            "metadata": {
-                "name": name,
-                "namespace": "default",
-                "uid": f"uid-{name}",
-                "resourceVersion": "1",
-            },
-            "spec": {"dataset": dataset_ref},
-        }
-
     def status(name: str) -> dict[str, Any]:
         return objects(api, "DataLoad")[name].get("status") or {}
 
     async with KubeClient(kube) as client:
         await client.create(NODEPOOLS, nodepool(POOL))
         # another namespace: its Job could not use the dataset's Secret and ServiceAccount
-        await client.create(DATALOADS, load("away", {"name": "images", "namespace": "prod"}))
+        away = dataload("away", dataset={"name": "images", "namespace": "prod"})
+        await client.create(DATALOADS, away)
         await eventually(lambda: status("away").get("phase") == "Failed")
         assert "'prod'" in status("away")["message"] and "'default'" in status("away")["message"]
 
         # before its Dataset exists it says what it waits for; then it runs
-        await client.create(DATALOADS, load("early", {"name": "images"}))
+        await client.create(DATALOADS, dataload("early", dataset={"name": "images"}))
         await eventually(lambda: "waiting for Dataset default/images" in status("early")["message"])
         assert status("early")["phase"] == "Pending"
         await client.create(DATASETS, dataset())
