@@ -165,7 +165,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return self._session
 
     def _url(self, kind: str, ds: str, rel: str = "", base: str | None = None) -> str:
-
         return f"{base or self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
 
     async def _get_json(self, url: str, path: str, base: str | None = None) -> Any:
@@ -543,7 +542,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def _fetch_sync_from(
         self, base: str, path: str, info: dict[str, Any] | None, start: int, end: int
     ) -> bytes:
-
         ds, rel = self._split(path)
         headers = {}
         if info is not None and (start > 0 or end < info["size"]):
@@ -712,7 +710,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     def status(self, dataset: str, refresh: bool = True) -> dict[str, Any]:
         """Fluid-style status of one dataset."""
-
         url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/status?refresh={int(refresh)}"
         return sync(self.loop, self._get_json, url, dataset)  # type: ignore[no-any-return]
 
@@ -772,7 +769,6 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return sync(self.loop, go)  # type: ignore[no-any-return]
 
     def load_progress(self, job_id: str) -> dict[str, Any]:
-
         url = f"{self.endpoint}/v1/loads/{quote(job_id)}"
         return sync(self.loop, self._get_json, url, job_id)  # type: ignore[no-any-return]
 
