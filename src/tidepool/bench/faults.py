@@ -40,7 +40,7 @@ from ..testbed.s3server import S3Server
 from ..testbed.s3util import upload
 from ..testbed.wan import WanRelay
 from ..testbed.workerproc import WorkerProcess
-from .run import SPEC
+from .run import bench_spec
 
 BUCKET = "faults"
 PAGE = 256 * 1024
@@ -203,20 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         relay = stack.enter_context(
             WanRelay.start(("127.0.0.1", port), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
         )
-        spec = work / "faults.yaml"
-        spec.write_text(
-            SPEC.format(
-                name="bench",
-                bucket=BUCKET,
-                prefix="data",
-                endpoint=relay.endpoint,
-                key=server.access_key,
-                secret=server.secret_key,
-                medium="SSD",
-                cache=work / "cache",
-                quota="4Gi",
-            )
-        )
+        dataset = bench_spec(server, relay.endpoint, work / "cache", "4Gi", bucket=BUCKET)
+        spec = dataset.write(work / "faults.yaml")
         names = sorted(n for n in files if n.startswith("f/"))
         cached, cold = names[: len(names) // 2], names[len(names) // 2 :]
         w1 = stack.enter_context(WorkerProcess.start([spec], work / "w1.log"))

@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,41 +39,38 @@ from rich.table import Table
 from ..client import TidepoolFileSystem
 from ..testbed.s3server import S3Server
 from ..testbed.s3util import s3fs_filesystem, upload
+from ..testbed.specs import S3DatasetSpec
 from ..testbed.wan import WanRelay
 from ..testbed.workerproc import WorkerProcess
 
 BUCKET = "bench"
-MiB = 1 << 20
 
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata:
-  name: {name}
-spec:
-  mounts:
-    - mountPoint: s3://{bucket}/{prefix}/
-      name: {name}
-      path: "/"
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-        fs.s3a.access.key: "{key}"
-        fs.s3a.secret.key: "{secret}"
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata:
-  name: {name}
-spec:
-  tieredstore:
-    levels:
-      - mediumtype: {medium}
-        path: {cache}
-        quota: {quota}
-        high: "0.95"
-        low: "0.7"
-"""
+
+def bench_spec(
+    server: S3Server,
+    endpoint: str,
+    cache: Path,
+    quota: str,
+    *,
+    bucket: str = BUCKET,
+    name: str = "bench",
+) -> S3DatasetSpec:
+    """The benchmarks' dataset: ``s3://BUCKET/data/`` through ``endpoint`` (the WAN relay, or
+    the origin itself), keys inline, one tier at ``cache``."""
+    return S3DatasetSpec(
+        url=f"s3://{bucket}/data/",
+        endpoint=endpoint,
+        cache=cache,
+        name=name,
+        credentials="inline",
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        quota=quota,
+        watermarks=("0.95", "0.7"),
+    )
+
+
+MiB = 1 << 20
 
 
 def _rand(n: int, seed: int) -> bytes:
@@ -193,20 +191,7 @@ def run_bench(args: argparse.Namespace) -> int:
         relay = stack.enter_context(
             WanRelay.start(("127.0.0.1", port), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
         )
-        spec = work / "bench.yaml"
-        spec.write_text(
-            SPEC.format(
-                name="bench",
-                bucket=BUCKET,
-                prefix="data",
-                endpoint=relay.endpoint,
-                key=server.access_key,
-                secret=server.secret_key,
-                medium="SSD",
-                cache=work / "cache",
-                quota="8Gi",
-            )
-        )
+        spec = bench_spec(server, relay.endpoint, work / "cache", "8Gi").write(work / "bench.yaml")
         worker = stack.enter_context(WorkerProcess.start([spec], work / "worker.log"))
         names = sorted(small)
         big_name = "big/big.bin"
@@ -306,19 +291,8 @@ def run_bench(args: argparse.Namespace) -> int:
         shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
         mem_dir = Path(tempfile.mkdtemp(prefix="tidepool-bench-mem-", dir=shm))
         stack.callback(shutil.rmtree, mem_dir, ignore_errors=True)
-        mem_spec.write_text(
-            SPEC.format(
-                name="benchmem",
-                bucket=BUCKET,
-                prefix="data",
-                endpoint=server.endpoint,
-                key=server.access_key,
-                secret=server.secret_key,
-                medium="MEM",
-                cache=mem_dir,
-                quota=f"{mem_quota // MiB}Mi",
-            )
-        )
+        mem = bench_spec(server, server.endpoint, mem_dir, f"{mem_quota // MiB}Mi", name="benchmem")
+        replace(mem, medium="MEM").write(mem_spec)
         mw = stack.enter_context(WorkerProcess.start([mem_spec], work / "worker-mem.log"))
         mfs = TidepoolFileSystem(mw.endpoint, local_reads=False, skip_instance_cache=True)
         r = big_read(lambda: mfs.open(f"benchmem/{big_name}"), big_size, big_digest)

@@ -39,6 +39,7 @@ from typing import Any
 from ..client import TidepoolFileSystem
 from ..testbed.s3server import S3Server, find_binary
 from ..testbed.s3util import upload
+from ..testbed.specs import S3DatasetSpec
 from ..testbed.wan import WanRelay
 from ..testbed.workerproc import WorkerProcess
 from .mount import mount_entry
@@ -47,36 +48,6 @@ BUCKET = "mountbench"
 MiB = 1 << 20
 TARGET_FILES_S = 2000.0
 TARGET_MB_S = 600.0
-
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata:
-  name: {name}
-spec:
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: {name}
-      path: "/"
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-        fs.s3a.access.key: "{key}"
-        fs.s3a.secret.key: "{secret}"
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata:
-  name: {name}
-spec:
-  tieredstore:
-    levels:
-      - mediumtype: SSD
-        path: {cache}
-        quota: 8Gi
-        high: "0.95"
-        low: "0.7"
-"""
 
 
 def _rand(n: int, seed: int) -> bytes:
@@ -200,17 +171,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             relay = stack.enter_context(
                 WanRelay.start(("127.0.0.1", port), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
             )
-            spec = work / "bench.yaml"
-            spec.write_text(
-                SPEC.format(
-                    name="bench",
-                    bucket=BUCKET,
-                    endpoint=relay.endpoint,
-                    key=server.access_key,
-                    secret=server.secret_key,
-                    cache=work / "cache",
-                )
-            )
+            spec = S3DatasetSpec(
+                url=f"s3://{BUCKET}/data/",
+                endpoint=relay.endpoint,
+                cache=work / "cache",
+                name="bench",
+                credentials="inline",
+                access_key=server.access_key,
+                secret_key=server.secret_key,
+                quota="8Gi",
+                watermarks=("0.95", "0.7"),
+            ).write(work / "bench.yaml")
             worker = stack.enter_context(WorkerProcess.start([spec], work / "worker.log"))
 
             tp_cmd = [sys.executable, "-m", "tidepool.fuse", "--endpoint", worker.endpoint, "bench"]

@@ -32,29 +32,6 @@ from typing import Any
 __all__ = ["main", "run"]
 
 MiB = 1 << 20
-SPEC = """\
-apiVersion: data.fluid.io/v1alpha1
-kind: Dataset
-metadata: {{name: gw}}
-spec:
-  mounts:
-    - mountPoint: s3://{bucket}/data/
-      name: gw
-      path: "/"
-      options:
-        fs.s3a.endpoint: {endpoint}
-        fs.s3a.path.style.access: "true"
-        fs.s3a.access.key: "{key}"
-        fs.s3a.secret.key: "{secret}"
----
-apiVersion: data.fluid.io/v1alpha1
-kind: AlluxioRuntime
-metadata: {{name: gw}}
-spec:
-  tieredstore:
-    levels:
-      - {{mediumtype: SSD, path: {cache}, quota: 4Gi, high: "0.95", low: "0.7"}}
-"""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -134,6 +111,7 @@ def _raw_p50(url: str, keys: list[str], n: int) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..testbed import s3util
     from ..testbed.s3server import S3Server
+    from ..testbed.specs import S3DatasetSpec
     from ..testbed.workerproc import WorkerProcess
 
     rng = random.Random(7)
@@ -150,16 +128,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s3util.upload(server, "gwbench", ((f"data/{k}", v) for k, v in small.items()))
         s3util.upload(server, "gwbench", [("data/big.bin", big)], concurrency=1)
         del big
-        spec = work / "gw.yaml"
-        spec.write_text(
-            SPEC.format(
-                bucket="gwbench",
-                endpoint=server.endpoint,
-                key=server.access_key,
-                secret=server.secret_key,
-                cache=work / "cache",
-            )
-        )
+        spec = S3DatasetSpec(
+            url="s3://gwbench/data/",
+            endpoint=server.endpoint,
+            cache=work / "cache",
+            name="gw",
+            credentials="inline",
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            quota="4Gi",
+            watermarks=("0.95", "0.7"),
+        ).write(work / "gw.yaml")
         worker = stack.enter_context(WorkerProcess.start([spec], work / "worker.log"))
         gateway = _gateway(worker.endpoint, "bench", "bench-secret", work / "gw.log")
         url = stack.enter_context(gateway)

@@ -25,7 +25,7 @@ SECRET_NAME = "cloud"
 
 @dataclass(frozen=True)
 class S3DatasetSpec:
-    """A Dataset on an S3 origin and its runtime with one SSD tier."""
+    """A Dataset on an S3 origin and its runtime with one tier (SSD unless ``medium``)."""
 
     url: str
     """``s3://bucket/prefix/``"""
@@ -38,6 +38,7 @@ class S3DatasetSpec:
     access_key: str = ""
     secret_key: str = ""
     """Needed for ``secret_doc`` and ``inline``."""
+    medium: str = "SSD"
     quota: str = "1Gi"
     watermarks: tuple[str, str] | None = None
     """(high, low) of the tier."""
@@ -110,7 +111,7 @@ class S3DatasetSpec:
         docs.append({"apiVersion": api, "kind": "Dataset", "metadata": meta, "spec": spec})
         if self.cache is not None:
             level: dict[str, Any] = {
-                "mediumtype": "SSD",
+                "mediumtype": self.medium,
                 "path": str(self.cache),
                 "quota": self.quota,
             }
