@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import os
 import random
 from collections.abc import Callable
@@ -192,3 +193,29 @@ def test_local_hits_report_is_validated(serve: Serve) -> None:
         assert resp.status == 400, body
         assert "pages" in answer["message"] or "JSON" in answer["message"]
     assert worker.worker.services["ds"].hits == 0
+
+
+def test_a_forked_reader_reports_its_own_reads_once(
+    warm: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    """Data-loader workers are forked: the child reports what it read, the parent what it read
+    before the fork; nothing twice."""
+    worker, fs = warm
+    svc = worker.worker.services["ds"]
+    fs._hit_reporter().flush()
+    hits = svc.hits
+    assert fs.cat_file("ds/dir/small.bin") == FILES["dir/small.bin"]  # 1 page, not yet reported
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child() -> None:
+        ok = fs.cat_file("ds/multi.bin") == FILES["multi.bin"]  # 4 pages
+        queue.put((ok, fs._hit_reporter().flush()))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    ok, reported = queue.get(timeout=30)
+    proc.join(30)
+    assert ok and reported == 4
+    assert fs._hit_reporter().flush() == 1
+    assert svc.hits == hits + 5

@@ -41,7 +41,7 @@ from ..ring import Member, ranked
 from ..ring import file_key as ring_key
 from .direct import DirectDataset
 from .file import TidepoolFile
-from .local import HitReporter, LocalLayout, LocalReader
+from .local import HitReporter, LocalLayout, LocalReader, fork_generation
 from .synchttp import SyncHTTP
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._reporter: HitReporter | None = None
         self._local_endpoint = self.endpoint
         """The worker whose page files the fast path reads (the one on this host)."""
-        self._reporter_pid = 0
+        self._reporter_forks = 0
         self._node_checked = False
         self._node_at = 0.0
         self.nodepool = (
@@ -233,24 +233,24 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         That is usually the worker we talk to; in Kubernetes the pool's Service may have led us
         to a worker on another node, so the member named after this node (``TIDEPOOL_HOST_ID``,
         the node's name, is also the worker's member name) is asked too."""
-        local, address = info, self.endpoint
+        node, address = info, self.endpoint
         me = os.environ.get("TIDEPOOL_HOST_ID", "").strip()
         if info.get("host_id") != host_id() and me:
             member = next((m for m in self._members if m.name == me), None)
             if member is None or member.address == self.endpoint:
                 return
             try:
-                local, address = (
+                node, address = (
                     await self._get_json(f"{member.address}/v1/node", ""),
                     member.address,
                 )
             except (OSError, ValueError) as exc:
                 log.debug("the worker on this node (%s) did not answer: %s", member.address, exc)
                 return
-        if local.get("host_id") != host_id():
+        if node.get("host_id") != host_id():
             return
         layouts = {}
-        for ds, d in local.get("datasets", {}).items():
+        for ds, d in node.get("datasets", {}).items():
             # the tiers this process can read (a fuse Pod sees the worker's disk tiers, not its
             # memory tier): pages elsewhere are misses here and go over HTTP
             paths = tuple(
@@ -266,10 +266,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         """The thread reporting fast-path reads to the worker (one per process: after a fork the
         data-loader child starts its own)."""
         reporter = self._reporter
-        if reporter is None or self._reporter_pid != os.getpid():
+        if reporter is None or self._reporter_forks != fork_generation():
             assert self._local is not None
+            if reporter is not None:  # a forked child: the parent reports what it inherited
+                self._local.forget_pending()
             reporter = self._reporter = HitReporter(self._local, self._post_local_hits)
-            self._reporter_pid = os.getpid()
+            self._reporter_forks = fork_generation()
         return reporter
 
     def _post_local_hits(self, dataset: str, pages: int, nbytes: int) -> None:
@@ -428,10 +430,9 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if self._local is None or info.get("type") != "file":
             return None
         ds, rel = self._split(path)
-        data = self._local.read(ds, rel, info["version"], info["size"], start, end)
-        if data is not None and self._reporter_pid != os.getpid():
-            self._hit_reporter()
-        return data
+        if self._reporter is None or self._reporter_forks != fork_generation():
+            self._hit_reporter()  # before the read: a forked child first drops inherited counts
+        return self._local.read(ds, rel, info["version"], info["size"], start, end)
 
     @staticmethod
     def _span(start: int | None, end: int | None, size: int) -> tuple[int, int]:

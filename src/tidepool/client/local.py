@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,22 +48,25 @@ class LocalReader:
         self.layouts = layouts
         self.hits = 0
         self.misses = 0
-        self._pending: dict[str, list[int]] = {}
-        """dataset -> [pages, bytes] read here and not yet reported to the worker."""
-        self._lock = threading.Lock()
-
-    def _served(self, dataset: str, pages: int, nbytes: int) -> None:
-        self.hits += 1
-        with self._lock:
-            counts = self._pending.setdefault(dataset, [0, 0])
-            counts[0] += pages
-            counts[1] += nbytes
+        self._served: deque[tuple[str, int, int]] = deque()
+        """(dataset, pages, bytes) of each read served here and not yet reported to the worker
+        (``deque.append`` is atomic: no lock on the read path)."""
 
     def take_pending(self) -> dict[str, tuple[int, int]]:
         """The (pages, bytes) read locally per dataset since the last call."""
-        with self._lock:
-            taken, self._pending = self._pending, {}
-        return {ds: (c[0], c[1]) for ds, c in taken.items() if c[0]}
+        totals: dict[str, tuple[int, int]] = {}
+        while True:
+            try:
+                dataset, pages, nbytes = self._served.popleft()
+            except IndexError:
+                break
+            had = totals.get(dataset, (0, 0))
+            totals[dataset] = (had[0] + pages, had[1] + nbytes)
+        return totals
+
+    def forget_pending(self) -> None:
+        """Drop what is pending (a forked child: its parent reports those reads)."""
+        self._served.clear()
 
     def read(
         self, dataset: str, rel: str, version: str, size: int, start: int, end: int
@@ -83,7 +87,8 @@ class LocalReader:
             if data is None:
                 self.misses += 1
             else:
-                self._served(dataset, 1, len(data))
+                self.hits += 1
+                self._served.append((dataset, 1, len(data)))
             return data
         pieces: list[bytes | memoryview] = []
         for idx in idxs:
@@ -96,7 +101,8 @@ class LocalReader:
             lo, hi = max(start, pstart) - pstart, min(end, pstart + plen) - pstart
             pieces.append(page if (lo == 0 and hi == plen) else memoryview(page)[lo:hi])
         out = b"".join(pieces)
-        self._served(dataset, len(idxs), len(out))
+        self.hits += 1
+        self._served.append((dataset, len(idxs), len(out)))
         return out
 
     @staticmethod
@@ -123,6 +129,22 @@ class LocalReader:
             return None
         finally:
             os.close(fd)
+
+
+_forks = 0
+"""Forks of this process so far (in the child): a reporter thread does not survive a fork."""
+
+
+def _after_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def fork_generation() -> int:
+    return _forks
 
 
 Post = Callable[[str, int, int], None]
