@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
 from typing import Any
 
 import fsspec
@@ -19,6 +18,7 @@ from tests.conftest import ThreadWorker
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.errors import AuthError
+from tidepool.testbed.s3server import free_port
 
 from .conftest import Serve, client
 
@@ -45,12 +45,6 @@ def worker(serve: Serve) -> ThreadWorker:
 @pytest.fixture(params=[True, False], ids=["local", "http"])
 def fs(request: pytest.FixtureRequest, worker: ThreadWorker) -> TidepoolFileSystem:
     return client(worker, local_reads=request.param)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- metadata ----------------------------------------------------------------------------

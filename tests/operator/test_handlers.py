@@ -24,6 +24,7 @@ from tidepool.operator import reporter
 from tidepool.operator.handlers import OperatorSettings, run
 from tidepool.operator.kube import KubeClient, KubeConfig, Resource, by_kind
 from tidepool.operator.render import RenderOptions
+from tidepool.testbed.s3server import free_port
 
 from .conftest import POOL, SEED, objects
 
@@ -144,15 +145,6 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met in {timeout}s: {check}")
         await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,19 +38,13 @@ from tidepool.operator.render import RenderOptions, render_dataset, worker_name
 from tidepool.operator.reporter import lease_name
 from tidepool.operator.status import parse_reports
 from tidepool.spec.loader import load_text
+from tidepool.testbed.s3server import free_port
 from tidepool.testbed.specs import S3DatasetSpec
 
 from .conftest import POOL, objects
 from .kubelet import container_process
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def spec_text(bucket: str, endpoint: str, tier: Path) -> str:

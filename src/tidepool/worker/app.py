@@ -32,7 +32,7 @@ from typing import Any, TypeGuard
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import AuthError, UnknownDatasetError, http_status, redact
+from ..errors import AuthError, BadRequestError, UnknownDatasetError, http_status, redact
 from ..fileinfo import FileInfo
 from ..paths import normalize
 from ..ranges import content_range, parse_range
@@ -295,8 +295,6 @@ class WorkerApp:
             raise ValueError(f"load request body is not JSON: {exc}") from None
         paths = body.get("paths") or [""]
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            from ..errors import BadRequestError
-
             raise BadRequestError('"paths" must be a list of strings, e.g. {"paths": ["train/"]}')
         for p in paths:
             normalize(p)
@@ -308,8 +306,6 @@ class WorkerApp:
 
     async def local_hits(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        from ..errors import BadRequestError
-
         try:
             body = await request.json()
         except json.JSONDecodeError as exc:
