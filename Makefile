@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test quick lint bench system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	sh scripts/system-deps.sh
 	$(PY) -m pytest $(ARGS)
+
+# The edit-test loop: pure and unit tests only (no servers, no namespaces), well under a minute.
+quick: $(VENV)/.test-installed
+	$(PY) -m pytest -m "not integration and not slow" -q $(ARGS)
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check src tests

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tidepool.pages import DEFAULT_PAGE_SIZE
+from tidepool.core.pages import DEFAULT_PAGE_SIZE
 from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.s3util import upload
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.s3util import upload
 
 os.environ.pop("AWS_CA_BUNDLE", None)
 _bucket_ids = itertools.count(1)

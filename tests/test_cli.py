@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tidepool.cli import main
-from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
-from tidepool.testbed.workerproc import WorkerProcess
+from tidepool_lab.testbed.specs import S3DatasetSpec, write_secrets_dir
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed-demo.yaml"
 SEED_COPY = Path(__file__).parent / "spec" / "fixtures" / "seed-demo.yaml"

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidepool import pages
-from tidepool.errors import BadRequestError, RangeNotSatisfiableError, redact
-from tidepool.paths import normalize
-from tidepool.quantity import parse_bytes
-from tidepool.ranges import content_range, parse_range
+from tidepool.core import pages
+from tidepool.core.errors import BadRequestError, RangeNotSatisfiableError, redact
+from tidepool.core.paths import normalize
+from tidepool.core.quantity import parse_bytes
+from tidepool.core.ranges import content_range, parse_range
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_parse_bytes_error_names_value() -> None:
 
 
 def test_host_identity_in_and_out_of_kubernetes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tidepool import hostid
+    from tidepool.pool import hostid
 
     monkeypatch.delenv("TIDEPOOL_HOST_ID", raising=False)
     monkeypatch.setattr(hostid.socket, "gethostname", lambda: "worker-0")

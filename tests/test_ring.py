@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidepool.ring import Member, file_key, owners, ranked, spread
+from tidepool.core.ring import Member, file_key, owners, ranked, spread
 
 MEMBERS = [Member(f"node-{i}", f"http://192.0.2.{10 + i}:8433", "pool-a") for i in range(5)]
 KEYS = [file_key("images", f"train/{i:05d}.jpg") for i in range(20000)]
@@ -19,7 +19,7 @@ def test_same_owner_in_another_process() -> None:
     key = file_key("images", "train/00042.jpg")
     here = owners(key, MEMBERS, 2)
     code = (
-        "from tidepool.ring import Member, file_key, owners;"
+        "from tidepool.core.ring import Member, file_key, owners;"
         "ms=[Member(f'node-{i}', f'http://192.0.2.{10+i}:8433', 'pool-a') for i in range(5)];"
         "print(','.join(m.name for m in owners(file_key('images','train/00042.jpg'), ms, 2)))"
     )

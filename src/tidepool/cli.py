@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, SpecError, TidepoolError, redact
+from tidepool.core.errors import ConfigError, SpecError, TidepoolError, redact
 
 log = logging.getLogger("tidepool")
 
@@ -134,28 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(p)
 
     p = sub.add_parser("mount", help="mount datasets read-only with FUSE (POSIX access)")
-    from .fuse import add_mount_args
+    from tidepool.fuse import add_mount_args
 
     add_mount_args(p)
 
     p = sub.add_parser("gateway", help="serve datasets as S3 buckets (GetObject, ListObjectsV2…)")
-    from .gateway.cli import add_gateway_args
+    from tidepool.gateway.cli import add_gateway_args
 
     add_gateway_args(p)
 
-    from .operator.cli import add_convert_args, add_operator_args, add_render_args
+    from tidepool.operator.cli import add_convert_args, add_operator_args, add_render_args
 
     add_operator_args(sub.add_parser("operator", help="run the Kubernetes operator (kopf)"))
     add_render_args(sub.add_parser("render", help="print the manifests the operator would create"))
     add_convert_args(sub.add_parser("convert", help="turn Fluid manifests into Tidepool's"))
 
     p = sub.add_parser("demo", help="the end-to-end demo: S3 behind a WAN, read 3 ways")
-    from .demo.options import add_demo_args
+    from tidepool_lab.demo.options import add_demo_args
 
     add_demo_args(p)
 
     p = sub.add_parser("bench", help="benchmarks, side by side, written as JSON")
-    from .bench.options import add_bench_args
+    from tidepool_lab.bench.options import add_bench_args
 
     add_bench_args(p)
     return parser
@@ -167,7 +167,7 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _load_bundle(args: argparse.Namespace) -> Any:
-    from .spec import load_files
+    from tidepool.spec import load_files
 
     return load_files(
         args.files,
@@ -178,7 +178,7 @@ def _load_bundle(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .spec import describe
+    from tidepool.spec import describe
 
     bundle = _load_bundle(args)
     print(describe(bundle))
@@ -186,7 +186,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .worker import Worker, WorkerSettings
+    from tidepool.worker import Worker, WorkerSettings
 
     bundle = _load_bundle(args)
     for notice in bundle.notices:
@@ -198,7 +198,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         members = Path(members[1:]).read_text().replace("\n", ",")
     provider = None
     if members.startswith("kubernetes:"):
-        from .operator.membership_k8s import from_spec
+        from tidepool.pool.kubernetes import from_spec
 
         state = args.state_dir or Path("~/.local/state/tidepool").expanduser()
         provider = from_spec(
@@ -251,13 +251,13 @@ def _loop_factory() -> Any:
 
 
 def _fs(args: argparse.Namespace) -> Any:
-    from .client import TidepoolFileSystem
+    from tidepool.client import TidepoolFileSystem
 
     return TidepoolFileSystem(endpoint=args.endpoint, token=args.token, skip_instance_cache=True)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .quantity import format_bytes
+    from tidepool.core.quantity import format_bytes
 
     fs = _fs(args)
     path = fs._strip_protocol(args.path)
@@ -288,7 +288,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .quantity import format_bytes
+    from tidepool.core.quantity import format_bytes
 
     fs = _fs(args)
     names = [args.dataset] if args.dataset else fs.datasets()
@@ -345,8 +345,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     reporter = None
     if args.report_job and not args.no_wait:
-        from .operator.kube import KubeConfig
-        from .operator.loadreport import JobReporter, parse_job_ref
+        from tidepool.operator.loadreport import JobReporter, parse_job_ref
+        from tidepool.pool.kubeapi import KubeConfig
 
         ns, name = parse_job_ref(args.report_job, os.environ.get("POD_NAMESPACE", "default"))
         reporter = JobReporter(KubeConfig.from_env(), ns, name).start()
@@ -406,43 +406,43 @@ def _follow_load(fs: Any, dataset: str, job: dict[str, Any], reporter: Any) -> d
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from .fuse import run_mount
+    from tidepool.fuse import run_mount
 
     return run_mount(args)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from .gateway.cli import run_gateway
+    from tidepool.gateway.cli import run_gateway
 
     return run_gateway(args)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    from .operator.cli import run_operator
+    from tidepool.operator.cli import run_operator
 
     return run_operator(args)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .operator.cli import run_render
+    from tidepool.operator.cli import run_render
 
     return run_render(args)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .operator.cli import run_convert
+    from tidepool.operator.cli import run_convert
 
     return run_convert(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.run import run_demo
+    from tidepool_lab.demo.run import run_demo
 
     return run_demo(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.run import run_bench
+    from tidepool_lab.bench.run import run_bench
 
     return run_bench(args)
 

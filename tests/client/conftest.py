@@ -13,10 +13,10 @@ import pytest
 from tests.conftest import DatasetFactory, ThreadWorker
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.pages import DEFAULT_PAGE_SIZE
+from tidepool.core.pages import DEFAULT_PAGE_SIZE
 from tidepool.spec.config import DatasetConfig
-from tidepool.testbed.s3server import S3Server
 from tidepool.worker import WorkerSettings
+from tidepool_lab.testbed.s3server import S3Server
 
 Serve = Callable[..., ThreadWorker]
 

@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import ThreadWorker
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.errors import AuthError
-from tidepool.testbed.s3server import free_port
+from tidepool.core.errors import AuthError
+from tidepool_lab.testbed.s3server import free_port
 
 from .conftest import Serve, client
 

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ThreadWorker
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.pages import HEADER_SIZE, PageKey, file_key
+from tidepool.core.pages import HEADER_SIZE, PageKey, file_key
 
 from .conftest import Serve, client, flush
 

@@ -1,8 +1,8 @@
 """Fixtures of the fault tests: the origin behind a WAN relay or a fault-injecting proxy.
 
 The node-pool network-namespace harness (issue 3) does not exist yet, so the WAN here is the
-user-space relay of :mod:`tidepool.testbed.wan` (a link cut resets connections and refuses new
-ones) and origin trouble comes from :mod:`tidepool.testbed.faulty`. Every process, thread and
+user-space relay of :mod:`tidepool_lab.testbed.wan` (a link cut resets connections and refuses new
+ones) and origin trouble comes from :mod:`tidepool_lab.testbed.faulty`. Every process, thread and
 mount a fixture starts is stopped in its teardown, also when the test fails.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.origin import OriginSettings
-from tidepool.testbed.faulty import FaultyProxy
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.specs import S3DatasetSpec
-from tidepool.testbed.wan import WanRelay
+from tidepool.origin.funnel import OriginSettings
+from tidepool_lab.testbed.faulty import FaultyProxy
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.wan import WanRelay
 
 # Fast settings for in-process workers: a cut link is noticed and recovered from quickly.
 FAST = OriginSettings(retry_budget=1.0, probe_interval=0.5, seed=1)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from tidepool.errors import OriginUnavailableError
-from tidepool.testbed.faulty import Fault, FaultyProxy
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.wan import WanRelay
+from tidepool.core.errors import OriginUnavailableError
+from tidepool_lab.testbed.faulty import Fault, FaultyProxy
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.wan import WanRelay
 
 from .conftest import FAST, client, metric, raw_get, wait_until
 

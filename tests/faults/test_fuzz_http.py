@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from tests.conftest import DatasetFactory, ThreadWorker
 
 from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
-from tidepool.testbed.s3server import S3Server
 from tidepool.worker import WorkerSettings
+from tidepool_lab.testbed.s3server import S3Server
 
 pytestmark = pytest.mark.integration
 

@@ -1,9 +1,9 @@
 """The cloud link is cut (during reads, during a warm-up) and restored; a worker is SIGKILLed
 mid-load and restarted while the link is down.
 
-The WAN is the user-space relay (:mod:`tidepool.testbed.wan`): a cut resets every open connection
-and refuses new ones. The network-namespace node-pool harness of issue 3 does not exist yet; these
-tests move to it once it does.
+The WAN is the user-space relay (:mod:`tidepool_lab.testbed.wan`): a cut resets every open
+connection and refuses new ones. The network-namespace node-pool harness of issue 3 does not exist
+yet; these tests move to it once it does.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tidepool.errors import OriginUnavailableError
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.wan import WanRelay
-from tidepool.testbed.workerproc import WorkerProcess
+from tidepool.core.errors import OriginUnavailableError
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.wan import WanRelay
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 from .conftest import (
     FAST,

@@ -1,6 +1,6 @@
 """Origin trouble (throttling, 5xx, resets, a slow or silent origin) through the faulty proxy.
 
-The proxy of :mod:`tidepool.testbed.faulty` sits between the worker and the real S3 origin and
+The proxy of :mod:`tidepool_lab.testbed.faulty` sits between the worker and the real S3 origin and
 decides per request whether to pass it on or to inject a fault; it also counts requests, which is
 how the single-flight test proves that readers never multiply origin GETs.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tidepool.errors import OriginUnavailableError
-from tidepool.origin import OriginSettings
-from tidepool.testbed.faulty import Fault, FaultyProxy
+from tidepool.core.errors import OriginUnavailableError
+from tidepool.origin.funnel import OriginSettings
+from tidepool_lab.testbed.faulty import Fault, FaultyProxy
 
 from .conftest import client, metric
 

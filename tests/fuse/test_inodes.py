@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tidepool.errors import BadRequestError, OriginUnavailableError
+from tidepool.core.errors import BadRequestError, OriginUnavailableError
 from tidepool.fuse.inodes import ROOT_INODE, InodeTable, child_path
 from tidepool.fuse.source import errno_for
 

@@ -20,8 +20,8 @@ import pytest
 from tests.fuse.conftest import MountFactory, fuse_mounted
 
 from tidepool.fuse.mount import mount_entry
-from tidepool.testbed.images import make_jpegs
-from tidepool.testbed.s3util import upload
+from tidepool_lab.testbed.images import make_jpegs
+from tidepool_lab.testbed.s3util import upload
 
 pytestmark = pytest.mark.integration
 

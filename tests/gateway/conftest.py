@@ -23,10 +23,10 @@ import pytest
 from tests.conftest import DatasetFactory, ThreadWorker
 
 from tidepool.gateway import Gateway
-from tidepool.origin import OriginSettings
-from tidepool.testbed import s3util
-from tidepool.testbed.s3server import S3Server, free_port
+from tidepool.origin.funnel import OriginSettings
 from tidepool.worker import WorkerSettings
+from tidepool_lab.testbed import s3util
+from tidepool_lab.testbed.s3server import S3Server, free_port
 
 ACCESS_KEY = "gwtestkey"
 SECRET_KEY = "gw-test-secret/with+chars"

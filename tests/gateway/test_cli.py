@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.errors import ConfigError
+from tidepool.core.errors import ConfigError
 from tidepool.gateway.cli import add_gateway_args, load_credentials, parse_listen
-from tidepool.testbed import s3util
-from tidepool.testbed.s3server import free_port
+from tidepool_lab.testbed import s3util
+from tidepool_lab.testbed.s3server import free_port
 
 from .conftest import Stack
 

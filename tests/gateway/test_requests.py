@@ -14,7 +14,8 @@ from botocore.parsers import RestXMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidepool.errors import OriginUnavailableError, UnknownDatasetError
+from tidepool.core.errors import OriginUnavailableError, UnknownDatasetError
+from tidepool.core.paths import normalize
 from tidepool.gateway import xml
 from tidepool.gateway.errors import S3Error, s3_error
 from tidepool.gateway.listing import Entry, list_page, search_root
@@ -26,7 +27,6 @@ from tidepool.gateway.operations import (
     encode_token,
     parse_request,
 )
-from tidepool.paths import normalize
 
 # ---- operations -------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidepool.testbed import s3util
+from tidepool_lab.testbed import s3util
 
 from .conftest import ACCESS_KEY, CHUNK, ODD_KEYS, SECRET_KEY, Stack
 

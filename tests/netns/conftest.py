@@ -1,4 +1,4 @@
-"""Fixtures for the multi-node harness: one :class:`~tidepool.testbed.netns.Lab` per session.
+"""Fixtures for the multi-node harness: one :class:`~tidepool_lab.testbed.netns.Lab` per session.
 
 Skips (with the precise reason) only when namespaces cannot be built here: not root, no
 ``ip``/``tc``, no ``/dev/net/tun`` or no ``tbf``. Namespaces left by a crashed run with this prefix
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tidepool.testbed.netns import Lab, cleanup_stale, netns_available
+from tidepool_lab.testbed.netns import Lab, cleanup_stale, netns_available
 
 PREFIX = "tpt"
 """Namespace prefix of this test suite (``tpt-<pid>-<n>-<role>``)."""

@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 
-from tidepool.testbed.netns import Host, Lab
-from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
-from tidepool.testbed.wanlink import CutMode
-from tidepool.testbed.workerproc import WorkerProcess
+from tidepool_lab.testbed.netns import Host, Lab
+from tidepool_lab.testbed.specs import S3DatasetSpec, write_secrets_dir
+from tidepool_lab.testbed.wanlink import CutMode
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

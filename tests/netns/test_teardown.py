@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.testbed.netns import Lab, LabError, cleanup_stale
+from tidepool_lab.testbed.netns import Lab, LabError, cleanup_stale
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tidepool.testbed.netns import Host, Lab
+from tidepool_lab.testbed.netns import Host, Lab
 
 from .conftest import RATE_MBIT, RTT_MS
 

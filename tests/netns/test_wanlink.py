@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from tidepool.testbed.wanlink import checksum, parse_packet, tcp_reset_for
+from tidepool_lab.testbed.wanlink import checksum, parse_packet, tcp_reset_for
 
 SRC, DST = "192.0.2.11", "198.51.100.10"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.testbed.netns import Lab
-from tidepool.testbed.specs import S3DatasetSpec, write_secrets_dir
+from tidepool_lab.testbed.netns import Lab
+from tidepool_lab.testbed.specs import S3DatasetSpec, write_secrets_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tidepool.operator.crds import kinds
-from tidepool.operator.kube import BUILTIN, KubeConfig
 from tidepool.operator.render import RenderOptions, render_dataset
+from tidepool.pool.kubeapi import BUILTIN, KubeConfig
 from tidepool.spec.loader import load_text
 
 from .rbac import LOAD_AGENTS, OPERATOR_AGENTS, WORKER_AGENTS, calls, denied

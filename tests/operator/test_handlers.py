@@ -22,9 +22,9 @@ import yaml
 from tidepool.client import TidepoolFileSystem
 from tidepool.operator import reporter
 from tidepool.operator.handlers import OperatorSettings, run
-from tidepool.operator.kube import KubeClient, KubeConfig, Resource, by_kind
 from tidepool.operator.render import RenderOptions
-from tidepool.testbed.s3server import free_port
+from tidepool.pool.kubeapi import KubeClient, KubeConfig, Resource, by_kind
+from tidepool_lab.testbed.s3server import free_port
 
 from .conftest import POOL, SEED, objects
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import kmock
 
-from tidepool.membership import load_last_known
-from tidepool.operator.kube import KubeConfig
-from tidepool.operator.membership_k8s import (
+from tidepool.pool.kubeapi import KubeConfig
+from tidepool.pool.kubernetes import (
     SERVICE_NAME_LABEL,
     from_spec,
     members_from_slices,
     parse_spec,
 )
+from tidepool.pool.membership import load_last_known
 
 SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 

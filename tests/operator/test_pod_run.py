@@ -32,14 +32,14 @@ import kmock
 import pytest
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.operator.kube import KubeConfig
-from tidepool.operator.membership_k8s import SERVICE_NAME_LABEL
 from tidepool.operator.render import RenderOptions, render_dataset, worker_name
 from tidepool.operator.reporter import lease_name
 from tidepool.operator.status import parse_reports
+from tidepool.pool.kubeapi import KubeConfig
+from tidepool.pool.kubernetes import SERVICE_NAME_LABEL
 from tidepool.spec.loader import load_text
-from tidepool.testbed.s3server import free_port
-from tidepool.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.s3server import free_port
+from tidepool_lab.testbed.specs import S3DatasetSpec
 
 from .conftest import POOL, objects
 from .kubelet import container_process

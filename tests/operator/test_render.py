@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tidepool.errors import SpecError
+from tidepool.core.errors import SpecError
 from tidepool.operator.cli import (
     add_convert_args,
     add_render_args,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.specs import S3DatasetSpec
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.testbed.etcd import EtcdServer
-from tidepool.testbed.s3server import free_port
-from tidepool.testbed.specs import S3DatasetSpec
-from tidepool.testbed.workerproc import WorkerProcess
+from tidepool_lab.testbed.etcd import EtcdServer
+from tidepool_lab.testbed.s3server import free_port
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 pytestmark = [
     pytest.mark.integration,

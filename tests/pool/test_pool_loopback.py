@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.ring import Member, file_key, owners
+from tidepool.core.ring import Member, file_key, owners
 from tidepool.spec.config import DatasetConfig, TierConfig
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tidepool.errors import SpecError
+from tidepool.core.errors import SpecError
 from tidepool.spec import load_text
 
 

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tidepool.errors import SpecError
+from tidepool.core.errors import SpecError
 from tidepool.spec import SpecBundle, load_text
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.errors import SpecError
+from tidepool.core.errors import SpecError
 from tidepool.spec import (
     Dataset,
     default_runtime,

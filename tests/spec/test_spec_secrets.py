@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.errors import SpecError
+from tidepool.core.errors import SpecError
 from tidepool.spec import describe, load_files, load_text
 
 FIXTURES = Path(__file__).parent / "fixtures"

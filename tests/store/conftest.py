@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tidepool.pages import PAGES_DIR, TMP_DIR, PageKey
+from tidepool.core.pages import PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
 
@@ -50,7 +50,7 @@ StoreFactory = Callable[..., PageStore]
 @pytest.fixture
 def tiers(tmp_path: Path) -> list[TierConfig]:
     """Two tiers: MEM holds 4 full pages, SSD holds 8 (header included), watermarks off."""
-    from tidepool.pages import HEADER_SIZE
+    from tidepool.core.pages import HEADER_SIZE
 
     full = PAGE + HEADER_SIZE
     return [

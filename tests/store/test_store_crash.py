@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.pages import HEADER_SIZE, TMP_DIR
+from tidepool.core.pages import HEADER_SIZE, TMP_DIR
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey
+from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore, pagestore
 
@@ -293,7 +293,7 @@ def test_recovery_wrong_size_file_is_not_served(
 def test_recovery_adopts_valid_orphans_and_deletes_junk(
     make_store: StoreFactory, tiers: list[TierConfig]
 ) -> None:
-    from tidepool.pages import encode_header
+    from tidepool.core.pages import encode_header
 
     store = make_store()
     put(store, key(1))

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tidepool.pages import HEADER_SIZE, PageKey
+from tidepool.core.pages import HEADER_SIZE, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore, pagestore
 from tidepool.store import tiers as tiers_mod

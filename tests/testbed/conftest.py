@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tidepool.testbed import stop_process_group
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.wan import WanRelay
+from tidepool_lab.testbed import stop_process_group
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.wan import WanRelay
 
 os.environ.pop("AWS_CA_BUNDLE", None)
 

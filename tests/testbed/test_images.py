@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tidepool.testbed.images import CLASS_COUNT, make_jpeg, make_jpegs, write_tree
+from tidepool_lab.testbed.images import CLASS_COUNT, make_jpeg, make_jpegs, write_tree
 
 NAME = re.compile(r"^train/class_(\d\d)/img_(\d{5})\.jpg$")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tidepool.testbed.s3server import S3Server, S3ServerError, find_binary
+from tidepool_lab.testbed.s3server import S3Server, S3ServerError, find_binary
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_missing_key_and_bucket(any_server: S3Server) -> None:
 
 
 def test_wrong_secret_is_refused(any_server: S3Server) -> None:
-    from tidepool.testbed.s3util import boto3_client
+    from tidepool_lab.testbed.s3util import boto3_client
 
     client = boto3_client(any_server.endpoint, any_server.access_key, "wrong-secret-123")
     with pytest.raises(client.exceptions.ClientError):

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.s3util import s3fs_filesystem, upload
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.s3util import s3fs_filesystem, upload
 
 pytestmark = pytest.mark.integration
 

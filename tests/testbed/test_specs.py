@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidepool.spec.loader import load_text
-from tidepool.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.specs import S3DatasetSpec
 
 BASE = {"url": "s3://bkt/data/", "endpoint": "http://127.0.0.1:9000", "cache": "/tmp/tp-cache"}
 

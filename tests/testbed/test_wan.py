@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tidepool.testbed.s3server import S3Server
-from tidepool.testbed.wan import CHUNK, LinkDirection, WanRelay
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.wan import CHUNK, LinkDirection, WanRelay
 
 from .blobserver import pattern
 
@@ -253,7 +253,7 @@ def test_cli_prints_addresses(blob_server: tuple[str, int]) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "tidepool.testbed.wan",
+        "tidepool_lab.testbed.wan",
         "--target",
         f"{blob_server[0]}:{blob_server[1]}",
     ]
@@ -275,7 +275,7 @@ def test_s3_through_relay(s3_origin: S3Server, start_relay: Callable[..., WanRel
     data = os.urandom(MB)
     s3_origin.boto3_client().put_object(Bucket=bucket, Key="blob", Body=data)
     relay = start_relay(("127.0.0.1", s3_origin.port))
-    from tidepool.testbed.s3util import boto3_client
+    from tidepool_lab.testbed.s3util import boto3_client
 
     client = boto3_client(relay.endpoint, s3_origin.access_key, s3_origin.secret_key)
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tidepool.errors import ConfigError
+from tidepool.core.errors import ConfigError
 from tidepool.worker import Worker, WorkerSettings
 
 pytestmark = pytest.mark.integration

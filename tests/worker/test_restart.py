@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.testbed.specs import S3DatasetSpec
-from tidepool.testbed.workerproc import WorkerProcess
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .fs import TidepoolFile, TidepoolFileSystem
+from tidepool.client.fs import TidepoolFile, TidepoolFileSystem
 
 __all__ = ["TidepoolFile", "TidepoolFileSystem"]

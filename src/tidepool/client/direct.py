@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from ..fileinfo import FileInfo, dir_info
-from ..origin import Origin
-from ..paths import normalize
-from ..spec.config import DatasetConfig
+from tidepool.core.fileinfo import FileInfo, dir_info
+from tidepool.core.paths import normalize
+from tidepool.origin.funnel import Origin
+from tidepool.spec.config import DatasetConfig
 
 
 class DirectDataset:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.spec import AbstractBufferedFile
 
 if TYPE_CHECKING:
-    from .fs import TidepoolFileSystem
+    from tidepool.client.fs import TidepoolFileSystem
 
 MIN_FETCH = 256 << 10
 AHEAD_BLOCKS = 2

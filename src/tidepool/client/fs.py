@@ -35,14 +35,14 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
 
-from ..errors import BadRequestError, from_http
-from ..hostid import host_id
-from ..ring import Member, ranked
-from ..ring import file_key as ring_key
-from .direct import DirectDataset
-from .file import TidepoolFile
-from .local import HitReporter, LocalLayout, LocalReader, fork_generation
-from .synchttp import SyncHTTP
+from tidepool.client.direct import DirectDataset
+from tidepool.client.file import TidepoolFile
+from tidepool.client.local import HitReporter, LocalLayout, LocalReader, fork_generation
+from tidepool.client.synchttp import SyncHTTP
+from tidepool.core.errors import BadRequestError, from_http
+from tidepool.core.ring import Member, ranked
+from tidepool.core.ring import file_key as ring_key
+from tidepool.pool.hostid import host_id
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         """Datasets this client's node pool may not cache: they are read from their origin."""
         if not spec or not self.nodepool:
             return {}
-        from ..spec import load_files
+        from tidepool.spec import load_files
 
         files = spec.split(",") if isinstance(spec, str) else list(spec)
         bundle = load_files(files, environ=os.environ)
@@ -728,7 +728,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def pool_status(self, datasets: list[str]) -> dict[str, Any]:
         """The pool as this client sees it: members, whether they answer, files each owns
         (by the ring, over the datasets' files) and bytes each has cached."""
-        from ..ring import spread
+        from tidepool.core.ring import spread
 
         async def go() -> dict[str, Any]:
             await self._node()

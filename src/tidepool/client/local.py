@@ -1,11 +1,11 @@
 """Same-host fast path: read cached pages straight from the worker's tier directories.
 
 When the client runs on the worker's host (same boot, hostname and network namespace, see
-:mod:`tidepool.hostid`) it can skip HTTP entirely: a page's location is a pure function of
-``(dataset, path, version, index)`` (:mod:`tidepool.pages`), and every page file carries its own
-checksum, so a reader needs no index and no lock. A page that is missing, being evicted or fails its
-checksum makes the fast path give up on that read; the caller then asks the worker over HTTP, which
-also fetches and caches what was missing.
+:mod:`tidepool.pool.hostid`) it can skip HTTP entirely: a page's location is a pure function of
+``(dataset, path, version, index)`` (:mod:`tidepool.core.pages`), and every page file carries its
+own checksum, so a reader needs no index and no lock. A page that is missing, being evicted or fails
+its checksum makes the fast path give up on that read; the caller then asks the worker over HTTP,
+which also fetches and caches what was missing.
 
 Page files are immutable once renamed into place and named by version, so a reader never sees a
 half-written page or bytes of another version; an eviction that unlinks a file after it was opened
@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..pages import HEADER_SIZE, PageKey, checksum, decode_header, file_key, pages_for
+from tidepool.core.pages import HEADER_SIZE, PageKey, checksum, decode_header, file_key, pages_for
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import redact
-from .mount import MountError, MountSettings
+from tidepool.core.errors import redact
+from tidepool.fuse.mount import MountError, MountSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,11 @@ def run_mount(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: {exc}; {INSTALL_HINT}", file=sys.stderr)
         return EXIT_FAIL
-    from ..client import TidepoolFileSystem
-    from .inodes import InodeTable
-    from .mount import prepare_mountpoint, serve
-    from .ops import TidepoolOperations
-    from .source import Source
+    from tidepool.client import TidepoolFileSystem
+    from tidepool.fuse.inodes import InodeTable
+    from tidepool.fuse.mount import prepare_mountpoint, serve
+    from tidepool.fuse.ops import TidepoolOperations
+    from tidepool.fuse.source import Source
 
     fs = TidepoolFileSystem(settings.endpoint, settings.token, skip_instance_cache=True)
     source = Source(fs)

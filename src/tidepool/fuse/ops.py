@@ -40,8 +40,8 @@ from typing import Any, TypeVar, cast
 import pyfuse3
 import trio
 
-from .inodes import Entry, InodeTable, child_path
-from .source import Source, describe, errno_for
+from tidepool.fuse.inodes import Entry, InodeTable, child_path
+from tidepool.fuse.source import Source, describe, errno_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

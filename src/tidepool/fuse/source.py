@@ -28,8 +28,8 @@ from typing import Any
 
 from fsspec.asyn import sync
 
-from ..client import TidepoolFileSystem
-from ..errors import AuthError, BadRequestError, OriginUnavailableError, redact
+from tidepool.client import TidepoolFileSystem
+from tidepool.core.errors import AuthError, BadRequestError, OriginUnavailableError, redact
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ never through worker internals.
 
 from __future__ import annotations
 
-from .errors import S3Error
-from .server import Gateway
+from tidepool.gateway.errors import S3Error
+from tidepool.gateway.server import Gateway
 
 __all__ = ["Gateway", "S3Error"]

@@ -20,8 +20,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, redact
-from .server import Gateway
+from tidepool.core.errors import ConfigError, redact
+from tidepool.gateway.server import Gateway
 
 __all__ = ["add_gateway_args", "load_credentials", "parse_listen", "run_gateway"]
 

@@ -1,4 +1,4 @@
-"""S3 error codes: the gateway's extension of the one error table in :mod:`tidepool.errors`.
+"""S3 error codes: the gateway's extension of the one error table in :mod:`tidepool.core.errors`.
 
 The gateway answers every failure with an S3 ``<Error>`` document whose ``Code`` clients branch on
 (boto3 raises ``NoSuchKey``, s3fs maps ``NoSuchBucket`` to ``FileNotFoundError`` …). Two kinds of
@@ -9,12 +9,12 @@ uses, so one cause gets one meaning on every surface.
 
 Limits: only the codes this read-only gateway can produce are listed; anything unmapped is an
 ``InternalError`` (500) — an origin error that is not "unreachable", or the worker refusing the
-gateway's own token — whose message never carries secrets (:func:`tidepool.errors.redact`).
+gateway's own token — whose message never carries secrets (:func:`tidepool.core.errors.redact`).
 """
 
 from __future__ import annotations
 
-from ..errors import (
+from tidepool.core.errors import (
     BadRequestError,
     OriginUnavailableError,
     RangeNotSatisfiableError,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
-from ..errors import BadRequestError, RangeNotSatisfiableError
-from ..ranges import content_range, parse_range
-from .errors import S3Error
+from tidepool.core.errors import BadRequestError, RangeNotSatisfiableError
+from tidepool.core.ranges import content_range, parse_range
+from tidepool.gateway.errors import S3Error
 
 __all__ = ["GetPlan", "http_date", "plan_get"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
-from ..errors import BadRequestError
-from ..paths import normalize
-from .errors import S3Error
+from tidepool.core.errors import BadRequestError
+from tidepool.core.paths import normalize
+from tidepool.gateway.errors import S3Error
 
 __all__ = [
     "MAX_KEYS",

@@ -36,14 +36,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..client import TidepoolFileSystem
-from ..errors import redact
-from . import xml
-from .errors import S3Error, s3_error
-from .listing import Entry, list_page, search_root
-from .objects import plan_get
-from .operations import Operation, parse_request
-from .sigv4 import verify
+from tidepool.client import TidepoolFileSystem
+from tidepool.core.errors import redact
+from tidepool.gateway import xml
+from tidepool.gateway.errors import S3Error, s3_error
+from tidepool.gateway.listing import Entry, list_page, search_root
+from tidepool.gateway.objects import plan_get
+from tidepool.gateway.operations import Operation, parse_request
+from tidepool.gateway.sigv4 import verify
 
 __all__ = ["BUCKETS_TTL", "DEFAULT_CHUNK", "LISTING_TTL", "Gateway"]
 

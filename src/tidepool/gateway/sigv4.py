@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_tz
 from urllib.parse import quote, unquote
 
-from .errors import S3Error
+from tidepool.gateway.errors import S3Error
 
 __all__ = [
     "ALGORITHM",

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from .listing import Entry, Page
-from .operations import ListParams, encode_token
+from tidepool.gateway.listing import Entry, Page
+from tidepool.gateway.operations import ListParams, encode_token
 
 __all__ = [
     "NS",

@@ -16,12 +16,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
-from ..spec.loader import load_files
-from .convert import convert_text
-from .crds import crds
-from .dataload import load_objects
-from .render import RenderOptions, pools_of, render_dataset, to_yaml
+from tidepool.core.errors import SpecError
+from tidepool.operator.convert import convert_text
+from tidepool.operator.crds import crds
+from tidepool.operator.dataload import load_objects
+from tidepool.operator.render import RenderOptions, pools_of, render_dataset, to_yaml
+from tidepool.spec.loader import load_files
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -213,8 +213,8 @@ def _api_reachable_by_default() -> bool:
 
 def run_operator(args: argparse.Namespace) -> int:
     try:
-        from .handlers import OperatorSettings, run
-        from .kube import KubeConfig
+        from tidepool.operator.handlers import OperatorSettings, run
+        from tidepool.pool.kubeapi import KubeConfig
     except ImportError as exc:  # kopf is an optional dependency
         print(f"the operator needs kopf: pip install 'tidepool[k8s]' ({exc})", file=sys.stderr)
         return EXIT_FAIL

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError
-from ..spec.models import DataLoad, Dataset, Runtime
-from .crds import FLUID_GROUP, TIDEPOOL_GROUP, VERSION
+from tidepool.core.errors import SpecError
+from tidepool.operator.crds import FLUID_GROUP, TIDEPOOL_GROUP, VERSION
+from tidepool.spec.models import DataLoad, Dataset, Runtime
 
 KIND_MAP = {"Dataset": "Dataset", "AlluxioRuntime": "CacheRuntime", "DataLoad": "DataLoad"}
 """Fluid kind -> Tidepool kind."""

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from ..spec.models import DataLoadSpec, DatasetSpec, RuntimeSpec
-from .schema import model_schema
-from .status import DataLoadStatus, DatasetStatus, RuntimeStatus
+from tidepool.operator.schema import model_schema
+from tidepool.operator.status import DataLoadStatus, DatasetStatus, RuntimeStatus
+from tidepool.spec.models import DataLoadSpec, DatasetSpec, RuntimeSpec
 
 TIDEPOOL_GROUP = "tidepool.io"
 FLUID_GROUP = "data.fluid.io"

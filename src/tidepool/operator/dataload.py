@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..spec.models import DataLoad
-from .render import (
+from tidepool.operator.render import (
     COMPONENT_LABEL,
     DATASET_LABEL,
     POOL_NAME_LABEL,
@@ -33,7 +32,8 @@ from .render import (
     token_env,
     worker_name,
 )
-from .status import LoadProgress, load_progress, parse_job_progress
+from tidepool.operator.status import LoadProgress, load_progress, parse_job_progress
+from tidepool.spec.models import DataLoad
 
 DATALOAD_LABEL = "tidepool.io/dataload"
 JOB_HASH_ANNOTATION = "tidepool.io/job-hash"

@@ -35,10 +35,19 @@ from typing import Any, Literal
 import kopf
 from pydantic import ValidationError
 
-from ..spec.models import DataLoad, Dataset, Runtime
-from . import dataload as dl
-from .crds import kinds
-from .kube import (
+from tidepool.operator import dataload as dl
+from tidepool.operator.crds import kinds
+from tidepool.operator.reconcile import (
+    cleanup,
+    read_status,
+    read_workloads,
+    reconcile,
+    runtime_status,
+    target_pools,
+)
+from tidepool.operator.render import POOL_LABEL, RenderOptions
+from tidepool.operator.status import DEFAULT_STALE_AFTER, DatasetStatus, dump
+from tidepool.pool.kubeapi import (
     KubeApiError,
     KubeClient,
     KubeConfig,
@@ -47,9 +56,7 @@ from .kube import (
     Resource,
     by_kind,
 )
-from .reconcile import cleanup, read_status, read_workloads, reconcile, runtime_status, target_pools
-from .render import POOL_LABEL, RenderOptions
-from .status import DEFAULT_STALE_AFTER, DatasetStatus, dump
+from tidepool.spec.models import DataLoad, Dataset, Runtime
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import threading
 import time
 from typing import Any
 
-from ..errors import ConfigError
-from .kube import KubeClient, KubeConfig, KubeError, by_kind
-from .status import LOAD_PROGRESS_ANNOTATION, JobProgress, job_progress_from_load
+from tidepool.core.errors import ConfigError
+from tidepool.operator.status import LOAD_PROGRESS_ANNOTATION, JobProgress, job_progress_from_load
+from tidepool.pool.kubeapi import KubeClient, KubeConfig, KubeError, by_kind
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..spec.models import Dataset, Runtime
-from .kube import KubeApiError, KubeClient, KubeUnavailableError, Obj, Resource, by_kind
-from .render import (
+from tidepool.operator.render import (
     ANY_POOL,
     CREATE_ONLY,
     DATASET_LABEL,
@@ -34,8 +32,17 @@ from .render import (
     pv_name,
     render_dataset,
 )
-from .reporter import REPORT_LABEL
-from .status import DatasetStatus, RuntimeStatus, aggregate, parse_reports
+from tidepool.operator.reporter import REPORT_LABEL
+from tidepool.operator.status import DatasetStatus, RuntimeStatus, aggregate, parse_reports
+from tidepool.pool.kubeapi import (
+    KubeApiError,
+    KubeClient,
+    KubeUnavailableError,
+    Obj,
+    Resource,
+    by_kind,
+)
+from tidepool.spec.models import Dataset, Runtime
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from typing import Any, Literal
 
 import yaml
 
-from ..spec.models import Dataset, Runtime
-from ..spec.secrets import secret_env_var
-from .crds import TIDEPOOL_GROUP, VERSION
+from tidepool.operator.crds import TIDEPOOL_GROUP, VERSION
+from tidepool.spec.models import Dataset, Runtime
+from tidepool.spec.secrets import secret_env_var
 
 POOL_LABEL = "apps.openyurt.io/nodepool"
 TOPOLOGY_ANNOTATION = "openyurt.io/topologyKeys"
@@ -217,7 +217,7 @@ def field_env(name: str, path: str) -> Obj:
 
 
 def host_id_env() -> Obj:
-    """Worker and fuse Pods of one node share a host identity (see :mod:`tidepool.hostid`)."""
+    """Worker and fuse Pods of one node share a host identity (see :mod:`tidepool.pool.hostid`)."""
     return {"name": "TIDEPOOL_HOST_ID", "value": "$(NODE_NAME)"}
 
 

@@ -25,9 +25,15 @@ from typing import Any
 
 import aiohttp
 
-from .kube import KubeClient, KubeConfig, KubeError
-from .render import DATASET_LABEL, MANAGED_BY, POOL_NAME_LABEL, pool_suffix, short_name
-from .status import REPORT_ANNOTATION, Report, report_from_worker
+from tidepool.operator.render import (
+    DATASET_LABEL,
+    MANAGED_BY,
+    POOL_NAME_LABEL,
+    pool_suffix,
+    short_name,
+)
+from tidepool.operator.status import REPORT_ANNOTATION, Report, report_from_worker
+from tidepool.pool.kubeapi import KubeClient, KubeConfig, KubeError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ..quantity import format_bytes
+from tidepool.core.quantity import format_bytes
 
 REPORT_ANNOTATION = "tidepool.io/report"
 """Lease annotation holding a worker's :class:`Report` as JSON."""

@@ -10,11 +10,11 @@ Limits: plain text only (no colours or tables); ordering follows the spec files.
 
 from __future__ import annotations
 
-from ..errors import redact
-from ..quantity import format_bytes
-from .config import DatasetConfig, MountConfig
-from .loader import SpecBundle
-from .models import Dataset, Mount
+from tidepool.core.errors import redact
+from tidepool.core.quantity import format_bytes
+from tidepool.spec.config import DatasetConfig, MountConfig
+from tidepool.spec.loader import SpecBundle
+from tidepool.spec.models import Dataset, Mount
 
 
 def describe(bundle: SpecBundle) -> str:

@@ -27,15 +27,23 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError, redact
-from ..paths import normalize
-from ..quantity import format_bytes
-from .config import DatasetConfig, MountConfig, RuntimeConfig
-from .models import KINDS, RUNTIME_KINDS, AnyDocument, DataLoad, Dataset, Runtime, Secret
-from .options import mount_config
-from .problems import FieldErrors, Loc, Source, located, pydantic_problem, yaml_problem
-from .runtime import default_runtime, runtime_config
-from .secrets import SecretStore
+from tidepool.core.errors import SpecError, redact
+from tidepool.core.paths import normalize
+from tidepool.core.quantity import format_bytes
+from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig
+from tidepool.spec.models import (
+    KINDS,
+    RUNTIME_KINDS,
+    AnyDocument,
+    DataLoad,
+    Dataset,
+    Runtime,
+    Secret,
+)
+from tidepool.spec.options import mount_config
+from tidepool.spec.problems import FieldErrors, Loc, Source, located, pydantic_problem, yaml_problem
+from tidepool.spec.runtime import default_runtime, runtime_config
+from tidepool.spec.secrets import SecretStore
 
 _MODELS: dict[str, type[BaseModel]] = {
     "Dataset": Dataset,

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .scalars import SecretValue, Str, StrMap, dns_label, parse_duration, parse_size
+from tidepool.spec.scalars import SecretValue, Str, StrMap, dns_label, parse_duration, parse_size
 
 API_VERSIONS = ("data.fluid.io/v1alpha1", "tidepool.io/v1alpha1")
 """apiVersions accepted for Dataset, runtimes and DataLoad."""

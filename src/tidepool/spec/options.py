@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequestError
-from ..paths import normalize
-from .config import MountConfig
-from .models import EncryptOption, Mount
-from .problems import FieldErrors, Loc
+from tidepool.core.errors import BadRequestError
+from tidepool.core.paths import normalize
+from tidepool.spec.config import MountConfig
+from tidepool.spec.models import EncryptOption, Mount
+from tidepool.spec.problems import FieldErrors, Loc
 
 SUPPORTED_SCHEMES = ("s3", "oss", "http", "https", "local", "file")
 

@@ -19,12 +19,12 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..pages import DEFAULT_PAGE_SIZE, HEADER_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from ..quantity import format_bytes
-from .config import MEDIUM_ORDER, RuntimeConfig, TierConfig
-from .models import Level, Runtime
-from .problems import FieldErrors, Loc
-from .scalars import parse_size, quantity
+from tidepool.core.pages import DEFAULT_PAGE_SIZE, HEADER_SIZE, MAX_PAGE_SIZE, MIN_PAGE_SIZE
+from tidepool.core.quantity import format_bytes
+from tidepool.spec.config import MEDIUM_ORDER, RuntimeConfig, TierConfig
+from tidepool.spec.models import Level, Runtime
+from tidepool.spec.problems import FieldErrors, Loc
+from tidepool.spec.scalars import parse_size, quantity
 
 DEFAULT_CACHE_DIR = "~/.cache/tidepool"
 DEFAULT_QUOTA = 10 << 30

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, SecretStr
 
-from ..quantity import parse_bytes
+from tidepool.core.quantity import parse_bytes
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")

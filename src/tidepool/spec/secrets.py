@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .models import Secret
+from tidepool.spec.models import Secret
 
 
 def secret_env_var(secret: str, key: str) -> str:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidepool.pages import PageKey
+from tidepool.core.pages import PageKey
 
 log = logging.getLogger(__name__)
 

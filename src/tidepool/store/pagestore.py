@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tidepool.pages import HEADER_SIZE, PageKey, decode_header, encode_header
+from tidepool.core.pages import HEADER_SIZE, PageKey, decode_header, encode_header
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index

@@ -1,7 +1,7 @@
 """One tier of the page store on disk: its directories, byte accounting, and page-file I/O.
 
 A tier is a directory (``TierConfig.path``) holding ``pages/`` (the page files, laid out by
-:meth:`tidepool.pages.PageKey.relpath` — a contract with the client's same-host fast path) and
+:meth:`tidepool.core.pages.PageKey.relpath` — a contract with the client's same-host fast path) and
 ``tmp/`` (pages being written; renamed into ``pages/`` when complete, emptied at startup). A MEM
 tier is the same thing on a tmpfs such as ``/dev/shm``.
 
@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidepool.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey, checksum, decode_header
+from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey, checksum, decode_header
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 

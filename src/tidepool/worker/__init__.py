@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .server import Worker, WorkerSettings
+from tidepool.worker.server import Worker, WorkerSettings
 
 __all__ = ["Worker", "WorkerSettings"]

@@ -17,7 +17,7 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/loads/{id}                        progress of a warm-up job
 
 Errors are ``{"error": code, "message": text, "dataset", "path"}`` with the status from the one
-table in :mod:`tidepool.errors`.
+table in :mod:`tidepool.core.errors`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,21 @@ from typing import Any, TypeGuard
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import AuthError, BadRequestError, UnknownDatasetError, http_status, redact
-from ..fileinfo import FileInfo
-from ..paths import normalize
-from ..ranges import content_range, parse_range
-from .dataset import DatasetService
-from .loads import LoadJob
-from .metrics import WorkerMetrics
-from .placement import PEER_HEADER
-from .status import dataset_status
+from tidepool.core.errors import (
+    AuthError,
+    BadRequestError,
+    UnknownDatasetError,
+    http_status,
+    redact,
+)
+from tidepool.core.fileinfo import FileInfo
+from tidepool.core.paths import normalize
+from tidepool.core.ranges import content_range, parse_range
+from tidepool.worker.dataset import DatasetService
+from tidepool.worker.loads import LoadJob
+from tidepool.worker.metrics import WorkerMetrics
+from tidepool.worker.placement import PEER_HEADER
+from tidepool.worker.status import dataset_status
 
 log = logging.getLogger(__name__)
 

@@ -28,16 +28,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from ..errors import OriginError, OriginUnavailableError, VersionChangedError
-from ..fileinfo import FileInfo, dir_info
-from ..origin import Origin, OriginSettings
-from ..pages import PageKey, file_key, page_span, pages_for
-from ..paths import normalize, parent
-from ..spec.config import DatasetConfig
-from ..store.metadata import MetadataStore
-from ..store.pagestore import PageStore
-from .metrics import DatasetCounters
-from .placement import Placement
+from tidepool.core.errors import OriginError, OriginUnavailableError, VersionChangedError
+from tidepool.core.fileinfo import FileInfo, dir_info
+from tidepool.core.pages import PageKey, file_key, page_span, pages_for
+from tidepool.core.paths import normalize, parent
+from tidepool.origin.funnel import Origin, OriginSettings
+from tidepool.spec.config import DatasetConfig
+from tidepool.store.metadata import MetadataStore
+from tidepool.store.pagestore import PageStore
+from tidepool.worker.metrics import DatasetCounters
+from tidepool.worker.placement import Placement
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

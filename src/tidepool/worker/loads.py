@@ -15,10 +15,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..errors import redact
-from ..fileinfo import FileInfo
-from ..paths import normalize
-from .dataset import DatasetService
+from tidepool.core.errors import redact
+from tidepool.core.fileinfo import FileInfo
+from tidepool.core.paths import normalize
+from tidepool.worker.dataset import DatasetService
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ..errors import VersionChangedError
-from ..membership import Membership
-from ..ring import Member, file_key, owners, ranked
+from tidepool.core.errors import VersionChangedError
+from tidepool.core.ring import Member, file_key, owners, ranked
+from tidepool.pool.membership import Membership
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,18 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConfigError
-from ..hostid import host_id
-from ..membership import EtcdMembership, Membership, StaticMembership, parse_static
-from ..origin import OriginSettings
-from ..ring import Member
-from ..spec.config import DatasetConfig
-from ..store.metadata import MetadataStore
-from ..store.pagestore import PageStore
-from .app import WorkerApp
-from .dataset import DatasetService
-from .metrics import OriginSample, StoreSample, WorkerMetrics
-from .placement import Placement
+from tidepool.core.errors import ConfigError
+from tidepool.core.ring import Member
+from tidepool.origin.funnel import OriginSettings
+from tidepool.pool.hostid import host_id
+from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
+from tidepool.spec.config import DatasetConfig
+from tidepool.store.metadata import MetadataStore
+from tidepool.store.pagestore import PageStore
+from tidepool.worker.app import WorkerApp
+from tidepool.worker.dataset import DatasetService
+from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
+from tidepool.worker.placement import Placement
 
 log = logging.getLogger(__name__)
 

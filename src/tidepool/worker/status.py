@@ -11,9 +11,9 @@ import dataclasses
 import time
 from typing import Any
 
-from ..errors import OriginUnavailableError
-from ..quantity import format_bytes
-from .dataset import DatasetService
+from tidepool.core.errors import OriginUnavailableError
+from tidepool.core.quantity import format_bytes
+from tidepool.worker.dataset import DatasetService
 
 
 def _pct(x: float) -> str:

@@ -25,13 +25,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..client import TidepoolFileSystem
-from ..testbed.images import make_jpegs
-from ..testbed.s3server import S3Server
-from ..testbed.s3util import s3fs_filesystem, upload
-from ..testbed.wan import WanRelay
-from ..testbed.workerproc import WorkerProcess
-from .workload import EpochResult, make_model, run_epoch
+from tidepool.client import TidepoolFileSystem
+from tidepool_lab.demo.workload import EpochResult, make_model, run_epoch
+from tidepool_lab.testbed.images import make_jpegs
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.s3util import s3fs_filesystem, upload
+from tidepool_lab.testbed.wan import WanRelay
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 BUCKET = "demo"
 PREFIX = "images"
@@ -252,7 +252,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .options import add_demo_args
+    from tidepool_lab.demo.options import add_demo_args
 
     p = argparse.ArgumentParser()
     add_demo_args(p)

@@ -1,6 +1,6 @@
 """Mount benchmark: Tidepool's FUSE mount and ``rclone mount --vfs-cache-mode full``, one run.
 
-``python -m tidepool.fuse.bench --json out/mount.json`` builds one S3 origin (juicefs gateway)
+``python -m tidepool_lab.bench.fuse --json out/mount.json`` builds one S3 origin (juicefs gateway)
 behind the emulated WAN (40 ms RTT, 100 Mbit/s by default), serves it through a Tidepool worker
 and through rclone, and reads the same files through both mounts with plain ``open()``/``read()``:
 
@@ -36,13 +36,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..client import TidepoolFileSystem
-from ..testbed.s3server import S3Server, find_binary
-from ..testbed.s3util import upload
-from ..testbed.specs import S3DatasetSpec
-from ..testbed.wan import WanRelay
-from ..testbed.workerproc import WorkerProcess
-from .mount import mount_entry
+from tidepool.client import TidepoolFileSystem
+from tidepool.fuse.mount import mount_entry
+from tidepool_lab.testbed.s3server import S3Server, find_binary
+from tidepool_lab.testbed.s3util import upload
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.wan import WanRelay
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 BUCKET = "mountbench"
 MiB = 1 << 20
@@ -271,7 +271,7 @@ def table(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tidepool.fuse.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tidepool_lab.bench.fuse", description=__doc__)
     p.add_argument("--files", type=int, default=1000, help="small files (default %(default)s)")
     p.add_argument("--size-kib", type=int, default=100, help="small file size (KiB)")
     p.add_argument("--big-mib", type=int, default=256, help="large file size (MiB)")

@@ -7,7 +7,7 @@ repeated slashes are dropped. The result is ``""`` for the dataset root or ``a/b
 
 from __future__ import annotations
 
-from .errors import BadRequestError
+from tidepool.core.errors import BadRequestError
 
 MAX_PATH = 4096
 

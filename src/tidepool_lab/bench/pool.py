@@ -1,7 +1,7 @@
-"""``python -m tidepool.bench.pool``: a node pool's shared cache against per-node caches.
+"""``python -m tidepool_lab.bench.pool``: a node pool's shared cache against per-node caches.
 
-On a network-namespace lab (:mod:`tidepool.testbed.netns`: an S3 origin behind a 40 ms / 100 Mbit/s
-WAN, one pool LAN of edge hosts), in one run:
+On a network-namespace lab (:mod:`tidepool_lab.testbed.netns`: an S3 origin behind a
+40 ms / 100 Mbit/s WAN, one pool LAN of edge hosts), in one run:
 
 * **second node, first epoch.** ``--files`` files of ``--size-kib`` KiB, read one after another by
   one reader: direct s3fs from a node; fsspec ``filecache`` on node 1, then on node 2 (each node
@@ -45,9 +45,9 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from ..testbed.netns import Host, Lab, cleanup_stale
-from ..testbed.specs import S3DatasetSpec, write_secrets_dir
-from ..testbed.workerproc import WorkerProcess
+from tidepool_lab.testbed.netns import Host, Lab, cleanup_stale
+from tidepool_lab.testbed.specs import S3DatasetSpec, write_secrets_dir
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 PREFIX = "tpb"
 BUCKET = "poolbench"
@@ -498,7 +498,7 @@ def _report_scaleout(res: dict[str, Any], console: Console) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m tidepool.bench.pool",
+        prog="python -m tidepool_lab.bench.pool",
         description=__doc__.split("\n", 1)[0] if __doc__ else None,
     )
     p.add_argument("--files", type=int, default=600, help="small files in the epoch")

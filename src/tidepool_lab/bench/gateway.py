@@ -1,6 +1,6 @@
 """Gateway benchmark: warm GetObject latency (100 KiB) and throughput (256 MiB) with boto3.
 
-``python -m tidepool.gateway.bench --json out/gateway.json`` starts a real S3 origin (juicefs)
+``python -m tidepool_lab.bench.gateway --json out/gateway.json`` starts a real S3 origin (juicefs)
 on loopback, a ``tidepool up`` worker and a ``tidepool gateway`` process in front of it, reads
 everything once through the gateway to warm the cache, then measures with one boto3 client:
 
@@ -41,8 +41,8 @@ def _pct(values: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def _gateway(endpoint: str, key: str, secret: str, log_path: Path) -> Iterator[str]:
-    from ..testbed import log_tail, stop_process_group
-    from ..testbed.s3server import free_port
+    from tidepool_lab.testbed import log_tail, stop_process_group
+    from tidepool_lab.testbed.s3server import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
@@ -77,7 +77,7 @@ def _raw_p50(url: str, keys: list[str], n: int) -> float:
 
     import boto3
 
-    from ..testbed import s3util
+    from tidepool_lab.testbed import s3util
 
     presigner = boto3.session.Session().client(
         "s3",
@@ -109,10 +109,10 @@ def _raw_p50(url: str, keys: list[str], n: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..testbed import s3util
-    from ..testbed.s3server import S3Server
-    from ..testbed.specs import S3DatasetSpec
-    from ..testbed.workerproc import WorkerProcess
+    from tidepool_lab.testbed import s3util
+    from tidepool_lab.testbed.s3server import S3Server
+    from tidepool_lab.testbed.specs import S3DatasetSpec
+    from tidepool_lab.testbed.workerproc import WorkerProcess
 
     rng = random.Random(7)
     small = {f"small/f{i:04d}.bin": rng.randbytes(100 * 1024) for i in range(args.files)}
@@ -202,7 +202,9 @@ def _report(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tidepool.gateway.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tidepool_lab.bench.gateway", description=__doc__
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--files", type=int, default=200, help="100 KiB objects")
     parser.add_argument("--requests", type=int, default=2000, help="timed small GETs")

@@ -36,12 +36,12 @@ import xxhash
 from rich.console import Console
 from rich.table import Table
 
-from ..client import TidepoolFileSystem
-from ..testbed.s3server import S3Server
-from ..testbed.s3util import s3fs_filesystem, upload
-from ..testbed.specs import S3DatasetSpec
-from ..testbed.wan import WanRelay
-from ..testbed.workerproc import WorkerProcess
+from tidepool.client import TidepoolFileSystem
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.s3util import s3fs_filesystem, upload
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.wan import WanRelay
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 BUCKET = "bench"
 

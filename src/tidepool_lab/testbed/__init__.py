@@ -1,16 +1,16 @@
 """The testbed: the real parts that the demo, the benchmarks and the integration tests run on.
 
-* :class:`~tidepool.testbed.s3server.S3Server` — a real S3 server (``juicefs gateway`` by default,
-  ``rclone serve s3`` as an alternative) standing in for the cloud origin;
-* :class:`~tidepool.testbed.wan.WanRelay` — a user-space WAN emulator (delay + shared bandwidth,
+* :class:`~tidepool_lab.testbed.s3server.S3Server` — a real S3 server (``juicefs gateway``
+  by default, ``rclone serve s3`` as an alternative) standing in for the cloud origin;
+* :class:`~tidepool_lab.testbed.wan.WanRelay` — a user-space WAN emulator (delay + shared bandwidth,
   link cut) between the edge and that origin, in its own process;
-* :func:`~tidepool.testbed.images.make_jpegs` — a deterministic sample JPEG dataset;
-* :mod:`~tidepool.testbed.s3util` — correctly configured s3fs/boto3 clients and bulk upload.
+* :func:`~tidepool_lab.testbed.images.make_jpegs` — a deterministic sample JPEG dataset;
+* :mod:`~tidepool_lab.testbed.s3util` — correctly configured s3fs/boto3 clients and bulk upload.
 
 Everything binds to 127.0.0.1 only and every process it starts is stopped by its PID (process
-group). Layering: the testbed may import ``tidepool.errors``/``tidepool.quantity`` and third-party
-libraries, never the worker, client or CLI. Names are exported lazily so that
-``python -m tidepool.testbed.wan`` starts without importing boto3 or Pillow.
+group). Layering: the testbed may import ``tidepool.core.errors``/``tidepool.core.quantity``
+and third-party libraries, never the worker, client or CLI. Names are exported lazily so that
+``python -m tidepool_lab.testbed.wan`` starts without importing boto3 or Pillow.
 
 This module also holds the two process helpers the servers share.
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tidepool.testbed.images import make_jpegs, write_tree
-    from tidepool.testbed.s3server import S3Server
-    from tidepool.testbed.s3util import s3fs_filesystem, upload
-    from tidepool.testbed.wan import WanRelay
+    from tidepool_lab.testbed.images import make_jpegs, write_tree
+    from tidepool_lab.testbed.s3server import S3Server
+    from tidepool_lab.testbed.s3util import s3fs_filesystem, upload
+    from tidepool_lab.testbed.wan import WanRelay
 
 __all__ = [
     "S3Server",
@@ -44,19 +44,19 @@ __all__ = [
 ]
 
 _LAZY = {
-    "S3Server": "tidepool.testbed.s3server",
-    "WanRelay": "tidepool.testbed.wan",
-    "make_jpegs": "tidepool.testbed.images",
-    "write_tree": "tidepool.testbed.images",
-    "s3fs_filesystem": "tidepool.testbed.s3util",
-    "upload": "tidepool.testbed.s3util",
+    "S3Server": "tidepool_lab.testbed.s3server",
+    "WanRelay": "tidepool_lab.testbed.wan",
+    "make_jpegs": "tidepool_lab.testbed.images",
+    "write_tree": "tidepool_lab.testbed.images",
+    "s3fs_filesystem": "tidepool_lab.testbed.s3util",
+    "upload": "tidepool_lab.testbed.s3util",
 }
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'tidepool.testbed' has no attribute {name!r}")
+        raise AttributeError(f"module 'tidepool_lab.testbed' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
 

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from tidepool.testbed import log_tail, stop_process_group
-from tidepool.testbed.s3server import free_port
+from tidepool_lab.testbed import log_tail, stop_process_group
+from tidepool_lab.testbed.s3server import free_port
 
 
 class EtcdServer:

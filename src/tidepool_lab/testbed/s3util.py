@@ -126,7 +126,7 @@ def upload(
     """Put each ``(key, data)`` into ``bucket`` from ``concurrency`` threads; return ``{key: md5}``.
 
     ``client_or_server`` is a boto3 S3 client or anything with ``boto3_client()`` (an
-    :class:`~tidepool.testbed.s3server.S3Server`). ``items`` may be a lazy iterator: at most
+    :class:`~tidepool_lab.testbed.s3server.S3Server`). ``items`` may be a lazy iterator: at most
     ``2 * concurrency`` objects are held at once. A plain (non-multipart) ETag that differs from
     the data's MD5 raises ``OSError``: the upload did not round-trip.
     """

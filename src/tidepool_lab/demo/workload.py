@@ -57,7 +57,7 @@ def make_model(name: str) -> Callable[[Image.Image], Any] | None:
 
         model = resnet18(weights=None)
     except Exception:  # torchvision missing or broken beside this torch
-        from .resnet import resnet18_plain
+        from tidepool_lab.demo.resnet import resnet18_plain
 
         model = resnet18_plain()
     model.eval()

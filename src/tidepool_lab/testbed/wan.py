@@ -1,7 +1,7 @@
 """A user-space WAN emulator: a TCP relay that adds delay and a shared bandwidth limit.
 
 The edge reaches the cloud over a WAN; this kernel has no ``netem`` and the demo must not need root,
-so the WAN is a TCP relay run in its own process (``python -m tidepool.testbed.wan``), so that
+so the WAN is a TCP relay run in its own process (``python -m tidepool_lab.testbed.wan``), so that
 it never competes for the GIL with the program being measured. :class:`WanRelay` starts and
 steers it from Python.
 
@@ -55,7 +55,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
-from tidepool.testbed import json_line_call, log_tail, stop_process_group
+from tidepool_lab.testbed import json_line_call, log_tail, stop_process_group
 
 __all__ = ["LinkDirection", "RelayStats", "WanRelay", "main"]
 
@@ -622,9 +622,9 @@ async def _amain(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m tidepool.testbed.wan``."""
+    """Entry point of ``python -m tidepool_lab.testbed.wan``."""
     parser = argparse.ArgumentParser(
-        prog="python -m tidepool.testbed.wan", description=__doc__.split("\n\n")[0]
+        prog="python -m tidepool_lab.testbed.wan", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--listen", type=_parse_address, default=("127.0.0.1", 0))
     parser.add_argument("--target", type=_parse_address, required=True)
@@ -698,7 +698,7 @@ class WanRelay:
         cmd = [
             sys.executable,
             "-m",
-            "tidepool.testbed.wan",
+            "tidepool_lab.testbed.wan",
             "--listen",
             "127.0.0.1:0",
             "--target",
@@ -810,7 +810,7 @@ class WanRelay:
 
 
 if __name__ == "__main__":
-    # Run the importable copy so loggers are named ``tidepool.testbed.wan``, not ``__main__``.
-    from tidepool.testbed.wan import main as _main
+    # Run the importable copy so loggers are named ``tidepool_lab.testbed.wan``, not ``__main__``.
+    from tidepool_lab.testbed.wan import main as _main
 
     _main()

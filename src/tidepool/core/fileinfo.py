@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-from .pages import version_of
+from tidepool.core.pages import version_of
 
 
 class FileInfo(TypedDict):

@@ -7,7 +7,7 @@ wrong, so it is refused with a clear error instead.
 
 from __future__ import annotations
 
-from .errors import BadRequestError, RangeNotSatisfiableError
+from tidepool.core.errors import BadRequestError, RangeNotSatisfiableError
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

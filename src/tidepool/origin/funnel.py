@@ -31,12 +31,12 @@ import aiohttp
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
-from .breaker import CircuitBreaker
-from .errors import OriginError, OriginUnavailableError, VersionChangedError, redact
-from .fileinfo import FileInfo, dir_info, file_info
-from .pages import normalize_etag
-from .paths import join
-from .spec.config import MountConfig
+from tidepool.core.breaker import CircuitBreaker
+from tidepool.core.errors import OriginError, OriginUnavailableError, VersionChangedError, redact
+from tidepool.core.fileinfo import FileInfo, dir_info, file_info
+from tidepool.core.pages import normalize_etag
+from tidepool.core.paths import join
+from tidepool.spec.config import MountConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

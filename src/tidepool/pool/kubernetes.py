@@ -6,7 +6,7 @@ requests go through YurtHub, which answers from its cache when the cloud is unre
 endpoints become members, named by their node (the worker's ``--node-name``), so placement on the
 ring does not change when a Pod is recreated with a new IP.
 
-Like the other providers (:mod:`tidepool.membership`) it writes the member list it last saw to
+Like the other providers (:mod:`tidepool.pool.membership`) it writes the member list it last saw to
 ``state_file`` and starts from it, and it keeps the last-known-good list while the API server is
 unreachable. It never drops to an empty list because of an error, only when the API says so.
 
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..membership import load_last_known, save_members
-from ..ring import Member
-from .kube import KubeClient, KubeConfig, KubeError, Resource, by_kind
+from tidepool.core.errors import ConfigError
+from tidepool.core.ring import Member
+from tidepool.pool.kubeapi import KubeClient, KubeConfig, KubeError, Resource, by_kind
+from tidepool.pool.membership import load_last_known, save_members
 
 log = logging.getLogger(__name__)
 

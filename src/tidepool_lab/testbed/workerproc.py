@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tidepool.testbed import log_tail, stop_process_group
+from tidepool_lab.testbed import log_tail, stop_process_group
 
 _READY = re.compile(r"serving .* on (http://\S+)")
 

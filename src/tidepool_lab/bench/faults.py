@@ -1,4 +1,4 @@
-"""``python -m tidepool.bench.faults``: the edge-autonomy figures of issue 4, measured for real.
+"""``python -m tidepool_lab.bench.faults``: the edge-autonomy figures of issue 4, measured for real.
 
 A real S3 origin (juicefs gateway), the user-space WAN relay in front of it (40 ms RTT,
 100 Mbit/s by default) and a ``tidepool up`` worker process. Part of a dataset is warmed, then:
@@ -34,13 +34,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..client import TidepoolFileSystem
-from ..errors import OriginUnavailableError
-from ..testbed.s3server import S3Server
-from ..testbed.s3util import upload
-from ..testbed.wan import WanRelay
-from ..testbed.workerproc import WorkerProcess
-from .run import bench_spec
+from tidepool.client import TidepoolFileSystem
+from tidepool.core.errors import OriginUnavailableError
+from tidepool_lab.bench.run import bench_spec
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.s3util import upload
+from tidepool_lab.testbed.wan import WanRelay
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 BUCKET = "faults"
 PAGE = 256 * 1024
@@ -274,7 +274,7 @@ def _report(res: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tidepool.bench.faults", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tidepool_lab.bench.faults", description=__doc__)
     p.add_argument("--files", type=int, default=200, help="small files (half warmed)")
     p.add_argument("--size-kib", type=int, default=100, help="small file size in KiB")
     p.add_argument("--big-mib", type=int, default=32, help="large file in the killed warm-up")

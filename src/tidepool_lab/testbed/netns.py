@@ -14,14 +14,14 @@ namespaces, veths and bridges, and tears it all down again::
                                                                                   +--- pool-b-1 .76
 
 * Every packet between the edge and the cloud crosses the ``wan`` namespace, whose policy routing
-  sends it through a TUN device to :mod:`tidepool.testbed.wanlink` (user-space delay, byte
+  sends it through a TUN device to :mod:`tidepool_lab.testbed.wanlink` (user-space delay, byte
   counters, link cut: this kernel has no ``netem``); ``tc tbf`` on the two egress veths of that
   namespace limits the bandwidth each way.
 * Each pool is one unshaped LAN: a Linux bridge in the ``edge`` router namespace with one veth per
   host. Pool *k* gets ``192.0.2.(64k)/26`` (gateway ``.64k+1``, hosts from ``.64k+11``). The router
   refuses to forward between pools (``ip rule ... prohibit``, so a connect fails at once with
   ``EHOSTUNREACH``) until :meth:`Lab.connect_pools` allows it.
-* The origin is the ``juicefs`` S3 gateway (as in :mod:`tidepool.testbed.s3server`, same flags)
+* The origin is the ``juicefs`` S3 gateway (as in :mod:`tidepool_lab.testbed.s3server`, same flags)
   listening on ``198.51.100.10:9000`` in the ``cloud`` namespace. The test process talks to it (and
   to any host) from threads that joined the namespace with ``setns(2)``: a socket keeps the
   namespace it was created in, so no address is ever added to the root namespace.
@@ -61,10 +61,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from tidepool.testbed import log_tail, s3util, stop_process_group
-from tidepool.testbed.s3server import _format_juicefs, find_binary
-from tidepool.testbed.wanlink import CutMode, TunRelayStats, WanLink
-from tidepool.testbed.workerproc import WorkerProcess
+from tidepool_lab.testbed import log_tail, s3util, stop_process_group
+from tidepool_lab.testbed.s3server import _format_juicefs, find_binary
+from tidepool_lab.testbed.wanlink import CutMode, TunRelayStats, WanLink
+from tidepool_lab.testbed.workerproc import WorkerProcess
 
 __all__ = [
     "CLOUD_NET",

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from tidepool.testbed import log_tail, s3util, stop_process_group
+from tidepool_lab.testbed import log_tail, s3util, stop_process_group
 
 __all__ = ["Kind", "S3Server", "S3ServerError", "find_binary", "free_port"]
 

@@ -1,6 +1,6 @@
 """A packet-level WAN emulator between network namespaces: a TUN relay that delays IP packets.
 
-Why not :class:`~tidepool.testbed.wan.WanRelay`? That relay is a TCP proxy whose addresses must
+Why not :class:`~tidepool_lab.testbed.wan.WanRelay`? That relay is a TCP proxy whose addresses must
 be loopback, so clients would connect to the relay instead of the origin, the delay would not
 apply to a TCP handshake, to ICMP or to UDP, and TCP would not see the real RTT. Between
 namespaces the kernel can route every packet through user space instead: the ``wan`` namespace
@@ -8,8 +8,8 @@ sends all it forwards into a TUN device (policy routing: ``iif`` a WAN-facing ve
 default route is the TUN device), this process reads each packet, holds it for ``rtt / 2`` and
 writes it back, and the kernel forwards it on (packets re-entering from the TUN device use the main
 table). Bandwidth is the kernel's job: ``tc tbf`` on the two egress veths of the ``wan`` namespace
-(see :mod:`tidepool.testbed.netns`). The one-way delay line reuses
-:class:`~tidepool.testbed.wan.LinkDirection` with an unlimited rate.
+(see :mod:`tidepool_lab.testbed.netns`). The one-way delay line reuses
+:class:`~tidepool_lab.testbed.wan.LinkDirection` with an unlimited rate.
 
 Link down emulates a cut cable as seen by a client with timeouts, made fast and deterministic like
 ``WanRelay``: in-flight packets are lost, a TCP segment that reaches the cut is answered with a RST
@@ -50,8 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
-from tidepool.testbed import json_line_call, log_tail, stop_process_group
-from tidepool.testbed.wan import LinkDirection
+from tidepool_lab.testbed import json_line_call, log_tail, stop_process_group
+from tidepool_lab.testbed.wan import LinkDirection
 
 __all__ = [
     "CutMode",
@@ -355,9 +355,9 @@ def _serve(relay: _Relay, control: socket.socket, parent_pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m tidepool.testbed.wanlink`` (run it inside the namespace)."""
+    """Entry point of ``python -m tidepool_lab.testbed.wanlink`` (run it inside the namespace)."""
     parser = argparse.ArgumentParser(
-        prog="python -m tidepool.testbed.wanlink", description=__doc__.split("\n\n")[0]
+        prog="python -m tidepool_lab.testbed.wanlink", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--tun", default="tun0", help="TUN device to create in this namespace")
     parser.add_argument(
@@ -443,7 +443,7 @@ class WanLink:
             netns,
             sys.executable,
             "-m",
-            "tidepool.testbed.wanlink",
+            "tidepool_lab.testbed.wanlink",
             "--tun",
             tun,
             "--cloud",
@@ -528,6 +528,6 @@ class WanLink:
 
 
 if __name__ == "__main__":
-    from tidepool.testbed.wanlink import main as _main
+    from tidepool_lab.testbed.wanlink import main as _main
 
     _main()

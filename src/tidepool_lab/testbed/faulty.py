@@ -1,11 +1,11 @@
 """A fault-injecting HTTP proxy to put in front of the S3 origin: throttling, 5xx, resets, delays.
 
-The WAN relay (:mod:`tidepool.testbed.wan`) models a link: delay, bandwidth, a cut cable. It sees
-bytes, not requests. Origin *trouble* is per request — S3 answers ``503 SlowDown`` to one GET and
-serves the next, a load balancer resets one connection, a request sits unanswered — so this proxy
-speaks just enough HTTP/1.1 to find request boundaries, and decides per request whether to pass it
-on or to inject a fault. It also counts the requests it saw, which is how tests prove that many
-readers of one cold file cause exactly one origin GET per page.
+The WAN relay (:mod:`tidepool_lab.testbed.wan`) models a link: delay, bandwidth, a cut cable. It
+sees bytes, not requests. Origin *trouble* is per request — S3 answers ``503 SlowDown`` to one GET
+and serves the next, a load balancer resets one connection, a request sits unanswered — so this
+proxy speaks just enough HTTP/1.1 to find request boundaries, and decides per request whether to
+pass it on or to inject a fault. It also counts the requests it saw, which is how tests prove that
+many readers of one cold file cause exactly one origin GET per page.
 
 Faults (:class:`Fault`) are tried in the order they were added; the first that matches a
 request and still applies to it wins:

@@ -1,7 +1,7 @@
 """Who is in my node pool: membership providers with a last-known-good list on disk.
 
 A provider answers one question — the workers of this node pool, now — for the placement ring
-(:mod:`tidepool.ring`). Providers:
+(:mod:`tidepool.core.ring`). Providers:
 
 * ``static``: a list given on the command line, in the runtime spec or in a file;
 * ``etcd``: each worker registers ``/tidepool/v1/pools/<pool>/members/<name>`` under a lease it
@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .errors import ConfigError
-from .ring import Member
+from tidepool.core.errors import ConfigError
+from tidepool.core.ring import Member
 
 log = logging.getLogger(__name__)
 

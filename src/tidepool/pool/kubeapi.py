@@ -25,8 +25,8 @@ from typing import Any
 
 import aiohttp
 
-from .. import __version__
-from ..errors import TidepoolError
+from tidepool import __version__
+from tidepool.core.errors import TidepoolError
 
 log = logging.getLogger(__name__)
 
