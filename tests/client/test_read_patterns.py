@@ -37,7 +37,7 @@ def test_sequential_reads_with_read_ahead(worker: ThreadWorker, block_size: int 
             while chunk := f.read(step):
                 assert chunk == BIG[len(out) : len(out) + len(chunk)]
                 out += chunk
-                prefetched += f._ahead is not None
+                prefetched += bool(f.cache._ahead)  # read-ahead requests in flight
         assert bytes(out) == BIG
         assert prefetched > 0, "a sequential reader never had the next block in flight"
 

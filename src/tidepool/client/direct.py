@@ -13,69 +13,75 @@ import errno
 from typing import Any
 
 from tidepool.core.fileinfo import FileInfo, dir_info
+from tidepool.core.mounts import MountTable, Route
 from tidepool.core.paths import normalize
 from tidepool.origin.funnel import Origin
 from tidepool.spec.config import DatasetConfig
 
 
 class DirectDataset:
-    """One dataset read from its origin mounts, with no cache."""
+    """One dataset read from its origin mounts, with no cache (routed as the worker routes)."""
 
     def __init__(self, cfg: DatasetConfig) -> None:
         self.cfg = cfg
-        self.mounts = sorted(
-            ((m.path, Origin(cfg.name, m)) for m in cfg.mounts),
-            key=lambda item: len(item[0]),
-            reverse=True,
-        )
+        self.mounts = MountTable((m.path, Origin(cfg.name, m)) for m in cfg.mounts)
         self._started = False
 
     async def _start(self) -> None:
         if not self._started:
-            for _, origin in self.mounts:
+            for origin in self.mounts.targets():
                 await origin.start()
             self._started = True
 
-    def _route(self, rel: str) -> tuple[Origin, str, str]:
-        for mpath, origin in self.mounts:
-            if mpath == "":
-                return origin, rel, ""
-            if rel == mpath or rel.startswith(mpath + "/"):
-                return origin, rel[len(mpath) + 1 :], mpath
-        raise FileNotFoundError(errno.ENOENT, f"no such path in dataset {self.cfg.name!r}", rel)
+    def _route(self, rel: str) -> Route[Origin]:
+        route = self.mounts.route(rel)
+        if route is None:
+            raise FileNotFoundError(errno.ENOENT, f"no such path in dataset {self.cfg.name!r}", rel)
+        return route
 
     @staticmethod
-    def _named(prefix: str, entry: FileInfo) -> dict[str, Any]:
+    def _named(route: Route[Origin], entry: FileInfo) -> dict[str, Any]:
         out: dict[str, Any] = dict(entry)
-        if prefix:
-            out["name"] = prefix + ("/" + entry["name"] if entry["name"] else "")
+        out["name"] = route.to_dataset(entry["name"])
         return out
 
     async def info(self, rel: str) -> dict[str, Any]:
         await self._start()
         rel = normalize(rel)
-        if rel == "":
-            return dict(dir_info(""))
-        origin, orel, prefix = self._route(rel)
-        entry = self._named(prefix, await origin.info(orel))
+        if self.mounts.is_virtual_dir(rel):
+            return dict(dir_info(rel))
+        route = self._route(rel)
+        entry = self._named(route, await route.target.info(route.orel))
         entry["name"] = rel
         return entry
 
     async def ls(self, rel: str) -> list[dict[str, Any]]:
         await self._start()
-        origin, orel, prefix = self._route(normalize(rel))
-        return [self._named(prefix, e) for e in await origin.ls(orel)]
+        rel = normalize(rel)
+        if self.mounts.is_virtual_dir(rel):
+            return [dict(e) for e in self.mounts.virtual_children(rel)]
+        route = self._route(rel)
+        out = [self._named(route, e) for e in await route.target.ls(route.orel)]
+        names = {e["name"] for e in out}
+        out += [dict(e) for e in self.mounts.virtual_children(rel) if e["name"] not in names]
+        return out
 
     async def find(self, rel: str) -> list[dict[str, Any]]:
         await self._start()
-        origin, orel, prefix = self._route(normalize(rel))
-        return [self._named(prefix, e) for e in await origin.find(orel)]
+        rel = normalize(rel)
+        if self.mounts.is_virtual_dir(rel):
+            out: list[dict[str, Any]] = []
+            for child in self.mounts.virtual_children(rel):
+                out.extend(await self.find(child["name"]))
+            return out
+        route = self._route(rel)
+        return [self._named(route, e) for e in await route.target.find(route.orel)]
 
     async def read(self, rel: str, version: str | None, start: int, end: int) -> bytes:
         await self._start()
-        origin, orel, _ = self._route(normalize(rel))
-        return await origin.read(orel, start, end, version)
+        route = self._route(normalize(rel))
+        return await route.target.read(route.orel, start, end, version)
 
     async def close(self) -> None:
-        for _, origin in self.mounts:
+        for origin in self.mounts.targets():
             await origin.close()

@@ -1,68 +1,95 @@
-"""The file object behind ``TidepoolFileSystem.open()``: small first reads, then read-ahead.
+"""The file object behind ``TidepoolFileSystem.open()``, and its read-ahead as an fsspec cache.
 
-fsspec's stock "readahead" cache fetches ``requested + block_size`` on every miss, which makes the
-first byte of a cold file wait for a whole block to cross the WAN. This file instead answers a read
-with at least ``MIN_FETCH`` bytes at once (so tiny reads from parsers don't become one request
-each), and once the reader proves sequential it keeps one block fetched ahead in the background on
-fsspec's I/O loop (no thread per file). On the worker's host the bytes come from the page files
-directly and no read-ahead is needed.
+fsspec's stock "readahead" cache fetches ``requested + block_size`` on every miss, so the first
+byte of a cold file waits for a whole block to cross the WAN. :class:`ReadAheadCache` instead:
+
+* answers a read with at least :data:`MIN_FETCH` bytes at once (tiny reads from parsers do not
+  become one request each), and no more than the read asked for beyond that;
+* once the reader proves sequential, keeps up to :data:`AHEAD` requests in flight past the
+  reader, each twice as large as the one before (from :data:`MIN_FETCH` up to the file's block
+  size), like the kernel's read-ahead: a streaming reader starts on its first megabyte at once
+  while the link fills behind it. They run on the filesystem's small shared pool of threads
+  (never a thread per file or per request) with blocking sockets, whose receive copies run
+  without the GIL;
+* tries the same-host fast path first (cached pages read straight from disk); bytes found there
+  need no read-ahead.
+
+Every fetch goes through the filesystem's version-pinned read, so all the bytes one open file
+returns belong to the version it was opened at (``ESTALE`` otherwise).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
+from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractBufferedFile
 
 if TYPE_CHECKING:
     from tidepool.client.fs import TidepoolFileSystem
 
 MIN_FETCH = 256 << 10
-AHEAD_BLOCKS = 2
+"""Smallest request a read makes (and the first read-ahead step)."""
+AHEAD = 2
+"""Read-ahead requests in flight at once: the worker sends one while this process takes in the
+other."""
+
+Fetcher = Callable[[int, int], bytes]
+LocalFetcher = Callable[[int, int], bytes | None]
 
 
-class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
-    """A read-only file with one buffered block and one block of read-ahead."""
+class ReadAheadCache(BaseCache):  # type: ignore[misc]
+    """One buffered span plus sequential read-ahead; see the module docstring."""
+
+    name = "tidepool-readahead"
 
     def __init__(
-        self, fs: TidepoolFileSystem, path: str, info: dict[str, Any], block_size: int
+        self,
+        blocksize: int,
+        fetcher: Fetcher,
+        size: int,
+        executor: Executor | None = None,
+        local: LocalFetcher | None = None,
     ) -> None:
-        self.info = info
-        super().__init__(
-            fs, path, mode="rb", block_size=block_size, cache_type="none", size=info["size"]
-        )
-        self._buf = b""
+        super().__init__(blocksize, fetcher, size)
+        self._executor = executor
+        self._local = local
+        self._buf: bytes | memoryview = b""
         self._buf_start = 0
         self._ahead: deque[tuple[int, int, Future[bytes]]] = deque()
-        self._sequential = False
+        self._step = MIN_FETCH
 
     def _slice(self, start: int, end: int) -> bytes | None:
         lo = start - self._buf_start
         if lo >= 0 and end - self._buf_start <= len(self._buf):
             if lo == 0 and end - start == len(self._buf):
-                return self._buf
-            return self._buf[lo : end - self._buf_start]
+                return bytes(self._buf) if isinstance(self._buf, memoryview) else self._buf
+            return bytes(self._buf[lo : end - self._buf_start])
         return None
 
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        fs: TidepoolFileSystem = self.fs
-        end = min(end, self.size)
+    def _fetch(self, start: int | None, stop: int | None) -> bytes:
+        start = 0 if start is None else start
+        end = self.size if stop is None else min(stop, self.size)
         if end <= start:
             return b""
+        self.total_requested_bytes += end - start
         hit = self._slice(start, end)
         if hit is not None:
+            self.hit_count += 1
             return hit
+        self.miss_count += 1
         buf_end = self._buf_start + len(self._buf)
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         pos = start
         if self._buf_start <= start < buf_end:  # the buffer holds the beginning
-            parts.append(self._buf[start - self._buf_start :])
+            parts.append(memoryview(self._buf)[start - self._buf_start :])
             pos = buf_end
-        self._sequential = pos == buf_end
+        sequential = pos == buf_end  # continuing the buffer, or starting at byte 0
         want_end = min(self.size, max(end, pos + MIN_FETCH))
-        local = fs._local_read(self.path, self.info, pos, want_end)
+        local = self._local(pos, want_end) if self._local is not None else None
         if local is not None:
             parts.append(local)
             pos += len(local)
@@ -73,24 +100,24 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
             pos += len(data)
         if pos < end:  # a jump, or the read-ahead fell behind: read the rest now
             self._cancel_ahead()
-            parts.append(fs._fetch_sync(self.path, self.info, pos, max(end, want_end)))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if not sequential:
+                self._step = MIN_FETCH
+            parts.append(self.fetcher(pos, max(end, want_end)))
+        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         self._buf, self._buf_start = data, start
-        if self._sequential and local is None:
-            self._read_ahead(fs, start + len(data))
-        return self._slice(start, end) or b""
+        if sequential and local is None and self._executor is not None:
+            self._read_ahead(start + len(data))
+        return data[: end - start] if len(data) > end - start else data
 
-    def _read_ahead(self, fs: TidepoolFileSystem, after: int) -> None:
-        """Keep ``AHEAD_BLOCKS`` blocks in flight past ``after`` (two: the worker sends one while
-        this process takes in the other). They are fetched on the filesystem's small read-ahead
-        pool with blocking sockets, whose receive copies run without the GIL: through the asyncio
-        loop, a warm 256 MiB read was bound by this process's CPU at ~550 MB/s."""
+    def _read_ahead(self, after: int) -> None:
         nxt = self._ahead[-1][1] if self._ahead else after
-        while len(self._ahead) < AHEAD_BLOCKS and nxt < self.size:
-            stop = min(self.size, nxt + self.blocksize)
-            fut = fs._readahead_pool().submit(fs._fetch_sync, self.path, self.info, nxt, stop)
+        while len(self._ahead) < AHEAD and nxt < self.size:
+            stop = min(self.size, nxt + self._step)
+            assert self._executor is not None
+            fut = self._executor.submit(self.fetcher, nxt, stop)
             self._ahead.append((nxt, stop, fut))
             nxt = stop
+            self._step = min(self.blocksize, self._step * 2)
 
     def _cancel_ahead(self) -> None:
         while self._ahead:
@@ -99,4 +126,37 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
     def close(self) -> None:
         self._cancel_ahead()
         self._buf = b""
+
+
+register_cache(ReadAheadCache, clobber=True)
+
+
+class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A read-only file pinned to the version it was opened at."""
+
+    def __init__(
+        self, fs: TidepoolFileSystem, path: str, info: dict[str, Any], block_size: int
+    ) -> None:
+        self.info = info
+        super().__init__(
+            fs,
+            path,
+            mode="rb",
+            block_size=block_size,
+            cache_type=ReadAheadCache.name,
+            cache_options={
+                "executor": fs.readahead_pool(),
+                "local": lambda s, e: fs.read_local(path, info, s, e),
+            },
+            size=info["size"],
+        )
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        fs: TidepoolFileSystem = self.fs
+        return fs.read_range(self.path, self.info, start, end)
+
+    def close(self) -> None:
+        cache = getattr(self, "cache", None)
+        if isinstance(cache, ReadAheadCache):
+            cache.close()
         super().close()

@@ -1,58 +1,59 @@
-"""``tidepool://`` for Python programs: an fsspec ``AsyncFileSystem`` over a Tidepool worker.
+"""``tidepool://`` for Python programs: an fsspec ``AsyncFileSystem`` over the workers of a pool.
 
 ``fsspec.open("tidepool://images/train/x.jpg")`` works in pandas, pyarrow and PyTorch data loaders
-with no glue (the class is registered through the ``fsspec.specs`` entry point). Paths are
-``<dataset>/<path>``; the listing of ``tidepool://`` is the list of datasets.
-
-Configuration comes from arguments or ``TIDEPOOL_ENDPOINT`` / ``TIDEPOOL_TOKEN`` /
+with no glue (registered through the ``fsspec.specs`` entry point). Paths are
+``<dataset>/<path>``; the listing of ``tidepool://`` is the list of datasets. Configuration comes
+from arguments or ``TIDEPOOL_ENDPOINT`` / ``TIDEPOOL_TOKEN`` / ``TIDEPOOL_NODEPOOL`` /
 ``TIDEPOOL_LOCAL_READS`` (``0`` turns the same-host fast path off).
 
-Speed: one pooled aiohttp session per process (recreated after ``fork``, as data-loader workers
-do); metadata from listings is remembered for the dataset's metadata TTL so a warm read of a small
-file is one request, or none at all on the worker's host, where cached pages are read straight from
-disk (:mod:`tidepool.client.local`). Sequential reads through ``open()`` prefetch the next block
-while the caller consumes the current one.
+One read, followed down: the path's metadata comes from the client's short-lived cache (filled by
+listings and by the headers of earlier reads) or from the file's owner; on the worker's host the
+cached pages are read straight from disk (:mod:`tidepool.client.local`); anything else is one
+request routed to the file's owner (:mod:`tidepool.client.routing`) under the one read policy
+(:mod:`tidepool.client.reads`: failover, retries, version pinning), sent by the blocking
+transport from synchronous callers or by aiohttp from async ones
+(:mod:`tidepool.client.transport`). A read whose version is known is pinned to it.
 
-Thread safety: one instance may be shared by many threads (PyTorch's thread pools do this): all
-network I/O runs on fsspec's single I/O loop and the caches are plain dicts updated atomically.
+Thread and fork safety: one instance may be shared by many threads (PyTorch's thread pools do
+this): synchronous reads use a keep-alive connection per thread, async calls fsspec's I/O loop,
+and the caches are dicts updated atomically. A forked child (data-loader worker) gets a fresh
+loop, session, connections and hit reporter.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
-import http.client
-import json
 import logging
 import os
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-from urllib.parse import quote, urlsplit
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-import aiohttp
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
 
-from tidepool.client.direct import DirectDataset
+from tidepool.client.admin import WorkerAdmin, pool_status
 from tidepool.client.file import TidepoolFile
 from tidepool.client.local import HitReporter, LocalLayout, LocalReader, fork_generation
-from tidepool.client.synchttp import SyncHTTP
-from tidepool.core.errors import BadRequestError, from_http
-from tidepool.core.ring import Member, ranked
-from tidepool.core.ring import file_key as ring_key
+from tidepool.client.reads import Answer, Steps, json_steps, read_steps, run_async, run_sync
+from tidepool.client.routing import PoolView
+from tidepool.client.transport import AsyncTransport, SyncTransport
+from tidepool.core.errors import BadRequestError, VersionChangedError, VersionGoneError
 from tidepool.pool.hostid import host_id
+
+if TYPE_CHECKING:
+    from tidepool.client.direct import DirectDataset
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8433"
 DEFAULT_BLOCK_SIZE = 16 << 20
-MEMBERS_REFRESH = 5.0
-"""Seconds between refreshes of the pool's member list."""
-MEMBER_DOWN_FOR = 2.0
-"""Seconds a worker that refused a connection is skipped before it is tried again."""
 INFO_TTL_CAP = 60.0
+"""Longest time the client trusts file metadata it remembered (the dataset's TTL when shorter)."""
+CONNECT_TIMEOUT = 2.0
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -62,8 +63,12 @@ def _env_flag(name: str, default: bool) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off", "")
 
 
+def _ignore(_base: str) -> None:
+    return None
+
+
 class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
-    """Read-only fsspec filesystem for datasets served by a Tidepool worker."""
+    """Read-only fsspec filesystem for datasets served by Tidepool workers."""
 
     protocol = "tidepool"
     root_marker = ""
@@ -94,26 +99,24 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         )
         self.blocksize = block_size or DEFAULT_BLOCK_SIZE
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._session_pid = 0
-        self._infos: dict[str, tuple[dict[str, Any], float]] = {}
-        self._ttls: dict[str, float] = {}
-        self._local: LocalReader | None = None
-        self._reporter: HitReporter | None = None
-        self._local_endpoint = self.endpoint
-        """The worker whose page files the fast path reads (the one on this host)."""
-        self._reporter_forks = 0
-        self._node_checked = False
-        self._node_at = 0.0
         self.nodepool = (
             nodepool if nodepool is not None else os.environ.get("TIDEPOOL_NODEPOOL", "")
         )
-        self._members: list[Member] = []
-        self._replicas = 1
-        self._down: dict[str, float] = {}
-        self._synchttp: SyncHTTP | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.transport_sync = SyncTransport(headers, CONNECT_TIMEOUT, timeout)
+        self.transport_async = AsyncTransport(headers, CONNECT_TIMEOUT, timeout)
+        self.pool = PoolView(self.endpoint, self.nodepool)
+        self.admin = WorkerAdmin(self.endpoint, self.transport_sync.send)
+        self._infos: dict[str, tuple[dict[str, Any], float]] = {}
+        self._ttls: dict[str, float] = {}
+        self._local: LocalReader | None = None
+        self._local_endpoint = self.endpoint
+        """The worker whose page files the fast path reads (the one on this host)."""
+        self._reporter: HitReporter | None = None
+        self._reporter_forks = 0
+        self._readahead: ThreadPoolExecutor | None = None
+        self._readahead_pid = 0
+        self._finalizer_pid = 0
         self._direct = self._direct_datasets(spec or os.environ.get("TIDEPOOL_SPEC"))
 
     # ---- plumbing --------------------------------------------------------------------------
@@ -134,119 +137,65 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         ds, _, rel = path.partition("/")
         return ds, rel
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
     @property
     def loop(self) -> Any:
         """fsspec's I/O loop. fsspec refuses an instance used after ``fork`` ("not fork-safe"),
         but data-loader workers do exactly that: a forked child takes the fresh loop fsspec gives
-        it (the parent's loop thread does not exist there) and ``set_session`` a new session."""
+        it (the parent's loop thread does not exist there) and a new session."""
         if self._pid != os.getpid() and not self.asynchronous:
             self._loop = get_loop()
             self._pid = os.getpid()
         return self._loop
 
-    async def set_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session_pid != os.getpid():
-            connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=self.timeout),
-                auto_decompress=False,
-                # large socket reads: with the 64 KiB default a warm 8 MiB block reads at half
-                # the speed (measured: ~400 vs ~800 MB/s on loopback)
-                read_bufsize=4 << 20,
-            )
-            self._session_pid = os.getpid()
-            if not self.asynchronous:
-                weakref.finalize(self, _close_session, self.loop, self._session)
-        return self._session
+    async def set_session(self) -> Any:
+        """The aiohttp session of this process (fsspec's convention)."""
+        session = await self.transport_async.open()
+        if not self.asynchronous and self._finalizer_pid != os.getpid():
+            self._finalizer_pid = os.getpid()
+            weakref.finalize(self, _close_transport, self.loop, self.transport_async)
+        return session
 
-    def _url(self, kind: str, ds: str, rel: str = "", base: str | None = None) -> str:
-        return f"{base or self.endpoint}/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
+    async def close_session(self) -> None:
+        await self.transport_async.close()
 
-    async def _get_json(self, url: str, path: str, base: str | None = None) -> Any:
-        session = await self.set_session()
-        try:
-            async with session.get(url) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise self._error(resp.status, body, path)
-                return json.loads(body)
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc, base) from exc
+    async def _call(self, steps: Steps[Any]) -> Any:
+        await self.set_session()
+        return await run_async(steps, self.transport_async.send)
 
-    def _unreachable(self, exc: Exception, base: str | None = None) -> ConnectionError:
-        return ConnectionError(
-            errno.ECONNREFUSED,
-            f"cannot reach the Tidepool worker at {base or self.endpoint} ({exc}); "
-            "is `tidepool up` "
-            "running? set TIDEPOOL_ENDPOINT to its address",
-        )
+    def readahead_pool(self) -> ThreadPoolExecutor:
+        """A few threads shared by every open file for background read-ahead (never a thread per
+        file or request); recreated in a forked child."""
+        if self._readahead is None or self._readahead_pid != os.getpid():
+            self._readahead = ThreadPoolExecutor(4, thread_name_prefix="tidepool-readahead")
+            self._readahead_pid = os.getpid()
+        return self._readahead
 
-    @staticmethod
-    def _error(status: int, body: bytes, path: str) -> Exception:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = {"message": body[:200].decode(errors="replace")}
-        return from_http(status, data if isinstance(data, dict) else {}, path)
+    # ---- the pool --------------------------------------------------------------------------
 
-    # ---- metadata --------------------------------------------------------------------------
-
-    def _remember(self, ds: str, entry: dict[str, Any]) -> dict[str, Any]:
-        out = dict(entry)
-        out["name"] = f"{ds}/{entry['name']}" if entry["name"] else ds
-        ttl = min(self._ttls.get(ds, 5.0), INFO_TTL_CAP)
-        if out["type"] == "file":
-            self._infos[out["name"]] = (out, time.monotonic() + ttl)
-        return out
-
-    def _cached_info(self, path: str) -> dict[str, Any] | None:
-        hit = self._infos.get(path)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        return None
-
-    async def _node(self) -> None:
-        """Learn page sizes/TTLs, the pool's members, and whether local pages are readable."""
-        if self._node_checked:
-            if self._members and time.monotonic() - self._node_at > MEMBERS_REFRESH:
-                self._node_at = time.monotonic()
-                with contextlib.suppress(OSError):  # keep the last view if the worker is away
-                    self._set_members(await self._get_json(f"{self.endpoint}/v1/node", ""))
-            return
-        info = await self._get_json(f"{self.endpoint}/v1/node", "")
-        self._set_members(info)
-        self._node_at = time.monotonic()
-        for ds, d in info.get("datasets", {}).items():
+    def _node_steps(self) -> Steps[None]:
+        """Learn the pool's members, each dataset's TTL, and whether pages are readable here."""
+        first = not self.pool.known
+        node = yield from json_steps([self.endpoint], "/v1/node", "", _ignore)
+        self.pool.update(node)
+        for ds, d in node.get("datasets", {}).items():
             self._ttls[ds] = float(d.get("metadata_ttl", 5.0))
-        if self.local_reads:
-            await self._find_local_worker(info)
-        self._node_checked = True
-
-    async def _find_local_worker(self, info: dict[str, Any]) -> None:
-        """Enable the fast path on the pages of the worker on this host, if there is one.
-
-        That is usually the worker we talk to; in Kubernetes the pool's Service may have led us
-        to a worker on another node, so the member named after this node (``TIDEPOOL_HOST_ID``,
-        the node's name, is also the worker's member name) is asked too."""
-        node, address = info, self.endpoint
+        if not (first and self.local_reads):
+            return
+        # The worker on this host is usually the one we talk to; in Kubernetes the pool's
+        # Service may have led us to a worker on another node, so the member named after this
+        # node (TIDEPOOL_HOST_ID, the node's name, is also the worker's member name) is asked.
+        address = self.endpoint
         me = os.environ.get("TIDEPOOL_HOST_ID", "").strip()
-        if info.get("host_id") != host_id() and me:
-            member = next((m for m in self._members if m.name == me), None)
+        if node.get("host_id") != host_id() and me:
+            member = self.pool.member(me)
             if member is None or member.address == self.endpoint:
                 return
             try:
-                node, address = (
-                    await self._get_json(f"{member.address}/v1/node", ""),
-                    member.address,
-                )
-            except (OSError, ValueError) as exc:
+                node = yield from json_steps([member.address], "/v1/node", "", _ignore)
+            except OSError as exc:
                 log.debug("the worker on this node (%s) did not answer: %s", member.address, exc)
                 return
+            address = member.address
         if node.get("host_id") != host_id():
             return
         layouts = {}
@@ -262,43 +211,31 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self._local = LocalReader(layouts)
             self._local_endpoint = address.rstrip("/")
 
-    def _hit_reporter(self) -> HitReporter:
-        """The thread reporting fast-path reads to the worker (one per process: after a fork the
-        data-loader child starts its own)."""
-        reporter = self._reporter
-        if reporter is None or self._reporter_forks != fork_generation():
-            assert self._local is not None
-            if reporter is not None:  # a forked child: the parent reports what it inherited
-                self._local.forget_pending()
-            reporter = self._reporter = HitReporter(self._local, self._post_local_hits)
-            self._reporter_forks = fork_generation()
-        return reporter
-
-    def _post_local_hits(self, dataset: str, pages: int, nbytes: int) -> None:
-        """``POST /v1/datasets/{ds}/local-hits`` to the worker whose pages were read (the one on
-        this host); OSError on failure."""
-        url = urlsplit(self._local_endpoint)
-        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=2)
+    async def _ensure_node(self) -> None:
+        if not self.pool.due():
+            return
         try:
-            conn.request(
-                "POST",
-                f"{url.path}/v1/datasets/{quote(dataset)}/local-hits",
-                json.dumps({"pages": pages, "bytes": nbytes}),
-                {**self._headers(), "Content-Type": "application/json"},
-            )
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status != 200:
-                raise OSError(f"worker answered {resp.status} to a local-hits report")
-        except http.client.HTTPException as exc:
-            raise OSError(str(exc)) from exc
-        finally:
-            conn.close()
+            await self._call(self._node_steps())
+        except OSError:
+            if not self.pool.known:
+                raise
+            self.pool.touch()  # keep the last view while the worker is away
+
+    def _ensure_node_sync(self) -> None:
+        if not self.pool.due():
+            return
+        try:
+            run_sync(self._node_steps(), self.transport_sync.send)
+        except OSError:
+            if not self.pool.known:
+                raise
+            self.pool.touch()
 
     def _direct_datasets(self, spec: str | list[str] | None) -> dict[str, DirectDataset]:
         """Datasets this client's node pool may not cache: they are read from their origin."""
         if not spec or not self.nodepool:
             return {}
+        from tidepool.client.direct import DirectDataset
         from tidepool.spec import load_files
 
         files = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -316,28 +253,36 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 direct[name] = DirectDataset(cfg)
         return direct
 
-    def _set_members(self, info: dict[str, Any]) -> None:
-        pool = info.get("nodepool", "")
-        if self.nodepool and pool and pool != self.nodepool:
-            raise ConnectionError(
-                errno.EACCES,
-                f"the Tidepool worker at {self.endpoint} belongs to node pool {pool!r} but this "
-                f"client is in {self.nodepool!r}: a client only uses its own pool's cache (never "
-                "across the WAN); point TIDEPOOL_ENDPOINT at a worker of your pool",
-            )
-        members = [Member(**m) for m in info.get("members", [])]
-        self._members = [m for m in members if not pool or m.pool == pool]
-        self._replicas = int(info.get("replicas", 1))
+    # ---- metadata --------------------------------------------------------------------------
 
-    def _targets(self, ds: str, rel: str) -> list[str]:
-        """Base URLs to try for a file, its owner first; the configured endpoint alone when the
-        worker is not part of a pool."""
-        if not self._members:
-            return [self.endpoint]
-        now = time.monotonic()
-        order = [m.address for m in ranked(ring_key(ds, rel), self._members)]
-        up = [a for a in order if self._down.get(a, 0.0) <= now]
-        return up + [a for a in order if a not in up]
+    def _remember(self, ds: str, entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        out["name"] = f"{ds}/{entry['name']}" if entry["name"] else ds
+        ttl = min(self._ttls.get(ds, 5.0), INFO_TTL_CAP)
+        if out["type"] == "file":
+            self._infos[out["name"]] = (out, time.monotonic() + ttl)
+        return out
+
+    def _cached_info(self, path: str) -> dict[str, Any] | None:
+        hit = self._infos.get(path)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def _learned(self, ds: str, rel: str, answer: Answer) -> dict[str, Any]:
+        """File metadata from a read's answer (the worker sends it with every file)."""
+        entry = {
+            "name": rel,
+            "type": "file",
+            "size": answer.size,
+            "version": answer.version,
+            "mtime": answer.mtime,
+        }
+        return self._remember(ds, entry)
+
+    @staticmethod
+    def _target(kind: str, ds: str, rel: str) -> str:
+        return f"/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
@@ -349,20 +294,13 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         ds, rel = self._split(path)
         if ds in self._direct:
             return self._remember(ds, await self._direct[ds].info(rel))
-        await self._node()
+        await self._ensure_node()
         # Ask the file's owner, as reads do: it holds the file's metadata, where another worker
-        # of the pool would revalidate it with the origin across the WAN.
-        targets = self._targets(ds, rel) if rel else [self.endpoint]
-        for i, base in enumerate(targets):
-            try:
-                entry = await self._get_json(self._url("info", ds, rel, base), path, base)
-            except ConnectionError:
-                if i == len(targets) - 1:
-                    raise
-                self._down[base] = time.monotonic() + MEMBER_DOWN_FOR
-            else:
-                return self._remember(ds, entry)
-        raise AssertionError("unreachable")
+        # of the pool would have to ask the origin across the WAN.
+        steps = json_steps(
+            self.pool.targets(ds, rel), self._target("info", ds, rel), path, self.pool.mark_down
+        )
+        return self._remember(ds, await self._call(steps))
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
@@ -370,14 +308,14 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if ds in self._direct:
             out = [self._remember(ds, e) for e in await self._direct[ds].ls(rel)]
             return out if detail else [e["name"] for e in out]
-        await self._node()
+        await self._ensure_node()
         if not path:
-            data = await self._get_json(f"{self.endpoint}/v1/datasets", path)
+            data = await self._call(json_steps([self.endpoint], "/v1/datasets", path, _ignore))
             out = [{"name": d["name"], "type": "directory", "size": 0} for d in data["datasets"]]
         else:
-            ds, rel = self._split(path)
+            steps = json_steps([self.endpoint], self._target("list", ds, rel), path, _ignore)
             try:
-                data = await self._get_json(self._url("list", ds, rel), path)
+                data = await self._call(steps)
             except NotADirectoryError:  # ls of a file is the file (fsspec convention)
                 data = {"entries": []}
             out = [self._remember(ds, e) for e in data["entries"]]
@@ -408,7 +346,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return await super()._find(
                 path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
             )
-        await self._node()
+        await self._ensure_node()
         try:
             info = await self._info(path)
         except FileNotFoundError:
@@ -416,7 +354,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if info["type"] == "file":
             found = {info["name"]: info}
         else:
-            data = await self._get_json(self._url("find", ds, rel), path)
+            steps = json_steps([self.endpoint], self._target("find", ds, rel), path, _ignore)
+            data = await self._call(steps)
             found = {}
             for e in data["files"]:
                 entry = self._remember(ds, e)
@@ -424,9 +363,20 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         names = sorted(found)
         return {n: found[n] for n in names} if detail else names
 
+    def modified(self, path: str) -> datetime:
+        """Last modification time at the origin (UTC)."""
+        info = self.info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "a directory has no modification time", path)
+        if info.get("mtime") is None:
+            raise OSError(errno.ENODATA, "the origin reports no modification time", path)
+        return datetime.fromtimestamp(float(info["mtime"]), tz=UTC)
+
     # ---- data ------------------------------------------------------------------------------
 
-    def _local_read(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes | None:
+    def read_local(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes | None:
+        """``[start, end)`` of version ``info['version']`` from page files on this host, or None
+        when any page is not there (then read it with :meth:`read_range`)."""
         if self._local is None or info.get("type") != "file":
             return None
         ds, rel = self._split(path)
@@ -434,201 +384,124 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self._hit_reporter()  # before the read: a forked child first drops inherited counts
         return self._local.read(ds, rel, info["version"], info["size"], start, end)
 
+    def read_range(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
+        """``[start, end)`` of version ``info['version']`` from the pool (blocking, pinned:
+        :class:`~tidepool.core.errors.VersionGoneError` when that version is gone)."""
+        if self._split(path)[0] in self._direct:
+            return sync(self.loop, self._read_remote, path, info, start, end)  # type: ignore[no-any-return]
+        self._ensure_node_sync()
+        steps = self._read_steps(path, info, start, end)
+        return self._settle(path, info, lambda: run_sync(steps, self.transport_sync.send))
+
+    async def read_range_async(
+        self, path: str, info: dict[str, Any], start: int, end: int
+    ) -> bytes:
+        """Async :meth:`read_local` then :meth:`read_range`: one pinned read of a version."""
+        data = self.read_local(path, info, start, end)
+        return data if data is not None else await self._read_remote(path, info, start, end)
+
+    async def _read_remote(
+        self, path: str, info: dict[str, Any] | None, start: int, end: int | None
+    ) -> bytes:
+        """Async :meth:`read_range`; ``info=None`` reads the whole file and learns its metadata."""
+        ds, rel = self._split(path)
+        if ds in self._direct:
+            if info is None:
+                info = await self._info(path)
+                start, end = 0, info["size"]
+            assert end is not None
+            try:
+                return await self._direct[ds].read(rel, info["version"], start, end)
+            except VersionChangedError as exc:
+                raise VersionGoneError(path, info["version"], str(exc)) from exc
+        await self._ensure_node()
+        await self.set_session()
+        steps = self._read_steps(path, info, start, end)
+        try:
+            answer = await run_async(steps, self.transport_async.send)
+        except VersionGoneError:
+            self._infos.pop(path, None)
+            raise
+        if info is None:
+            self._learned(ds, rel, answer)
+        return answer.data
+
+    def _read_steps(
+        self, path: str, info: dict[str, Any] | None, start: int, end: int | None
+    ) -> Steps[Answer]:
+        ds, rel = self._split(path)
+        whole = info is None or (start == 0 and end == info["size"])
+        return read_steps(
+            self.pool.targets(ds, rel),
+            path,
+            ds,
+            rel,
+            start,
+            None if whole else end,
+            None if info is None else info["version"],
+            self.pool.mark_down,
+        )
+
+    def _settle(self, path: str, info: dict[str, Any] | None, read: Any) -> bytes:
+        """Run a blocking read; forget metadata whose version turned out to be gone."""
+        try:
+            answer: Answer = read()
+        except VersionGoneError:
+            self._infos.pop(path, None)
+            raise
+        if info is None:
+            ds, rel = self._split(path)
+            self._learned(ds, rel, answer)
+        return answer.data
+
     @staticmethod
     def _span(start: int | None, end: int | None, size: int) -> tuple[int, int]:
         s = 0 if start is None else (size + start if start < 0 else start)
         e = size if end is None else (size + end if end < 0 else end)
         return max(0, min(s, size)), max(0, min(e, size))
 
-    async def _cat_file(
-        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
-    ) -> bytes:
-        path = self._strip_protocol(path)
-        if start is None and end is None and "/" in path and self._cached_info(path) is None:
-            # a whole file whose metadata we don't hold: one request returns both (the answer's
-            # headers carry size and version), instead of a stat and then a read
-            return await self._fetch(path, None, 0, -1)
-        info = await self._info(path)
-        if info["type"] != "file":
-            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
-        s, e = self._span(start, end, info["size"])
-        if e <= s:
-            return b""
-        data = self._local_read(path, info, s, e)
-        if data is not None:
-            return data
-        return await self._fetch(path, info, s, e)
-
-    async def _fetch(self, path: str, info: dict[str, Any] | None, start: int, end: int) -> bytes:
-        """Read bytes from the file's owner in the pool, failing over along the ring.
-
-        ``info=None`` reads the whole file and learns its metadata from the answer."""
-        ds, rel = self._split(path)
-        if ds in self._direct:
-            if info is None:
-                info = await self._info(path)
-                end = info["size"]
-            return await self._direct[ds].read(rel, info["version"], start, end)
-        await self._node()
-        targets = self._targets(ds, rel)
-        for i, base in enumerate(targets):
-            try:
-                return await self._fetch_from(base, path, info, start, end)
-            except ConnectionError:
-                if i == len(targets) - 1:
-                    raise
-                self._down[base] = time.monotonic() + MEMBER_DOWN_FOR
-        raise AssertionError("unreachable")
-
-    async def _fetch_from(
-        self, base: str, path: str, info: dict[str, Any] | None, start: int, end: int
-    ) -> bytes:
-        ds, rel = self._split(path)
-        session = await self.set_session()
-        headers = {}
-        if info is not None and (start > 0 or end < info["size"]):
-            headers["Range"] = f"bytes={start}-{end - 1}"
-        for attempt in range(2):
-            try:
-                url = self._url("files", ds, rel, base)
-                async with session.get(url, headers=headers) as resp:
-                    if resp.status >= 400:
-                        body = await resp.read()
-                        if resp.status == 409 and attempt == 0:  # changed mid-read: once more
-                            self._infos.pop(path, None)
-                            continue
-                        raise self._error(resp.status, body, path)
-                    version = resp.headers.get("X-Tidepool-Version")
-                    if info is None:
-                        info = self._from_headers(ds, rel, resp.headers)
-                        end = info["size"]
-                    elif version is not None and version != info.get("version"):
-                        self._infos.pop(path, None)
-                    data = await resp.read()
-            except aiohttp.ClientPayloadError as exc:
-                if attempt == 0:
-                    self._infos.pop(path, None)
-                    continue
-                raise OSError(errno.EIO, f"read of {path} was cut short: {exc}") from exc
-            except aiohttp.ClientConnectionError as exc:
-                if attempt == 0 and isinstance(exc, aiohttp.ServerDisconnectedError):
-                    continue  # a pooled keep-alive connection the worker had closed
-                raise self._unreachable(exc, base) from exc
-            if len(data) != end - start:
-                raise OSError(
-                    errno.EIO, f"read of {path} returned {len(data)} bytes, expected {end - start}"
-                )
-            return data
-        raise OSError(errno.EIO, f"read of {path} failed twice")
-
-    def _fetch_sync(self, path: str, info: dict[str, Any] | None, start: int, end: int) -> bytes:
-        """:meth:`_fetch` for synchronous callers, without the I/O loop (see ``synchttp``)."""
-        if self._split(path)[0] in self._direct:
-            return sync(self.loop, self._fetch, path, info, start, end)  # type: ignore[no-any-return]
-        if not self._node_checked or (
-            self._members and time.monotonic() - self._node_at > MEMBERS_REFRESH
-        ):
-            sync(self.loop, self._node)
-        ds, rel = self._split(path)
-        targets = self._targets(ds, rel)
-        for i, base in enumerate(targets):
-            try:
-                return self._fetch_sync_from(base, path, info, start, end)
-            except ConnectionError:
-                if i == len(targets) - 1:
-                    raise
-                self._down[base] = time.monotonic() + MEMBER_DOWN_FOR
-        raise AssertionError("unreachable")
-
-    def _fetch_sync_from(
-        self, base: str, path: str, info: dict[str, Any] | None, start: int, end: int
-    ) -> bytes:
-        ds, rel = self._split(path)
-        headers = {}
-        if info is not None and (start > 0 or end < info["size"]):
-            headers["Range"] = f"bytes={start}-{end - 1}"
-        target = f"/v1/datasets/{quote(ds)}/files/{quote(rel)}"
-        for attempt in range(2):
-            try:
-                status, answer, data = self._sync_http().get(base, target, headers)
-            except http.client.IncompleteRead as exc:
-                # the worker cut the answer short (it does when a read fails after its headers,
-                # e.g. the object changed mid-read): once more, then report it
-                self._infos.pop(path, None)
-                if attempt == 0:
-                    if info is not None and start == 0 and end == info["size"]:
-                        info, headers = None, {}  # a whole file: learn its version anew
-                    continue
-                raise OSError(errno.EIO, f"read of {path} was cut short: {exc!r}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._unreachable(exc, base) from exc
-            if status >= 400:
-                if status == 409 and attempt == 0:  # changed mid-read: once more
-                    self._infos.pop(path, None)
-                    continue
-                raise self._error(status, data, path)
-            if info is None:
-                info = self._from_headers(ds, rel, answer)
-                end = info["size"]
-            elif answer.get("X-Tidepool-Version") not in (None, info.get("version")):
-                self._infos.pop(path, None)
-            if len(data) != end - start:
-                if attempt == 0:  # cut short (the worker aborts a failed stream): once more
-                    self._infos.pop(path, None)
-                    continue
-                raise OSError(
-                    errno.EIO, f"read of {path} returned {len(data)} bytes, expected {end - start}"
-                )
-            return data
-        raise OSError(errno.EIO, f"read of {path} failed twice")
-
-    def _readahead_pool(self) -> ThreadPoolExecutor:
-        """A few threads shared by every open file for background read-ahead (never a thread per
-        request); recreated in a forked child."""
-        if self._pool is None or self._pool_pid != os.getpid():
-            self._pool = ThreadPoolExecutor(4, thread_name_prefix="tidepool-readahead")
-            self._pool_pid = os.getpid()
-        return self._pool
-
-    def _sync_http(self) -> SyncHTTP:
-        if self._synchttp is None:
-            self._synchttp = SyncHTTP(self._headers(), connect_timeout=2.0, timeout=self.timeout)
-        return self._synchttp
-
-    def _from_headers(self, ds: str, rel: str, headers: Any) -> dict[str, Any]:
-        """File metadata from a read's answer (the worker sends it with every file)."""
-        mtime = headers.get("X-Tidepool-Mtime")
-        entry = {
-            "name": rel,
-            "type": "file",
-            "size": int(headers["X-Tidepool-Size"]),
-            "version": headers["X-Tidepool-Version"],
-            "mtime": float(mtime) if mtime else None,
-        }
-        return self._remember(ds, entry)
-
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         """Synchronous reads skip the I/O loop: cached pages on this host straight from disk,
-        anything else over a keep-alive connection of the calling thread (``synchttp``)."""
+        anything else over a keep-alive connection of the calling thread."""
         path = self._strip_protocol(path)
-        if not self._node_checked and self._split(path)[0] not in self._direct:
-            sync(self.loop, self._node)
+        ds, rel = self._split(path)
+        if ds in self._direct:
+            return sync(self.loop, self._cat_file, path, start, end)  # type: ignore[no-any-return]
+        self._ensure_node_sync()
         info = self._cached_info(path)
         if info is None:
-            if start is None and end is None and "/" in path:
-                return self._fetch_sync(path, None, 0, -1)  # data and metadata in one request
+            if start is None and end is None and rel:
+                # a whole file whose metadata we don't hold: one request returns both (the
+                # answer's headers carry size and version), instead of a stat and then a read
+                steps = self._read_steps(path, None, 0, None)
+                return self._settle(path, None, lambda: run_sync(steps, self.transport_sync.send))
             info = self.info(path)
         if info["type"] != "file":
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         s, e = self._span(start, end, info["size"])
         if e <= s:
             return b""
-        data = self._local_read(path, info, s, e)
+        data = self.read_local(path, info, s, e)
+        return data if data is not None else self.read_range(path, info, s, e)
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        path = self._strip_protocol(path)
+        if start is None and end is None and "/" in path and self._cached_info(path) is None:
+            return await self._read_remote(path, None, 0, None)
+        info = await self._info(path)
+        if info["type"] != "file":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        s, e = self._span(start, end, info["size"])
+        if e <= s:
+            return b""
+        data = self.read_local(path, info, s, e)
         if data is not None:
             return data
-        return self._fetch_sync(path, info, s, e)
+        return await self._read_remote(path, info, s, e)
 
     async def _cat_ranges(
         self,
@@ -639,6 +512,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         on_error: str = "return",
         **kwargs: Any,
     ) -> list[Any]:
+        import asyncio
+
         if not isinstance(starts, list):
             starts = [starts] * len(paths)
         if not isinstance(ends, list):
@@ -654,7 +529,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return list(results)
 
     async def _get_file(self, rpath: str, lpath: str, callback: Any = None, **kwargs: Any) -> None:
-        """Copy one file to the local disk a block at a time (what ``fs.get`` calls)."""
+        """Copy one file to the local disk a block at a time (what ``fs.get`` calls), every
+        block of the version it started with."""
         rpath = self._strip_protocol(rpath)
         info = await self._info(rpath)
         if info["type"] != "file":
@@ -667,7 +543,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             callback.set_size(size)
         with open(lpath, "wb") as f:
             for start in range(0, size, self.blocksize):
-                data = await self._cat_file(rpath, start, min(size, start + self.blocksize))
+                stop = min(size, start + self.blocksize)
+                data = self.read_local(rpath, info, start, stop)
+                if data is None:
+                    data = await self._read_remote(rpath, info, start, stop)
                 f.write(data)
                 if callback is not None:
                     callback.relative_update(len(data))
@@ -691,95 +570,44 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         return TidepoolFile(self, path, info, block_size or self.blocksize)
 
+    # ---- same-host hit reports -------------------------------------------------------------
+
+    def _hit_reporter(self) -> HitReporter:
+        """The thread reporting fast-path reads to the worker (one per process: after a fork the
+        data-loader child starts its own)."""
+        reporter = self._reporter
+        if reporter is None or self._reporter_forks != fork_generation():
+            assert self._local is not None
+            if reporter is not None:  # a forked child: the parent reports what it inherited
+                self._local.forget_pending()
+            reporter = self._reporter = HitReporter(self._local, self._post_local_hits)
+            self._reporter_forks = fork_generation()
+        return reporter
+
+    def _post_local_hits(self, dataset: str, pages: int, nbytes: int) -> None:
+        self.admin.post_local_hits(self._local_endpoint, dataset, pages, nbytes)
+
     # ---- worker administration (used by the CLI) -------------------------------------------
 
-    async def _post_json(self, url: str, payload: Any, path: str) -> Any:
-        session = await self.set_session()
-        try:
-            async with session.post(url, json=payload) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise self._error(resp.status, body, path)
-                return json.loads(body)
-        except aiohttp.ClientConnectionError as exc:
-            raise self._unreachable(exc) from exc
-
     def datasets(self) -> list[str]:
-        """Names of the datasets the worker serves."""
-        data = sync(self.loop, self._get_json, f"{self.endpoint}/v1/datasets", "")
-        return [d["name"] for d in data["datasets"]]
+        return self.admin.datasets()
 
     def status(self, dataset: str, refresh: bool = True) -> dict[str, Any]:
-        """Fluid-style status of one dataset."""
-        url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/status?refresh={int(refresh)}"
-        return sync(self.loop, self._get_json, url, dataset)  # type: ignore[no-any-return]
+        return self.admin.status(dataset, refresh)
 
     def start_load(
         self, dataset: str, paths: list[str], concurrency: int | None = None
     ) -> dict[str, Any]:
-        """Start a warm-up job; returns its first progress record (with ``id``)."""
-
-        body: dict[str, Any] = {"paths": paths}
-        if concurrency:
-            body["concurrency"] = concurrency
-        url = f"{self.endpoint}/v1/datasets/{quote(dataset)}/load"
-        return sync(self.loop, self._post_json, url, body, dataset)  # type: ignore[no-any-return]
-
-    def pool_status(self, datasets: list[str]) -> dict[str, Any]:
-        """The pool as this client sees it: members, whether they answer, files each owns
-        (by the ring, over the datasets' files) and bytes each has cached."""
-        from tidepool.core.ring import spread
-
-        async def go() -> dict[str, Any]:
-            await self._node()
-            session = await self.set_session()
-            keys = []
-            for ds in datasets:
-                for name in await self._find(ds):
-                    keys.append(ring_key(ds, name.partition("/")[2]))
-            owned = spread(keys, self._members) if self._members else {}
-            out = []
-            for m in self._members:
-                state, cached = "down", None
-                try:
-                    async with session.get(f"{m.address}/healthz") as r:
-                        state = "up" if r.status == 200 else f"HTTP {r.status}"
-                    cached = 0
-                    for ds in datasets:
-                        url = f"{m.address}/v1/datasets/{ds}/status?refresh=0"
-                        async with session.get(url) as r:
-                            if r.status == 200:
-                                cached += int((await r.json())["raw"]["cached_bytes"])
-                except (aiohttp.ClientError, OSError, ValueError):
-                    pass
-                out.append(
-                    {
-                        "name": m.name,
-                        "address": m.address,
-                        "state": state,
-                        "files_owned": owned.get(m.name, 0),
-                        "cached_bytes": cached,
-                    }
-                )
-            return {
-                "nodepool": self.nodepool or (self._members[0].pool if self._members else ""),
-                "replicas": self._replicas,
-                "members": out,
-            }
-
-        return sync(self.loop, go)  # type: ignore[no-any-return]
+        return self.admin.start_load(dataset, paths, concurrency)
 
     def load_progress(self, job_id: str) -> dict[str, Any]:
-        url = f"{self.endpoint}/v1/loads/{quote(job_id)}"
-        return sync(self.loop, self._get_json, url, job_id)  # type: ignore[no-any-return]
+        return self.admin.load_progress(job_id)
 
     def metrics_text(self) -> str:
-        async def go() -> str:
-            session = await self.set_session()
-            async with session.get(f"{self.endpoint}/metrics") as resp:
-                return await resp.text()
+        return self.admin.metrics_text()
 
-        return sync(self.loop, go)  # type: ignore[no-any-return]
+    def pool_status(self, datasets: list[str]) -> dict[str, Any]:
+        return sync(self.loop, pool_status, self, datasets)  # type: ignore[no-any-return]
 
     # read-only filesystem: every mutation is refused with the path in the error
     async def _pipe_file(self, path: str, *args: Any, **kwargs: Any) -> None:
@@ -811,13 +639,14 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         super().invalidate_cache(path)
 
 
-def _close_session(loop: Any, session: aiohttp.ClientSession) -> None:
-    if loop is not None and loop.is_running() and not session.closed:
-        try:
-            sync(loop, session.close, timeout=1.0)
+def _close_transport(loop: Any, transport: AsyncTransport) -> None:
+    session = transport.session
+    if session is None or session.closed:
+        return
+    if loop is not None and loop.is_running():
+        with contextlib.suppress(Exception):
+            sync(loop, transport.close, timeout=1.0)
             return
-        except Exception:
-            pass
     connector = getattr(session, "_connector", None)
     if connector is not None:
         connector._close()

@@ -48,7 +48,25 @@ class OriginUnavailableError(OriginError):
 
 
 class VersionChangedError(OriginError):
-    """The origin object changed while it was being read; the read must restart."""
+    """The origin object is not the version a read was planned for (its ETag changed)."""
+
+
+class VersionGoneError(TidepoolError, OSError):
+    """The version a read is pinned to is gone, from the origin and from the cache.
+
+    A read spread over several requests (blocks, ranges, read-ahead) carries the version it
+    started with (``If-Match``); when that version can no longer be served the read fails with
+    ``ESTALE`` instead of stitching bytes of two versions together (s3fs raises ``FileExpired``
+    for the same reason). Open the file again to read the new version.
+    """
+
+    def __init__(self, path: str, version: str, detail: str = "") -> None:
+        self.version = version
+        message = (
+            f"{path!r} changed while it was being read: version {version!r} is gone from the "
+            "origin and the cache" + (f" ({detail})" if detail else "") + "; open it again"
+        )
+        super().__init__(errno.ESTALE, message, path)
 
 
 class BadRequestError(TidepoolError, ValueError):
@@ -86,7 +104,8 @@ HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
     (NotADirectoryError, 400, "NotADirectory"),
     (AuthError, 401, "Unauthorized"),
     (OriginUnavailableError, 503, "OriginUnavailable"),
-    (VersionChangedError, 409, "VersionChanged"),
+    (VersionGoneError, 412, "PreconditionFailed"),
+    (VersionChangedError, 412, "PreconditionFailed"),
     (OriginError, 502, "OriginError"),
 ]
 
@@ -117,6 +136,8 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
         return BadRequestError(message)
     if code == "Unauthorized":
         return AuthError(message)
+    if code == "PreconditionFailed":
+        return VersionGoneError(path, str(body.get("version", "?")), message)
     if code == "OriginUnavailable":
         err = OriginUnavailableError(
             str(body.get("dataset", "?")), str(body.get("path", path)), message

@@ -51,6 +51,32 @@ def owners(key: str, members: Sequence[Member], replicas: int = 1) -> list[Membe
     return ranked(key, members)[:replicas]
 
 
+class DownMarks:
+    """Members that failed recently, skipped for ``hold`` seconds before they are tried again.
+
+    The one place that decides "this member is down" for a router (client) or a worker's view of
+    its peers. Time comes from the caller, so the policy is tested without sleeping.
+    """
+
+    def __init__(self, hold: float = 2.0) -> None:
+        self.hold = hold
+        self._until: dict[str, float] = {}
+
+    def mark(self, name: str, now: float) -> None:
+        self._until[name] = now + self.hold
+
+    def clear(self, name: str) -> None:
+        self._until.pop(name, None)
+
+    def is_down(self, name: str, now: float) -> bool:
+        return self._until.get(name, float("-inf")) > now
+
+    def order(self, names: Sequence[str], now: float) -> list[str]:
+        """``names`` with the ones marked down moved to the end (kept as a last resort)."""
+        up = [n for n in names if not self.is_down(n, now)]
+        return up + [n for n in names if n not in up]
+
+
 def spread(keys: Iterable[str], members: Sequence[Member]) -> dict[str, int]:
     """How many of ``keys`` each member owns (for ``tidepool status``)."""
     counts = {m.name: 0 for m in members}

@@ -11,10 +11,9 @@ network I/O on fsspec's asyncio loop thread and offers blocking methods. Two kin
   trio thread, so one slow origin read never stalls the other requests.
 
 One client instance serves the whole mount. Reads go through the client's version-pinned
-primitives (``_local_read`` and ``_fetch`` with the ``info`` the mount already holds), so the
-bytes a handle returns always belong to the version whose size the kernel was told. Those two
-are private to the client; this module is the only place that touches them (a public
-``read_range(path, info, start, end)`` on the client would remove the coupling).
+primitives (``read_local`` and ``read_range`` with the ``info`` the mount already holds), so the
+bytes a handle returns always belong to the version whose size the kernel was told; when that
+version is gone from origin and cache the read fails with ``ESTALE`` instead of mixing versions.
 
 Limits: the metadata TTL and page size are learned from the worker's ``/v1/node`` at start;
 datasets added to the worker later use the defaults below.
@@ -26,10 +25,14 @@ import errno
 import logging
 from typing import Any
 
-from fsspec.asyn import sync
-
 from tidepool.client import TidepoolFileSystem
-from tidepool.core.errors import AuthError, BadRequestError, OriginUnavailableError, redact
+from tidepool.core.errors import (
+    AuthError,
+    BadRequestError,
+    OriginUnavailableError,
+    VersionGoneError,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ DEFAULT_PAGE = 1 << 20
 
 def errno_for(exc: BaseException) -> int:
     """The errno a FUSE reply carries for an exception from the client (EIO when unsure)."""
+    if isinstance(exc, VersionGoneError):
+        return errno.ESTALE  # the version this handle was opened at is gone: reopen
     if isinstance(exc, FileNotFoundError):
         return errno.ENOENT
     if isinstance(exc, NotADirectoryError):
@@ -110,13 +115,11 @@ class Source:
         """Sync fast path: bytes from the page files on this host, or None if any is missing."""
         if not self.has_local:
             return None
-        data: bytes | None = self.fs._local_read(path, info, start, end)
-        return data
+        return self.fs.read_local(path, info, start, end)
 
     def fetch(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
         """Blocking read of ``[start, end)`` of version ``info['version']`` over HTTP."""
-        data: bytes = sync(self.fs.loop, self.fs._fetch, path, info, start, end)
-        return data
+        return self.fs.read_range(path, info, start, end)
 
     def read(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
         """Blocking read: the fast path when it has every page, else the worker."""

@@ -19,6 +19,7 @@ from tidepool.core.errors import (
     OriginUnavailableError,
     RangeNotSatisfiableError,
     UnknownDatasetError,
+    VersionGoneError,
     redact,
 )
 
@@ -42,6 +43,7 @@ class S3Error(Exception):
 S3_STATUS: list[tuple[type[BaseException], int, str]] = [
     (RangeNotSatisfiableError, 416, "InvalidRange"),
     (BadRequestError, 400, "InvalidArgument"),
+    (VersionGoneError, 412, "PreconditionFailed"),  # the object changed mid-read
     (UnknownDatasetError, 404, "NoSuchBucket"),
     (FileNotFoundError, 404, "NoSuchKey"),
     (IsADirectoryError, 404, "NoSuchKey"),
@@ -55,6 +57,7 @@ _MESSAGES = {
     "NoSuchKey": "The specified key does not exist.",
     "NoSuchBucket": "The specified bucket does not exist.",
     "ServiceUnavailable": "Please reduce your request rate.",
+    "PreconditionFailed": "The object changed while it was being read; read it again.",
 }
 
 

@@ -109,8 +109,8 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self.fs is not None and self.fs._session is not None:
-            await self.fs._session.close()
+        if self.fs is not None:
+            await self.fs.close_session()
         self.fs = None
 
     @property
@@ -267,15 +267,18 @@ class Gateway:
         body_headers = {k: v for k, v in plan.headers.items() if k != "Content-Length"}
         length = plan.end - plan.start
         if length <= self.chunk_size:
-            data = await fs._cat_file(path, plan.start, plan.end) if length else b""
+            data = await fs.read_range_async(path, info, plan.start, plan.end) if length else b""
             _check_length(path, data, length)
             return web.Response(status=plan.status, body=data, headers=body_headers)
-        return await self._stream(request, path, plan.status, plan.start, plan.end, body_headers)
+        return await self._stream(
+            request, path, info, plan.status, plan.start, plan.end, body_headers
+        )
 
     async def _stream(
         self,
         request: web.BaseRequest,
         path: str,
+        info: dict[str, Any],
         status: int,
         start: int,
         end: int,
@@ -285,7 +288,7 @@ class Gateway:
         step = self.chunk_size
 
         async def chunk(pos: int) -> bytes:
-            data: bytes = await fs._cat_file(path, pos, min(end, pos + step))
+            data: bytes = await fs.read_range_async(path, info, pos, min(end, pos + step))
             _check_length(path, data, min(end, pos + step) - pos)
             return data
 
