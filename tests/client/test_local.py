@@ -44,7 +44,7 @@ def warm(serve: Serve) -> tuple[ThreadWorker, TidepoolFileSystem]:
 
 
 def origin_reads(worker: ThreadWorker) -> int:
-    return int(worker.worker.services["ds"].mounts[0][1].stats.calls.get("read", 0))
+    return int(worker.worker.services["ds"].origins[0].stats.calls.get("read", 0))
 
 
 def page_file(worker: ThreadWorker, fs: TidepoolFileSystem, rel: str, index: int) -> Path:

@@ -77,10 +77,10 @@ def test_one_instance_shared_by_threads(serve: Serve, local_reads: bool) -> None
 
     assert read_everything(fs, seed=1) == []  # cold: every page comes from the origin
     flush(worker)
-    reads_before: Any = svc.mounts[0][1].stats.calls.get("read", 0)
+    reads_before: Any = svc.origins[0].stats.calls.get("read", 0)
     hits_before = svc.hits
     assert read_everything(fs, seed=2) == []  # warm
-    assert svc.mounts[0][1].stats.calls.get("read", 0) == reads_before, "warm reads hit the origin"
+    assert svc.origins[0].stats.calls.get("read", 0) == reads_before, "warm reads hit the origin"
     if local_reads:
         assert fs._local is not None and fs._local.hits > 0
     else:

@@ -65,7 +65,7 @@ def start_pool(
 
 
 def origin_reads(workers: list[Any]) -> int:
-    return sum(w.worker.services["ds"].mounts[0][1].stats.calls.get("read", 0) for w in workers)
+    return sum(w.worker.services["ds"].origins[0].stats.calls.get("read", 0) for w in workers)
 
 
 def flush(workers: list[Any]) -> None:

@@ -30,7 +30,7 @@ async def test_single_flight_one_origin_read_per_page(make_dataset: Any, start_w
     async with aiohttp.ClientSession() as s:
         bodies = await asyncio.gather(*(read(url, s) for _ in range(32)))
     assert all(b == data for b in bodies)
-    origin = w.worker.services["ds"].mounts[0][1]
+    origin = w.worker.services["ds"].origins[0]
     assert origin.stats.calls.get("read") == 7
 
 

@@ -137,7 +137,9 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
     if code == "Unauthorized":
         return AuthError(message)
     if code == "PreconditionFailed":
-        return VersionGoneError(path, str(body.get("version", "?")), message)
+        gone = VersionGoneError(path, str(body.get("version", "")))
+        gone.strerror = message  # the worker's message already says which version and why
+        return gone
     if code == "OriginUnavailable":
         err = OriginUnavailableError(
             str(body.get("dataset", "?")), str(body.get("path", path)), message

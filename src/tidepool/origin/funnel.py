@@ -482,35 +482,26 @@ class Origin:
 
         return await self._call("find", rel, go)
 
+    def _s3(self) -> Any | None:
+        """The s3fs filesystem when this origin is S3 (reads then go to ``get_object``)."""
+        if self.mount.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
+            return self.fs
+        return None
+
     async def read(self, rel: str, start: int, end: int, version: str | None = None) -> bytes:
         """Bytes ``[start, end)`` of a file; raises VersionChangedError if it is not ``version``."""
         if end <= start:
             return b""
         path = self._path(rel)
-        if self.mount.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
-            fs: Any = self.fs
-            bucket, key, _ = fs.split_path(path)
+        s3 = self._s3()
+        if s3 is not None:
+            bucket, key, _ = s3.split_path(path)
 
             async def go_s3() -> bytes:
-                resp = await fs._call_s3(
+                resp = await s3._call_s3(
                     "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
                 )
-                body = resp["Body"]
-                try:
-                    tag = normalize_etag(resp.get("ETag"))
-                    if version is not None and tag is not None and tag != version:
-                        raise VersionChangedError(
-                            errno.ESTALE,
-                            f"{self.dataset}/{rel} changed at the origin (version {tag!r}, "
-                            f"expected {version!r})",
-                        )
-                    data: bytes = await body.read()
-                finally:
-                    body.close()
-                # Some S3 servers ignore Range and answer 200 with the whole object.
-                if len(data) > end - start and "ContentRange" not in resp:
-                    data = data[start:end]
-                return data
+                return await self._body(resp, rel, start, end, version)
 
             data = await self._call("read", rel, go_s3)
         else:
@@ -521,3 +512,75 @@ class Origin:
             data = await self._call("read", rel, go)
         self.stats.bytes_read += len(data)
         return data
+
+    async def read_first(self, rel: str, length: int) -> tuple[FileInfo, bytes]:
+        """The metadata of a file and its first ``length`` bytes, in one origin round trip on S3
+        (the answer's ``Content-Range`` and ``ETag`` carry size and version): a cold read
+        never pays a stat and then a read. Other backends stat, then read.
+
+        ``FileNotFoundError`` when there is no object at ``rel`` (it may still be a directory:
+        ask :meth:`info`)."""
+        path = self._path(rel)
+        s3 = self._s3()
+        if s3 is None:
+            info = await self.info(rel)
+            if info["type"] != "file":
+                return info, b""
+            return info, await self.read(rel, 0, min(length, info["size"]), info["version"])
+        bucket, key, _ = s3.split_path(path)
+        if not key:
+            return await self.info(rel), b""
+
+        async def go() -> tuple[FileInfo, bytes]:
+            try:
+                resp = await s3._call_s3(
+                    "get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{length - 1}"
+                )
+            except Exception as exc:
+                if error_code(exc) in ("InvalidRange", "416"):  # an empty object has no byte 0
+                    return await self._head(rel), b""
+                raise
+            size = _total_size(resp)
+            info = file_info(rel, size, normalize_etag(resp.get("ETag")), _mtime(resp))
+            data = await self._body(resp, rel, 0, min(length, size), None)
+            return info, data
+
+        info, data = await self._call("read", rel, go)
+        self.stats.bytes_read += len(data)
+        return info, data
+
+    async def _head(self, rel: str) -> FileInfo:
+        entry = await self.fs._info(self._path(rel))
+        out = self._entry(entry)
+        out["name"] = rel
+        return out
+
+    async def _body(
+        self, resp: dict[str, Any], rel: str, start: int, end: int, version: str | None
+    ) -> bytes:
+        body = resp["Body"]
+        try:
+            tag = normalize_etag(resp.get("ETag"))
+            if version is not None and tag is not None and tag != version:
+                raise VersionChangedError(
+                    errno.ESTALE,
+                    f"{self.dataset}/{rel} changed at the origin (version {tag!r}, "
+                    f"expected {version!r})",
+                )
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        # Some S3 servers ignore Range and answer 200 with the whole object.
+        if len(data) > end - start and "ContentRange" not in resp:
+            data = data[start:end]
+        return data
+
+
+def _total_size(resp: dict[str, Any]) -> int:
+    """An object's size from a ranged GET (``Content-Range: bytes 0-9/1234``)."""
+    content_range = resp.get("ContentRange")
+    if content_range:
+        total = str(content_range).rpartition("/")[2]
+        if total.isdigit():
+            return int(total)
+    return int(resp.get("ContentLength") or 0)

@@ -1,12 +1,18 @@
 """Persisted file metadata of the datasets: ``stat`` results and directory listings.
 
 The worker caches what the origin said about a path (``info``) and a directory (``listing``) with
-the time it was fetched; the TTL decision (``metadataSyncPolicy``) is the caller's. Both are stored
-in SQLite (``state_dir/metadata.sqlite3``, WAL, ``synchronous=NORMAL``, one commit per write) so a
-restarted worker answers ``ls`` and ``stat`` while the origin is unreachable. Writing a listing also
+the time it was fetched; the TTL decision (``metadataSyncPolicy``) is the caller's. Both are
+stored in SQLite (``state_dir/metadata.sqlite3``, WAL, ``synchronous=NORMAL``) so a restarted
+worker answers ``ls`` and ``stat`` while the origin is unreachable. Writing a listing also
 records the info of every entry (same ``fetched_at``), so a listed file can be stat-ed offline.
 
-A bounded in-memory LRU sits in front of the database for hot lookups (absent keys included).
+Writes are seen at once by readers (they go to memory first) and committed to SQLite by one
+writer thread, many writes to a transaction: a 20,000-entry listing never stalls the worker's
+event loop on a commit. :meth:`MetadataStore.flush` waits for the writer; ``close`` flushes. A
+SIGKILL can lose the writes of the last moments — metadata, which is fetched again.
+
+A bounded in-memory LRU sits in front of the database for hot lookups (absent keys included);
+values not yet committed are kept apart until they are, so the LRU never drops them.
 
 Limits: values are JSON (dicts of str/int/float/bool/None/lists); listing entries are keyed by
 their ``"name"`` — the same path form the caller uses with :meth:`MetadataStore.put_info`. Values
@@ -19,10 +25,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +73,13 @@ class MetadataStore:
         self._lock = threading.Lock()
         self._cache: OrderedDict[_CacheKey, _Value] = OrderedDict()
         self._cache_entries = max(0, cache_entries)
+        self._pending: dict[_CacheKey, tuple[_Value, int]] = {}
+        """Values written to memory and not yet committed (consulted before the database)."""
+        self._queue: queue.Queue[
+            tuple[Callable[[sqlite3.Connection], object], tuple[list[_CacheKey], int] | None]
+        ] = queue.Queue()
+        self._seq = 0
+        self._closed = False
         try:
             self._conn = self._open()
         except sqlite3.DatabaseError as exc:
@@ -77,6 +91,10 @@ class MetadataStore:
                 aside,
             )
             self._conn = self._open()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="tidepool-meta-writer", daemon=True
+        )
+        self._writer.start()
 
     def _open(self) -> sqlite3.Connection:
         conn = connect(self.path)
@@ -95,13 +113,12 @@ class MetadataStore:
         """Record what the origin said about ``path`` at ``fetched_at`` (epoch seconds)."""
         raw = json.dumps(info, separators=(",", ":"))
         value = (json.loads(raw), float(fetched_at))
-        with self._lock:
-            with self._transaction():
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
-                    (dataset, path, raw, float(fetched_at)),
-                )
-            self._remember(("info", dataset, path), value)
+        row = (dataset, path, raw, float(fetched_at))
+        self._stage(
+            ("info", dataset, path),
+            value,
+            lambda c: c.execute("INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)", row),
+        )
 
     def get_info(self, dataset: str, path: str) -> tuple[dict[str, Any], float] | None:
         """``(info, fetched_at)`` of a path, or None when never recorded."""
@@ -120,12 +137,11 @@ class MetadataStore:
         return dict(value[0]), value[1]
 
     def delete_info(self, dataset: str, path: str) -> None:
-        with self._lock:
-            with self._transaction():
-                self._conn.execute(
-                    "DELETE FROM info WHERE dataset = ? AND path = ?", (dataset, path)
-                )
-            self._remember(("info", dataset, path), None)
+        self._stage(
+            ("info", dataset, path),
+            None,
+            lambda c: c.execute("DELETE FROM info WHERE dataset = ? AND path = ?", (dataset, path)),
+        )
 
     # -- listings ------------------------------------------------------------------------
 
@@ -137,22 +153,19 @@ class MetadataStore:
         parsed: list[dict[str, Any]] = json.loads(raw)
         when = float(fetched_at)
         infos = [(e["name"], e) for e in parsed if isinstance(e.get("name"), str)]
-        with self._lock:
-            with self._transaction():
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO listings VALUES (?, ?, ?, ?)",
-                    (dataset, dir, raw, when),
-                )
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
-                    [
-                        (dataset, name, json.dumps(e, separators=(",", ":")), when)
-                        for name, e in infos
-                    ],
-                )
-            self._remember(("listing", dataset, dir), (parsed, when))
-            for name, e in infos:
-                self._remember(("info", dataset, name), (e, when))
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT OR REPLACE INTO listings VALUES (?, ?, ?, ?)", (dataset, dir, raw, when)
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
+                [(dataset, name, json.dumps(e, separators=(",", ":")), when) for name, e in infos],
+            )
+
+        staged: list[tuple[_CacheKey, _Value]] = [(("listing", dataset, dir), (parsed, when))]
+        staged += [(("info", dataset, name), (e, when)) for name, e in infos]
+        self._stage_many(staged, write)
 
     def get_listing(self, dataset: str, dir: str) -> tuple[list[dict[str, Any]], float] | None:
         """``(entries, fetched_at)`` of a directory, or None when never listed."""
@@ -171,17 +184,19 @@ class MetadataStore:
         return list(value[0]), value[1]
 
     def delete_listing(self, dataset: str, dir: str) -> None:
-        with self._lock:
-            with self._transaction():
-                self._conn.execute(
-                    "DELETE FROM listings WHERE dataset = ? AND dir = ?", (dataset, dir)
-                )
-            self._remember(("listing", dataset, dir), None)
+        self._stage(
+            ("listing", dataset, dir),
+            None,
+            lambda c: c.execute(
+                "DELETE FROM listings WHERE dataset = ? AND dir = ?", (dataset, dir)
+            ),
+        )
 
     # -- whole datasets ------------------------------------------------------------------
 
     def drop_dataset(self, dataset: str) -> None:
         """Forget every info and listing of a dataset."""
+        self.flush()
         with self._lock:
             with self._transaction():
                 self._conn.execute("DELETE FROM info WHERE dataset = ?", (dataset,))
@@ -189,7 +204,21 @@ class MetadataStore:
             for key in [k for k in self._cache if k[1] == dataset]:
                 del self._cache[key]
 
+    def flush(self) -> None:
+        """Wait until every write so far is committed."""
+        if self._closed or not self._writer.is_alive():
+            return
+        done = threading.Event()
+        self._queue.put((lambda _c: done.set(), None))
+        done.wait()
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put((lambda _c: None, None))  # wakes the writer to stop
+        self._writer.join(timeout=5)
         with self._lock:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -198,8 +227,56 @@ class MetadataStore:
 
     # -- helpers (callers hold _lock) ------------------------------------------------------
 
+    def _stage(
+        self, key: _CacheKey, value: _Value, write: Callable[[sqlite3.Connection], object]
+    ) -> None:
+        self._stage_many([(key, value)], write)
+
+    def _stage_many(
+        self,
+        values: list[tuple[_CacheKey, _Value]],
+        write: Callable[[sqlite3.Connection], object],
+    ) -> None:
+        """Make the values visible now and queue their database write."""
+        if self._closed:
+            raise RuntimeError("metadata store is closed")
+        with self._lock:
+            self._seq += 1
+            for key, value in values:
+                self._pending[key] = (value, self._seq)
+                self._remember(key, value)
+            self._queue.put((write, ([k for k, _ in values], self._seq)))
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            with self._lock:
+                try:
+                    with self._transaction():
+                        for write, _ in batch:
+                            write(self._conn)
+                except Exception as exc:  # the writer must outlive any one bad write
+                    log.warning("metadata store %s: a write failed (%s)", self.path, exc)
+                for _, staged in batch:
+                    if staged is None:
+                        continue
+                    keys, seq = staged
+                    for key in keys:
+                        # a later write of the same key stays pending until its own commit
+                        if self._pending.get(key, (None, -1))[1] == seq:
+                            del self._pending[key]
+            if self._closed:
+                return
+
     def _lookup(self, key: _CacheKey) -> _Value:
         """The cached value, or ``_MISSING`` when the database must be asked."""
+        if key in self._pending:
+            return self._pending[key][0]
         value: _Value = self._cache.get(key, _MISSING)
         if value is not _MISSING:
             self._cache.move_to_end(key)

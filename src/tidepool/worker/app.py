@@ -32,10 +32,12 @@ from typing import Any, TypeGuard
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tidepool.core.conditions import parse_if_match
 from tidepool.core.errors import (
     AuthError,
     BadRequestError,
     UnknownDatasetError,
+    VersionGoneError,
     http_status,
     redact,
 )
@@ -226,26 +228,31 @@ class WorkerApp:
         svc = self._svc(request)
         t0 = time.perf_counter()
         rel = normalize(request.match_info["path"])
-        info = await svc.stat(rel)
-        if info["type"] != "file":
-            raise IsADirectoryError(21, f"{rel!r} is a directory; list it instead", rel)
+        pinned = parse_if_match(request.headers.get("If-Match"))
+        if request.method == "HEAD":
+            info = await svc.stat(rel)
+            if info["type"] != "file":
+                raise IsADirectoryError(21, f"{rel!r} is a directory; list it instead", rel)
+            if pinned is not None and pinned != info["version"]:
+                raise VersionGoneError(rel, pinned)
+            span = parse_range(request.headers.get("Range"), info["size"])
+            start, end = span if span is not None else (0, info["size"])
+            headers = self._headers(info, start, end, partial=span is not None)
+            return web.Response(status=206 if span is not None else 200, headers=headers)
+        from_peer = PEER_HEADER in request.headers
+        plan = await svc.open_read(rel, pinned, from_peer=from_peer)
+        info = plan.info
         size = info["size"]
         span = parse_range(request.headers.get("Range"), size)
         start, end = span if span is not None else (0, size)
         headers = self._headers(info, start, end, partial=span is not None)
         status = 206 if span is not None else 200
-        if request.method == "HEAD":
-            return web.Response(status=status, headers=headers)
-        from_peer = PEER_HEADER in request.headers
+        counted = not from_peer  # the asking worker counts the read (as a remote hit)
         if end - start <= svc.page_size:
-            body: bytes | memoryview | None = svc.cached_slice(
-                info, start, end, from_peer=from_peer
-            )
-            if body is None:
-                body = await svc.read_all(info, start, end, from_peer=from_peer)
+            body = await svc.read_all(plan, start, end, counted=counted)
             resp = web.Response(status=status, body=body, headers=headers)
         else:
-            chunks = svc.read(info, start, end, from_peer=from_peer)
+            chunks = svc.read(plan, start, end, counted=counted)
             first = await anext(chunks, None)  # errors before the first byte get a clean status
             sresp = web.StreamResponse(status=status, headers=headers)
             await sresp.prepare(request)
@@ -259,10 +266,9 @@ class WorkerApp:
                 # the reader sees a short body (and retries) instead of waiting for bytes that
                 # will never come or reading an error document as file data.
                 log.warning(
-                    "read of %s/%s failed after %s: %s; closing the connection",
+                    "read of %s/%s failed after its headers were sent: %s; closing the connection",
                     svc.name,
                     rel,
-                    "headers were sent",
                     redact(str(exc)),
                 )
                 if request.transport is not None:

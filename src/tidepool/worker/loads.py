@@ -1,8 +1,9 @@
 """Warm-up jobs (Fluid's DataLoad): read every page of the chosen paths into the cache.
 
 A job lists its targets once (a recursive listing per directory, a stat per file), then warms up to
-``concurrency`` files at a time; each file's pages are fetched with the dataset's own read-ahead, so
-small files fill the link by number and large files by parallel ranged GETs. Progress (files, bytes,
+``concurrency`` files at a time; each file's missing pages are fetched a window at a time, so small
+files fill the link by number and large files by parallel ranged GETs. Warm-up reads are not
+counted as cache hits or misses (those are the programs' reads). Progress (files, bytes,
 rate) is kept on the job and polled by ``tidepool load``.
 """
 
@@ -62,6 +63,9 @@ class LoadJob:
         self.concurrency = max(1, concurrency)
         self.task: asyncio.Task[None] | None = None
 
+    def _progress(self, nbytes: int) -> None:
+        self.progress.bytes_done += nbytes
+
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run())
 
@@ -89,8 +93,8 @@ class LoadJob:
             async def worker() -> None:
                 for info in queue:
                     try:
-                        async for chunk in self.svc.read(info, 0, info["size"]):
-                            p.bytes_done += len(chunk)
+                        fetched = await self.svc.warm(info["name"], on_bytes=self._progress)
+                        p.bytes_done += max(0, info["size"] - fetched)  # what was cached already
                     except Exception as exc:  # one bad file must not stop the job
                         p.error_count += 1
                         if len(p.errors) < 20:

@@ -1,9 +1,14 @@
-"""This worker's place in its node pool: who owns a file, and which peers to ask for it.
+"""This worker's place in its node pool: who owns a file, and reading a file from a peer.
 
-A worker reads a page it lacks from the file's other owners over the LAN before it goes to the
-origin across the WAN, so no byte crosses the WAN twice for one pool. A worker that is not among
-a file's owners (a client with a stale view sent it there) serves the read anyway but does not
-cache it: the owners hold the pool's copy.
+Ownership is decided once per request (:meth:`Placement.place`) on one view of the membership and
+handed down: whether this worker keeps the file's pages, and which peers to ask before the origin.
+A worker that misses a page asks the file's owners over the LAN before it goes to the origin
+across the WAN, so no byte crosses the WAN twice for one pool. A worker that is not among a
+file's owners (a client with a stale view, or failover) serves the read but does not cache it.
+
+Peer reads carry the version they want (``If-Match``) and the peer header, so the peer answers
+from its cache or its origin and never forwards; an answer of another version or length is
+refused.
 """
 
 from __future__ import annotations
@@ -11,30 +16,59 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
 
-from tidepool.core.errors import VersionChangedError
-from tidepool.core.ring import Member, file_key, owners, ranked
+from tidepool.core.ring import DownMarks, Member, file_key, ranked
 from tidepool.pool.membership import Membership
 
 log = logging.getLogger(__name__)
 
 PEER_HEADER = "X-Tidepool-Peer"
 """Set on worker-to-worker reads: the receiver answers from its cache or origin, never forwards."""
+PEER_DOWN_FOR = 2.0
+"""Seconds a peer that could not be reached is skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlace:
+    """One file's placement in the pool, as seen at the start of one request."""
+
+    mine: bool
+    """This worker is one of the file's owners: it keeps the pages."""
+    peers: tuple[Member, ...]
+    """Other workers to ask for the bytes before the origin, best first."""
+    owners: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAnswer:
+    data: bytes
+    size: int
+    version: str
+    mtime: float | None
+
+
+class PeerError(OSError):
+    """A peer could not serve a read (unreachable, wrong answer); the origin is asked instead."""
 
 
 class Placement:
     def __init__(
-        self, me: Member, membership: Membership, replicas: int = 1, token: str | None = None
+        self,
+        me: Member,
+        membership: Membership,
+        replicas: int = 1,
+        token: str | None = None,
     ) -> None:
         self.me = me
         self.membership = membership
         self.replicas = max(1, replicas)
         self.token = token
+        self.marks = DownMarks(PEER_DOWN_FOR)
         self._session: aiohttp.ClientSession | None = None
-        self._down: dict[str, float] = {}
         self.peer_reads = 0
         self.peer_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -45,26 +79,26 @@ class Placement:
             ms = [*ms, self.me]  # we are alive even if the registry lags
         return ms
 
-    def owners(self, dataset: str, path: str) -> list[Member]:
-        return owners(file_key(dataset, path), self.members(), self.replicas)
-
-    def is_owner(self, dataset: str, path: str) -> bool:
-        return any(m.name == self.me.name for m in self.owners(dataset, path))
-
-    def peers_for(self, dataset: str, path: str) -> list[Member]:
-        """Other workers to ask for a file's bytes, best first (owners, then the rest if r > 1).
+    def place(self, dataset: str, path: str) -> FilePlace:
+        """Owners and peers of a file, decided once for a request.
 
         With r > 1 the first reachable other owner answers (from its cache, or from the origin
         for us), so the rest are asked only when every other owner is down. The next in rank is
         then the owner a join displaced (rendezvous keeps the others' order), which still holds
-        the file: after a join and a crash, the new owner copies it over the LAN, not the WAN.
-        A worker that lacks it fetches it from the origin for us: the same WAN bytes.
+        the file. With r = 1 only the owner is asked: a cold read goes to the origin in one hop.
         """
-        now = time.monotonic()
         order = ranked(file_key(dataset, path), self.members())
-        if self.replicas < 2:
-            order = order[: self.replicas]  # r = 1: a cold read goes to the origin in one hop
-        return [m for m in order if m.name != self.me.name and self._down.get(m.name, 0.0) < now]
+        owners = tuple(order[: self.replicas])
+        mine = any(m.name == self.me.name for m in owners)
+        candidates = order if self.replicas > 1 else list(owners)
+        now = time.monotonic()
+        peers = tuple(
+            m for m in candidates if m.name != self.me.name and not self.marks.is_down(m.name, now)
+        )
+        return FilePlace(mine, peers, owners)
+
+    def is_owner(self, dataset: str, path: str) -> bool:
+        return self.place(dataset, path).mine
 
     async def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -79,35 +113,50 @@ class Placement:
         return self._session
 
     async def read(
-        self, peer: Member, dataset: str, path: str, version: str, start: int, end: int
-    ) -> bytes:
-        """Bytes ``[start, end)`` of a file version from a peer; raises on any mismatch."""
+        self,
+        peer: Member,
+        dataset: str,
+        path: str,
+        version: str | None,
+        start: int,
+        end: int,
+    ) -> PeerAnswer:
+        """Bytes ``[start, end)`` of a file from a peer; ``version=None`` takes the version the
+        peer serves (the answer names it). :class:`PeerError` on any failure or mismatch."""
         session = await self._sess()
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/files/{quote(path)}"
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        if version is not None:
+            headers["If-Match"] = f'"{version}"'
         try:
-            async with session.get(url, headers={"Range": f"bytes={start}-{end - 1}"}) as r:
+            async with session.get(url, headers=headers) as r:
+                if r.status == 404:
+                    raise FileNotFoundError(2, f"peer {peer.name} has no {dataset}/{path}", path)
                 if r.status not in (200, 206):
-                    raise OSError(f"peer {peer.name} answered {r.status}")
-                if r.headers.get("X-Tidepool-Version") != version:
-                    raise VersionChangedError(
-                        f"peer {peer.name} holds another version of {dataset}/{path}"
-                    )
+                    raise PeerError(f"peer {peer.name} answered {r.status} for {dataset}/{path}")
+                got = r.headers.get("X-Tidepool-Version", "")
+                if version is not None and got != version:
+                    raise PeerError(f"peer {peer.name} served another version of {path}")
+                size = int(r.headers.get("X-Tidepool-Size", "-1"))
+                mtime = r.headers.get("X-Tidepool-Mtime")
                 data = await r.read()
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            self._down[peer.name] = time.monotonic() + 2.0
-            raise ConnectionError(f"peer {peer.name} unreachable: {exc}") from exc
-        if len(data) != end - start:
-            raise OSError(f"peer {peer.name} returned {len(data)} of {end - start} bytes")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self.marks.mark(peer.name, time.monotonic())
+            raise PeerError(f"peer {peer.name} unreachable: {exc}") from exc
+        want = min(end, size) - start if size >= 0 else end - start
+        if size < 0 or len(data) != want:
+            raise PeerError(f"peer {peer.name} returned {len(data)} of {want} bytes")
         self.peer_reads += 1
         self.peer_bytes += len(data)
-        return data
+        return PeerAnswer(data, size, got, float(mtime) if mtime else None)
 
-    def replicate(self, dataset: str, path: str) -> None:
+    def replicate(self, place: FilePlace, dataset: str, path: str) -> None:
         """Ask the file's other owners to copy it (from us, over the LAN) when r > 1."""
         if self.replicas < 2:
             return
-        targets = [m for m in self.owners(dataset, path) if m.name != self.me.name]
-        for peer in targets:
+        for peer in place.owners:
+            if peer.name == self.me.name:
+                continue
             task = asyncio.get_running_loop().create_task(self._ask_load(peer, dataset, path))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -168,7 +168,7 @@ class Worker:
     def _origin_samples(self) -> list[OriginSample]:
         out = []
         for name, svc in self.services.items():
-            for _, origin in svc.mounts:
+            for origin in svc.origins:
                 b = origin.breaker
                 out.append(
                     OriginSample(

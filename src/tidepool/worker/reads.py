@@ -1,0 +1,346 @@
+"""The worker's data path for one dataset: pages from the store, misses fetched once, each read
+counted once.
+
+For a read of ``[start, end)`` of one file version the reader walks the pages in order. A page in
+the store is read from disk; a missing page is fetched by exactly one task however many readers
+want it (single flight) — from another worker of the pool over the LAN when the placement says
+one holds it, else from the origin — and handed to every waiting reader as soon as it arrives,
+while it is written to the store on the I/O threads (serve while writing). While a reader is sent
+page *k* the next pages are fetched in parallel: a window that starts at one page for a read from
+the start of a file (the first byte is not slowed by read-ahead) and then widens.
+
+Accounting happens here and nowhere else: every page handed to a reader is counted once, by where
+its bytes came from — the cache (store, or a fetch that had already finished), a peer of the pool
+(a remote hit) or the origin (a miss). Reads for another worker, for warm-ups and for prefetch are
+not counted: the pool's ``cacheHitRatio``, ``localHitRatio`` and ``remoteHitRatio`` add up to the
+reads programs made. :class:`HitCounts` holds the numbers.
+
+Limits: a page fetch that finds the origin object changed fails with
+:class:`~tidepool.core.errors.VersionChangedError` (the HTTP layer answers 412); pages are never
+mixed across versions because a page is named by its file version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from enum import Enum
+
+from tidepool.core.errors import OriginError, VersionChangedError
+from tidepool.core.fileinfo import FileInfo
+from tidepool.core.pages import PageKey, file_key, page_count, page_span, pages_for
+from tidepool.origin.funnel import Origin
+from tidepool.store.pagestore import PageStore
+from tidepool.worker.metrics import DatasetCounters
+
+log = logging.getLogger(__name__)
+
+Chunk = bytes | memoryview
+
+
+class Source(Enum):
+    CACHE = "cache"
+    PEER = "peer"
+    ORIGIN = "origin"
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    data: bytes
+    source: Source
+
+
+PeerFetch = Callable[[FileInfo, int, int], Awaitable[bytes | None]]
+"""``(info, start, end) -> bytes`` from another worker of the pool, or None to use the origin."""
+
+
+class HitCounts:
+    """Page lookups of readers, by where the bytes came from (the one place they are counted)."""
+
+    def __init__(self, counters: DatasetCounters) -> None:
+        self.counters = counters
+        self.cache = 0
+        """Pages served from this worker's cache (including same-host client reads)."""
+        self.peer = 0
+        """Pages another worker of the pool served (remote hits)."""
+        self.origin = 0
+        """Pages fetched from the origin for a waiting reader (misses)."""
+        self.client_local = 0
+        """Of ``cache``: pages same-host clients read from our page files and reported."""
+
+    def record(self, source: Source, nbytes: int) -> None:
+        c = self.counters
+        if source is Source.CACHE:
+            self.cache += 1
+            c.hits.inc()
+            c.bytes_cache.inc(nbytes)
+            return
+        c.misses.inc()
+        c.bytes_origin.inc(nbytes)
+        if source is Source.PEER:
+            self.peer += 1
+            c.peer_hits.inc()
+        else:
+            self.origin += 1
+
+    def record_client_local(self, pages: int, nbytes: int) -> None:
+        self.cache += pages
+        self.client_local += pages
+        self.counters.hits.inc(pages)
+        self.counters.bytes_cache.inc(nbytes)
+
+    @property
+    def lookups(self) -> int:
+        return self.cache + self.peer + self.origin
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTarget:
+    """One file version as the reader needs it: where it comes from and who keeps it."""
+
+    info: FileInfo
+    origin: Origin
+    orel: str
+    """The path below the origin mount's root."""
+    keep: bool = True
+    """Whether this worker keeps the pages (False: another worker of the pool owns the file)."""
+    peers: PeerFetch | None = None
+    """Ask the pool before the origin (None for reads another worker asked us for)."""
+
+
+class PageReader:
+    def __init__(
+        self,
+        dataset: str,
+        store: PageStore,
+        counters: DatasetCounters,
+        io_pool: Executor,
+        *,
+        page_size: int,
+        fetch_window: int = 8,
+    ) -> None:
+        self.dataset = dataset
+        self.store = store
+        self.counters = counters
+        self.page_size = page_size
+        self.fetch_window = max(1, fetch_window)
+        self.counts = HitCounts(counters)
+        self._io_pool = io_pool
+        self._inflight: dict[PageKey, asyncio.Task[Fetched]] = {}
+        self._writes: set[asyncio.Future[None]] = set()
+
+    def key(self, info: FileInfo, idx: int) -> PageKey:
+        return PageKey(self.dataset, file_key(self.dataset, info["name"], info["version"]), idx)
+
+    # ---- single flight ---------------------------------------------------------------------
+
+    def _lookup(self, t: ReadTarget, idx: int) -> memoryview | asyncio.Task[Fetched] | Fetched:
+        """A page: from the store, from a fetch that already finished, or the fetch to await."""
+        key = self.key(t.info, idx)
+        task = self._inflight.get(key)
+        if task is not None:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                return Fetched(task.result().data, Source.CACHE)  # in memory, being written
+            if not task.done():
+                return task
+        data = self.store.get(key)
+        if data is not None:
+            return data
+        task = asyncio.get_running_loop().create_task(self._fetch(key, t, idx))
+        self._inflight[key] = task
+        task.add_done_callback(lambda done: self._fetch_done(key, done))
+        return task
+
+    def _fetch_done(self, key: PageKey, task: asyncio.Task[Fetched]) -> None:
+        # success keeps the entry until the page is written (see _write); failure frees it now
+        failed = task.cancelled() or task.exception() is not None
+        if failed and self._inflight.get(key) is task:
+            del self._inflight[key]
+
+    async def _fetch(self, key: PageKey, t: ReadTarget, idx: int) -> Fetched:
+        info = t.info
+        start, end = page_span(idx, self.page_size, info["size"])
+        data = await t.peers(info, start, end) if t.peers is not None else None
+        source = Source.PEER
+        if data is None:
+            source = Source.ORIGIN
+            self.counters.origin_requests.inc()
+            data = await t.origin.read(t.orel, start, end, info["version"])
+        if len(data) != end - start:
+            raise OriginError(
+                errno.EIO,
+                f"{source.value} returned {len(data)} bytes for {self.dataset}/{info['name']} "
+                f"[{start}, {end}); the object may have changed",
+            )
+        self.put_later(key, data, info, keep=t.keep)
+        return Fetched(data, source)
+
+    def adopt(self, t: ReadTarget, idx: int, data: bytes, source: Source) -> Fetched:
+        """A page fetched elsewhere (with the file's metadata): cache it like a fetched page."""
+        key = self.key(t.info, idx)
+        fetched = Fetched(data, source)
+        if t.keep and key not in self._inflight:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(fetched)
+            self._inflight[key] = fut  # type: ignore[assignment]
+            self.put_later(key, data, t.info, keep=True)
+        return fetched
+
+    def put_later(self, key: PageKey, data: bytes, info: FileInfo, *, keep: bool) -> None:
+        if not keep:
+            # not ours to keep: serve it, let the owners hold the pool's copy
+            self._inflight.pop(key, None)
+            return
+        fut = asyncio.get_running_loop().run_in_executor(
+            self._io_pool, self._write, key, data, info["name"], info["version"]
+        )
+        self._writes.add(fut)
+        fut.add_done_callback(self._writes.discard)
+
+    def _write(self, key: PageKey, data: bytes, path: str, version: str) -> None:
+        try:
+            self.store.put(key, data, path=path, version=version)
+        except Exception:
+            log.exception("could not cache page %s of %s/%s", key.index, self.dataset, path)
+        finally:
+            self._inflight.pop(key, None)  # dict.pop is atomic; the loop only reads this dict
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        t: ReadTarget,
+        start: int,
+        end: int,
+        *,
+        counted: bool = True,
+        first: Fetched | None = None,
+    ) -> AsyncGenerator[Chunk, None]:
+        """Yield the bytes ``[start, end)`` in page-sized chunks, in order.
+
+        ``counted``: a program's read (False for peers, warm-ups and prefetch). ``first``: page 0,
+        already fetched with the file's metadata."""
+        if end <= start:
+            return
+        ps = self.page_size
+        span = pages_for(start, end, ps)
+        idxs = iter(span)
+        window = 1 if start < ps else self.fetch_window
+        pending: deque[tuple[int, memoryview | asyncio.Task[Fetched] | Fetched]] = deque()
+        ahead_done = len(span) < 2  # only multi-page (bulk) reads earn read-ahead past `end`
+
+        def fill() -> None:
+            nonlocal ahead_done
+            while len(pending) < window:
+                i = next(idxs, None)
+                if i is None:
+                    if not ahead_done:
+                        ahead_done = True
+                        self.warm_pages(t, span[-1] + 1, span[-1] + 1 + self.fetch_window)
+                    return
+                if i == 0 and first is not None:
+                    pending.append((i, self.adopt(t, 0, first.data, first.source)))
+                else:
+                    pending.append((i, self._lookup(t, i)))
+
+        fill()
+        try:
+            while pending:
+                idx, item = pending.popleft()
+                data: Chunk
+                if isinstance(item, asyncio.Task):
+                    fetched = await asyncio.shield(item)
+                    data, source = fetched.data, fetched.source
+                elif isinstance(item, Fetched):
+                    data, source = item.data, item.source
+                else:
+                    data, source = item, Source.CACHE
+                window = self.fetch_window
+                fill()
+                pstart = idx * ps
+                lo = max(start, pstart) - pstart
+                hi = min(end, pstart + len(data)) - pstart
+                if counted:
+                    self.counts.record(source, hi - lo)
+                yield data if (lo == 0 and hi == len(data)) else memoryview(data)[lo:hi]
+        finally:
+            pending.clear()
+
+    def cached_slice(
+        self, t: ReadTarget, start: int, end: int, *, counted: bool = True
+    ) -> memoryview | None:
+        """``[start, end)`` straight from the store when it lies in one cached page, else None.
+
+        The hot path of a warm small-file read: no generator, no task, one page file read."""
+        idxs = pages_for(start, end, self.page_size)
+        if len(idxs) != 1 or self.key(t.info, idxs[0]) in self._inflight:
+            return None
+        idx = idxs[0]
+        data = self.store.get(self.key(t.info, idx))
+        if data is None:
+            return None
+        if counted:
+            self.counts.record(Source.CACHE, end - start)
+        lo = start - idx * self.page_size
+        return data if (lo == 0 and end - start == len(data)) else data[lo : lo + end - start]
+
+    def missing_pages(self, info: FileInfo) -> list[int]:
+        """Pages of a file version this worker neither holds nor is fetching."""
+        count = page_count(info["size"], self.page_size)
+        out = []
+        for idx in range(count):
+            key = self.key(info, idx)
+            if key not in self._inflight and not self.store.contains(key):
+                out.append(idx)
+        return out
+
+    def warm_pages(self, t: ReadTarget, first: int, stop: int) -> list[asyncio.Task[Fetched]]:
+        """Start fetching pages ``[first, stop)`` that are missing (uncounted read-ahead)."""
+        last = min(stop, page_count(t.info["size"], self.page_size))
+        tasks = []
+        for idx in range(first, last):
+            key = self.key(t.info, idx)
+            if key in self._inflight or self.store.contains(key):
+                continue
+            item = self._lookup(t, idx)
+            if isinstance(item, asyncio.Task):
+                tasks.append(item)
+        return tasks
+
+    async def warm(self, t: ReadTarget, on_bytes: Callable[[int], None] | None = None) -> int:
+        """Fetch every missing page of a file version (warm-up, prefetch); bytes fetched."""
+        total = 0
+        count = page_count(t.info["size"], self.page_size)
+        for lo in range(0, count, self.fetch_window):
+            tasks = self.warm_pages(t, lo, lo + self.fetch_window)
+            for task in tasks:
+                n = len((await asyncio.shield(task)).data)
+                total += n
+                if on_bytes is not None:
+                    on_bytes(n)
+        return total
+
+    def forget_version(self, info: FileInfo) -> None:
+        """Drop the cached pages of a version the origin no longer has."""
+        self.store.drop_file(self.dataset, file_key(self.dataset, info["name"], info["version"]))
+
+    async def flush_writes(self) -> None:
+        """Wait for pending page writes (tests and shutdown)."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+
+__all__ = [
+    "Chunk",
+    "Fetched",
+    "HitCounts",
+    "PageReader",
+    "ReadTarget",
+    "Source",
+    "VersionChangedError",
+]
