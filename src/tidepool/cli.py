@@ -179,10 +179,19 @@ def _load_bundle(args: argparse.Namespace) -> Any:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from tidepool.spec import describe
+    from tidepool.store.tierdir import inspect_tier
 
     bundle = _load_bundle(args)
     print(describe(bundle))
-    return EXIT_OK
+    problems = [
+        f"dataset {name}: {problem}"
+        for name, config in bundle.datasets.items()
+        for tier in config.runtime.tiers
+        for problem in inspect_tier(tier, name)
+    ]
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from tidepool.pool.membership import EtcdMembership, Membership, StaticMembershi
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
+from tidepool.store.tierdir import state_dir_in
 from tidepool.worker.app import WorkerApp
 from tidepool.worker.dataset import DatasetService
 from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
@@ -82,10 +83,11 @@ def is_loopback(host: str) -> bool:
 
 
 def state_dir_for(cfg: DatasetConfig, settings: WorkerSettings) -> Path:
-    """Index and metadata sit beside the first persistent tier (MEM is lost on reboot)."""
+    """Index and metadata sit in the dataset's directory of its first persistent tier (MEM is
+    lost on reboot)."""
     for tier in cfg.runtime.tiers:
         if tier.medium != "MEM":
-            return Path(tier.path) / ".tidepool-state"
+            return state_dir_in(tier.path, cfg.name)
     return settings.state_dir / cfg.name
 
 
@@ -130,12 +132,23 @@ class Worker:
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
 
     def _open_stores(self) -> None:
+        try:
+            for name, cfg in self.configs.items():
+                state = state_dir_for(cfg, self.settings)
+                self.stores[name] = PageStore(
+                    cfg.runtime.tiers, state, dataset=name, page_size=cfg.runtime.page_size
+                )
+                self.metas[name] = MetadataStore(state)
+        except BaseException:  # release the tiers claimed so far: a retry must not find them locked
+            for store in self.stores.values():
+                store.close()
+            for meta in self.metas.values():
+                meta.close()
+            self.stores.clear()
+            self.metas.clear()
+            raise
         for name, cfg in self.configs.items():
-            state = state_dir_for(cfg, self.settings)
-            state.mkdir(parents=True, exist_ok=True)
-            store = PageStore(cfg.runtime.tiers, state, page_size=cfg.runtime.page_size)
-            meta = MetadataStore(state)
-            self.stores[name], self.metas[name] = store, meta
+            store, meta = self.stores[name], self.metas[name]
             self.services[name] = DatasetService(
                 cfg,
                 store,
@@ -189,6 +202,7 @@ class Worker:
         return {
             "host_id": self.host_id,
             "pid": os.getpid(),
+            "uid": os.geteuid(),
             "nodepool": self.settings.nodepool,
             "node_name": self._me().name if self.port else "",
             "members": [m.__dict__ for m in members],
@@ -198,7 +212,12 @@ class Worker:
                     "page_size": cfg.runtime.page_size,
                     "metadata_ttl": cfg.runtime.metadata_ttl,
                     "immutable": cfg.runtime.immutable,
-                    "tiers": [{"medium": t.medium, "path": t.path} for t in cfg.runtime.tiers],
+                    "tiers": [
+                        {"medium": t.medium, "path": root}
+                        for t, root in zip(
+                            cfg.runtime.tiers, self.stores[name].tier_roots(), strict=True
+                        )
+                    ],
                 }
                 for name, cfg in self.configs.items()
             },
