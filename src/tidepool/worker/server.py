@@ -2,6 +2,11 @@
 
 ``Worker`` is what ``tidepool up`` runs and what tests start in-process. Settings are a dataclass
 passed explicitly (the CLI builds it from flags and ``TIDEPOOL_*`` variables).
+
+Credentials: clients send ``token``; the workers of a node pool talk to each other with a separate
+``peer_token`` (required as soon as the worker has pool membership), so a client never passes
+for a peer. With ``tls_cert``/``tls_key`` the listener speaks HTTPS and the advertised address is
+``https://``; ``tls_ca`` verifies peers (and etcd) signed by a private CA.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +30,7 @@ from tidepool.core.ring import Member
 from tidepool.origin.funnel import OriginSettings
 from tidepool.pool.hostid import host_id
 from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
+from tidepool.pool.tls import client_context, scheme, server_context
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
@@ -47,7 +54,7 @@ class WorkerSettings:
     """Address to listen on; anything beyond loopback requires ``token``."""
     port: int = DEFAULT_PORT
     """TCP port (0 picks a free one)."""
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     """Bearer token clients must send; required when ``host`` is not loopback."""
     state_dir: Path = field(default_factory=lambda: Path("~/.local/state/tidepool").expanduser())
     """Where indexes and metadata live when a dataset has no persistent tier to hold them."""
@@ -71,6 +78,16 @@ class WorkerSettings:
     """etcd endpoints for lease-based pool membership."""
     membership: Membership | None = None
     """A ready-made provider (e.g. Kubernetes EndpointSlices), used instead of members/etcd."""
+    peer_token: str | None = field(default=None, repr=False)
+    """The node pool's peer credential (the same on every worker, never the clients' token):
+    sent to and required from peers, and the key that signs etcd member entries."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: with ``tls_key``, the listener speaks HTTPS."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_ca: Path | None = None
+    """PEM CA bundle that peers' and etcd's certificates are checked against (default: the
+    system's)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -100,6 +117,26 @@ class Worker:
                 f"listening on {self.settings.host!r} (beyond loopback) requires a bearer token: "
                 "pass --token or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
             )
+        s = self.settings
+        if (s.members or s.etcd or s.membership is not None) and not s.peer_token:
+            raise ConfigError(
+                "a worker in a node pool needs the pool's peer credential, the same on every "
+                "worker and different from the clients' token: set TIDEPOOL_PEER_TOKEN or pass "
+                "--peer-token-file"
+            )
+        if s.peer_token and s.peer_token == s.token:
+            raise ConfigError(
+                "the peer credential equals the clients' token; peers need their own, so a "
+                "client cannot pose as a peer: generate another one"
+            )
+        if (s.tls_cert is None) != (s.tls_key is None):
+            raise ConfigError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        self._server_ssl: ssl.SSLContext | None = (
+            server_context(s.tls_cert, s.tls_key)
+            if s.tls_cert is not None and s.tls_key is not None
+            else None
+        )
+        self._peer_ssl = client_context(s.tls_ca) if s.tls_ca is not None else None
         pool = self.settings.nodepool
         if pool:
             skipped = [
@@ -129,7 +166,8 @@ class Worker:
     @property
     def endpoint(self) -> str:
         host = self.settings.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"{scheme(self._server_ssl is not None)}://{local}:{self.port}"
 
     def _open_stores(self) -> None:
         try:
@@ -226,7 +264,7 @@ class Worker:
     def _me(self) -> Member:
         s = self.settings
         name = s.node_name or socket.gethostname()
-        address = s.advertise or f"http://{s.host}:{self.port}"
+        address = s.advertise or f"{scheme(self._server_ssl is not None)}://{s.host}:{self.port}"
         return Member(name=name, address=address.rstrip("/"), pool=s.nodepool)
 
     async def _start_membership(self) -> None:
@@ -240,12 +278,21 @@ class Worker:
         if s.membership is not None:
             self.membership = s.membership
         elif s.etcd:
-            self.membership = EtcdMembership(list(s.etcd), s.nodepool, me, state)
+            self.membership = EtcdMembership(
+                list(s.etcd),
+                s.nodepool,
+                me,
+                state,
+                peer_token=s.peer_token or "",
+                ssl_context=self._peer_ssl,
+            )
         else:
             self.membership = StaticMembership(parse_static(s.members, s.nodepool), state)
         await self.membership.start()
         replicas = max((c.runtime.data_replicas for c in self.configs.values()), default=1)
-        self.placement = Placement(me, self.membership, replicas, token=s.token)
+        self.placement = Placement(
+            me, self.membership, replicas, peer_token=s.peer_token, ssl_context=self._peer_ssl
+        )
         for svc in self.services.values():
             svc.placement = self.placement
 
@@ -262,10 +309,17 @@ class Worker:
             node_info=self.node_info,
             load_concurrency=self.settings.load_concurrency,
             ready=lambda: self._ready,
+            peer_token=self.settings.peer_token,
         ).build()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=1024)
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            backlog=1024,
+            ssl_context=self._server_ssl,
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from tidepool_lab.testbed import log_tail, stop_process_group
 
-_READY = re.compile(r"serving .* on (http://\S+)")
+_READY = re.compile(r"serving .* on (https?://\S+)")
 
 
 class WorkerProcess:
