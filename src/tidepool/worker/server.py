@@ -212,6 +212,7 @@ class Worker:
                         t.pages,
                         stats.evictions,
                         stats.corrupt,
+                        stats.read_errors,
                     )
                 )
         return out
