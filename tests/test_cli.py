@@ -135,3 +135,30 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "end_to_end_warm_vs_direct",
     }
     assert report["wan"] == {"rtt_ms": 10.0, "rate_mbit": 200.0}
+
+
+def test_validate_reports_a_foreign_tier_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The spec is fine, but its tier is a user's directory: validate says so (exit 2) and
+    touches nothing there."""
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    (home / "tmp" / "thesis.tex").write_text("chapter 1")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "apiVersion: data.fluid.io/v1alpha1\nkind: Dataset\nmetadata: {name: ds}\n"
+        "spec:\n  mounts: [{mountPoint: 'local:///data', name: data, path: /}]\n---\n"
+        "apiVersion: data.fluid.io/v1alpha1\nkind: AlluxioRuntime\nmetadata: {name: ds}\n"
+        f"spec:\n  tieredstore:\n    levels:\n      - {{mediumtype: SSD, path: {home}, "
+        "quota: 1Gi}\n"
+    )
+    assert main(["validate", "-f", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"problem: dataset ds: tier SSD directory {home} is not empty" in err
+    assert "'tmp'" in err
+    assert sorted(p.name for p in home.rglob("*")) == ["thesis.tex", "tmp"]
+    (home / "tmp" / "thesis.tex").unlink()
+    (home / "tmp").rmdir()
+    assert main(["validate", "-f", str(spec)]) == 0
+    assert list(home.iterdir()) == []

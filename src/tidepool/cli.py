@@ -64,6 +64,45 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_pool_security_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--peer-token-file",
+        type=Path,
+        default=_env("PEER_TOKEN_FILE"),
+        help="file holding the node pool's peer credential, the same on every worker (or env "
+        "TIDEPOOL_PEER_TOKEN); required with --members or --etcd",
+    )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env("TLS_CERT"),
+        help="PEM certificate chain: serve HTTPS (with --tls-key; env TIDEPOOL_TLS_CERT)",
+    )
+    p.add_argument(
+        "--tls-key", type=Path, default=_env("TLS_KEY"), help="its PEM key (env TIDEPOOL_TLS_KEY)"
+    )
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=_env("TLS_CA"),
+        help="PEM CA bundle that peers' and etcd's certificates are checked against (env "
+        "TIDEPOOL_TLS_CA; default: the system's)",
+    )
+
+
+def _secret(path: Path | None, env: str) -> str | None:
+    """A secret from a file (first line, stripped) or the ``TIDEPOOL_<env>`` variable."""
+    if path is None:
+        return _env(env) or None
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc}") from None
+    if not value:
+        raise ConfigError(f"secret file {path} is empty")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tidepool",
@@ -72,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="serve the datasets of spec files on this host")
+    # no abbreviations: "--peer-token SECRET" must not be taken for --peer-token-file SECRET
+    p = sub.add_parser(
+        "up", help="serve the datasets of spec files on this host", allow_abbrev=False
+    )
     _add_spec_args(p)
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address")
     p.add_argument("--port", type=int, default=int(_env("PORT", "8433") or 8433))
@@ -99,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("ETCD", ""),
         help="etcd endpoints for pool membership, comma-separated (http://HOST:2379)",
     )
+    _add_pool_security_args(p)
 
     p = sub.add_parser("validate", help="check spec files and print what was understood")
     _add_spec_args(p)
@@ -179,10 +222,19 @@ def _load_bundle(args: argparse.Namespace) -> Any:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from tidepool.spec import describe
+    from tidepool.store.tierdir import inspect_tier
 
     bundle = _load_bundle(args)
     print(describe(bundle))
-    return EXIT_OK
+    problems = [
+        f"dataset {name}: {problem}"
+        for name, config in bundle.datasets.items()
+        for tier in config.runtime.tiers
+        for problem in inspect_tier(tier, name)
+    ]
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -218,6 +270,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         members=members,
         etcd=tuple(e.strip() for e in args.etcd.split(",") if e.strip()),
         membership=provider,
+        peer_token=_secret(args.peer_token_file, "PEER_TOKEN"),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
     )
     if args.state_dir:
         settings.state_dir = args.state_dir

@@ -75,13 +75,8 @@ def test_tier_on_a_filesystem_smaller_than_its_quota(
 
 
 def _page_files(cache: Path) -> list[Path]:
-    return [
-        p
-        for p in cache.rglob("*")
-        if p.is_file()
-        and "tmp" not in p.relative_to(cache).parts[:1]
-        and ".tidepool-state" not in p.parts
-    ]
+    """The page files of every dataset cached in a tier directory."""
+    return [p for p in cache.glob("*/pages/**/*") if p.is_file()]
 
 
 def test_flipped_bytes_in_a_page_file_are_detected_and_refetched(

@@ -47,6 +47,7 @@ FILES = {f"d{i % 3}/f{i:03d}.bin": os.urandom(150_000 + 17 * i) for i in range(3
 FILES["big.bin"] = os.urandom(12 * PAGE + 99)
 MD5 = {name: hashlib.md5(data).hexdigest() for name, data in FILES.items()}
 TOKEN = secrets.token_hex(16)
+PEER_TOKEN = secrets.token_hex(16)
 PORT = 8633  # not the port of test_pool's module-scoped workers
 
 FAIL_BOUND = 5.0
@@ -198,7 +199,13 @@ def start_worker(lab: Lab, host: Host, tmp: Path, log: str = "worker.log") -> Wo
     extra += ["--members", f"static:{host.node}={endpoint}"]
     extra += ["--secrets-dir", str(secrets_dir), "--state-dir", str(tmp / "state")]
     return host.start_worker(
-        [spec], tmp / log, token=TOKEN, port=PORT, extra_args=extra, timeout=30
+        [spec],
+        tmp / log,
+        token=TOKEN,
+        peer_token=PEER_TOKEN,
+        port=PORT,
+        extra_args=extra,
+        timeout=30,
     )
 
 

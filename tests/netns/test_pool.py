@@ -48,6 +48,7 @@ FILES = {f"d{i % 3}/f{i:03d}.bin": os.urandom(24_000 + 97 * i) for i in range(90
 FILES["big.bin"] = os.urandom(3 * (1 << 20) + 4321)  # several pages: page reads between peers
 MD5 = {name: hashlib.md5(data).hexdigest() for name, data in FILES.items()}
 TOKEN = secrets.token_hex(16)
+PEER_TOKEN = secrets.token_hex(16)
 METADATA_BYTES = 1024
 """Upper bound of the WAN payload of one stat (an S3 HEAD answer is about 300 bytes)."""
 
@@ -225,6 +226,7 @@ class Pool:
                 [self._spec(node)],
                 self.tmp / node / "worker.log",
                 token=TOKEN,
+                peer_token=PEER_TOKEN,
                 port=self.port,
                 extra_args=extra,
             )

@@ -132,6 +132,41 @@ def test_seed_renders_the_talks_topology(seed_objects: list[dict[str, Any]]) -> 
             assert obj["metadata"]["ownerReferences"][0]["uid"] == "u1"
 
 
+def test_only_worker_containers_get_the_peer_credential(
+    seed_objects: list[dict[str, Any]],
+) -> None:
+    """Workers authenticate each other with their own credential (create-only Secret, random);
+    fuse and load Pods are clients and never see it."""
+    objs = _by(seed_objects)
+    secret = objs["Secret", "tidepool-images-peer"]
+    assert secret["metadata"]["annotations"]["tidepool.io/create-only"] == "true"
+    assert len(secret["stringData"]["peer-token"]) >= 32
+    assert (
+        secret["stringData"]["peer-token"]
+        != objs["Secret", "tidepool-images-token"]["stringData"]["token"]
+    )
+    load = load_text(LOAD, environ=ENV).dataloads[0]
+    pods = [
+        (o["kind"], o["metadata"]["name"], c)
+        for o in [*seed_objects, *load_objects(load, [POOL], RenderOptions())]
+        for c in _pod_spec(o).get("containers", [])
+    ]
+    holders = {
+        (kind, name)
+        for kind, name, c in pods
+        if any(e["name"] == "TIDEPOOL_PEER_TOKEN" for e in c.get("env", []))
+    }
+    assert holders == {(k, n) for k, n, c in pods if c["name"] == "worker"} != set()
+    assert len(pods) > len(holders)
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec", {})
+    while "template" in spec or "jobTemplate" in spec:
+        spec = (spec.get("template") or spec["jobTemplate"])["spec"]
+    return spec if "containers" in spec else {}
+
+
 def test_names_stay_within_kubernetes_limits() -> None:
     name = short_name("a" * 40, "worker", "b" * 40)
     assert len(name) <= 52 and name == short_name("a" * 40, "worker", "b" * 40)

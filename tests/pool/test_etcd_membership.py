@@ -32,6 +32,7 @@ pytestmark = [
 
 
 FILES = {f"f{i:03d}.bin": os.urandom(30_000 + i) for i in range(30)}
+PEER_TOKEN = "pool-a-peer-credential"
 
 
 def members_seen(endpoint: str) -> set[str]:
@@ -80,6 +81,7 @@ def pool(
                 "--state-dir",
                 str(tmp_path / f"state-{name}"),
             ],
+            env={"TIDEPOOL_PEER_TOKEN": PEER_TOKEN},
         )
         started.append(w)
         return w

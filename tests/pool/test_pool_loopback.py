@@ -22,6 +22,7 @@ from tidepool.spec.config import DatasetConfig, TierConfig
 
 pytestmark = pytest.mark.integration
 
+PEER_TOKEN = "pool-a-peer-credential"
 FILES = {f"d{i % 4}/f{i:03d}.bin": os.urandom(40_000 + i) for i in range(40)}
 FILES["big.bin"] = os.urandom(3 * (1 << 20) + 5)
 
@@ -58,6 +59,7 @@ def start_pool(
             node_name=m.name,
             members=static,
             state_dir=tmp / f"state-{m.name}",
+            peer_token=PEER_TOKEN,
         )
         for i, m in enumerate(members)
     ]
@@ -221,6 +223,7 @@ def test_fast_path_finds_the_worker_on_its_own_node(
                 node_name=m.name,
                 members=static,
                 state_dir=tmp_path / f"state-{m.name}",
+                peer_token=PEER_TOKEN,
             )
         )
     warm = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)

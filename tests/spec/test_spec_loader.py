@@ -366,3 +366,31 @@ def test_runtime_binds_only_within_its_namespace(tmp_path: Path) -> None:
     bundle = load_text(text, environ={}, default_cache_dir=tmp_path)
     assert bundle.datasets["ds"].runtime.tiers[0].path == str(tmp_path / "ds")
     assert any("serves no dataset" in n and "'other'" in n for n in bundle.notices)
+
+
+# ----------------------------------------------------------------------------- shared tiers
+
+
+def two_datasets(shared_a: bool, shared_b: bool, path: str = "/mnt/cache") -> str:
+    docs = []
+    for name, shared in (("a", shared_a), ("b", shared_b)):
+        flag = ", shared: true" if shared else ""
+        docs.append(
+            DATASET.replace("name: ds", f"name: {name}")
+            + "---\napiVersion: data.fluid.io/v1alpha1\nkind: AlluxioRuntime\n"
+            + f"metadata:\n  name: {name}\nspec:\n  tieredstore:\n    levels:\n"
+            + f"      - {{mediumtype: SSD, path: {path}, quota: 1Gi{flag}}}\n"
+        )
+    return "---\n".join(docs)
+
+
+def test_a_tier_directory_serves_one_dataset_unless_all_share_it() -> None:
+    found = problems(two_datasets(False, False))
+    assert len(found) == 2, found
+    assert all("spec.tieredstore.levels[0].path" in p for p in found)
+    assert all("'/mnt/cache' is also a tier of dataset(s)" in p for p in found)
+    assert any("(AlluxioRuntime a)" in p and "'b'" in p for p in found)
+    (only,) = problems(two_datasets(True, False))  # b did not agree to share
+    assert "(AlluxioRuntime b)" in only and "shared: true" in only
+    bundle = load_text(two_datasets(True, True), "spec.yaml", environ={})
+    assert all(bundle.datasets[n].runtime.tiers[0].shared for n in ("a", "b"))

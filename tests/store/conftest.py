@@ -14,8 +14,17 @@ import pytest
 from tidepool.core.pages import PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
+from tidepool.store.tierdir import DATASET_MARKER
 
 PAGE = 4096
+DS = "ds"
+"""The dataset of the test stores (their pages live in ``<tier>/ds``)."""
+
+
+def store_root(path: str | Path) -> Path:
+    """The store's directory for a tier path (``<tier>/ds``), or ``path`` if it is one already."""
+    p = Path(path)
+    return p / DS if (p / DS / DATASET_MARKER).exists() else p
 
 
 def payload(key: PageKey, size: int) -> bytes:
@@ -33,7 +42,7 @@ def disk_bytes(root: str | Path, *, tmp: bool = True) -> int:
     total = 0
     dirs = [PAGES_DIR, TMP_DIR] if tmp else [PAGES_DIR]
     for sub in dirs:
-        for dirpath, _dirs, files in os.walk(Path(root) / sub):
+        for dirpath, _dirs, files in os.walk(store_root(root) / sub):
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
                     total += os.stat(os.path.join(dirpath, name)).st_size
@@ -41,7 +50,7 @@ def disk_bytes(root: str | Path, *, tmp: bool = True) -> int:
 
 
 def page_files(root: str | Path) -> list[Path]:
-    return sorted(p for p in (Path(root) / PAGES_DIR).rglob("*") if p.is_file())
+    return sorted(p for p in (store_root(root) / PAGES_DIR).rglob("*") if p.is_file())
 
 
 StoreFactory = Callable[..., PageStore]
@@ -67,6 +76,7 @@ def make_store(tmp_path: Path, tiers: list[TierConfig]) -> Iterator[StoreFactory
     def factory(tier_configs: list[TierConfig] | None = None, **kwargs: Any) -> PageStore:
         kwargs.setdefault("page_size", PAGE)
         kwargs.setdefault("flush_interval", None)
+        kwargs.setdefault("dataset", DS)
         store = PageStore(tier_configs or tiers, tmp_path / "state", **kwargs)
         opened.append(store)
         return store

@@ -15,7 +15,7 @@ from tidepool.core.pages import HEADER_SIZE, TMP_DIR
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
 
-from .conftest import disk_bytes, key, page_files, payload
+from .conftest import disk_bytes, key, page_files, payload, store_root
 
 PAGE = 16 << 10
 FULL = PAGE + HEADER_SIZE
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(
         TierConfig("MEM", mem, quota=int(mem_q), high=0.9, low=0.6),
         TierConfig("SSD", ssd, quota=int(ssd_q), high=1.0, low=0.8),
     ]
-    store = PageStore(tiers, Path(state), page_size=16 << 10, flush_interval=0.01)
+    store = PageStore(tiers, Path(state), dataset="ds", page_size=16 << 10, flush_interval=0.01)
     n = int(start)
     while True:
         k = key(n // 4, n % 4)
@@ -78,9 +78,9 @@ def run_and_kill(tmp_path: Path, quotas: tuple[int, int], start: int, kill_after
 
 
 def check_consistent(tmp_path: Path, tiers: list[TierConfig]) -> PageStore:
-    store = PageStore(tiers, tmp_path / "state", page_size=PAGE, flush_interval=None)
+    store = PageStore(tiers, tmp_path / "state", dataset="ds", page_size=PAGE, flush_interval=None)
     for tier, usage in zip(tiers, store.usage(), strict=True):
-        assert not list((Path(tier.path) / TMP_DIR).iterdir())
+        assert not list((store_root(tier.path) / TMP_DIR).iterdir())
         assert usage.used == disk_bytes(tier.path) <= usage.capacity
         assert usage.pages == len(page_files(tier.path))
         for f in page_files(tier.path):

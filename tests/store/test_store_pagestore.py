@@ -13,7 +13,7 @@ from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore, pagestore
 
-from .conftest import PAGE, StoreFactory, disk_bytes, key, page_files, payload
+from .conftest import PAGE, StoreFactory, disk_bytes, key, page_files, payload, store_root
 
 FULL = PAGE + HEADER_SIZE
 
@@ -31,7 +31,7 @@ def test_put_get_round_trip(make_store: StoreFactory, tiers: list[TierConfig]) -
     got = store.get(k)
     assert isinstance(got, memoryview) and bytes(got) == data
     assert store.contains(k)
-    assert store.locate(k) == Path(tiers[0].path).resolve() / k.relpath()
+    assert store.locate(k) == Path(tiers[0].path).resolve() / "ds" / k.relpath()
     assert store.pages_of("ds", k.file_key) == {3}
     assert store.dataset_bytes("ds") == 1000
     assert store.dataset_files("ds") == 1
@@ -75,7 +75,9 @@ def test_put_existing_key_is_a_noop(make_store: StoreFactory) -> None:
 
 def test_page_larger_than_every_quota_is_refused(tmp_path: Path) -> None:
     tiers = [TierConfig("MEM", str(tmp_path / "m"), quota=100, high=1.0, low=1.0)]
-    with PageStore(tiers, tmp_path / "s", page_size=PAGE, flush_interval=None) as store:
+    with PageStore(
+        tiers, tmp_path / "s", dataset="ds", page_size=PAGE, flush_interval=None
+    ) as store:
         assert not store.put(key(1), b"x" * 200, path="p", version="v")
         assert store.stats().put_failures == 1
         assert not store.contains(key(1))
@@ -92,7 +94,9 @@ def test_big_page_skips_a_small_top_tier(tmp_path: Path) -> None:
         TierConfig("MEM", str(tmp_path / "m"), quota=FULL // 2, high=1.0, low=1.0),
         TierConfig("SSD", str(tmp_path / "s"), quota=4 * FULL, high=1.0, low=1.0),
     ]
-    with PageStore(tiers, tmp_path / "st", page_size=PAGE, flush_interval=None) as store:
+    with PageStore(
+        tiers, tmp_path / "st", dataset="ds", page_size=PAGE, flush_interval=None
+    ) as store:
         data = put(store, key(1))
         assert [u.pages for u in store.usage()] == [0, 1]
         assert bytes(store.get(key(1)) or b"") == data
@@ -141,7 +145,9 @@ def test_corrupt_drop_is_persisted(make_store: StoreFactory) -> None:
 
 def test_lru_order_in_one_tier(tmp_path: Path) -> None:
     tiers = [TierConfig("SSD", str(tmp_path / "s"), quota=3 * FULL, high=1.0, low=1.0)]
-    with PageStore(tiers, tmp_path / "st", page_size=PAGE, flush_interval=None) as store:
+    with PageStore(
+        tiers, tmp_path / "st", dataset="ds", page_size=PAGE, flush_interval=None
+    ) as store:
         for n in (1, 2, 3):
             put(store, key(n))
         assert store.get(key(1)) is not None
@@ -179,7 +185,9 @@ def test_demotion_mem_to_ssd_then_eviction(
 
 def test_watermarks(tmp_path: Path) -> None:
     tiers = [TierConfig("SSD", str(tmp_path / "s"), quota=10 * FULL, high=0.8, low=0.5)]
-    with PageStore(tiers, tmp_path / "st", page_size=PAGE, flush_interval=None) as store:
+    with PageStore(
+        tiers, tmp_path / "st", dataset="ds", page_size=PAGE, flush_interval=None
+    ) as store:
         for n in range(8):
             put(store, key(n))
         assert store.usage()[0].pages == 8  # exactly at high: no eviction
@@ -193,7 +201,9 @@ def test_watermark_demotes_into_lower_tier(tmp_path: Path) -> None:
         TierConfig("MEM", str(tmp_path / "m"), quota=4 * FULL, high=0.75, low=0.5),
         TierConfig("SSD", str(tmp_path / "s"), quota=10 * FULL, high=1.0, low=1.0),
     ]
-    with PageStore(tiers, tmp_path / "st", page_size=PAGE, flush_interval=None) as store:
+    with PageStore(
+        tiers, tmp_path / "st", dataset="ds", page_size=PAGE, flush_interval=None
+    ) as store:
         for n in range(4):
             put(store, key(n))
         assert [u.pages for u in store.usage()] == [2, 2]
@@ -205,16 +215,21 @@ def test_drop_file_and_dataset(make_store: StoreFactory) -> None:
     for i in range(3):
         put(store, key(1, i))
     put(store, key(2))
-    put(store, key(3, dataset="other"))
     store.drop_file("ds", key(1).file_key)
     assert store.pages_of("ds", key(1).file_key) == set()
     assert store.file_info(key(1).file_key) is None
     assert store.dataset_files("ds") == 1 and store.dataset_bytes("ds") == PAGE
     store.drop_dataset("ds")
     assert store.dataset_files("ds") == 0 and store.dataset_bytes("ds") == 0
-    assert store.contains(key(3, dataset="other"))
-    assert store.usage()[0].used == FULL
-    assert len(page_files(store.usage()[0].path)) == 1
+    assert store.usage()[0].used == 0
+    assert page_files(store.usage()[0].path) == []
+
+
+def test_a_store_holds_one_dataset(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(ValueError, match="belongs to dataset 'other'; this store caches 'ds'"):
+        store.put(key(3, dataset="other"), b"x", path="p", version="v")
+    assert not store.contains(key(3, dataset="other"))
 
 
 def test_reopen_keeps_pages_and_recency(make_store: StoreFactory) -> None:
@@ -290,20 +305,22 @@ def test_recovery_wrong_size_file_is_not_served(
     assert store.usage()[0].used == 0
 
 
-def test_recovery_adopts_valid_orphans_and_deletes_junk(
+def test_recovery_never_adopts_and_deletes_only_its_own_files(
     make_store: StoreFactory, tiers: list[TierConfig]
 ) -> None:
+    """A page file the index does not know is deleted even when its own header checksum matches
+    (it may be planted); files Tidepool did not name are left where they are."""
     from tidepool.core.pages import encode_header
 
     store = make_store()
     put(store, key(1))
     store.close()
-    ssd = Path(tiers[1].path)
+    ssd = store_root(tiers[1].path)
     orphan = key(42, 5)
     data = payload(orphan, 777)
     target = ssd / orphan.relpath()
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(encode_header(data) + data)
+    target.write_bytes(encode_header(data) + data)  # self-consistent, unknown to the index
     bad = ssd / key(43).relpath()
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_bytes(b"garbage" * 10)
@@ -312,20 +329,20 @@ def test_recovery_adopts_valid_orphans_and_deletes_junk(
     stray.write_bytes(b"x")
     misplaced = ssd / PAGES_DIR / "ds" / "zz" / f"{key(44).file_key}.0"  # wrong shard dir
     misplaced.write_bytes(encode_header(b"a") + b"a")
-    leftover = Path(tiers[0].path) / TMP_DIR / "123-4"
+    mem_tmp = store_root(tiers[0].path) / TMP_DIR
+    leftover = mem_tmp / "tp-123-4.part"
     leftover.write_bytes(b"partial")
+    thesis = mem_tmp / "thesis.tex"
+    thesis.write_bytes(b"\\documentclass{article}")
 
     store = make_store()
-    assert bytes(store.get(orphan) or b"") == data
-    info = store.file_info(orphan.file_key)
-    assert info is not None and (info.dataset, info.path, info.version) == ("ds", "", "")
-    assert not bad.exists() and not stray.exists() and not misplaced.exists()
-    assert not leftover.exists()
+    assert not store.contains(orphan) and store.get(orphan) is None
+    assert not target.exists() and not bad.exists() and not leftover.exists()
+    assert stray.read_bytes() == b"x" and misplaced.exists()  # not Tidepool's names: kept
+    assert thesis.read_bytes() == b"\\documentclass{article}"
     assert store.get(key(1)) is not None
-    assert store.usage()[1].used == 777 + HEADER_SIZE == disk_bytes(ssd)
-    store.close()
-    store = make_store()  # the adoption was persisted
-    assert store.contains(orphan)
+    assert store.usage()[1].used == 0
+    assert store.stats().corrupt == 0
 
 
 def test_recovery_removes_duplicate_left_by_interrupted_demotion(
@@ -336,7 +353,7 @@ def test_recovery_removes_duplicate_left_by_interrupted_demotion(
     path = store.locate(key(1))
     store.close()
     assert path is not None
-    dup = Path(tiers[1].path) / key(1).relpath()
+    dup = store_root(tiers[1].path) / key(1).relpath()
     dup.parent.mkdir(parents=True, exist_ok=True)
     dup.write_bytes(path.read_bytes())
     store = make_store()
@@ -356,9 +373,14 @@ def test_corrupt_index_is_moved_aside_and_rebuilt(
     with caplog.at_level(logging.WARNING):
         store = make_store()
     assert "unreadable" in caplog.text
+    assert "refills from the origin" in caplog.text
     assert list((tmp_path / "state").glob("index.sqlite3.corrupt-*"))
-    assert all(bytes(store.get(key(n)) or b"") == d for n, d in data.items())
-    assert [u.pages for u in store.usage()] == [4, 2]
+    # nothing vouches for the pages any more: none is adopted, none is served
+    assert all(store.get(key(n)) is None for n in data)
+    assert [u.pages for u in store.usage()] == [0, 0]
+    assert all(page_files(u.path) == [] for u in store.usage())
+    assert store.put(key(0), data[0], path="p", version="v")
+    assert bytes(store.get(key(0)) or b"") == data[0]
 
 
 def test_lowered_quota_evicts_on_open(make_store: StoreFactory, tmp_path: Path) -> None:
@@ -409,7 +431,7 @@ def test_disk_full_always_gives_up_quietly(
     assert not any(store.contains(key(n)) for n in range(2, 6))
     for u in store.usage():
         assert disk_bytes(u.path) == u.used
-        assert not list((Path(u.path) / TMP_DIR).iterdir())
+        assert not list((store_root(u.path) / TMP_DIR).iterdir())
     full_lines = [r for r in caplog.records if "disk full" in r.getMessage()]
     assert len(full_lines) == 2  # once per tier per minute
 
@@ -456,7 +478,9 @@ def test_real_small_tmpfs_fills_up(tmp_path: Path, caplog: pytest.LogCaptureFixt
         ]
         with (
             caplog.at_level(logging.WARNING),
-            PageStore(tiers, tmp_path / "st", page_size=PAGE, flush_interval=None) as store,
+            PageStore(
+                tiers, tmp_path / "st", dataset="ds", page_size=PAGE, flush_interval=None
+            ) as store,
         ):
             data = {}
             for n in range(120):
@@ -533,12 +557,13 @@ def test_closed_store_refuses(make_store: StoreFactory) -> None:
 def test_invalid_tiers_are_refused(tmp_path: Path) -> None:
     t = TierConfig("MEM", str(tmp_path / "m"), quota=FULL)
     with pytest.raises(ValueError, match="two tiers"):
-        PageStore([t, t], tmp_path / "s", page_size=PAGE)
+        PageStore([t, t], tmp_path / "s", dataset="ds", page_size=PAGE)
     with pytest.raises(ValueError, match="watermarks"):
         PageStore(
             [TierConfig("MEM", str(tmp_path / "m"), quota=FULL, high=0.5, low=0.9)],
             tmp_path / "s",
+            dataset="ds",
             page_size=PAGE,
         )
     with pytest.raises(ValueError, match="at least one tier"):
-        PageStore([], tmp_path / "s", page_size=PAGE)
+        PageStore([], tmp_path / "s", dataset="ds", page_size=PAGE)

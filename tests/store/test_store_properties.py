@@ -70,7 +70,7 @@ def test_quota_holds_and_reads_are_exact(
             high=ssd_marks[1],
         ),
     ]
-    quotas = {str(Path(t.path).resolve()): t.quota for t in tiers}
+    quotas = {str(Path(t.path).resolve() / "ds"): t.quota for t in tiers}
     real_write = tiers_mod.write_page_file
 
     def checked_write(path: str, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
@@ -82,7 +82,7 @@ def test_quota_holds_and_reads_are_exact(
     model: dict[PageKey, bytes] = {}
 
     def open_store() -> PageStore:
-        return PageStore(tiers, root / "state", page_size=PAGE, flush_interval=None)
+        return PageStore(tiers, root / "state", dataset="ds", page_size=PAGE, flush_interval=None)
 
     store = open_store()
     try:

@@ -206,7 +206,9 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 t["path"] for t in d.get("tiers", []) if os.access(t["path"], os.R_OK | os.X_OK)
             )
             if paths:
-                layouts[ds] = LocalLayout(ds, int(d["page_size"]), paths)
+                uid = node.get("uid")
+                owner = int(uid) if isinstance(uid, int) else None
+                layouts[ds] = LocalLayout(ds, int(d["page_size"]), paths, owner)
         if layouts:
             self._local = LocalReader(layouts)
             self._local_endpoint = address.rstrip("/")

@@ -7,6 +7,21 @@ own checksum, so a reader needs no index and no lock. A page that is missing, be
 its checksum makes the fast path give up on that read; the caller then asks the worker over HTTP,
 which also fetches and caches what was missing.
 
+Trust model. A page's own checksum only proves the file is intact, not that the worker wrote it:
+anyone who could create a file at the predictable page path could have the fast path serve it.
+So the fast path reads only from directories no one but the worker's user (and root) can write:
+
+* the worker creates its tier directories 0700 and page files 0600, owned by its user
+  (:mod:`tidepool.store.tierdir`); a client of another user cannot open them at all, and uses HTTP;
+* a tier directory is used only if it is a directory owned by the worker's user (``owner``: the
+  ``uid`` of the worker's ``/v1/node`` answer; when unknown, the directory's own owner) that
+  nobody else may write to, and the same holds for its ``pages/`` directories;
+* each page is opened with ``O_NOFOLLOW`` (a link planted at its path is not followed) and used
+  only if it is a regular file owned by that user that nobody else may write to.
+
+The worker itself verifies every page against the checksum its index recorded when it wrote the
+page, so a planted file is never served over HTTP either.
+
 Page files are immutable once renamed into place and named by version, so a reader never sees a
 half-written page or bytes of another version; an eviction that unlinks a file after it was opened
 does not disturb the read.
@@ -21,15 +36,28 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import stat
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tidepool.core.pages import HEADER_SIZE, PageKey, checksum, decode_header, file_key, pages_for
+from tidepool.core.pages import (
+    HEADER_SIZE,
+    PAGES_DIR,
+    PageKey,
+    checksum,
+    decode_header,
+    file_key,
+    pages_for,
+)
 
 log = logging.getLogger(__name__)
+
+
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 @dataclass(frozen=True)
@@ -39,13 +67,60 @@ class LocalLayout:
     dataset: str
     page_size: int
     tier_paths: tuple[str, ...]
+    owner: int | None = None
+    """The worker's uid (``/v1/node`` ``uid``): the only owner a trusted page or tier may have.
+    None: the first tier directory's owner."""
+
+
+def _writable_only_by(st: os.stat_result, owner: int) -> bool:
+    return st.st_uid == owner and not st.st_mode & _OTHERS_WRITE
+
+
+def trusted_layout(layout: LocalLayout) -> LocalLayout | None:
+    """``layout`` with only the tier directories the fast path may trust (see the module
+    docstring) and its owner settled; None when no tier is left."""
+    owner = layout.owner
+    kept = []
+    for tier in layout.tier_paths:
+        try:
+            st = os.stat(tier)
+        except OSError:
+            continue
+        if owner is None:
+            owner = st.st_uid
+        pages = [f"{tier}/{PAGES_DIR}", f"{tier}/{PAGES_DIR}/{layout.dataset}"]
+        try:
+            inner = [os.lstat(p) for p in pages if os.path.lexists(p)]
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or not all(
+            stat.S_ISDIR(s.st_mode) and _writable_only_by(s, owner) for s in [st, *inner]
+        ):
+            log.warning(
+                "fast path: not reading pages from %s: it must be a directory of the worker's "
+                "user (uid %s) that no one else can write to",
+                tier,
+                owner,
+            )
+            continue
+        kept.append(tier)
+    if not kept or owner is None:
+        return None
+    return LocalLayout(layout.dataset, layout.page_size, tuple(kept), owner)
 
 
 class LocalReader:
-    """Reads byte ranges of cached files from page files, verifying every page."""
+    """Reads byte ranges of cached files from page files, verifying every page.
+
+    Only the tier directories :func:`trusted_layout` accepts are read.
+    """
 
     def __init__(self, layouts: dict[str, LocalLayout]) -> None:
-        self.layouts = layouts
+        self.layouts = {
+            name: trusted
+            for name, layout in layouts.items()
+            if (trusted := trusted_layout(layout)) is not None
+        }
         self.hits = 0
         self.misses = 0
         self._served: deque[tuple[str, int, int]] = deque()
@@ -109,7 +184,7 @@ class LocalReader:
     def _open(layout: LocalLayout, rel_page: str) -> int | None:
         for tier in layout.tier_paths:
             try:
-                return os.open(f"{tier}/{rel_page}", os.O_RDONLY)
+                return os.open(f"{tier}/{rel_page}", _O_FLAGS)
             except OSError:
                 continue
         return None
@@ -119,6 +194,10 @@ class LocalReader:
         if fd is None:
             return None
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not _writable_only_by(st, layout.owner or 0):
+                log.warning("fast path: page %s is not the worker's own file; not read", rel_page)
+                return None
             length, digest = decode_header(os.pread(fd, HEADER_SIZE, 0))
             data = os.pread(fd, plen, HEADER_SIZE)
             if length != plen or len(data) != plen or checksum(data) != digest:

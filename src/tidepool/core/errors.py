@@ -33,6 +33,11 @@ class ConfigError(TidepoolError, ValueError):
     """A setting passed on the command line or in the environment is invalid."""
 
 
+class PeerAuthError(TidepoolError, PermissionError):
+    """A request claims to come from a pool peer (``X-Tidepool-Peer``) without the peer
+    credential (HTTP 403)."""
+
+
 class OriginError(TidepoolError, OSError):
     """The origin (under storage) answered with an error that is not a missing file."""
 
@@ -99,6 +104,7 @@ HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
     (RangeNotSatisfiableError, 416, "InvalidRange"),
     (BadRequestError, 400, "BadRequest"),
     (UnknownDatasetError, 404, "NoSuchDataset"),
+    (PeerAuthError, 403, "Forbidden"),
     (FileNotFoundError, 404, "NoSuchKey"),
     (IsADirectoryError, 400, "IsADirectory"),
     (NotADirectoryError, 400, "NotADirectory"),

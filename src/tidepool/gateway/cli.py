@@ -5,6 +5,9 @@ verb; the main CLI wires them in. Credentials come from ``--access-key``/``--sec
 ``TIDEPOOL_GATEWAY_ACCESS_KEY``/``TIDEPOOL_GATEWAY_SECRET_KEY``) and/or ``--credentials-file``
 (one ``ACCESS:SECRET`` per line, ``#`` comments); the gateway refuses to start without any.
 
+With ``--tls-cert``/``--tls-key`` (or ``TIDEPOOL_GATEWAY_TLS_CERT``/``_KEY``) the gateway serves
+HTTPS (:mod:`tidepool.pool.tls`).
+
 Limits: secrets given as flags are visible in the process list — prefer the environment or the
 file. The listen address is ``HOST:PORT``; nothing beyond loopback is refused here, but every
 request must be signed.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from tidepool.core.errors import ConfigError, redact
 from tidepool.gateway.server import Gateway
+from tidepool.pool.tls import server_context
 
 __all__ = ["add_gateway_args", "load_credentials", "parse_listen", "run_gateway"]
 
@@ -58,6 +62,18 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
         "--credentials-file", type=Path, help="file of ACCESS:SECRET lines (more than one key)"
     )
     parser.add_argument("--region", default="us-east-1", help="region the buckets report")
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=os.environ.get("TIDEPOOL_GATEWAY_TLS_CERT"),
+        help="PEM certificate chain: serve HTTPS (with --tls-key)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=os.environ.get("TIDEPOOL_GATEWAY_TLS_KEY"),
+        help="the certificate's PEM private key",
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -117,10 +133,21 @@ def run_gateway(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         creds = load_credentials(args.access_key, args.secret_key, args.credentials_file)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        tls = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     except ConfigError as exc:
         print(f"tidepool gateway: {redact(str(exc))}", file=sys.stderr)
         return 2
-    gateway = Gateway(args.endpoint, args.token, creds, host=host, port=port, region=args.region)
+    gateway = Gateway(
+        args.endpoint,
+        args.token,
+        creds,
+        host=host,
+        port=port,
+        region=args.region,
+        ssl_context=tls,
+    )
     try:
         import uvloop
 

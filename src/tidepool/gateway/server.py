@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import logging
 import os
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,6 +69,7 @@ class Gateway:
         region: str = "us-east-1",
         *,
         chunk_size: int = DEFAULT_CHUNK,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not credentials:
             raise ValueError("the S3 gateway needs at least one access key and secret")
@@ -78,6 +80,8 @@ class Gateway:
         self.port = port
         self.region = region
         self.chunk_size = chunk_size
+        self.ssl_context = ssl_context
+        """The listener's TLS context (None: plain HTTP)."""
         self.fs: TidepoolFileSystem | None = None
         self._runner: web.ServerRunner | None = None
         self._buckets: tuple[float, frozenset[str]] = (0.0, frozenset())
@@ -98,7 +102,9 @@ class Gateway:
         server = web.Server(self._handle, access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=256)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, backlog=256, ssl_context=self.ssl_context
+        )
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
@@ -115,7 +121,7 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
     async def __aenter__(self) -> Gateway:
         await self.start()

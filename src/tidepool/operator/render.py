@@ -16,13 +16,15 @@ For every node pool the dataset's ``nodeAffinity`` allows (``apps.openyurt.io/no
 Once per dataset: a PersistentVolume (hostPath to the fuse mount directory, restricted to the
 pools by node affinity, as Fluid's hostPath mode does) and a PersistentVolumeClaim named after the
 dataset, a ConfigMap holding the spec the workers serve, a Secret with the workers' bearer token
-(created once, never overwritten), and a ServiceAccount, Role and RoleBinding. Credentials of
+and another with the pool's peer credential, which only worker containers get (both created once,
+never overwritten), and a ServiceAccount, Role and RoleBinding. Credentials of
 ``encryptOptions`` never leave their Secret: containers reference them with ``valueFrom``.
 
 Namespaced objects carry an owner reference to the Dataset when its uid is known (the operator);
 the cluster-scoped PersistentVolume cannot, so the operator's finalizer deletes it.
 
-Everything here is pure (no I/O); ``token`` is the only random input and can be passed in.
+Everything here is pure (no I/O); ``token`` and ``peer_token`` are the only random inputs and can
+be passed in.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class RenderOptions:
     owner_api_version: str = f"{TIDEPOOL_GROUP}/{VERSION}"
     token: str | None = None
     """Workers' bearer token; random when not given."""
+    peer_token: str | None = None
+    """The workers' peer credential (worker to worker only, never given to clients); random
+    when not given."""
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -144,6 +149,10 @@ def _account(
 
 def token_secret_name(dataset: str) -> str:
     return short_name("tidepool", dataset, "token")
+
+
+def peer_secret_name(dataset: str) -> str:
+    return short_name("tidepool", dataset, "peer")
 
 
 def spec_configmap_name(dataset: str) -> str:
@@ -243,6 +252,14 @@ def token_env(dataset: str) -> Obj:
     }
 
 
+def peer_token_env(dataset: str) -> Obj:
+    """The pool's peer credential, for worker containers only (clients never get it)."""
+    return {
+        "name": "TIDEPOOL_PEER_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": peer_secret_name(dataset), "key": "peer-token"}},
+    }
+
+
 def _spec_docs(dataset: Dataset, runtime: Runtime | None) -> list[Obj]:
     docs = []
     for model, kind in ((dataset, "Dataset"), (runtime, "CacheRuntime")):
@@ -280,6 +297,7 @@ def dataset_objects(
     labels = labels_for(name, "dataset", None, options)
     sa = service_account_name(name)
     token = options.token or _secrets.token_urlsafe(32)
+    peer_token = options.peer_token or _secrets.token_urlsafe(32)
     pinned = [p for p in pools if p]
     path = mount_path(options, ns, name)
     access = dataset.spec.access_modes or ["ReadOnlyMany"]
@@ -330,6 +348,16 @@ def dataset_objects(
             },
             "type": "Opaque",
             "stringData": {"token": token},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                **meta_for(peer_secret_name(name), ns, labels, options, name),
+                "annotations": {CREATE_ONLY: "true"},
+            },
+            "type": "Opaque",
+            "stringData": {"peer-token": peer_token},
         },
         {
             "apiVersion": "v1",
@@ -402,6 +430,7 @@ def worker_workload(
         field_env("POD_NAMESPACE", "metadata.namespace"),
         {"name": "TIDEPOOL_NODEPOOL", "value": pool},
         token_env(name),
+        peer_token_env(name),
     ]
     worker = {
         "name": "worker",

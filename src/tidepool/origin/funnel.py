@@ -11,6 +11,9 @@ S3 reads go straight to ``get_object`` so the response's ETag can be checked aga
 the caller expects: a read never mixes bytes of two versions of an object. Other backends are
 read with ``_cat_file`` and checked through their metadata only (they have no conditional reads).
 
+Local (``file://``) mounts use :class:`tidepool.origin.localfs.ConfinedLocalFileSystem`, which
+never follows a symbolic link out of the mount root.
+
 Limits: no write path (Tidepool is a read cache); HTTP origins cannot list directories.
 """
 
@@ -295,6 +298,14 @@ class Origin:
             fs.retries = 1  # a class attribute in s3fs, not a constructor argument
             await fs.set_session()
             return fs
+        if protocol in ("file", "local"):  # confined to the mount root: see origin.localfs
+            from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+            from tidepool.origin.localfs import ConfinedLocalFileSystem
+
+            return AsyncFileSystemWrapper(
+                ConfinedLocalFileSystem(self.mount.root, **opts), asynchronous=True
+            )
         if getattr(cls, "async_impl", False):
             opts.setdefault("skip_instance_cache", True)
             fs = cls(asynchronous=True, **opts)

@@ -6,7 +6,9 @@ A provider answers one question — the workers of this node pool, now — for t
 * ``static``: a list given on the command line, in the runtime spec or in a file;
 * ``etcd``: each worker registers ``/tidepool/v1/pools/<pool>/members/<name>`` under a lease it
   keeps alive, and everyone polls the pool's prefix. It speaks etcd's v3 JSON gateway over
-  aiohttp (no gRPC dependency), which etcd 3.4+ serves on its client port.
+  aiohttp (no gRPC dependency), which etcd 3.4+ serves on its client port. Entries are signed
+  with the pool's peer credential (:mod:`tidepool.pool.entries`); an unsigned or badly signed
+  entry is ignored with a warning, so write access to etcd alone does not make a member.
 
 Every provider writes the member list it last saw to ``state_file`` and starts from it, so a pool
 keeps routing when etcd (or, later, the Kubernetes API) is unreachable or the node restarts
@@ -22,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +34,7 @@ import aiohttp
 
 from tidepool.core.errors import ConfigError
 from tidepool.core.ring import Member
+from tidepool.pool.entries import decode_entry, encode_entry
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +69,15 @@ def parse_static(spec: str, pool: str = "") -> list[Member]:
 
 
 def save_members(state_file: Path | None, members: Sequence[Member]) -> None:
+    """Write the last-known-good list, readable by the worker's user only (it is trusted on the
+    next start, like configuration)."""
     if state_file is None:
         return
-    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = state_file.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps([m.__dict__ for m in members], indent=1))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps([m.__dict__ for m in members], indent=1))
     os.replace(tmp, state_file)
 
 
@@ -112,7 +120,11 @@ def _prefix_end(prefix: str) -> str:
 
 
 class EtcdMembership:
-    """Lease-based registration and polling through etcd's v3 JSON gateway."""
+    """Lease-based registration and polling through etcd's v3 JSON gateway.
+
+    ``peer_token`` (the pool's peer credential) signs this worker's entry and verifies the
+    others'; ``ssl_context`` verifies ``https://`` etcd endpoints (None: the system's CAs).
+    """
 
     def __init__(
         self,
@@ -121,12 +133,23 @@ class EtcdMembership:
         me: Member | None,
         state_file: Path | None,
         *,
+        peer_token: str,
         lease_ttl: int = 5,
         poll_interval: float = 1.0,
         root: str = "/tidepool/v1",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints:
             raise ConfigError("etcd membership needs at least one endpoint, e.g. http://HOST:2379")
+        if not peer_token:
+            raise ConfigError(
+                "etcd membership needs the pool's peer credential to sign and check member "
+                "entries: set TIDEPOOL_PEER_TOKEN or --peer-token-file on every worker"
+            )
+        self._key = peer_token
+        self._ssl = ssl_context
+        self._rejected: dict[str, str] = {}
+        """Entries ignored so far (key -> the value's reason), so each is logged once."""
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.pool = pool
         self.me = me
@@ -163,7 +186,7 @@ class EtcdMembership:
             return
         grant = await self._post("lease/grant", {"TTL": self.lease_ttl})
         self._lease = int(grant["ID"])
-        value = json.dumps(self.me.__dict__)
+        value = encode_entry(self.me, self._key)
         await self._post(
             "kv/put",
             {"key": _b64(self.prefix + self.me.name), "value": _b64(value), "lease": self._lease},
@@ -187,9 +210,26 @@ class EtcdMembership:
             "kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)}
         )
         found = []
+        seen: set[str] = set()
         for kv in data.get("kvs", []):
-            with contextlib.suppress(ValueError, TypeError):
-                found.append(Member(**json.loads(base64.b64decode(kv["value"]))))
+            key = "?"
+            try:
+                key = base64.b64decode(kv.get("key", "")).decode("utf-8", "replace")
+                seen.add(key)
+                raw = base64.b64decode(kv.get("value", ""))
+                found.append(decode_entry(raw, self._key, self.pool, key[len(self.prefix) :]))
+            except ValueError as exc:
+                reason = str(exc)
+                if self._rejected.get(key) != reason:
+                    self._rejected[key] = reason
+                    log.warning(
+                        "ignoring etcd member entry %s of pool %s: %s",
+                        key[:300],
+                        self.pool,
+                        reason,
+                    )
+        for key in set(self._rejected) - seen:
+            del self._rejected[key]
         found.sort()
         self.reachable = True
         self.last_sync = time.time()
@@ -215,7 +255,8 @@ class EtcdMembership:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=2.0, sock_connect=1.0)
+            timeout=aiohttp.ClientTimeout(total=2.0, sock_connect=1.0),
+            connector=aiohttp.TCPConnector(ssl=self._ssl or True),
         )
         try:
             await self._register()

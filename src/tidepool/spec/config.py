@@ -30,6 +30,9 @@ class TierConfig:
     """High watermark (fraction of quota): crossing it triggers eviction down to ``low``."""
     low: float = 0.7
     """Low watermark (fraction of quota) that eviction stops at."""
+    shared: bool = False
+    """Other datasets may cache in the same directory (each in its own subdirectory); every
+    dataset using the directory must say so, else the second one is refused."""
 
 
 @dataclass(frozen=True)

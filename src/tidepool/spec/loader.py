@@ -222,6 +222,7 @@ class _Collector:
 
         runtimes: dict[str, RuntimeConfig] = {}  # bound to a dataset, by dataset name
         runtime_models: dict[str, Runtime] = {}
+        runtime_docs: dict[str, _Doc] = {}
         for doc in by_kind.get(Runtime, []):
             model = typing.cast(Runtime, doc[0].model)
             name = model.metadata.name
@@ -230,6 +231,7 @@ class _Collector:
                 self.report(doc, ("metadata", "name"), message)
                 continue
             runtime_models[name] = model
+            runtime_docs[name] = doc
             bound = self._runtime(doc, datasets.get(name), default_cache_dir)
             if bound is not None:
                 runtimes[name] = bound
@@ -239,6 +241,7 @@ class _Collector:
             config = self._dataset(doc, store, runtimes.get(name), default_cache_dir)
             if config is not None:
                 configs[name] = config
+        self._shared_tiers(configs, runtime_docs, datasets)
         for doc in by_kind.get(DataLoad, []):
             self._dataload(doc, datasets)
 
@@ -343,6 +346,51 @@ class _Collector:
             return None
         nodepools = affinity.nodepools() if affinity else ()
         return DatasetConfig(name=name, mounts=tuple(mounts), runtime=runtime, nodepools=nodepools)
+
+    def _shared_tiers(
+        self,
+        configs: Mapping[str, DatasetConfig],
+        runtime_docs: Mapping[str, _Doc],
+        datasets: Mapping[str, _Doc],
+    ) -> None:
+        """A tier directory serves one dataset unless every dataset using it marks it shared."""
+        users: dict[str, list[tuple[str, bool]]] = {}
+        for name, config in configs.items():
+            for tier in config.runtime.tiers:
+                users.setdefault(os.path.normpath(tier.path), []).append((name, tier.shared))
+        for path, used in users.items():
+            if len(used) < 2 or all(shared for _, shared in used):
+                continue
+            names = [n for n, _ in used]
+            for name, shared in used:
+                if shared:
+                    continue
+                others = ", ".join(repr(n) for n in names if n != name)
+                message = (
+                    f"directory {path!r} is also a tier of dataset(s) {others}; a tier serves one "
+                    "dataset unless every runtime using it sets 'shared: true' on the level "
+                    "(each dataset then caches in its own subdirectory)"
+                )
+                doc = runtime_docs.get(name)
+                if doc is None:
+                    self.report(datasets[name], ("metadata", "name"), message)
+                    continue
+                model = typing.cast(Runtime, doc[0].model)
+                levels = model.spec.tieredstore.levels if model.spec.tieredstore else []
+                index = next(
+                    (
+                        i
+                        for i, lv in enumerate(levels)
+                        if path in (os.path.normpath(os.path.expanduser(p)) for p in lv.paths())
+                    ),
+                    None,
+                )
+                loc: Loc = (
+                    ("metadata", "name")
+                    if index is None
+                    else ("spec", "tieredstore", "levels", index, "path")
+                )
+                self.report(doc, loc, message)
 
     def _dataload(
         self,

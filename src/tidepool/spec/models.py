@@ -237,6 +237,9 @@ class Level(Strict):
     quota_list: Str | None = None
     high: float = 0.95
     low: float = 0.7
+    shared: bool = False
+    """Tidepool extra: other datasets may cache in these directories too (each in its own
+    subdirectory). Every runtime using a directory must set it, else the second is refused."""
     volume_type: Any = None
     volume_source: Any = None
 

@@ -78,7 +78,9 @@ def runtime_config(runtime: Runtime, default_tiers: Sequence[TierConfig] = ()) -
                 message = f"directory {path!r} is already used by levels[{paths[path]}]"
                 problems.append(((*loc, "path"), message + "; every tier needs its own"))
             paths.setdefault(path, i)
-            tiers.append(TierConfig(level.mediumtype, path, quota, level.high, level.low))
+            tiers.append(
+                TierConfig(level.mediumtype, path, quota, level.high, level.low, level.shared)
+            )
     if problems:
         raise FieldErrors(problems)
     tiers.sort(key=lambda t: MEDIUM_ORDER[t.medium])

@@ -14,7 +14,8 @@ Tables::
 ``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
 signed 64-bit integer.
 
-Limits: one process owns the index at a time. An unreadable database file is moved aside
+Limits: one process owns the index at a time (the page store holds the state directory's lock,
+:mod:`tidepool.store.tierdir`). An unreadable database file is moved aside
 (``index.sqlite3.corrupt-<ts>``) by :func:`open_index` and the store rebuilds from its tiers.
 """
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tidepool.core.pages import PageKey
+from tidepool.store.tierdir import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ class PageRow:
 
 @dataclass(frozen=True, slots=True)
 class FileRow:
-    """What a file key stands for; ``path`` and ``version`` are ``""`` for adopted pages."""
+    """What a file key stands for (the dataset path and origin version its pages were put with)."""
 
     dataset: str
     path: str
@@ -90,7 +92,13 @@ class FileRow:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection in WAL / synchronous=NORMAL, shared between threads under a lock."""
+    """A connection in WAL / synchronous=NORMAL, shared between threads under a lock.
+
+    The database file is created 0600 first: SQLite gives its ``-wal`` and ``-shm`` files the
+    database's permissions, so none of them is readable by other users.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    os.close(fd)
     conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -229,7 +237,7 @@ def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], dict[str, Fil
     ``fresh`` is True when the database was replaced by an empty one, so the caller knows to
     rebuild from the tiers.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     path = state_dir / INDEX_FILE
     try:
         index = PageIndex(path)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tidepool.store.index import connect, move_aside
+from tidepool.store.tierdir import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class MetadataStore:
 
     def __init__(self, state_dir: Path, *, cache_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
         state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         self.path = state_dir / METADATA_FILE
         self._lock = threading.Lock()
         self._cache: OrderedDict[_CacheKey, _Value] = OrderedDict()

@@ -6,16 +6,23 @@ eventually. Making room evicts the least recently used pages (pluggable, see ``e
 an evicted page is demoted to the next lower tier when there is one (whose quota is kept the same
 way), else deleted. After each put, a tier above its high watermark is evicted down to its low one.
 
-Reads are served from an in-memory index (no filesystem probe): one ``readv`` of header and data,
-length and checksum verified, the data returned as a memoryview of the read buffer. A page that
-fails verification is counted as corrupt, dropped and deleted — never served.
+One store caches one dataset. Its tiers are the dataset's subdirectories of the configured tier
+directories, claimed and locked by :mod:`tidepool.store.tierdir` (the state directory holding the
+index is locked too), so a second worker on the same tiers fails at once and datasets sharing a
+tier never touch each other's pages.
+
+Reads are served from an in-memory index (no filesystem probe): one ``pread`` of header and data,
+length and checksum verified against the checksum the index recorded when the page was written
+(not only against the file's own header), the data returned as a memoryview of the read buffer.
+A page is dropped and deleted only on proof that it is bad: a wrong header, length or checksum,
+or no page file at its path. An error that may pass — out of file descriptors (EMFILE/ENFILE),
+out of memory, an interrupted call, EIO from a flaky disk, a permission problem — makes that
+read a miss (counted in ``read_errors``) and keeps the page for the next one.
 
 Persistence (``index.py``): every put is committed to SQLite before it becomes visible, so a
-SIGKILL loses no page whose ``put`` returned. Startup recovery empties each tier's ``tmp/``, drops
-index rows whose file is missing or has the wrong size (a MEM tier after a reboot), adopts page
-files the index doesn't know when their name parses and their header and checksum verify (with
-``path``/``version`` recorded as ``""`` since only the file key is known; they start as the least
-recently used), deletes other stray files, and evicts down if quotas were lowered.
+SIGKILL loses no page whose ``put`` returned. Startup removes leftover temp files, then keeps what
+the index vouches for and deletes page files it does not know (:mod:`tidepool.store.recovery`
+says why nothing is adopted), and evicts down if quotas were lowered.
 
 Concurrency: ``get`` (event-loop thread) and ``put`` (worker threads) may run at once. One
 ``threading.Lock`` guards the in-memory index and accounting and is never held across I/O; a
@@ -34,12 +41,15 @@ Limits:
 - A ``put`` of a key another thread is putting returns True at once (the worker single-flights
   page fetches, so this is only a guard); watermark eviction runs in the calling ``put``.
 - A ``get`` that finds a corrupt page deletes it on the calling thread (rare, small I/O).
+- A page whose reads keep failing with a transient error (a disk that always answers EIO there)
+  stays indexed, and every read of it goes to the origin, until it is evicted.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -52,14 +62,16 @@ from tidepool.core.pages import HEADER_SIZE, PageKey, decode_header, encode_head
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
+from tidepool.store.recovery import plan_recovery
+from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier
 from tidepool.store.tiers import (
     Buffer,
     Tier,
     TierUsage,
     install_file,
+    proves_no_page,
     read_page,
     read_page_file,
-    read_unknown_page,
     scan_pages,
     unlink_quiet,
     write_page_file,
@@ -91,9 +103,11 @@ class StoreStats:
     demotions: int
     """Pages moved to a lower tier to make room."""
     corrupt: int
-    """Pages that failed verification or could not be read, and were dropped."""
+    """Pages that failed verification (or whose file was gone), and were dropped."""
     put_failures: int
     """``put`` calls that cached nothing (too big, disk full, I/O error)."""
+    read_errors: int = 0
+    """``get`` calls that met a transient error (EMFILE, EIO …): a miss, the page kept."""
 
 
 class _Entry:
@@ -114,10 +128,13 @@ class _Entry:
 class PageStore:
     """Tiered page cache with a persisted index; sync and thread-safe.
 
-    ``tiers`` are ordered top (fastest) first; ``state_dir`` holds ``index.sqlite3``;
-    ``page_size`` is the largest page accepted. ``flush_interval`` (seconds, None: no background
-    thread) sets how often touched recency is written; ``policy`` builds each tier's eviction
-    policy.
+    ``tiers`` are ordered top (fastest) first; ``dataset`` is the one dataset whose pages the
+    store holds (in ``<tier>/<dataset>``); ``state_dir`` holds ``index.sqlite3``; ``page_size``
+    is the largest page accepted. ``flush_interval`` (seconds, None: no background thread) sets
+    how often touched recency is written; ``policy`` builds each tier's eviction policy.
+
+    Raises :class:`tidepool.core.errors.ConfigError` when a tier directory is not Tidepool's, is
+    another dataset's, or is in use by another worker (:mod:`tidepool.store.tierdir`).
     """
 
     def __init__(
@@ -125,6 +142,7 @@ class PageStore:
         tiers: Sequence[TierConfig],
         state_dir: Path,
         *,
+        dataset: str,
         page_size: int,
         flush_interval: float | None = FLUSH_INTERVAL,
         policy: Callable[[], EvictionPolicy[PageKey]] = LRUPolicy,
@@ -133,13 +151,27 @@ class PageStore:
             raise ValueError("a page store needs at least one tier")
         if page_size <= 0:
             raise ValueError(f"page_size {page_size} must be > 0")
+        paths = [os.path.abspath(os.path.expanduser(t.path)) for t in tiers]
+        for i, path in enumerate(paths):
+            if path in paths[:i]:
+                raise ValueError(f"tier path {path!r} is used by two tiers")
         self.page_size = page_size
-        self._tiers = [Tier(i, cfg, policy()) for i, cfg in enumerate(tiers)]
-        self._by_root: dict[str, Tier] = {}
+        self.dataset = dataset
+        self._claims: list[TierClaim] = []
+        self._state_lock: DirLock | None = None
+        try:
+            for cfg in tiers:
+                self._claims.append(claim_tier(cfg, dataset))
+            self._state_lock = claim_state_dir(Path(state_dir))
+        except BaseException:
+            self._release_claims()
+            raise
+        self._tiers = [
+            Tier(i, cfg, claim.root, policy())
+            for i, (cfg, claim) in enumerate(zip(tiers, self._claims, strict=True))
+        ]
+        self._by_root = {tier.root_str: tier for tier in self._tiers}
         for tier in self._tiers:
-            if tier.root_str in self._by_root:
-                raise ValueError(f"tier path {tier.root_str!r} is used by two tiers")
-            self._by_root[tier.root_str] = tier
             if tier.quota < HEADER_SIZE + page_size:
                 log.warning(
                     "tier %s %s: quota %d bytes holds no full page of %d bytes",
@@ -159,12 +191,17 @@ class PageStore:
         self._dirty: set[_Entry] = set()
         self._clock = 0
         self._hits = self._misses = self._evictions = self._demotions = 0
-        self._corrupt = self._put_failures = 0
+        self._corrupt = self._put_failures = self._read_errors = 0
         self._warned: dict[int, float] = {}
+        self._read_warned = float("-inf")
         self._closed = False
         self._wake = threading.Event()
         self._stopping = False
-        self._index: PageIndex = self._recover(Path(state_dir))
+        try:
+            self._index: PageIndex = self._recover(Path(state_dir))
+        except BaseException:
+            self._release_claims()
+            raise
         self._flusher: threading.Thread | None = None
         if flush_interval is not None:
             self._flusher = threading.Thread(
@@ -178,7 +215,8 @@ class PageStore:
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: PageKey) -> memoryview | None:
-        """The verified data of a cached page, or None (miss, or corrupt: then dropped)."""
+        """The verified data of a cached page, or None: a miss, a corrupt page (then dropped) or
+        a transient read error (the page is kept; see the module docstring)."""
         for _ in range(3):  # retried only when a concurrent demotion moved the page
             with self._lock:
                 if self._closed:
@@ -209,13 +247,34 @@ class PageStore:
                 self._misses += 1
                 if not entry.alive or entry.moving:
                     return None  # an eviction or drop got there first
-                self._corrupt += 1
-                self._claim(entry)
+                transient = error is not None and not proves_no_page(error)
+                warn, count = False, self._read_errors
+                if transient:
+                    self._read_errors = count = count + 1
+                    warn = time.monotonic() - self._read_warned >= WARN_INTERVAL
+                    if warn:
+                        self._read_warned = time.monotonic()
+                else:
+                    self._corrupt += 1
+                    self._claim(entry)
+            if transient:
+                if warn:
+                    log.warning(
+                        "page %s in %s could not be read (%s); this read is served from "
+                        "elsewhere and the page is kept (%d such reads so far)",
+                        key,
+                        path,
+                        error,
+                        count,
+                    )
+                return None
             log.warning(
                 "page %s in %s is %s; dropping it",
                 key,
                 path,
-                f"unreadable ({error})" if error else "corrupt (length or checksum mismatch)",
+                f"not a page file ({error.strerror})"
+                if error
+                else "corrupt (header, length or checksum differs from the index)",
             )
             self._delete([entry])
             return None
@@ -240,7 +299,7 @@ class PageStore:
             return set(self._by_file.get((dataset, file_key), ()))
 
     def file_info(self, file_key: str) -> FileRow | None:
-        """``(dataset, path, version)`` recorded for a file key (``""`` for adopted pages)."""
+        """``(dataset, path, version)`` recorded for a file key when its first page was put."""
         with self._lock:
             return self._files.get(file_key)
 
@@ -267,6 +326,7 @@ class PageStore:
                 self._demotions,
                 self._corrupt,
                 self._put_failures,
+                self._read_errors,
             )
 
     # -- writes ------------------------------------------------------------------------------
@@ -283,6 +343,10 @@ class PageStore:
         if view.nbytes > self.page_size:
             raise ValueError(
                 f"page {key} is {view.nbytes} bytes, larger than the page size {self.page_size}"
+            )
+        if key.dataset != self.dataset:
+            raise ValueError(
+                f"page {key} belongs to dataset {key.dataset!r}; this store caches {self.dataset!r}"
             )
         size = HEADER_SIZE + view.nbytes
         with self._lock:
@@ -363,6 +427,11 @@ class PageStore:
         with self._space_lock, self._lock:
             self._closed = True
         self._index.close()
+        self._release_claims()
+
+    def tier_roots(self) -> list[str]:
+        """The dataset's directory in each tier, top first (where its page files live)."""
+        return [t.root_str for t in self._tiers]
 
     def __enter__(self) -> PageStore:
         return self
@@ -376,7 +445,15 @@ class PageStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"PageStore({self._tiers!r})"
+        return f"PageStore({self.dataset!r}, {self._tiers!r})"
+
+    def _release_claims(self) -> None:
+        for claim in self._claims:
+            claim.release()
+        self._claims = []
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
 
     # -- space ---------------------------------------------------------------------------
 
@@ -448,9 +525,9 @@ class PageStore:
         key = entry.key
         try:
             raw = read_page_file(src, entry.size, entry.checksum)
-        except OSError as exc:
+        except OSError as exc:  # the page is being evicted anyway: it is deleted, not demoted
             log.warning("page %s in %s unreadable while demoting: %s", key, src, exc)
-            raw = None
+            return False
         if raw is None:
             with self._lock:
                 self._corrupt += 1
@@ -460,7 +537,7 @@ class PageStore:
         tmp = lower.tmp_path()
         try:
             write_page_file(tmp, (raw,))
-            install_file(tmp, lower.page_path(key))
+            install_file(tmp, lower.page_path(key), lower.root_str)
         except OSError as exc:
             unlink_quiet(tmp)
             self._release(lower, entry.size)
@@ -468,7 +545,7 @@ class PageStore:
             return False
         try:
             self._index.set_tier(key, lower.root_str)
-        except sqlite3.Error as exc:  # the restart scan re-adopts the lower copy
+        except sqlite3.Error as exc:  # a restart drops the page: its row names the upper tier
             log.warning("could not record demotion of %s: %s", key, exc)
         with self._lock:
             upper.pages -= 1
@@ -500,7 +577,7 @@ class PageStore:
             tmp = tier.tmp_path()
             try:
                 write_page_file(tmp, chunks)
-                install_file(tmp, final)
+                install_file(tmp, final, tier.root_str)
                 return True
             except OSError as exc:
                 unlink_quiet(tmp)
@@ -652,65 +729,32 @@ class PageStore:
                 log.exception("flushing page recency failed")
 
     def _recover(self, state_dir: Path) -> PageIndex:
-        """Reconcile the persisted index with the page files actually on disk."""
+        """Reconcile the persisted index with the page files on disk (:mod:`.recovery`)."""
         for tier in self._tiers:
             tier.prepare()
         index, rows, files, fresh = open_index(state_dir)
         self._index = index
 
         found: dict[tuple[int, PageKey], tuple[str, int]] = {}
-        strays = 0
+        foreign: list[str] = []
         for tier in self._tiers:
-            for fpath, key, fsize in scan_pages(tier.root):
-                if key is None:
-                    unlink_quiet(fpath)
-                    strays += 1
-                else:
-                    found[(tier.index, key)] = (fpath, fsize)
-
-        dropped: list[PageKey] = []
-        for row in rows:
-            tier_or_none = self._by_root.get(row.tier)
-            if tier_or_none is None:
-                dropped.append(row.key)
-                continue
-            slot = (tier_or_none.index, row.key)
-            hit = found.get(slot)
-            if hit is None or hit[1] != row.size or row.size < HEADER_SIZE:
-                dropped.append(row.key)  # a file of the wrong size is re-checked for adoption
-                continue
-            del found[slot]
-            entry = _Entry(row.key, tier_or_none.index, row.size, row.checksum, row.atime)
-            tier_or_none.used += row.size
-            self._link(entry)
-
-        adopted: list[PageRow] = []
-        for (tier_index, key), (fpath, _) in found.items():
+            scan = scan_pages(tier.root, self.dataset)
+            foreign += scan.foreign
+            for fpath, key, fsize in scan.pages:
+                found[(tier.index, key)] = (fpath, fsize)
+        plan = plan_recovery(rows, found, [t.root_str for t in self._tiers])
+        for tier_index, row in plan.keep:
             tier = self._tiers[tier_index]
-            checked = None
-            if key not in self._entries:  # else: a duplicate left by an interrupted demotion
-                try:
-                    checked = read_unknown_page(fpath)
-                except OSError as exc:
-                    log.warning("cannot read page file %s: %s", fpath, exc)
-            if checked is None:
-                unlink_quiet(fpath)
-                strays += 1
-                continue
-            raw, digest = checked
-            adopted.append(PageRow(key, tier.root_str, len(raw), digest, 0))
-            tier.used += len(raw)
-            self._link(_Entry(key, tier_index, len(raw), digest, 0))
+            tier.used += row.size
+            self._link(_Entry(row.key, tier_index, row.size, row.checksum, row.atime))
+        for fpath in plan.delete:
+            unlink_quiet(fpath)
 
         live = {fk for _, fk in self._by_file}
         self._files = {fk: f for fk, f in files.items() if fk in live}
-        new_files = {fk: FileRow(ds, "", "") for ds, fk in self._by_file if fk not in self._files}
-        self._files.update(new_files)
-        if dropped:
-            index.delete_pages(dropped)
+        if plan.drop:
+            index.delete_pages(plan.drop)
         index.delete_files([fk for fk in files if fk not in live])
-        if adopted or new_files:
-            index.add_pages(adopted, new_files)
 
         # rebuild eviction order from the persisted recency
         ordered = sorted(self._entries.values(), key=lambda e: e.atime)
@@ -721,18 +765,31 @@ class PageStore:
             self._tiers[entry.tier].policy.add(entry.key, entry.size)
         self._clock = ordered[-1].atime if ordered else 0
 
-        if dropped or adopted or strays or fresh:
+        if plan.drop or plan.delete or fresh:
             log.warning(
-                "page store recovery: %d pages kept, %d index rows dropped (file missing or wrong "
-                "size), %d orphan pages adopted, %d stray files removed%s",
-                len(self._entries) - len(adopted),
-                len(dropped),
-                len(adopted),
-                strays,
-                " (index rebuilt from the tiers)" if fresh else "",
+                "page store %s recovery: %d pages kept, %d index rows dropped (file missing or "
+                "wrong size), %d page files the index does not vouch for removed%s",
+                self.dataset,
+                len(self._entries),
+                len(plan.drop),
+                len(plan.delete),
+                " (the index was unreadable: the cache refills from the origin)" if fresh else "",
             )
         else:
-            log.info("page store: %d pages in %d tiers", len(self._entries), len(self._tiers))
+            log.info(
+                "page store %s: %d pages in %d tiers",
+                self.dataset,
+                len(self._entries),
+                len(self._tiers),
+            )
+        if foreign:
+            log.warning(
+                "page store %s: %d files in the tiers' pages/ directories are not Tidepool "
+                "pages of this dataset and were left alone (%s)",
+                self.dataset,
+                len(foreign),
+                ", ".join(sorted(foreign)[:3]),
+            )
         self._enforce_watermarks()
         for tier in self._tiers:  # the watermark may be 1.0: still honour the quota
             if tier.used > tier.quota:

@@ -1,12 +1,22 @@
 """One tier of the page store on disk: its directories, byte accounting, and page-file I/O.
 
-A tier is a directory (``TierConfig.path``) holding ``pages/`` (the page files, laid out by
-:meth:`tidepool.core.pages.PageKey.relpath` — a contract with the client's same-host fast path) and
-``tmp/`` (pages being written; renamed into ``pages/`` when complete, emptied at startup). A MEM
-tier is the same thing on a tmpfs such as ``/dev/shm``.
+A tier's root is the dataset's subdirectory of the tier directory (``<tier>/<dataset>``, claimed
+by :mod:`tidepool.store.tierdir`). It holds ``pages/`` (the page files, laid out by
+:meth:`tidepool.core.pages.PageKey.relpath` — a contract with the client's same-host fast path)
+and ``tmp/`` (pages being written, named ``tp-<pid>-<n>.part``, renamed into ``pages/`` when
+complete). A MEM tier is the same thing on a tmpfs such as ``/dev/shm``. Directories are created
+0700 and page files 0600.
 
 The functions here do the file I/O and nothing else: no index, no locking. :func:`write_page_file`
 is the single place page bytes hit a disk, which is what tests monkeypatch to simulate a full disk.
+Startup removes only what Tidepool wrote: temp files with its naming pattern and (by the page
+store's decision) page files the index does not know; any other file found in a tier is left
+where it is and reported.
+
+Reading a page tells two kinds of failure apart (:func:`proves_no_page`): an error that proves
+there is no page file at the path (gone, or a link or directory planted there) and one that may
+pass (out of descriptors or memory, an interrupted call, a flaky disk's EIO, a permission
+problem). Only the first, or bytes that fail verification, may cost the cache a page.
 
 Limits: page files are written without fsync (a cache survives a process kill, not necessarily a
 power cut; a torn page is caught by the checksum on read). The tree scan at startup costs one
@@ -15,22 +25,37 @@ power cut; a torn page is caught by the checksum on read). The tree scan at star
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
-import shutil
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey, checksum, decode_header
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
+from tidepool.store.tierdir import FILE_MODE, make_dirs
 
 log = logging.getLogger(__name__)
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _tmp_names = itertools.count()
+TMP_NAME = re.compile(r"tp-\d+-\d+\.part")
+"""Names of this module's temp files: the only files startup removes from ``tmp/``."""
+
+NOT_A_PAGE = frozenset({errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENOTDIR})
+"""Errors of opening a page file that prove no page file is there: it is gone, or the path is a
+symlink (``O_NOFOLLOW``) or a directory that someone planted."""
+
+
+def proves_no_page(exc: OSError) -> bool:
+    """Whether a read error proves the page file is absent or not a page file (else: transient)."""
+    return exc.errno in NOT_A_PAGE
+
 
 Buffer = bytes | bytearray | memoryview
 
@@ -60,7 +85,11 @@ class Tier:
     """
 
     def __init__(
-        self, index: int, config: TierConfig, policy: EvictionPolicy[PageKey] | None = None
+        self,
+        index: int,
+        config: TierConfig,
+        root: Path,
+        policy: EvictionPolicy[PageKey] | None = None,
     ) -> None:
         if config.quota < 0:
             raise ValueError(f"tier {config.medium} {config.path!r}: quota {config.quota} < 0")
@@ -71,7 +100,8 @@ class Tier:
             )
         self.index = index
         self.config = config
-        self.root = Path(os.path.abspath(config.path))
+        self.root = Path(os.path.abspath(root))
+        """The dataset's directory in this tier (``<tier>/<dataset>``)."""
         self.root_str = str(self.root)
         self.policy: EvictionPolicy[PageKey] = policy if policy is not None else LRUPolicy()
         self.used = 0
@@ -102,7 +132,7 @@ class Tier:
 
     def tmp_path(self) -> str:
         """A fresh, unique temp file name in this tier's ``tmp/``."""
-        return f"{self.root_str}/{TMP_DIR}/{os.getpid()}-{next(_tmp_names)}"
+        return f"{self.root_str}/{TMP_DIR}/tp-{os.getpid()}-{next(_tmp_names)}.part"
 
     def usage(self) -> TierUsage:
         return TierUsage(
@@ -110,23 +140,36 @@ class Tier:
         )
 
     def prepare(self) -> None:
-        """Create the tier's directories and empty ``tmp/`` (leftovers of an interrupted write)."""
-        (self.root / PAGES_DIR).mkdir(parents=True, exist_ok=True)
+        """Create the tier's directories; remove temp files an interrupted write left behind.
+
+        Only files named like this module's temp files are removed; anything else in ``tmp/``
+        is someone else's and is left alone (and reported).
+        """
+        for sub in (PAGES_DIR, TMP_DIR):
+            make_dirs(f"{self.root_str}/{sub}", self.root_str)
         tmp = self.root / TMP_DIR
-        tmp.mkdir(parents=True, exist_ok=True)
-        removed = 0
+        removed, foreign = 0, []
         with os.scandir(tmp) as it:
             for entry in it:
+                if not (TMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
+                    foreign.append(entry.name)
+                    continue
                 try:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
+                    os.unlink(entry.path)
                     removed += 1
                 except FileNotFoundError:
                     pass
         if removed:
             log.info("tier %s %s: removed %d leftover temp files", self.config.medium, tmp, removed)
+        if foreign:
+            log.warning(
+                "tier %s %s: left %d files that Tidepool did not write alone (%s); move them "
+                "out of the cache directory",
+                self.config.medium,
+                tmp,
+                len(foreign),
+                ", ".join(sorted(foreign)[:5]),
+            )
 
     def __repr__(self) -> str:
         return (
@@ -143,7 +186,7 @@ def write_page_file(path: str, chunks: Sequence[Buffer]) -> None:
     """
     views = [memoryview(c).cast("B") for c in chunks]
     total = sum(len(v) for v in views)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW, FILE_MODE)
     try:
         written = os.writev(fd, views)
         while written < total:  # a short write: resume after what went out
@@ -162,14 +205,15 @@ def write_page_file(path: str, chunks: Sequence[Buffer]) -> None:
         os.close(fd)
 
 
-def install_file(tmp: str, final: str) -> None:
-    """Atomically move a completed temp file to ``final``, creating parent directories."""
+def install_file(tmp: str, final: str, top: str) -> None:
+    """Atomically move a completed temp file to ``final``, creating parent directories (0700)
+    below the tier root ``top``."""
     try:
         os.replace(tmp, final)
     except FileNotFoundError:
         if not os.path.exists(tmp):
             raise
-        os.makedirs(os.path.dirname(final), exist_ok=True)
+        make_dirs(os.path.dirname(final), top)
         os.replace(tmp, final)
 
 
@@ -188,7 +232,7 @@ def read_page(path: str, size: int, digest: int) -> memoryview | None:
 
     One ``pread`` of header and data into a single bytes object; the returned memoryview is a
     slice of it (no copy). None when the content does not match; ``OSError`` when the file can't
-    be read.
+    be read (:func:`proves_no_page` tells whether that error is final).
     """
     buf = read_page_file(path, size, digest)
     return None if buf is None else memoryview(buf)[HEADER_SIZE:]
@@ -200,7 +244,7 @@ def read_page_file(path: str, size: int, digest: int) -> bytes | None:
     ``os.pread`` into a fresh ``bytes``: unlike ``bytearray(size)`` it is not zero-filled first,
     which was 40% of a warm large read's CPU in the worker (profiled with py-spy).
     """
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW)
     try:
         buf = os.pread(fd, size, 0)
         n = len(buf)
@@ -228,22 +272,6 @@ def read_page_file(path: str, size: int, digest: int) -> bytes | None:
     return buf
 
 
-def read_unknown_page(path: str) -> tuple[bytes, int] | None:
-    """``(whole file, checksum)`` of a page file whose expected content is unknown, if valid.
-
-    Used to adopt orphan files at startup; None when the header or checksum is wrong.
-    """
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        length, digest = decode_header(raw)
-    except ValueError:
-        return None
-    if len(raw) != HEADER_SIZE + length or checksum(memoryview(raw)[HEADER_SIZE:]) != digest:
-        return None
-    return raw, digest
-
-
 def parse_page_path(dataset: str, shard: str, name: str) -> PageKey | None:
     """The key of ``pages/<dataset>/<shard>/<name>``, or None when it is not a page file name."""
     file_key, dot, idx = name.rpartition(".")
@@ -255,26 +283,39 @@ def parse_page_path(dataset: str, shard: str, name: str) -> PageKey | None:
     return key
 
 
-def scan_pages(root: Path) -> Iterator[tuple[str, PageKey | None, int]]:
-    """Every regular file under ``root/pages``: ``(path, key or None if misnamed, size)``."""
+@dataclass
+class TierScan:
+    """What :func:`scan_pages` found in a tier root."""
+
+    pages: list[tuple[str, PageKey, int]] = field(default_factory=list)
+    """Regular files named like a page of the dataset: ``(path, key, size)``."""
+    foreign: list[str] = field(default_factory=list)
+    """Everything else under ``pages/`` (other names, links, other datasets' directories)."""
+
+
+def scan_pages(root: Path, dataset: str) -> TierScan:
+    """Every page-named regular file of ``dataset`` under ``root/pages``, and what else is there."""
+    scan = TierScan()
     base = root / PAGES_DIR
-    for ds in _scandir(str(base)):
-        if not ds.is_dir(follow_symlinks=False):
-            yield from _stray(ds)
+    for top in _scandir(str(base)):
+        if top.name != dataset or not top.is_dir(follow_symlinks=False):
+            scan.foreign.append(top.path)
             continue
-        for shard in _scandir(ds.path):
+        for shard in _scandir(top.path):
             if not shard.is_dir(follow_symlinks=False):
-                yield from _stray(shard)
+                scan.foreign.append(shard.path)
                 continue
             for f in _scandir(shard.path):
-                if not f.is_file(follow_symlinks=False):
-                    yield from _stray(f)
+                key = parse_page_path(dataset, shard.name, f.name)
+                if key is None or not f.is_file(follow_symlinks=False):
+                    scan.foreign.append(f.path)
                     continue
                 try:
                     size = f.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue
-                yield f.path, parse_page_path(ds.name, shard.name, f.name), size
+                scan.pages.append((f.path, key, size))
+    return scan
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
@@ -283,13 +324,3 @@ def _scandir(path: str) -> list[os.DirEntry[str]]:
             return list(it)
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def _stray(entry: os.DirEntry[str]) -> Iterator[tuple[str, PageKey | None, int]]:
-    """A non-page entry at a page position: reported as a misnamed file (dirs are walked)."""
-    if entry.is_dir(follow_symlinks=False):
-        for root, _dirs, files in os.walk(entry.path):
-            for name in files:
-                yield os.path.join(root, name), None, 0
-    else:
-        yield entry.path, None, 0

@@ -18,6 +18,11 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
 
 Errors are ``{"error": code, "message": text, "dataset", "path"}`` with the status from the one
 table in :mod:`tidepool.core.errors`.
+
+Pool peers authenticate with their own credential, not the clients' token: a request that carries
+``X-Tidepool-Peer`` (a peer read is answered without forwarding, caching or counting) is served
+only with ``Authorization: Bearer <peer token>``, and answered 403 otherwise — also by a worker
+that has no peer token, which therefore serves no peer requests at all.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tidepool.core.conditions import parse_if_match
 from tidepool.core.errors import (
     AuthError,
     BadRequestError,
+    PeerAuthError,
     UnknownDatasetError,
     VersionGoneError,
     http_status,
@@ -94,10 +100,13 @@ class WorkerApp:
         node_info: Callable[[], dict[str, Any]],
         load_concurrency: int = 32,
         ready: Callable[[], bool] = lambda: True,
+        peer_token: str | None = None,
     ) -> None:
         self.services = services
         self.metrics = metrics
         self.token = token
+        self.peer_token = peer_token
+        """The pool peers' credential (None: requests that claim to be a peer's are refused)."""
         self.node_info = node_info
         self.load_concurrency = load_concurrency
         self.ready = ready
@@ -159,6 +168,9 @@ class WorkerApp:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if PEER_HEADER in request.headers:
+            self._check_peer(request)
+            return await handler(request)
         if self.token is not None and request.path != "/healthz":
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
@@ -170,6 +182,22 @@ class WorkerApp:
                     "the CLI and the fsspec client read it from TIDEPOOL_TOKEN)"
                 )
         return await handler(request)
+
+    def _check_peer(self, request: web.Request) -> None:
+        """A request that claims to be a pool peer's must carry the peer credential."""
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if (
+            self.peer_token is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogateescape"), self.peer_token.encode()
+            )
+        ):
+            raise PeerAuthError(
+                f"{PEER_HEADER} requests are for the workers of this node pool and need the "
+                "pool's peer credential (TIDEPOOL_PEER_TOKEN or --peer-token-file on every "
+                "worker); clients read without that header"
+            )
 
     def _svc(self, request: web.Request) -> DatasetService:
         name = request.match_info["ds"]

@@ -164,6 +164,7 @@ class StoreSample:
     pages: int
     evictions: int
     corrupt: int
+    read_errors: int = 0
 
 
 class _StoreCollector(Collector):
@@ -190,6 +191,12 @@ class _StoreCollector(Collector):
         bad = CounterMetricFamily(
             "tidepool_cache_corrupt_pages", "Pages that failed their checksum", labels=["dataset"]
         )
+        errors = CounterMetricFamily(
+            "tidepool_cache_read_errors",
+            "Page reads that failed for a reason that may pass (out of file descriptors, EIO); "
+            "the page was kept",
+            labels=["dataset"],
+        )
         seen: set[str] = set()
         for s in self._source():
             labels = [s.dataset, s.medium, s.path]
@@ -200,4 +207,5 @@ class _StoreCollector(Collector):
                 seen.add(s.dataset)
                 ev.add_metric([s.dataset], s.evictions)
                 bad.add_metric([s.dataset], s.corrupt)
-        yield from (used, cap, pages, ev, bad)
+                errors.add_metric([s.dataset], s.read_errors)
+        yield from (used, cap, pages, ev, bad, errors)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -61,12 +62,16 @@ class Placement:
         me: Member,
         membership: Membership,
         replicas: int = 1,
-        token: str | None = None,
+        peer_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.me = me
         self.membership = membership
         self.replicas = max(1, replicas)
-        self.token = token
+        self.peer_token = peer_token
+        """The pool's peer credential, sent on every request to a peer (never the clients')."""
+        self.ssl_context = ssl_context
+        """How ``https://`` peers are verified (None: the system's CAs)."""
         self.marks = DownMarks(PEER_DOWN_FOR)
         self._session: aiohttp.ClientSession | None = None
         self.peer_reads = 0
@@ -103,10 +108,11 @@ class Placement:
     async def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {PEER_HEADER: self.me.name}
-            if self.token:
-                headers["Authorization"] = f"Bearer {self.token}"
+            if self.peer_token:
+                headers["Authorization"] = f"Bearer {self.peer_token}"
             self._session = aiohttp.ClientSession(
                 headers=headers,
+                connector=aiohttp.TCPConnector(ssl=self.ssl_context or True),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=1.0, sock_read=10.0),
                 read_bufsize=4 << 20,
             )

@@ -2,6 +2,11 @@
 
 ``Worker`` is what ``tidepool up`` runs and what tests start in-process. Settings are a dataclass
 passed explicitly (the CLI builds it from flags and ``TIDEPOOL_*`` variables).
+
+Credentials: clients send ``token``; the workers of a node pool talk to each other with a separate
+``peer_token`` (required as soon as the worker has pool membership), so a client never passes
+for a peer. With ``tls_cert``/``tls_key`` the listener speaks HTTPS and the advertised address is
+``https://``; ``tls_ca`` verifies peers (and etcd) signed by a private CA.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,9 +30,11 @@ from tidepool.core.ring import Member
 from tidepool.origin.funnel import OriginSettings
 from tidepool.pool.hostid import host_id
 from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
+from tidepool.pool.tls import client_context, scheme, server_context
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
+from tidepool.store.tierdir import state_dir_in
 from tidepool.worker.app import WorkerApp
 from tidepool.worker.dataset import DatasetService
 from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
@@ -46,7 +54,7 @@ class WorkerSettings:
     """Address to listen on; anything beyond loopback requires ``token``."""
     port: int = DEFAULT_PORT
     """TCP port (0 picks a free one)."""
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     """Bearer token clients must send; required when ``host`` is not loopback."""
     state_dir: Path = field(default_factory=lambda: Path("~/.local/state/tidepool").expanduser())
     """Where indexes and metadata live when a dataset has no persistent tier to hold them."""
@@ -70,6 +78,16 @@ class WorkerSettings:
     """etcd endpoints for lease-based pool membership."""
     membership: Membership | None = None
     """A ready-made provider (e.g. Kubernetes EndpointSlices), used instead of members/etcd."""
+    peer_token: str | None = field(default=None, repr=False)
+    """The node pool's peer credential (the same on every worker, never the clients' token):
+    sent to and required from peers, and the key that signs etcd member entries."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: with ``tls_key``, the listener speaks HTTPS."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_ca: Path | None = None
+    """PEM CA bundle that peers' and etcd's certificates are checked against (default: the
+    system's)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -82,10 +100,11 @@ def is_loopback(host: str) -> bool:
 
 
 def state_dir_for(cfg: DatasetConfig, settings: WorkerSettings) -> Path:
-    """Index and metadata sit beside the first persistent tier (MEM is lost on reboot)."""
+    """Index and metadata sit in the dataset's directory of its first persistent tier (MEM is
+    lost on reboot)."""
     for tier in cfg.runtime.tiers:
         if tier.medium != "MEM":
-            return Path(tier.path) / ".tidepool-state"
+            return state_dir_in(tier.path, cfg.name)
     return settings.state_dir / cfg.name
 
 
@@ -98,6 +117,26 @@ class Worker:
                 f"listening on {self.settings.host!r} (beyond loopback) requires a bearer token: "
                 "pass --token or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
             )
+        s = self.settings
+        if (s.members or s.etcd or s.membership is not None) and not s.peer_token:
+            raise ConfigError(
+                "a worker in a node pool needs the pool's peer credential, the same on every "
+                "worker and different from the clients' token: set TIDEPOOL_PEER_TOKEN or pass "
+                "--peer-token-file"
+            )
+        if s.peer_token and s.peer_token == s.token:
+            raise ConfigError(
+                "the peer credential equals the clients' token; peers need their own, so a "
+                "client cannot pose as a peer: generate another one"
+            )
+        if (s.tls_cert is None) != (s.tls_key is None):
+            raise ConfigError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        self._server_ssl: ssl.SSLContext | None = (
+            server_context(s.tls_cert, s.tls_key)
+            if s.tls_cert is not None and s.tls_key is not None
+            else None
+        )
+        self._peer_ssl = client_context(s.tls_ca) if s.tls_ca is not None else None
         pool = self.settings.nodepool
         if pool:
             skipped = [
@@ -127,15 +166,27 @@ class Worker:
     @property
     def endpoint(self) -> str:
         host = self.settings.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"{scheme(self._server_ssl is not None)}://{local}:{self.port}"
 
     def _open_stores(self) -> None:
+        try:
+            for name, cfg in self.configs.items():
+                state = state_dir_for(cfg, self.settings)
+                self.stores[name] = PageStore(
+                    cfg.runtime.tiers, state, dataset=name, page_size=cfg.runtime.page_size
+                )
+                self.metas[name] = MetadataStore(state)
+        except BaseException:  # release the tiers claimed so far: a retry must not find them locked
+            for store in self.stores.values():
+                store.close()
+            for meta in self.metas.values():
+                meta.close()
+            self.stores.clear()
+            self.metas.clear()
+            raise
         for name, cfg in self.configs.items():
-            state = state_dir_for(cfg, self.settings)
-            state.mkdir(parents=True, exist_ok=True)
-            store = PageStore(cfg.runtime.tiers, state, page_size=cfg.runtime.page_size)
-            meta = MetadataStore(state)
-            self.stores[name], self.metas[name] = store, meta
+            store, meta = self.stores[name], self.metas[name]
             self.services[name] = DatasetService(
                 cfg,
                 store,
@@ -161,6 +212,7 @@ class Worker:
                         t.pages,
                         stats.evictions,
                         stats.corrupt,
+                        stats.read_errors,
                     )
                 )
         return out
@@ -189,6 +241,7 @@ class Worker:
         return {
             "host_id": self.host_id,
             "pid": os.getpid(),
+            "uid": os.geteuid(),
             "nodepool": self.settings.nodepool,
             "node_name": self._me().name if self.port else "",
             "members": [m.__dict__ for m in members],
@@ -198,7 +251,12 @@ class Worker:
                     "page_size": cfg.runtime.page_size,
                     "metadata_ttl": cfg.runtime.metadata_ttl,
                     "immutable": cfg.runtime.immutable,
-                    "tiers": [{"medium": t.medium, "path": t.path} for t in cfg.runtime.tiers],
+                    "tiers": [
+                        {"medium": t.medium, "path": root}
+                        for t, root in zip(
+                            cfg.runtime.tiers, self.stores[name].tier_roots(), strict=True
+                        )
+                    ],
                 }
                 for name, cfg in self.configs.items()
             },
@@ -207,7 +265,7 @@ class Worker:
     def _me(self) -> Member:
         s = self.settings
         name = s.node_name or socket.gethostname()
-        address = s.advertise or f"http://{s.host}:{self.port}"
+        address = s.advertise or f"{scheme(self._server_ssl is not None)}://{s.host}:{self.port}"
         return Member(name=name, address=address.rstrip("/"), pool=s.nodepool)
 
     async def _start_membership(self) -> None:
@@ -221,12 +279,21 @@ class Worker:
         if s.membership is not None:
             self.membership = s.membership
         elif s.etcd:
-            self.membership = EtcdMembership(list(s.etcd), s.nodepool, me, state)
+            self.membership = EtcdMembership(
+                list(s.etcd),
+                s.nodepool,
+                me,
+                state,
+                peer_token=s.peer_token or "",
+                ssl_context=self._peer_ssl,
+            )
         else:
             self.membership = StaticMembership(parse_static(s.members, s.nodepool), state)
         await self.membership.start()
         replicas = max((c.runtime.data_replicas for c in self.configs.values()), default=1)
-        self.placement = Placement(me, self.membership, replicas, token=s.token)
+        self.placement = Placement(
+            me, self.membership, replicas, peer_token=s.peer_token, ssl_context=self._peer_ssl
+        )
         for svc in self.services.values():
             svc.placement = self.placement
 
@@ -243,10 +310,17 @@ class Worker:
             node_info=self.node_info,
             load_concurrency=self.settings.load_concurrency,
             ready=lambda: self._ready,
+            peer_token=self.settings.peer_token,
         ).build()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=1024)
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            backlog=1024,
+            ssl_context=self._server_ssl,
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -134,6 +134,7 @@ class Bench:
         self.workdir = workdir
         self.console = console
         self.token = secrets.token_hex(16)
+        self.peer_token = secrets.token_hex(16)
         self.hosts = lab.hosts[POOL]
         self.md5: dict[str, str] = {}
         self.sizes: dict[str, int] = {}
@@ -176,7 +177,12 @@ class Bench:
                 f"static:{static}",
             ]
         return host.start_worker(
-            [spec], home / "worker.log", token=self.token, port=port, extra_args=extra
+            [spec],
+            home / "worker.log",
+            token=self.token,
+            peer_token=self.peer_token,
+            port=port,
+            extra_args=extra,
         )
 
     # -- readers ---------------------------------------------------------------------------------

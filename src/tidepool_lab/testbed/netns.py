@@ -99,7 +99,7 @@ _MAX_HOSTS = 50
 _HOST_OFFSET = 11
 _WAN_TABLE = "100"
 _CLONE_NEWNET = 0x40000000
-_READY = re.compile(r"serving .* on (http://\S+)")  # the line `tidepool up` logs when ready
+_READY = re.compile(r"serving .* on (https?://\S+)")  # the line `tidepool up` logs when ready
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 _seq = itertools.count(1)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -305,12 +305,17 @@ class Host:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         timeout: float = 30.0,
+        peer_token: str | None = None,
     ) -> WorkerProcess:
         """Run ``tidepool up`` on this host's address; return once it serves.
 
-        The token travels in ``TIDEPOOL_TOKEN`` (a worker off loopback requires one), never on
+        The token travels in ``TIDEPOOL_TOKEN`` (a worker off loopback requires one) and the
+        pool's peer credential in ``TIDEPOOL_PEER_TOKEN`` (a pool member requires one), never on
         the command line.
         """
+        secrets = {"TIDEPOOL_TOKEN": token}
+        if peer_token is not None:
+            secrets["TIDEPOOL_PEER_TOKEN"] = peer_token
         argv = [sys.executable, "-m", "tidepool.cli", "up", "--host", self.address]
         argv += ["--port", str(port)]
         for spec in spec_files:
@@ -323,7 +328,7 @@ class Host:
                 argv,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env=_child_env({"TIDEPOOL_TOKEN": token, **(env or {})}),
+                env=_child_env({**secrets, **(env or {})}),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

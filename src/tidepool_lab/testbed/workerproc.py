@@ -18,7 +18,11 @@ from types import TracebackType
 
 from tidepool_lab.testbed import log_tail, stop_process_group
 
-_READY = re.compile(r"serving .* on (http://\S+)")
+_READY = re.compile(r"serving .* on (https?://\S+)")
+_LIMITED = (
+    "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({n}, {n})); "
+    "sys.argv[0] = 'tidepool'; runpy.run_module('tidepool.cli', run_name='__main__')"
+)
 
 
 class WorkerProcess:
@@ -43,8 +47,12 @@ class WorkerProcess:
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 30.0,
+        max_open_files: int | None = None,
     ) -> WorkerProcess:
+        """``max_open_files`` lowers the child's ``RLIMIT_NOFILE`` (to run it out of files)."""
         args = [sys.executable, "-m", "tidepool.cli", "up", "--port", str(port)]
+        if max_open_files is not None:
+            args[1:3] = ["-c", _LIMITED.format(n=int(max_open_files))]
         for f in spec_files:
             args += ["-f", str(f)]
         args += extra_args or []

@@ -1,0 +1,205 @@
+"""A ``file://`` origin confined to its mount root: nothing outside the root is listed or served.
+
+fsspec's ``LocalFileSystem`` follows symbolic links wherever they point, so a dataset mounted at
+``/data/images`` with a link ``cat.jpg -> ../../etc/shadow`` (or a linked directory) would serve
+what the link points at. :class:`ConfinedLocalFileSystem` is the local backend the origin funnel
+uses for ``file://`` and ``local://`` mounts instead. Its rules:
+
+* Links are followed **only while they stay inside the root**: a path is resolved completely
+  (``realpath``) and is served only if the result lies under the root's own resolved path. A
+  dataset can keep links between its own files (``latest -> v3``); a link that leads out of the
+  root, or that dangles, is treated as absent (404, never 403, so it reveals nothing about the
+  target) and left out of listings.
+* Bytes are read through a descriptor opened one path component at a time from the root with
+  ``O_NOFOLLOW``, along the resolved path: if a component is swapped for a link between the check
+  and the read, the read fails instead of leaving the root.
+* Only regular files and directories exist: FIFOs, sockets and devices are absent (a FIFO would
+  block a reader forever). A file reached through a link inside the root is a file of its own
+  name; ``find`` does not enter a link to a directory it is already inside (no cycles).
+* Read-only: every write method refuses.
+
+Limits: a hard link to a file outside the root is a file inside it (the kernel cannot tell them
+apart; Linux's ``protected_hardlinks`` stops users from linking files they cannot write). The
+root itself is resolved once, when the mount is opened: it is configuration. Metadata (``info``,
+``ls``) is checked by path, so a link swapped during a listing may expose an outside file's name
+and size for that one answer, never its bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import stat
+from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class ConfinedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
+    """A read-only local filesystem that serves only what resolves to a path under ``root``."""
+
+    cachable = False
+
+    def __init__(self, root: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.confined_root = os.path.realpath(self._strip_protocol(root))
+
+    # ---- the confinement -------------------------------------------------------------------
+
+    def _absent(self, path: str, why: str) -> FileNotFoundError:
+        log.debug("local origin: %s is outside %s or unusable: %s", path, self.confined_root, why)
+        return FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+
+    def resolve(self, path: str) -> str:
+        """The real path of ``path`` if it lies inside the root; else FileNotFoundError."""
+        path = self._strip_protocol(path)
+        real = os.path.realpath(path)
+        root = self.confined_root
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise self._absent(path, f"resolves to {real}")
+        return real
+
+    def _stat(self, path: str) -> tuple[str, os.stat_result]:
+        real = self.resolve(path)
+        st = os.stat(real, follow_symlinks=False)  # ``real`` has no links left in it
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise self._absent(path, "not a regular file or directory")
+        return real, st
+
+    def open_beneath(self, path: str) -> int:
+        """A read descriptor of the regular file at ``path``, opened from the root one component
+        at a time without following links (see the module docstring)."""
+        real = self.resolve(path)
+        rel = os.path.relpath(real, self.confined_root)
+        if rel == ".":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        parts = rel.split(os.sep)
+        fd = os.open(self.confined_root, _DIR_FLAGS)
+        try:
+            for part in parts[:-1]:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            try:
+                out = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # swapped for a link since it was resolved
+                    raise self._absent(path, "changed into a link while being opened") from None
+                raise
+        except NotADirectoryError:
+            raise self._absent(path, "a directory changed into a link while being opened") from None
+        finally:
+            os.close(fd)
+        st = os.fstat(out)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(out)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            raise self._absent(path, "not a regular file")
+        os.set_blocking(out, True)
+        return out
+
+    # ---- fsspec methods the origin funnel uses ---------------------------------------------
+
+    def info(self, path: Any, **kwargs: Any) -> dict[str, Any]:
+        name = self._strip_protocol(path.path if isinstance(path, os.DirEntry) else path)
+        _, st = self._stat(name)
+        return {
+            "name": name,
+            "size": st.st_size if stat.S_ISREG(st.st_mode) else 0,
+            "type": "directory" if stat.S_ISDIR(st.st_mode) else "file",
+            "mtime": st.st_mtime,
+            "created": st.st_ctime,
+            "mode": st.st_mode,
+            "ino": st.st_ino,
+        }
+
+    def ls(self, path: str, detail: bool = False, **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        real, st = self._stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            info = self.info(path)
+            return [info] if detail else [info["name"]]
+        out: list[Any] = []
+        with os.scandir(real) as it:
+            for entry in it:
+                child = f"{path.rstrip('/')}/{entry.name}"
+                try:
+                    info = self.info(child)
+                except (FileNotFoundError, NotADirectoryError, PermissionError):
+                    continue  # outside the root, dangling, not a file or dir, or unreadable
+                out.append(info if detail else info["name"])
+        return out
+
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Every file below ``path`` (and directories with ``withdirs``), links inside the root
+        followed; a link to a directory that is being walked already (a cycle) is not entered,
+        as ``find -L`` does."""
+        path = self._strip_protocol(path)
+        _, st = self._stat(path)
+        found: dict[str, dict[str, Any]] = {}
+        if not stat.S_ISDIR(st.st_mode):
+            found[path] = self.info(path)
+        else:
+            stack = [(path, 1, frozenset({(st.st_dev, st.st_ino)}))]
+            while stack:
+                current, depth, ancestors = stack.pop()
+                for info in self.ls(current, detail=True):
+                    if info["type"] != "directory":
+                        found[info["name"]] = info
+                        continue
+                    if withdirs:
+                        found[info["name"]] = info
+                    real_st = os.stat(self.resolve(info["name"]))
+                    ident = (real_st.st_dev, real_st.st_ino)
+                    if ident not in ancestors and (maxdepth is None or depth < maxdepth):
+                        stack.append((info["name"], depth + 1, ancestors | {ident}))
+        names = sorted(found)
+        return {n: found[n] for n in names} if detail else names
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        fd = self.open_beneath(path)
+        try:
+            size = os.fstat(fd).st_size
+            lo = 0 if start is None else (max(0, size + start) if start < 0 else start)
+            hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
+            chunks: list[bytes] = []
+            pos = lo
+            while pos < hi:
+                chunk = os.pread(fd, hi - pos, pos)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                pos += len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if mode != "rb":
+            raise PermissionError(errno.EROFS, "a Tidepool origin is read-only", path)
+        return io.FileIO(self.open_beneath(path), "rb", closefd=True)
+
+    # ---- read-only -------------------------------------------------------------------------
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EROFS, "a Tidepool origin is read-only")
+
+    mkdir = makedirs = rm = rm_file = rmdir = mv = cp_file = put_file = touch = _refuse
+    pipe_file = link = symlink = _refuse

@@ -1,0 +1,202 @@
+"""``file://`` origins stay inside their mount root: links out of it (to a file or a directory)
+are neither listed nor served; links inside it are followed; FIFOs and devices do not exist.
+
+The backend is tested on its own (no servers), then through a real worker and an HTTP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidepool.core.fileinfo import FileInfo
+from tidepool.origin.funnel import Origin
+from tidepool.origin.localfs import ConfinedLocalFileSystem
+from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
+
+SECRET = b"the contents of a file outside the dataset"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A dataset root with plain files, links that stay inside, links that leave, a cycle, a FIFO.
+
+    ::
+
+        outside/secret.txt                    SECRET
+        outside/dir/deep.txt                  SECRET
+        root/a.txt                            "a"
+        root/sub/b.txt                        "b"
+        root/inside -> sub/b.txt              (followed)
+        root/subdir-link -> sub               (followed)
+        root/loop -> .                        (followed; find does not enter it)
+        root/escape -> ../outside/secret.txt  (absent)
+        root/abs-escape -> <tmp>/outside/secret.txt
+        root/escape-dir -> ../outside/dir     (absent)
+        root/sub/up -> ../../outside          (absent)
+        root/dangling -> nowhere              (absent)
+        root/fifo                             (absent)
+    """
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret.txt").write_bytes(SECRET)
+    (outside / "dir" / "deep.txt").write_bytes(SECRET)
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"a")
+    (root / "sub" / "b.txt").write_bytes(b"b")
+    (root / "inside").symlink_to("sub/b.txt")
+    (root / "subdir-link").symlink_to("sub")
+    (root / "loop").symlink_to(".")
+    (root / "escape").symlink_to("../outside/secret.txt")
+    (root / "abs-escape").symlink_to(outside / "secret.txt")
+    (root / "escape-dir").symlink_to("../outside/dir")
+    (root / "sub" / "up").symlink_to("../../outside")
+    (root / "dangling").symlink_to("nowhere")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+ABSENT = [
+    "escape",
+    "abs-escape",
+    "escape-dir",
+    "escape-dir/deep.txt",
+    "sub/up",
+    "sub/up/secret.txt",
+    "dangling",
+    "fifo",
+    "../outside/secret.txt",
+    "sub/../../outside/secret.txt",
+]
+
+
+@pytest.mark.parametrize("rel", ABSENT)
+def test_what_leaves_the_root_does_not_exist(tree: Path, rel: str) -> None:
+    fs = ConfinedLocalFileSystem(str(tree))
+    path = f"{tree}/{rel}"
+    with pytest.raises(FileNotFoundError):
+        fs.info(path)
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file(path)
+    with pytest.raises(FileNotFoundError):
+        fs.open(path, "rb")
+
+
+def test_listings_hide_what_leaves_the_root(tree: Path) -> None:
+    fs = ConfinedLocalFileSystem(str(tree))
+    names = {Path(e["name"]).name: e["type"] for e in fs.ls(str(tree), detail=True)}
+    assert names == {
+        "a.txt": "file",
+        "sub": "directory",
+        "inside": "file",
+        "subdir-link": "directory",
+        "loop": "directory",
+    }
+    assert {Path(n).name for n in fs.ls(f"{tree}/sub")} == {"b.txt"}
+    found = fs.find(str(tree))
+    assert all(fs.cat_file(p) != SECRET for p in found)
+    rel = {p[len(str(tree)) + 1 :] for p in found}
+    # every name that stays inside, each once; the loop (root/loop -> .) is not entered
+    assert rel == {"a.txt", "sub/b.txt", "inside", "subdir-link/b.txt"}
+
+
+def test_links_inside_the_root_are_followed(tree: Path) -> None:
+    fs = ConfinedLocalFileSystem(str(tree))
+    assert fs.cat_file(f"{tree}/inside") == b"b"
+    assert fs.cat_file(f"{tree}/subdir-link/b.txt") == b"b"
+    assert fs.cat_file(f"{tree}/loop/loop/a.txt") == b"a"
+    info = fs.info(f"{tree}/inside")
+    assert (info["name"], info["type"], info["size"]) == (f"{tree}/inside", "file", 1)
+    assert fs.cat_file(f"{tree}/a.txt", start=0, end=1) == b"a"
+    with fs.open(f"{tree}/sub/b.txt", "rb") as f:
+        assert f.read() == b"b"
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: the path is checked, then a component becomes a link out before the open."""
+    fs = ConfinedLocalFileSystem(str(tree))
+    real_resolve = fs.resolve
+
+    def resolve_then_swap(path: str) -> str:
+        real = real_resolve(path)
+        os.rename(tree / "sub", tree / "sub-old")
+        (tree / "sub").symlink_to("../outside/dir")
+        (tree.parent / "outside" / "dir" / "b.txt").write_bytes(SECRET)
+        return real
+
+    monkeypatch.setattr(fs, "resolve", resolve_then_swap)
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file(f"{tree}/sub/b.txt")
+
+
+def test_the_origin_is_read_only(tree: Path) -> None:
+    fs = ConfinedLocalFileSystem(str(tree))
+    for call in (
+        lambda: fs.rm(f"{tree}/a.txt"),
+        lambda: fs.mkdir(f"{tree}/new"),
+        lambda: fs.open(f"{tree}/a.txt", "wb"),
+    ):
+        with pytest.raises(PermissionError):
+            call()
+    assert (tree / "a.txt").read_bytes() == b"a"
+
+
+def local_config(root: Path, cache: Path) -> DatasetConfig:
+    mount = MountConfig(name="loc", url=f"file://{root}", protocol="file", root=str(root), path="")
+    return DatasetConfig(
+        name="loc",
+        mounts=(mount,),
+        runtime=RuntimeConfig(tiers=(TierConfig("SSD", str(cache), 1 << 26),)),
+    )
+
+
+def test_the_funnel_uses_the_confined_backend(tree: Path, tmp_path: Path) -> None:
+    async def go() -> tuple[list[FileInfo], bytes]:
+        origin = Origin("loc", local_config(tree, tmp_path / "cache").mounts[0])
+        await origin.start()
+        try:
+            with pytest.raises(FileNotFoundError):
+                await origin.read("escape", 0, 10)
+            with pytest.raises(FileNotFoundError):
+                await origin.info("escape-dir/deep.txt")
+            return await origin.find(""), await origin.read("inside", 0, 1)
+        finally:
+            await origin.close()
+
+    found, inside = asyncio.run(go())
+    assert inside == b"b"
+    assert {f["name"] for f in found} >= {"a.txt", "sub/b.txt", "inside"}
+    assert not any("secret" in f["name"] or "deep" in f["name"] for f in found)
+
+
+@pytest.mark.integration
+def test_a_worker_serves_nothing_from_outside_the_root(
+    tree: Path, tmp_path: Path, start_worker: Any
+) -> None:
+    w = start_worker([local_config(tree, tmp_path / "cache")])
+
+    def get(rel: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/files/{rel}") as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    assert get("inside") == (200, b"b")
+    assert get("subdir-link/b.txt") == (200, b"b")
+    for rel in ("escape", "abs-escape", "escape-dir/deep.txt", "sub/up/secret.txt", "fifo"):
+        status, body = get(rel)
+        assert status == 404, rel
+        assert SECRET not in body
+    with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/find/") as r:
+        listing = r.read()
+    assert b"secret" not in listing and b"deep" not in listing and b"inside" in listing
