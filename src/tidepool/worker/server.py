@@ -24,11 +24,14 @@ from tidepool.core.ring import Member
 from tidepool.origin.funnel import OriginSettings
 from tidepool.pool.hostid import host_id
 from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
+from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
 from tidepool.worker.app import WorkerApp
 from tidepool.worker.dataset import DatasetService
+from tidepool.worker.loads import LoadTable
+from tidepool.worker.localuser import LocalUsers
 from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
 from tidepool.worker.placement import Placement
 
@@ -70,6 +73,18 @@ class WorkerSettings:
     """etcd endpoints for lease-based pool membership."""
     membership: Membership | None = None
     """A ready-made provider (e.g. Kubernetes EndpointSlices), used instead of members/etcd."""
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    """Connection cap, header/idle/stall timeouts and header size caps of the HTTP listener."""
+    max_loads_running: int = 4
+    """Load jobs of one dataset that run at once (more wait, see :class:`LoadTable`)."""
+    max_loads_waiting: int = 256
+    """Load jobs of one dataset that may wait for a slot; beyond that a load answers 429."""
+
+
+_BUSY = busy_response(
+    b'{"error":"ServiceUnavailable","message":"too many connections; try again"}',
+    "application/json",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -120,6 +135,7 @@ class Worker:
         self.metas: dict[str, MetadataStore] = {}
         self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "tidepool-io")
         self._runner: web.AppRunner | None = None
+        self.budget = ConnectionBudget(self.settings.limits, _BUSY)
         self._flusher: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.host_id = host_id()
@@ -210,6 +226,19 @@ class Worker:
         address = s.advertise or f"http://{s.host}:{self.port}"
         return Member(name=name, address=address.rstrip("/"), pool=s.nodepool)
 
+    def _local_users(self) -> LocalUsers | None:
+        """Without a token, who may start loads and report hits (None: anyone)."""
+        if self.settings.token:
+            return None
+        users = LocalUsers()
+        if not users.available:
+            log.warning(
+                "cannot tell local users apart here (no /proc/net/tcp): without a token, any "
+                "local user can start loads and report hits; set one with --token-file"
+            )
+            return None
+        return users
+
     async def _start_membership(self) -> None:
         s = self.settings
         if not s.members and not s.etcd and s.membership is None:
@@ -243,14 +272,21 @@ class Worker:
             node_info=self.node_info,
             load_concurrency=self.settings.load_concurrency,
             ready=lambda: self._ready,
-        ).build()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            local_user=self._local_users(),
+            loads=LoadTable(
+                max_running=self.settings.max_loads_running,
+                max_waiting=self.settings.max_loads_waiting,
+            ),
+        ).build(self.budget)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, **self.settings.limits.server_kwargs()
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=1024)
+        site = BudgetSite(
+            self._runner, self.settings.host, self.settings.port, self.budget, backlog=1024
+        )
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self.port = site.bound_port
         await self._start_membership()  # needs the bound port; /healthz says 503 until done
         self._ready = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())

@@ -1,0 +1,313 @@
+"""Resource budgets for Tidepool's HTTP listeners (the worker and the S3 gateway).
+
+aiohttp gives most of what a listener exposed to slow or hostile clients needs, and
+:meth:`ServerLimits.server_kwargs` turns it on: request-line and header-field size caps and a
+header count cap (answered 400 by the parser), ``keepalive_timeout`` (aiohttp closes a connection
+that has not sent a complete request for that long, counted from its start or from the end of the
+previous answer), and ``handler_cancellation`` (a client that goes away cancels its handler, so
+nothing keeps working for nobody). Three things it does not have are added here, in
+:class:`ConnectionBudget`:
+
+* a cap on open connections: a new connection over the cap first closes the oldest connection
+  that has no request in progress (idle keep-alive or a request head still arriving); when every
+  connection is busy the newcomer gets ``503`` and is closed at once;
+* a header timeout shorter than the keep-alive one: once the first byte of a request arrived, its
+  head must be complete within ``header_timeout`` (a slowloris client trickling one header byte at
+  a time is cut off; idle keep-alive connections, which clients reuse, may stay ``idle_timeout``);
+* a stall timeout: an answer whose bytes nobody reads (the send buffer did not shrink for
+  ``stall_timeout``) is aborted, so a client that asks and never reads cannot pin a handler.
+
+:class:`BudgetSite` is an aiohttp site that puts each connection's protocol behind a
+:class:`_Guard`, which forwards every event to aiohttp's own protocol and watches the timers.
+Requests are marked in progress by :meth:`ConnectionBudget.middleware` (applications) or
+:meth:`ConnectionBudget.wrap` (a bare ``web.Server`` handler).
+
+Limits: a request body is not covered by the header timeout (the routes that read bodies bound
+that time themselves); pipelined requests already buffered behind a busy one fall back to the
+keep-alive timeout; the memory an answer holds while it waits for a slow reader is the read
+path's budget, not this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["BudgetSite", "ConnectionBudget", "ServerLimits", "busy_response"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+AppHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one listener may spend on its clients. Every field has a default."""
+
+    max_connections: int = 1024
+    """Open connections at once (each costs a descriptor and a protocol object)."""
+    header_timeout: float = 10.0
+    """Seconds from the first byte of a request to the end of its head."""
+    idle_timeout: float = 75.0
+    """Seconds a connection may wait for its next request (above the clients' 60 s pools)."""
+    stall_timeout: float = 60.0
+    """Seconds an answer may wait for its reader without any byte being taken."""
+    max_line_size: int = 8190
+    """Bytes of the request line and of one header line."""
+    max_field_size: int = 8190
+    """Bytes of one header value."""
+    max_headers: int = 100
+    """Header lines of one request."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_line_size", "max_field_size", "max_headers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServerLimits.{name} must be at least 1")
+        for name in ("header_timeout", "idle_timeout", "stall_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServerLimits.{name} must be a positive number of seconds")
+
+    def server_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``web.AppRunner``/``web.ServerRunner`` (aiohttp's own caps)."""
+        return {
+            "keepalive_timeout": self.idle_timeout,
+            "max_line_size": self.max_line_size,
+            "max_field_size": self.max_field_size,
+            "max_headers": self.max_headers,
+            "handler_cancellation": True,
+        }
+
+
+def busy_response(body: bytes, content_type: str) -> bytes:
+    """A complete ``503`` answer sent to a connection over the cap before it is closed."""
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class ConnectionBudget:
+    """Counts and polices the connections of one listener (see the module docstring)."""
+
+    def __init__(self, limits: ServerLimits, busy: bytes) -> None:
+        self.limits = limits
+        self.busy = busy
+        self._guards: dict[_Guard, None] = {}  # insertion order: oldest first
+        self._by_transport: dict[asyncio.BaseTransport, _Guard] = {}
+        self.refused = 0
+        """Connections answered 503 because every slot was busy."""
+        self.evicted = 0
+        """Idle connections closed to make room for a new one."""
+        self.head_timeouts = 0
+        """Connections closed because a request head did not arrive in time."""
+        self.stalled = 0
+        """Answers aborted because nobody read them."""
+
+    @property
+    def open(self) -> int:
+        """Connections open now (admitted ones)."""
+        return len(self._guards)
+
+    def protocol(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+        return _Guard(self, factory())
+
+    # ---- bookkeeping, called by the guards --------------------------------------------------
+
+    def _admit(self, guard: _Guard) -> bool:
+        if len(self._guards) >= self.limits.max_connections:
+            idle = next((g for g in self._guards if not g.busy), None)
+            if idle is None:
+                self.refused += 1
+                return False
+            self.evicted += 1
+            idle.abort("evicted to admit a new connection")
+        self._guards[guard] = None
+        if guard.transport is not None:
+            self._by_transport[guard.transport] = guard
+        return True
+
+    def _forget(self, guard: _Guard) -> None:
+        self._guards.pop(guard, None)
+        if guard.transport is not None:
+            self._by_transport.pop(guard.transport, None)
+
+    # ---- request marks -----------------------------------------------------------------------
+
+    def _guard_of(self, request: web.BaseRequest) -> _Guard | None:
+        transport = request.transport
+        return self._by_transport.get(transport) if transport is not None else None
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: AppHandler) -> web.StreamResponse:
+        """Marks a request in progress for the length of its handler (an application's)."""
+        guard = self._guard_of(request)
+        if guard is None:
+            return await handler(request)
+        guard.begin()
+        try:
+            return await handler(request)
+        finally:
+            guard.end()
+
+    def wrap(self, handler: Handler) -> Handler:
+        """The same for a bare ``web.Server`` handler."""
+
+        async def tracked(request: web.BaseRequest) -> web.StreamResponse:
+            guard = self._guard_of(request)
+            if guard is None:
+                return await handler(request)
+            guard.begin()
+            try:
+                return await handler(request)
+            finally:
+                guard.end()
+
+        return tracked
+
+
+class _Guard(asyncio.Protocol):
+    """Sits between the transport and aiohttp's protocol: forwards everything, times heads and
+    stalls, and keeps the connection count."""
+
+    def __init__(self, budget: ConnectionBudget, inner: asyncio.Protocol) -> None:
+        self.budget = budget
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.admitted = False
+        self.busy = 0
+        self._head: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
+        self._stall_seen = -1
+
+    # ---- transport events --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.budget._admit(self):
+            log.debug("connection refused: %d connections busy", self.budget.open)
+            transport.write(self.budget.busy)
+            transport.close()
+            return
+        self.admitted = True
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.admitted:
+            return
+        if not self.busy and self._head is None:
+            loop = asyncio.get_running_loop()
+            self._head = loop.call_later(self.budget.limits.header_timeout, self._head_expired)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if not self.admitted:
+            return None
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        self.budget._forget(self)
+        if self.admitted:
+            self.admitted = False
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.admitted:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.admitted:
+            self.inner.resume_writing()
+
+    # ---- requests and timers -----------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.busy += 1
+        if self._head is not None:
+            self._head.cancel()
+            self._head = None
+        if self._stall is None:
+            self._stall_seen = -1
+            loop = asyncio.get_running_loop()
+            self._stall = loop.call_later(self.budget.limits.stall_timeout, self._check_stall)
+
+    def end(self) -> None:
+        self.busy = max(0, self.busy - 1)
+        if not self.busy and self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _head_expired(self) -> None:
+        self._head = None
+        if not self.busy:
+            self.budget.head_timeouts += 1
+            self.abort("the request head did not arrive in time")
+
+    def _check_stall(self) -> None:
+        self._stall = None
+        if not self.busy or self.transport is None:
+            return
+        pending = self.transport.get_write_buffer_size()
+        if pending > 0 and pending == self._stall_seen:
+            self.budget.stalled += 1
+            self.abort(f"nobody read the answer for {self.budget.limits.stall_timeout:g} s")
+            return
+        self._stall_seen = pending
+        loop = asyncio.get_running_loop()
+        self._stall = loop.call_later(self.budget.limits.stall_timeout, self._check_stall)
+
+    def abort(self, why: str) -> None:
+        log.debug("closing a connection: %s", why)
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head, self._stall):
+            if timer is not None:
+                timer.cancel()
+        self._head = self._stall = None
+
+
+class BudgetSite(web.BaseSite):
+    """A TCP site whose connections are policed by ``budget``."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        budget: ConnectionBudget,
+        *,
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host, self._port = host, port
+        self.budget = budget
+        self.bound_port: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self.bound_port or self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: self.budget.protocol(server), self._host, self._port, backlog=self._backlog
+        )
+        sockets = self._server.sockets
+        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
