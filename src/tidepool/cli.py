@@ -37,7 +37,22 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
         default=_env("ENDPOINT", "http://127.0.0.1:8433"),
         help="worker URL (env TIDEPOOL_ENDPOINT, default %(default)s)",
     )
-    p.add_argument("--token", default=_env("TOKEN"), help="bearer token (env TIDEPOOL_TOKEN)")
+    _add_token_args(p)
+
+
+def _add_token_args(p: argparse.ArgumentParser) -> None:
+    from tidepool.spec.credentials import add_secret_args
+
+    add_secret_args(p, "token", "TIDEPOOL_TOKEN", "bearer token of the worker")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token from --token-file, --token (warned: visible in ps) or TIDEPOOL_TOKEN."""
+    from tidepool.spec.credentials import resolve_secret
+
+    return resolve_secret(
+        args.token, args.token_file, os.environ, name="token", env="TIDEPOOL_TOKEN"
+    )
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address")
     p.add_argument("--port", type=int, default=int(_env("PORT", "8433") or 8433))
-    p.add_argument("--token", default=_env("TOKEN"), help="bearer token (required off loopback)")
+    _add_token_args(p)  # required off loopback
     p.add_argument("--state-dir", type=Path, default=_env("STATE_DIR"))
     p.add_argument(
         "--nodepool",
@@ -211,7 +226,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         host=args.host,
         port=args.port,
-        token=args.token,
+        token=_token(args),
         nodepool=args.nodepool,
         node_name=args.node_name,
         advertise=args.advertise,
@@ -253,7 +268,7 @@ def _loop_factory() -> Any:
 def _fs(args: argparse.Namespace) -> Any:
     from tidepool.client import TidepoolFileSystem
 
-    return TidepoolFileSystem(endpoint=args.endpoint, token=args.token, skip_instance_cache=True)
+    return TidepoolFileSystem(endpoint=args.endpoint, token=_token(args), skip_instance_cache=True)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -192,12 +192,12 @@ class _Guard(asyncio.Protocol):
     # ---- transport events --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check
+        self.transport = tcp = cast(asyncio.Transport, transport)
         if not self.budget._admit(self):
             log.debug("connection refused: %d connections busy", self.budget.open)
-            transport.write(self.budget.busy)
-            transport.close()
+            tcp.write(self.budget.busy)
+            tcp.close()
             return
         self.admitted = True
         self.inner.connection_made(transport)

@@ -111,7 +111,7 @@ class Worker:
         if not is_loopback(self.settings.host) and not self.settings.token:
             raise ConfigError(
                 f"listening on {self.settings.host!r} (beyond loopback) requires a bearer token: "
-                "pass --token or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
+                "pass --token-file or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
             )
         pool = self.settings.nodepool
         if pool:
