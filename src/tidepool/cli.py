@@ -360,10 +360,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     reporter = None
     if args.report_job and not args.no_wait:
-        from tidepool.operator.loadreport import JobReporter, parse_job_ref
+        from tidepool.operator.loadreport import JobReporter, check_own_job, parse_job_ref
         from tidepool.pool.kubeapi import KubeConfig
 
         ns, name = parse_job_ref(args.report_job, os.environ.get("POD_NAMESPACE", "default"))
+        check_own_job(ns, name, os.environ)
         reporter = JobReporter(KubeConfig.from_env(), ns, name).start()
     fs = _fs(args)
     job = fs.start_load(args.dataset, list(args.paths), concurrency=args.concurrency)
