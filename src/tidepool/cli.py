@@ -236,6 +236,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     if args.state_dir:
         settings.state_dir = args.state_dir
+    from tidepool.serving import ServerLimits
+
+    settings.limits = ServerLimits.from_env(os.environ)  # TIDEPOOL_MAX_CONNECTIONS, ...
     worker = Worker(bundle.datasets.values(), settings)
 
     async def run() -> None:

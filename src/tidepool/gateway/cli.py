@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tidepool.core.errors import ConfigError, redact
 from tidepool.gateway.server import Gateway
+from tidepool.serving import ServerLimits
 from tidepool.spec.credentials import add_secret_args, resolve_secret
 
 __all__ = ["add_gateway_args", "load_credentials", "parse_listen", "run_gateway"]
@@ -134,7 +135,8 @@ def run_gateway(args: argparse.Namespace) -> int:
         token = resolve_secret(
             args.token, args.token_file, os.environ, name="token", env="TIDEPOOL_TOKEN"
         )
-    except ConfigError as exc:
+        limits = ServerLimits.from_env(os.environ)
+    except (ConfigError, ValueError) as exc:
         print(f"tidepool gateway: {redact(str(exc))}", file=sys.stderr)
         return 2
     gateway = Gateway(
@@ -145,6 +147,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         port=port,
         region=args.region,
         public_hosts=args.public_host,
+        limits=limits,
     )
     try:
         import uvloop

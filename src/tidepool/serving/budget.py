@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from aiohttp import web
+
+from tidepool.core.inputs import bad_value, parse_int
 
 __all__ = ["BudgetSite", "ConnectionBudget", "ServerLimits", "busy_response"]
 
@@ -44,6 +47,19 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 AppHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SECONDS = re.compile(r"[0-9]{1,7}(\.[0-9]{1,6})?", re.ASCII)
+
+
+class _WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp logs every request its parser refuses at ERROR with a traceback (after answering
+    it 400): a hostile client could fill the log that way. Those go to debug here; the
+    handlers log their own failures."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.logger.log(logging.DEBUG, msg, *args, **kwargs)
+
+
+_WIRE_LOG = _WireLog(logging.getLogger(f"{__name__}.wire"), {})
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,24 @@ class ServerLimits:
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerLimits.{name} must be a positive number of seconds")
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], prefix: str = "TIDEPOOL_") -> ServerLimits:
+        """Limits with the fields named in ``environ`` (``TIDEPOOL_MAX_CONNECTIONS``,
+        ``TIDEPOOL_HEADER_TIMEOUT`` …) overriding the defaults; ``ValueError`` naming a bad one."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f"{prefix}{f.name.upper()}"
+            text = environ.get(name)
+            if text is None:
+                continue
+            if f.type == "int" or isinstance(f.default, int):
+                values[f.name] = parse_int(text.strip(), name, lo=1, hi=10**7)
+            else:
+                if not _SECONDS.fullmatch(text.strip()):
+                    raise bad_value(name, text, "a number of seconds like 10 or 2.5")
+                values[f.name] = float(text)
+        return cls(**values)
+
     def server_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``web.AppRunner``/``web.ServerRunner`` (aiohttp's own caps)."""
         return {
@@ -81,6 +115,7 @@ class ServerLimits:
             "max_field_size": self.max_field_size,
             "max_headers": self.max_headers,
             "handler_cancellation": True,
+            "logger": _WIRE_LOG,
         }
 
 
@@ -99,9 +134,9 @@ def busy_response(body: bytes, content_type: str) -> bytes:
 class ConnectionBudget:
     """Counts and polices the connections of one listener (see the module docstring)."""
 
-    def __init__(self, limits: ServerLimits, busy: bytes) -> None:
+    def __init__(self, limits: ServerLimits, busy_answer: bytes) -> None:
         self.limits = limits
-        self.busy = busy
+        self.busy_answer = busy_answer
         self._guards: dict[_Guard, None] = {}  # insertion order: oldest first
         self._by_transport: dict[asyncio.BaseTransport, _Guard] = {}
         self.refused = 0
@@ -117,6 +152,11 @@ class ConnectionBudget:
     def open(self) -> int:
         """Connections open now (admitted ones)."""
         return len(self._guards)
+
+    @property
+    def in_progress(self) -> int:
+        """Connections with a request in progress."""
+        return sum(1 for g in self._guards if g.busy)
 
     def protocol(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
         return _Guard(self, factory())
@@ -196,7 +236,7 @@ class _Guard(asyncio.Protocol):
         self.transport = tcp = cast(asyncio.Transport, transport)
         if not self.budget._admit(self):
             log.debug("connection refused: %d connections busy", self.budget.open)
-            tcp.write(self.budget.busy)
+            tcp.write(self.budget.busy_answer)
             tcp.close()
             return
         self.admitted = True

@@ -136,6 +136,7 @@ class Worker:
         self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "tidepool-io")
         self._runner: web.AppRunner | None = None
         self.budget = ConnectionBudget(self.settings.limits, _BUSY)
+        self.api: WorkerApp | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.host_id = host_id()
@@ -265,7 +266,7 @@ class Worker:
             await svc.start()
         self.metrics.add_store_collector(self._store_samples)
         self.metrics.add_origin_collector(self._origin_samples)
-        app = WorkerApp(
+        self.api = WorkerApp(
             self.services,
             self.metrics,
             token=self.settings.token,
@@ -277,7 +278,8 @@ class Worker:
                 max_running=self.settings.max_loads_running,
                 max_waiting=self.settings.max_loads_waiting,
             ),
-        ).build(self.budget)
+        )
+        app = self.api.build(self.budget)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, **self.settings.limits.server_kwargs()
         )
