@@ -15,6 +15,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from hypothesis import example, given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tidepool.cli import build_parser, main
 from tidepool.core.errors import ConfigError, SpecError
@@ -183,3 +186,25 @@ def test_a_load_job_reports_onto_itself_only() -> None:
         check_own_job("edge", "other-job", env)
     with pytest.raises(ConfigError, match="its own Job"):
         check_own_job("kube-system", "warm-load-np1", env)
+
+
+@given(st.text(st.characters(exclude_categories=()), max_size=60))
+@example("--concurrency=1")
+@example("/ok\u2028x")
+def test_target_model_is_total(path: str) -> None:
+    try:
+        target = LoadTarget.model_validate({"path": path})
+    except ValidationError as exc:
+        assert "path" in str(exc)
+        return
+    assert not target.path.startswith("-")
+    assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in target.path)
+
+
+@given(st.text(st.characters(exclude_categories=()), max_size=80))
+def test_parse_job_ref_is_total(text: str) -> None:
+    try:
+        ns, name = parse_job_ref(text)
+    except ConfigError:
+        return
+    assert ns.isascii() and name.isascii() and not name.startswith("-")

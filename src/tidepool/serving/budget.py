@@ -18,7 +18,9 @@ nothing keeps working for nobody). Three things it does not have are added here,
   ``stall_timeout``) is aborted, so a client that asks and never reads cannot pin a handler.
 
 :class:`BudgetSite` is an aiohttp site that puts each connection's protocol behind a
-:class:`_Guard`, which forwards every event to aiohttp's own protocol and watches the timers.
+:class:`_Guard`, which forwards every event to aiohttp's own protocol and keeps the timestamps
+that one periodic sweep of the budget checks (no timer per request: the hot path only stores a
+number).
 Requests are marked in progress by :meth:`ConnectionBudget.middleware` (applications) or
 :meth:`ConnectionBudget.wrap` (a bare ``web.Server`` handler).
 
@@ -132,13 +134,20 @@ def busy_response(body: bytes, content_type: str) -> bytes:
 
 
 class ConnectionBudget:
-    """Counts and polices the connections of one listener (see the module docstring)."""
+    """Counts and polices the connections of one listener (see the module docstring).
+
+    Time limits are enforced by one sweep over the connections every :attr:`tick` seconds (a
+    quarter of the shortest limit), which only reads timestamps the guards keep: no timer per
+    request. A limit therefore holds to within one tick.
+    """
 
     def __init__(self, limits: ServerLimits, busy_answer: bytes) -> None:
         self.limits = limits
         self.busy_answer = busy_answer
+        self.tick = max(0.05, min(limits.header_timeout, limits.stall_timeout) / 4)
         self._guards: dict[_Guard, None] = {}  # insertion order: oldest first
         self._by_transport: dict[asyncio.BaseTransport, _Guard] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self.refused = 0
         """Connections answered 503 because every slot was busy."""
         self.evicted = 0
@@ -174,12 +183,41 @@ class ConnectionBudget:
         self._guards[guard] = None
         if guard.transport is not None:
             self._by_transport[guard.transport] = guard
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self.tick, self._sweep)
         return True
 
     def _forget(self, guard: _Guard) -> None:
         self._guards.pop(guard, None)
         if guard.transport is not None:
             self._by_transport.pop(guard.transport, None)
+
+    def _sweep(self) -> None:
+        """Close connections past a time limit; runs every ``tick`` while any is open."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        limits = self.limits
+        for guard in list(self._guards):
+            if guard.busy:
+                transport = guard.transport
+                pending = transport.get_write_buffer_size() if transport is not None else 0
+                if pending == 0 or pending != guard.stall_size:
+                    guard.stall_size, guard.stall_since = pending, now
+                elif now - guard.stall_since > limits.stall_timeout:
+                    self.stalled += 1
+                    guard.abort(f"nobody read the answer for {limits.stall_timeout:g} s")
+            elif guard.head_since is not None and now - guard.head_since > limits.header_timeout:
+                self.head_timeouts += 1
+                guard.abort("the request head did not arrive in time")
+        if self._guards:
+            self._sweeper = loop.call_later(self.tick, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     # ---- request marks -----------------------------------------------------------------------
 
@@ -216,8 +254,8 @@ class ConnectionBudget:
 
 
 class _Guard(asyncio.Protocol):
-    """Sits between the transport and aiohttp's protocol: forwards everything, times heads and
-    stalls, and keeps the connection count."""
+    """Sits between the transport and aiohttp's protocol: forwards everything, keeps the
+    timestamps the budget's sweep reads, and the connection count."""
 
     def __init__(self, budget: ConnectionBudget, inner: asyncio.Protocol) -> None:
         self.budget = budget
@@ -225,9 +263,11 @@ class _Guard(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.admitted = False
         self.busy = 0
-        self._head: asyncio.TimerHandle | None = None
-        self._stall: asyncio.TimerHandle | None = None
-        self._stall_seen = -1
+        self.head_since: float | None = None
+        """When the first byte of a request head arrived on an idle connection."""
+        self.stall_size = 0
+        self.stall_since = 0.0
+        """The send buffer's size, and since when it has not changed (busy connections)."""
 
     # ---- transport events --------------------------------------------------------------------
 
@@ -245,9 +285,8 @@ class _Guard(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.admitted:
             return
-        if not self.busy and self._head is None:
-            loop = asyncio.get_running_loop()
-            self._head = loop.call_later(self.budget.limits.header_timeout, self._head_expired)
+        if not self.busy and self.head_since is None:
+            self.head_since = asyncio.get_running_loop().time()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -256,7 +295,6 @@ class _Guard(asyncio.Protocol):
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
         self.budget._forget(self)
         if self.admitted:
             self.admitted = False
@@ -270,54 +308,21 @@ class _Guard(asyncio.Protocol):
         if self.admitted:
             self.inner.resume_writing()
 
-    # ---- requests and timers -----------------------------------------------------------------
+    # ---- requests ------------------------------------------------------------------------------
 
     def begin(self) -> None:
         self.busy += 1
-        if self._head is not None:
-            self._head.cancel()
-            self._head = None
-        if self._stall is None:
-            self._stall_seen = -1
-            loop = asyncio.get_running_loop()
-            self._stall = loop.call_later(self.budget.limits.stall_timeout, self._check_stall)
+        self.head_since = None
+        self.stall_size = 0
 
     def end(self) -> None:
         self.busy = max(0, self.busy - 1)
-        if not self.busy and self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
-
-    def _head_expired(self) -> None:
-        self._head = None
-        if not self.busy:
-            self.budget.head_timeouts += 1
-            self.abort("the request head did not arrive in time")
-
-    def _check_stall(self) -> None:
-        self._stall = None
-        if not self.busy or self.transport is None:
-            return
-        pending = self.transport.get_write_buffer_size()
-        if pending > 0 and pending == self._stall_seen:
-            self.budget.stalled += 1
-            self.abort(f"nobody read the answer for {self.budget.limits.stall_timeout:g} s")
-            return
-        self._stall_seen = pending
-        loop = asyncio.get_running_loop()
-        self._stall = loop.call_later(self.budget.limits.stall_timeout, self._check_stall)
 
     def abort(self, why: str) -> None:
         log.debug("closing a connection: %s", why)
-        self._cancel_timers()
+        self.budget._forget(self)  # no longer counted, nor chosen for eviction again
         if self.transport is not None:
             self.transport.abort()
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._head, self._stall):
-            if timer is not None:
-                timer.cancel()
-        self._head = self._stall = None
 
 
 class BudgetSite(web.BaseSite):
@@ -351,3 +356,7 @@ class BudgetSite(web.BaseSite):
         )
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.budget.close()

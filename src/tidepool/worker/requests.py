@@ -101,7 +101,10 @@ _QUERY_PARSERS = {"refresh": parse_bool}
 
 
 def check_query(request: web.Request, route: str) -> None:
-    """Parse the query string for ``route`` and keep the result on the request (middleware)."""
+    """Parse the query string for ``route`` and keep the result on the request (middleware).
+    An empty query string is every model's defaults (see :func:`query`) and costs nothing."""
+    if not request.query_string:
+        return
     model = ROUTE_QUERIES.get(route, NoQuery)
     values: dict[str, Any] = {}
     for name in request.query:
@@ -119,6 +122,8 @@ def check_query(request: web.Request, route: str) -> None:
 def query(request: web.Request, model: type[_Q]) -> _Q:
     """The parsed query of this request, as ``model`` (see :func:`check_query`)."""
     parsed = request.get(_QUERY_KEY)
+    if parsed is None and not request.query_string:
+        return model()
     if not isinstance(parsed, model):
         raise RuntimeError(f"route {request.path!r} does not declare {model.__name__}")
     return parsed
