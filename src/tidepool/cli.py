@@ -37,7 +37,22 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
         default=_env("ENDPOINT", "http://127.0.0.1:8433"),
         help="worker URL (env TIDEPOOL_ENDPOINT, default %(default)s)",
     )
-    p.add_argument("--token", default=_env("TOKEN"), help="bearer token (env TIDEPOOL_TOKEN)")
+    _add_token_args(p)
+
+
+def _add_token_args(p: argparse.ArgumentParser) -> None:
+    from tidepool.spec.credentials import add_secret_args
+
+    add_secret_args(p, "token", "TIDEPOOL_TOKEN", "bearer token of the worker")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token from --token-file, --token (warned: visible in ps) or TIDEPOOL_TOKEN."""
+    from tidepool.spec.credentials import resolve_secret
+
+    return resolve_secret(
+        args.token, args.token_file, os.environ, name="token", env="TIDEPOOL_TOKEN"
+    )
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -118,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address")
     p.add_argument("--port", type=int, default=int(_env("PORT", "8433") or 8433))
-    p.add_argument("--token", default=_env("TOKEN"), help="bearer token (required off loopback)")
+    _add_token_args(p)  # required off loopback
     p.add_argument("--state-dir", type=Path, default=_env("STATE_DIR"))
     p.add_argument(
         "--nodepool",
@@ -263,7 +278,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         host=args.host,
         port=args.port,
-        token=args.token,
+        token=_token(args),
         nodepool=args.nodepool,
         node_name=args.node_name,
         advertise=args.advertise,
@@ -277,6 +292,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     if args.state_dir:
         settings.state_dir = args.state_dir
+    from tidepool.serving import ServerLimits
+
+    settings.limits = ServerLimits.from_env(os.environ)  # TIDEPOOL_MAX_CONNECTIONS, ...
     worker = Worker(bundle.datasets.values(), settings)
 
     async def run() -> None:
@@ -309,7 +327,7 @@ def _loop_factory() -> Any:
 def _fs(args: argparse.Namespace) -> Any:
     from tidepool.client import TidepoolFileSystem
 
-    return TidepoolFileSystem(endpoint=args.endpoint, token=args.token, skip_instance_cache=True)
+    return TidepoolFileSystem(endpoint=args.endpoint, token=_token(args), skip_instance_cache=True)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -401,10 +419,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     reporter = None
     if args.report_job and not args.no_wait:
-        from tidepool.operator.loadreport import JobReporter, parse_job_ref
+        from tidepool.operator.loadreport import JobReporter, check_own_job, parse_job_ref
         from tidepool.pool.kubeapi import KubeConfig
 
         ns, name = parse_job_ref(args.report_job, os.environ.get("POD_NAMESPACE", "default"))
+        check_own_job(ns, name, os.environ)
         reporter = JobReporter(KubeConfig.from_env(), ns, name).start()
     fs = _fs(args)
     job = fs.start_load(args.dataset, list(args.paths), concurrency=args.concurrency)

@@ -184,14 +184,19 @@ def test_fast_path_reads_reach_the_workers_hit_ratio(
 def test_local_hits_report_is_validated(serve: Serve) -> None:
     worker = serve({"ds": FILES}, page_size=PAGE)
     url = urlsplit(worker.endpoint)
+    json_type = {"Content-Type": "application/json"}
     for body in ('{"pages": -1}', '{"pages": "3"}', "[]", "not json", '{"pages": true}'):
         conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
-        conn.request("POST", "/v1/datasets/ds/local-hits", body)
+        conn.request("POST", "/v1/datasets/ds/local-hits", body, json_type)
         resp = conn.getresponse()
         answer = json.loads(resp.read())
         conn.close()
         assert resp.status == 400, body
         assert "pages" in answer["message"] or "JSON" in answer["message"]
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    conn.request("POST", "/v1/datasets/ds/local-hits", '{"pages": 1}')  # no JSON content type
+    assert conn.getresponse().status == 415
+    conn.close()
     assert worker.worker.services["ds"].hits == 0
 
 

@@ -61,7 +61,8 @@ def test_fuse_daemonset_mount_reaches_the_inference_pod(
     pv_path = Path(pv["spec"]["hostPath"]["path"])
 
     args = list(container["args"])
-    args[args.index("--endpoint") + 1] = worker.endpoint  # the Service, as resolved in the pool
+    at = next(i for i, a in enumerate(args) if a.startswith("--endpoint="))
+    args[at] = f"--endpoint={worker.endpoint}"  # the Service, as resolved in the pool
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEPOOL_")}
     env.update({"TIDEPOOL_NODEPOOL": POOL, "NODE_NAME": "edge-1"})
 

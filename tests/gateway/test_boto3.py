@@ -116,8 +116,8 @@ def test_wrong_credentials(stack: Stack) -> None:
         403,
     )
     assert error_code(bad.list_buckets) == ("SignatureDoesNotMatch", 403)
-    unknown = stack.client(key="nobody")
-    assert error_code(unknown.list_objects_v2, Bucket="ds") == ("InvalidAccessKeyId", 403)
+    unknown = stack.client(key="nobody")  # the same answer: key ids cannot be enumerated
+    assert error_code(unknown.list_objects_v2, Bucket="ds") == ("SignatureDoesNotMatch", 403)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with pytest.raises(urllib.error.HTTPError) as err:
         opener.open(f"{stack.url}/ds/small.txt", timeout=10)

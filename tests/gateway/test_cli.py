@@ -13,6 +13,7 @@ import pytest
 
 from tidepool.core.errors import ConfigError
 from tidepool.gateway.cli import add_gateway_args, load_credentials, parse_listen
+from tidepool.spec.credentials import resolve_secret
 from tidepool_lab.testbed import s3util
 from tidepool_lab.testbed.s3server import free_port
 
@@ -48,11 +49,16 @@ def test_flags_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     parser = argparse.ArgumentParser()
     add_gateway_args(parser)
     args = parser.parse_args([])
-    assert (args.access_key, args.secret_key, args.endpoint) == (
-        "envkey",
-        "envsecret",
-        "http://127.0.0.1:1234",
+    assert (args.access_key, args.endpoint) == ("envkey", "http://127.0.0.1:1234")
+    assert args.secret_key is None  # secrets never become flag defaults (no warning, no ps)
+    secret = resolve_secret(
+        args.secret_key,
+        args.secret_key_file,
+        os.environ,
+        name="secret-key",
+        env="TIDEPOOL_GATEWAY_SECRET_KEY",
     )
+    assert secret == "envsecret"
     assert args.listen == "127.0.0.1:9000"
 
 

@@ -11,7 +11,7 @@ import pytest
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tidepool.gateway.errors import S3Error
@@ -177,10 +177,11 @@ def errors_of(url: str, headers: list[tuple[str, str]], now: float | None = None
 def test_wrong_secret_unknown_key_and_tampering() -> None:
     url, headers = signed("k", creds=(AK, "wrong-secret"))
     assert errors_of(url, headers) == "SignatureDoesNotMatch"
+    # an unknown key id answers like a wrong secret: key ids cannot be enumerated
     url, headers = signed("k", creds=("nobody", SK))
-    assert errors_of(url, headers) == "InvalidAccessKeyId"
+    assert errors_of(url, headers) == "SignatureDoesNotMatch"
     url, headers = signed("k", presign=True, creds=("nobody", SK))
-    assert errors_of(url, headers) == "InvalidAccessKeyId"
+    assert errors_of(url, headers) == "SignatureDoesNotMatch"
     url, headers = signed("k", extra={"Range": "bytes=0-9"})
     tampered = [(n, "bytes=0-99" if n == "Range" else v) for n, v in headers]
     assert errors_of(url, tampered) == "SignatureDoesNotMatch"
@@ -221,3 +222,53 @@ def test_unsigned_host_is_refused() -> None:
     auth = dict(headers)["Authorization"].replace("SignedHeaders=host;", "SignedHeaders=")
     headers = [(n, auth if n == "Authorization" else v) for n, v in headers]
     assert errors_of(url, headers) == "AccessDenied"
+
+
+def test_region_must_be_the_gateways() -> None:
+    url, headers = signed("k", region="eu-central-1")
+    parts = urlsplit(url)
+    with pytest.raises(S3Error) as err:
+        verify("GET", parts.path, parts.query, headers, time.time(), lookup, region="us-east-1")
+    assert err.value.code == "AuthorizationHeaderMalformed"
+    assert "'eu-central-1' is wrong; expecting 'us-east-1'" in err.value.message
+    url, headers = signed("k", region="eu-central-1", presign=True)
+    parts = urlsplit(url)
+    with pytest.raises(S3Error) as err:
+        verify("GET", parts.path, parts.query, headers, time.time(), lookup, region="us-east-1")
+    assert err.value.code == "AuthorizationQueryParametersError"
+
+
+def test_signed_host_must_be_ours() -> None:
+    url, headers = signed("k")
+    parts = urlsplit(url)
+    ours = verify(
+        "GET", parts.path, parts.query, headers, time.time(), lookup, host_ok=lambda h: h == HOST
+    )
+    assert ours == AK
+    with pytest.raises(S3Error) as err:
+        verify(
+            "GET", parts.path, parts.query, headers, time.time(), lookup, host_ok=lambda h: False
+        )
+    assert (err.value.code, err.value.status) == ("AccessDenied", 403)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.text(st.characters(exclude_categories=()), max_size=60),
+    raw=st.binary(max_size=40),
+    name=st.sampled_from(["Range", "x-amz-meta-a", "If-None-Match", "x-amz-date", "Authorization"]),
+)
+@example(value="\ud800", raw=b"\xff\xfe", name="x-amz-meta-a")
+@example(value="²", raw=b"\xc3", name="Range")
+def test_any_header_value_is_a_clean_answer(value: str, raw: bytes, name: str) -> None:
+    """Full Unicode and non-UTF-8 bytes (as aiohttp hands them over: surrogate escapes) in a
+    signed header: the request verifies or fails with an S3 error, never another exception."""
+    url, headers = signed("k", extra={"Range": "bytes=0-9", "x-amz-meta-a": "x"})
+    escaped = raw.decode("utf-8", "surrogateescape")
+    for new in (value, escaped):
+        changed = [(n, new if n.lower() == name.lower() else v) for n, v in headers]
+        parts = urlsplit(url)
+        try:
+            verify("GET", parts.path, parts.query, changed, time.time(), lookup, region="us-east-1")
+        except S3Error as exc:
+            assert 400 <= exc.status < 500

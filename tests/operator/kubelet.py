@@ -80,6 +80,9 @@ def container_process(
     )
 
     def in_host(text: str) -> str:
+        if text.startswith("--") and "=" in text:  # --flag=PATH, as render quotes values
+            flag, _, value = text.partition("=")
+            return f"{flag}={in_host(value)}"
         for inside, outside in mounts:
             if text == inside or text.startswith(inside + "/"):
                 return str(outside) + text[len(inside) :]

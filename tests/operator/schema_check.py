@@ -101,7 +101,7 @@ def as_jsonschema(node: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if node.get("type"):
         out["type"] = [node["type"], "null"] if node.get("nullable") else node["type"]
-    for key in ("enum", "minimum", "minItems", "required"):
+    for key in ("enum", "minimum", "maximum", "minItems", "required", "pattern", "maxLength"):
         if key in node:
             out[key] = node[key] + [None] if key == "enum" and node.get("nullable") else node[key]
     if "properties" in node:

@@ -355,11 +355,8 @@ async def test_dataload_job_and_phases(
         assert job["spec"]["template"]["spec"]["nodeSelector"] == {
             "apps.openyurt.io/nodepool": POOL
         }
-        assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
-            "load",
-            "images",
-            "/train",
-        ]
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "load" and args[args.index("--") + 1 :] == ["images", "/train"]
         await eventually(
             lambda: (
                 (objects(api, "DataLoad")["warm"].get("status") or {}).get("phase") == "Executing"
@@ -378,7 +375,7 @@ async def test_dataload_job_and_phases(
 
         def rerun() -> bool:
             args = objects(api, "Job")[job_name]["spec"]["template"]["spec"]["containers"][0]
-            return bool(args["args"][2] == "/val")
+            return bool(args["args"][-1] == "/val")
 
         await eventually(rerun)
         assert "status" not in objects(api, "Job")[job_name]  # a new Job, not the old one patched
@@ -421,7 +418,8 @@ async def test_dataload_progress_from_a_real_load(
         # run the Job's container as the kubelet would, the Service address swapped for ours
         (container,) = job["spec"]["template"]["spec"]["containers"]
         args = list(container["args"])
-        args[args.index("--endpoint") + 1] = worker.endpoint
+        at = next(i for i, a in enumerate(args) if a.startswith("--endpoint="))
+        args[at] = f"--endpoint={worker.endpoint}"
         fields = {
             "metadata.namespace": "default",
             "metadata.labels['batch.kubernetes.io/job-name']": job_name,

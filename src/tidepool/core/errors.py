@@ -86,29 +86,46 @@ class RangeNotSatisfiableError(BadRequestError):
         super().__init__(f"range {header!r} is not satisfiable for a file of {size} bytes")
 
 
+class UnsupportedMediaError(BadRequestError):
+    """A request body in a format the route does not take (HTTP 415)."""
+
+
 class UnknownDatasetError(TidepoolError, LookupError):
     """The dataset is not served by this worker."""
 
     def __init__(self, dataset: str, known: list[str]) -> None:
         self.dataset = dataset
         valid = ", ".join(sorted(known)) or "none"
-        super().__init__(f"unknown dataset {dataset!r}; this worker serves: {valid}")
+        shown = repr(dataset) if len(dataset) <= 64 else f"{dataset[:64]!r}…"
+        super().__init__(f"unknown dataset {shown}; this worker serves: {valid}")
 
 
 class AuthError(TidepoolError, PermissionError):
     """Missing or wrong bearer token."""
 
 
+class ForbiddenError(TidepoolError, PermissionError):
+    """The caller is known but may not do this (HTTP 403), e.g. another local user asking a
+    tokenless loopback worker to start a load."""
+
+
+class TooManyRequestsError(TidepoolError):
+    """A bounded resource is full (HTTP 429): the request may be sent again later."""
+
+
 # exception type -> (HTTP status, error code). Checked in order: put subclasses first.
 HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
     (RangeNotSatisfiableError, 416, "InvalidRange"),
+    (UnsupportedMediaError, 415, "UnsupportedMediaType"),
     (BadRequestError, 400, "BadRequest"),
     (UnknownDatasetError, 404, "NoSuchDataset"),
     (PeerAuthError, 403, "Forbidden"),
     (FileNotFoundError, 404, "NoSuchKey"),
     (IsADirectoryError, 400, "IsADirectory"),
     (NotADirectoryError, 400, "NotADirectory"),
+    (ForbiddenError, 403, "Forbidden"),
     (AuthError, 401, "Unauthorized"),
+    (TooManyRequestsError, 429, "TooManyRequests"),
     (OriginUnavailableError, 503, "OriginUnavailable"),
     (VersionGoneError, 412, "PreconditionFailed"),
     (VersionChangedError, 412, "PreconditionFailed"),
@@ -138,7 +155,7 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
         return NotADirectoryError(errno.ENOTDIR, message, path)
     if code == "InvalidRange":
         return BadRequestError(message)
-    if code == "BadRequest":
+    if code in ("BadRequest", "UnsupportedMediaType"):
         return BadRequestError(message)
     if code == "Unauthorized":
         return AuthError(message)
@@ -146,6 +163,10 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
         gone = VersionGoneError(path, str(body.get("version", "")))
         gone.strerror = message  # the worker's message already says which version and why
         return gone
+    if code == "Forbidden":
+        return ForbiddenError(message)
+    if code == "TooManyRequests":
+        return TooManyRequestsError(message)
     if code == "OriginUnavailable":
         err = OriginUnavailableError(
             str(body.get("dataset", "?")), str(body.get("path", path)), message

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tidepool.core.errors import redact
 from tidepool.fuse.mount import MountError, MountSettings
+from tidepool.spec.credentials import add_secret_args, resolve_secret
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,7 @@ def add_mount_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("TIDEPOOL_ENDPOINT", "http://127.0.0.1:8433"),
         help="worker URL (env TIDEPOOL_ENDPOINT, default %(default)s)",
     )
-    p.add_argument(
-        "--token", default=os.environ.get("TIDEPOOL_TOKEN"), help="bearer token (TIDEPOOL_TOKEN)"
-    )
+    add_secret_args(p, "token", "TIDEPOOL_TOKEN", "bearer token of the worker")
     p.add_argument(
         "--foreground",
         action="store_true",
@@ -82,7 +81,9 @@ def settings_from_args(args: argparse.Namespace) -> MountSettings:
         mountpoint=Path(args.mountpoint).absolute(),
         dataset=None if args.all else args.dataset.strip("/"),
         endpoint=args.endpoint,
-        token=args.token,
+        token=resolve_secret(
+            args.token, args.token_file, os.environ, name="token", env="TIDEPOOL_TOKEN"
+        ),
         allow_other=args.allow_other,
         read_ahead_kb=args.read_ahead_kb,
     )

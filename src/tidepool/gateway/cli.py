@@ -1,15 +1,17 @@
 """``tidepool gateway``: the command-line verb that runs the S3 gateway until SIGINT/SIGTERM.
 
 :func:`add_gateway_args` adds the flags to an ``argparse`` parser and :func:`run_gateway` runs the
-verb; the main CLI wires them in. Credentials come from ``--access-key``/``--secret-key`` (or
-``TIDEPOOL_GATEWAY_ACCESS_KEY``/``TIDEPOOL_GATEWAY_SECRET_KEY``) and/or ``--credentials-file``
-(one ``ACCESS:SECRET`` per line, ``#`` comments); the gateway refuses to start without any.
+verb; the main CLI wires them in. Credentials come from ``--access-key`` with its secret from
+``--secret-key-file`` or ``TIDEPOOL_GATEWAY_SECRET_KEY`` (``--secret-key VALUE`` still works and
+warns: a flag is visible in ``ps``), and/or ``--credentials-file`` (one ``ACCESS:SECRET`` per
+line, ``#`` comments); the gateway refuses to start without any. The worker's token comes the
+same way (``--token-file``, ``TIDEPOOL_TOKEN``). ``--public-host`` names the addresses clients
+sign for (see :mod:`tidepool.gateway.hosts`).
 
 With ``--tls-cert``/``--tls-key`` (or ``TIDEPOOL_GATEWAY_TLS_CERT``/``_KEY``) the gateway serves
 HTTPS (:mod:`tidepool.pool.tls`).
 
-Limits: secrets given as flags are visible in the process list — prefer the environment or the
-file. The listen address is ``HOST:PORT``; nothing beyond loopback is refused here, but every
+Limits: the listen address is ``HOST:PORT``; nothing beyond loopback is refused here, but every
 request must be signed.
 """
 
@@ -26,6 +28,8 @@ from pathlib import Path
 from tidepool.core.errors import ConfigError, redact
 from tidepool.gateway.server import Gateway
 from tidepool.pool.tls import server_context
+from tidepool.serving import ServerLimits
+from tidepool.spec.credentials import add_secret_args, resolve_secret
 
 __all__ = ["add_gateway_args", "load_credentials", "parse_listen", "run_gateway"]
 
@@ -43,21 +47,13 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TIDEPOOL_ENDPOINT", "http://127.0.0.1:8433"),
         help="the Tidepool worker (env TIDEPOOL_ENDPOINT)",
     )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("TIDEPOOL_TOKEN"),
-        help="bearer token of the worker (env TIDEPOOL_TOKEN)",
-    )
+    add_secret_args(parser, "token", "TIDEPOOL_TOKEN", "bearer token of the worker")
     parser.add_argument(
         "--access-key",
         default=os.environ.get("TIDEPOOL_GATEWAY_ACCESS_KEY"),
         help="S3 access key id clients sign with (env TIDEPOOL_GATEWAY_ACCESS_KEY)",
     )
-    parser.add_argument(
-        "--secret-key",
-        default=os.environ.get("TIDEPOOL_GATEWAY_SECRET_KEY"),
-        help="its secret (env TIDEPOOL_GATEWAY_SECRET_KEY)",
-    )
+    add_secret_args(parser, "secret-key", "TIDEPOOL_GATEWAY_SECRET_KEY", "secret of --access-key")
     parser.add_argument(
         "--credentials-file", type=Path, help="file of ACCESS:SECRET lines (more than one key)"
     )
@@ -74,6 +70,14 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TIDEPOOL_GATEWAY_TLS_KEY"),
         help="the certificate's PEM private key",
     )
+    parser.add_argument(
+        "--public-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a name clients reach the gateway by (repeatable); signed requests must name one "
+        "(default: the listen address)",
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -89,7 +93,10 @@ def load_credentials(
     """Access key id -> secret from the flags and the file; :class:`ConfigError` if none."""
     creds: dict[str, str] = {}
     if bool(access_key) != bool(secret_key):
-        raise ConfigError("give both --access-key and --secret-key (or neither)")
+        raise ConfigError(
+            "give both --access-key and its secret (--secret-key-file or "
+            "TIDEPOOL_GATEWAY_SECRET_KEY), or neither"
+        )
     if access_key and secret_key:
         creds[access_key] = secret_key
     if path is not None:
@@ -108,7 +115,8 @@ def load_credentials(
     if not creds:
         raise ConfigError(
             "the S3 gateway needs credentials: set TIDEPOOL_GATEWAY_ACCESS_KEY and "
-            "TIDEPOOL_GATEWAY_SECRET_KEY, pass --access-key/--secret-key, or --credentials-file"
+            "TIDEPOOL_GATEWAY_SECRET_KEY, pass --access-key with --secret-key-file, or "
+            "--credentials-file"
         )
     return creds
 
@@ -132,21 +140,34 @@ async def serve(gateway: Gateway) -> None:
 def run_gateway(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
-        creds = load_credentials(args.access_key, args.secret_key, args.credentials_file)
+        secret = resolve_secret(
+            args.secret_key,
+            args.secret_key_file,
+            os.environ,
+            name="secret-key",
+            env="TIDEPOOL_GATEWAY_SECRET_KEY",
+        )
+        creds = load_credentials(args.access_key, secret, args.credentials_file)
+        token = resolve_secret(
+            args.token, args.token_file, os.environ, name="token", env="TIDEPOOL_TOKEN"
+        )
+        limits = ServerLimits.from_env(os.environ)
         if (args.tls_cert is None) != (args.tls_key is None):
             raise ConfigError("TLS needs both --tls-cert and --tls-key")
         tls = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"tidepool gateway: {redact(str(exc))}", file=sys.stderr)
         return 2
     gateway = Gateway(
         args.endpoint,
-        args.token,
+        token,
         creds,
         host=host,
         port=port,
         region=args.region,
         ssl_context=tls,
+        public_hosts=args.public_host,
+        limits=limits,
     )
     try:
         import uvloop

@@ -7,9 +7,14 @@ signatures, conditions) with its code already chosen, and the package's exceptio
 the fsspec client, mapped here by type with :data:`S3_STATUS` — the same types the worker's table
 uses, so one cause gets one meaning on every surface.
 
+Messages of answers about the gateway's own machinery (503, 500, 403 from the worker) are fixed
+texts, as S3's are: the worker's address, the origin's error text and the worker's own messages
+stay in the gateway's log (with the request id), never in an answer. Only messages about the
+client's own input (a bad argument or range) carry detail, and that detail is the client's.
+
 Limits: only the codes this read-only gateway can produce are listed; anything unmapped is an
 ``InternalError`` (500) — an origin error that is not "unreachable", or the worker refusing the
-gateway's own token — whose message never carries secrets (:func:`tidepool.core.errors.redact`).
+gateway's own token.
 """
 
 from __future__ import annotations
@@ -58,7 +63,11 @@ _MESSAGES = {
     "NoSuchBucket": "The specified bucket does not exist.",
     "ServiceUnavailable": "Please reduce your request rate.",
     "PreconditionFailed": "The object changed while it was being read; read it again.",
+    "AccessDenied": "Access Denied",
 }
+_ORIGIN_DOWN = "The origin is unreachable and the object is not cached; try again later."
+_CACHE_DOWN = "The cache is unavailable; try again later."
+_INTERNAL = "We encountered an internal error. Please try again."
 
 
 def s3_error(exc: BaseException) -> S3Error:
@@ -67,16 +76,11 @@ def s3_error(exc: BaseException) -> S3Error:
         return exc
     for cls, status, code in S3_STATUS:
         if isinstance(exc, cls):
-            detail = redact(str(exc))
             if isinstance(exc, OriginUnavailableError):
-                message = f"the origin is unreachable and the object is not cached: {detail}"
+                message = _ORIGIN_DOWN
             elif code == "ServiceUnavailable":
-                message = f"the Tidepool worker cannot serve this request: {detail}"
+                message = _CACHE_DOWN
             else:
-                message = _MESSAGES.get(code, detail)
+                message = _MESSAGES.get(code) or redact(str(exc))[:300]
             return S3Error(code, message, status)
-    return S3Error(
-        "InternalError",
-        f"We encountered an internal error: {type(exc).__name__}: {redact(str(exc))}",
-        500,
-    )
+    return S3Error("InternalError", _INTERNAL, 500)

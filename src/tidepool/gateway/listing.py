@@ -9,6 +9,11 @@ or a v1 marker built from it resumes exactly where the page stopped, never repea
 prefix.
 
 Ordering is by code point, which is the UTF-8 byte order S3 uses.
+
+A prefix is only ever turned into a worker path through :func:`listable_root`, which refuses a
+directory part that is not a canonical dataset path (``..``, ``.``, ``//``, NUL, backslash): no key
+can start with such a prefix, so the answer is an empty listing — and the prefix can never
+steer the gateway's request to another route of the worker (``../../v1/node``).
 Limits: the whole file list of the prefix's directory is held in memory for one request.
 """
 
@@ -18,7 +23,10 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Entry", "Page", "list_page", "search_root"]
+from tidepool.core.errors import BadRequestError
+from tidepool.core.paths import normalize
+
+__all__ = ["Entry", "Page", "list_page", "listable_root", "search_root"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,15 @@ class Page:
 def search_root(prefix: str) -> str:
     """The directory whose files hold every key starting with ``prefix`` (``""`` = the root)."""
     return prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+
+
+def listable_root(prefix: str) -> str | None:
+    """:func:`search_root` of ``prefix`` when it is a canonical dataset path, else None."""
+    root = search_root(prefix)
+    try:
+        return root if normalize(root) == root else None
+    except BadRequestError:
+        return None
 
 
 def list_page(

@@ -6,7 +6,9 @@ failing is ``412 PreconditionFailed``; ``If-None-Match`` matching (else ``If-Mod
 passed) is ``304 Not Modified``; then ``Range``: one satisfiable range is ``206`` with
 ``Content-Range``, a range starting past the end is ``416 InvalidRange``, and a malformed or
 multi-range header is ignored (the whole object, ``200``), as S3 does. ``response-*`` query
-parameters override the answer's headers on GET.
+parameters override the answer's headers on GET; a value with a control character (CR and LF
+would split the answer's headers) or longer than :data:`MAX_OVERRIDE` characters is
+``InvalidArgument`` (400).
 
 The ETag is the object's version from the worker (the origin's ETag — an MD5 for plain uploads —
 or ``size-mtime`` when the origin has none), always quoted.
@@ -16,16 +18,21 @@ Limits: dates have one-second resolution (HTTP dates); weak ETags compare as str
 from __future__ import annotations
 
 import mimetypes
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 from tidepool.core.errors import BadRequestError, RangeNotSatisfiableError
+from tidepool.core.inputs import echo
 from tidepool.core.ranges import content_range, parse_range
 from tidepool.gateway.errors import S3Error
 
-__all__ = ["GetPlan", "http_date", "plan_get"]
+__all__ = ["MAX_OVERRIDE", "GetPlan", "http_date", "override_value", "plan_get"]
+
+MAX_OVERRIDE = 1024
+"""Characters of one ``response-*`` header override."""
 
 _OVERRIDES = {
     "response-content-type": "Content-Type",
@@ -35,6 +42,21 @@ _OVERRIDES = {
     "response-content-disposition": "Content-Disposition",
     "response-content-encoding": "Content-Encoding",
 }
+
+
+def override_value(name: str, value: str) -> str:
+    """``value`` for the header a ``response-*`` parameter sets, or ``InvalidArgument``."""
+    if len(value) > MAX_OVERRIDE:
+        raise S3Error(
+            "InvalidArgument", f"{name} is {len(value)} characters long; at most {MAX_OVERRIDE}"
+        )
+    if any(unicodedata.category(c) in ("Cc", "Cs") and c != "\t" for c in value):
+        raise S3Error(
+            "InvalidArgument",
+            f"{name} {echo(value)} holds a control character (CR, LF, NUL …); "
+            "header values are one line of text",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,6 @@ def plan_get(
         out["Content-Range"] = content_range(start, end, size)
     for name, header in _OVERRIDES.items():
         if query and name in query:
-            out[header] = query[name]
+            out[header] = override_value(name, query[name])
     out["Content-Length"] = str(end - start)
     return GetPlan(206 if span is not None else 200, start, end, out)

@@ -8,6 +8,10 @@ would answer. Keys are checked here once: a key the dataset cannot hold (``..``,
 trailing ``/``, NUL, backslash) is ``NoSuchKey``, so nothing downstream can name a path outside
 the dataset.
 
+Query values are bounded: ``max-keys`` is ASCII digits (more than 1,000 asks for 1,000, as S3
+does), a continuation token at most :data:`MAX_TOKEN` characters, and every other value at most
+:data:`MAX_QUERY_VALUE` characters; a bad one is ``InvalidArgument`` naming the parameter.
+
 Limits: path-style addressing only (``/bucket/key``; no virtual-host buckets); writes and
 sub-resources (``?acl``, ``?tagging``, ``?uploads`` …) are refused — the gateway is read-only.
 Continuation tokens are opaque to clients but not secret: base64url of the last key returned.
@@ -22,7 +26,8 @@ from typing import Literal
 from urllib.parse import unquote
 
 from tidepool.core.errors import BadRequestError
-from tidepool.core.paths import normalize
+from tidepool.core.inputs import echo, parse_int
+from tidepool.core.paths import MAX_PATH, normalize
 from tidepool.gateway.errors import S3Error
 
 __all__ = [
@@ -37,6 +42,11 @@ __all__ = [
 
 MAX_KEYS = 1000
 """Most keys and common prefixes one listing page returns (S3's cap)."""
+MAX_QUERY_VALUE = MAX_PATH
+"""Characters of one query value (a prefix or marker is at most a dataset path)."""
+MAX_TOKEN = 8 * MAX_PATH
+"""Characters of a continuation token (base64 of a key of up to 4 UTF-8 bytes a character)."""
+MAX_BUCKET = 255
 
 OpName = Literal[
     "ListBuckets",
@@ -116,18 +126,25 @@ def _query(raw_query: str) -> dict[str, str]:
     for part in raw_query.split("&"):
         if part:
             name, _, value = part.partition("=")
-            out.setdefault(_decode(name, "query string"), _decode(value, "query string"))
+            name, value = _decode(name, "query string"), _decode(value, "query string")
+            limit = MAX_TOKEN if name == "continuation-token" else MAX_QUERY_VALUE
+            if len(value) > limit:
+                raise S3Error(
+                    "InvalidArgument",
+                    f"the {echo(name)} parameter is {len(value)} characters long; "
+                    f"at most {limit} are accepted",
+                )
+            out.setdefault(name, value)
     return out
 
 
 def _max_keys(text: str | None) -> int:
     if text is None:
         return MAX_KEYS
-    if not text.strip().isdigit():
-        raise S3Error(
-            "InvalidArgument", f"max-keys must be a non-negative integer, got {text[:40]!r}"
-        )
-    return min(int(text), MAX_KEYS)
+    try:
+        return min(parse_int(text, "max-keys", lo=0, hi=2**31 - 1), MAX_KEYS)
+    except BadRequestError as exc:
+        raise S3Error("InvalidArgument", str(exc)) from None
 
 
 def _listing(query: dict[str, str], v2: bool) -> ListParams:
@@ -183,7 +200,7 @@ def parse_request(method: str, raw_path: str, raw_query: str = "") -> Operation:
     query = _query(raw_query)
     bucket_raw, _, key_raw = raw_path[1:].partition("/")
     bucket, key = _decode(bucket_raw, "bucket name"), _decode(key_raw, "object key")
-    if "/" in bucket or "\x00" in bucket or (not bucket and key):
+    if "/" in bucket or "\x00" in bucket or len(bucket) > MAX_BUCKET or (not bucket and key):
         raise S3Error("InvalidBucketName", "The specified bucket is not valid.")
     sub = sorted(_SUBRESOURCES & query.keys())
     if sub:

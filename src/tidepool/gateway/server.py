@@ -19,6 +19,12 @@ the worker caches for the dataset's metadata TTL. Recursive listings (no delimit
 pages of one such listing reuse that answer for up to ``LISTING_TTL`` seconds, so paging through
 N keys costs one origin listing, not N/1000.
 
+Every client value is parsed before use (:mod:`.operations`: bounded query values, keys and
+prefixes that cannot name anything outside the dataset; :mod:`.objects`: header overrides
+without control characters); the listener runs under a :class:`~tidepool.serving.ServerLimits`
+budget (connection cap, header/idle/stall timeouts). Error answers never carry the worker's
+address or the origin's error text: those go to the log with the request id.
+
 Limits: path-style addressing only; no virtual-host buckets, no writes, no multipart; the bucket
 list comes from the worker and is remembered for ``BUCKETS_TTL`` seconds; an empty directory the
 origin reports shows up as a common prefix (S3 would hide it).
@@ -32,7 +38,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -41,10 +47,12 @@ from tidepool.client import TidepoolFileSystem
 from tidepool.core.errors import redact
 from tidepool.gateway import xml
 from tidepool.gateway.errors import S3Error, s3_error
-from tidepool.gateway.listing import Entry, list_page, search_root
+from tidepool.gateway.hosts import host_matcher
+from tidepool.gateway.listing import Entry, Page, list_page, listable_root
 from tidepool.gateway.objects import plan_get
 from tidepool.gateway.operations import Operation, parse_request
 from tidepool.gateway.sigv4 import verify
+from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
 
 __all__ = ["BUCKETS_TTL", "DEFAULT_CHUNK", "LISTING_TTL", "Gateway"]
 
@@ -54,6 +62,9 @@ DEFAULT_CHUNK = 8 << 20
 BUCKETS_TTL = 5.0
 LISTING_TTL = 30.0
 _XML = "application/xml"
+_BUSY = busy_response(
+    xml.error_xml("SlowDown", "Please reduce your request rate.", "", "", {}), _XML
+)
 
 
 class Gateway:
@@ -70,6 +81,8 @@ class Gateway:
         *,
         chunk_size: int = DEFAULT_CHUNK,
         ssl_context: ssl.SSLContext | None = None,
+        public_hosts: Sequence[str] = (),
+        limits: ServerLimits | None = None,
     ) -> None:
         if not credentials:
             raise ValueError("the S3 gateway needs at least one access key and secret")
@@ -90,6 +103,11 @@ class Gateway:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}{int(self._started):x}".upper()
         self._secrets = tuple(self.credentials.values()) + ((token,) if token else ())
+        self.public_hosts = tuple(public_hosts)
+        """Host names clients reach the gateway by (checked against the signed Host)."""
+        self.limits = limits or ServerLimits()
+        self.budget = ConnectionBudget(self.limits, _BUSY)
+        self._host_ok = host_matcher(host, port, self.public_hosts)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -99,16 +117,20 @@ class Gateway:
             self.endpoint, self.token, asynchronous=True, skip_instance_cache=True
         )
         await self.fs.set_session()
-        server = web.Server(self._handle, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        server = web.Server(self.budget.wrap(self._handle), access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False, **self.limits.server_kwargs())
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.host, self.port, backlog=256, ssl_context=self.ssl_context
+        site = BudgetSite(
+            self._runner,
+            self.host,
+            self.port,
+            self.budget,
+            backlog=256,
+            ssl_context=self.ssl_context,
         )
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self.port = site.bound_port or self.port
+        self._host_ok = host_matcher(self.host, self.port, self.public_hosts)
         log.info("S3 gateway on %s in front of %s", self.url, self.endpoint)
 
     async def stop(self) -> None:
@@ -144,6 +166,8 @@ class Gateway:
                 list(request.headers.items()),
                 time.time(),
                 self.credentials.get,
+                region=self.region,
+                host_ok=self._host_ok,
             )
             op = parse_request(request.method, raw_path, raw_query)
             resp = await self._dispatch(op, request)
@@ -151,14 +175,23 @@ class Gateway:
             err = s3_error(exc)
             if err.status >= 500 and err.code != "ServiceUnavailable":
                 log.error(
-                    "%s %s failed: %s",
+                    "%s %s failed (request %s): %s",
                     request.method,
-                    redact(raw_path, self._secrets),
+                    redact(raw_path[:1024], self._secrets),
+                    request_id,
                     redact(repr(exc), self._secrets),
                     exc_info=not isinstance(exc, S3Error),
                 )
+            elif err.status >= 500:
+                log.warning(
+                    "%s %s unavailable (request %s): %s",
+                    request.method,
+                    redact(raw_path[:1024], self._secrets),
+                    request_id,
+                    redact(str(exc), self._secrets),
+                )
             else:
-                log.debug("%s %s -> %s %s", request.method, raw_path, err.status, err.code)
+                log.debug("%s %s -> %s %s", request.method, raw_path[:1024], err.status, err.code)
             resp = self._error(err, request.method, raw_path, request_id, op)
         if request.body_exists and not request.content.at_eof():
             # a refused write's body was never read: the connection cannot be reused
@@ -220,7 +253,10 @@ class Gateway:
     async def _list(self, op: Operation) -> web.Response:
         assert op.listing is not None
         params = op.listing
-        root = search_root(params.prefix)
+        root = listable_root(params.prefix)
+        if root is None:  # no key of a dataset can start with this prefix
+            body = xml.list_objects_xml(op.bucket, params, Page(), v2=op.name == "ListObjectsV2")
+            return web.Response(body=body, content_type=_XML)
         if params.delimiter == "/":
             entries = await self._children(op.bucket, root)
         else:

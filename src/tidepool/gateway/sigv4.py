@@ -15,10 +15,19 @@ twice. Clients differ in how they put a key on the wire (botocore percent-encode
 tried: the S3 encoding of the decoded path, then the raw path as sent. Query parameters are
 decoded, re-encoded with the strict rules and sorted.
 
+An unknown access key id and a wrong signature get the same answer, ``SignatureDoesNotMatch``
+(403), after the same work (a signature is computed with a stand-in secret): AWS answers
+``InvalidAccessKeyId`` for the first, which tells anyone without a secret which key ids exist;
+clients treat both as the same non-retryable 403, so nothing is lost by not telling them apart.
+The region of the credential scope must be the gateway's (``AuthorizationHeaderMalformed``, as
+S3 answers, naming the expected one) and, after the signature held, the signed ``Host`` must be
+one the gateway answers to (``AccessDenied``): a request signed for another endpoint that shares
+the key cannot be replayed here. Header values that are not UTF-8 are signed as the bytes they
+are (they reach us as surrogate escapes), so they verify or fail like any other, never crash.
+
 Limits: the payload hash is taken from ``x-amz-content-sha256`` (or ``UNSIGNED-PAYLOAD`` for
 presigned URLs) and never checked against a body — the gateway is read-only and reads no bodies.
-Any region in the credential scope is accepted (the key is derived from the scope as signed), the
-service must be ``s3``. No SigV2, no session tokens (``X-Amz-Security-Token`` is ignored).
+The service must be ``s3``. No SigV2, no session tokens (``X-Amz-Security-Token`` is ignored).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import calendar
 import functools
 import hashlib
 import hmac
+import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +70,17 @@ MAX_EXPIRES = 7 * 24 * 3600
 """Longest validity of a presigned URL (AWS: 7 days)."""
 
 SecretLookup = Callable[[str], "str | None"]
+
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z", re.ASCII)
+_SCOPE_DATE = re.compile(r"[0-9]{8}", re.ASCII)
+_REGION = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+_EXPIRES = re.compile(r"[0-9]{1,7}", re.ASCII)
+_STAND_IN_SECRET = secrets.token_urlsafe(30)
+"""Signs for access key ids we do not know, so they cost what a known one costs."""
+_NO_MATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your key and signing method."
+)
 
 
 @dataclass(frozen=True)
@@ -126,25 +148,37 @@ def canonical_request(
     )
 
 
+def _wire(text: str) -> bytes:
+    """The bytes ``text`` stood for on the wire: header bytes that were not UTF-8 reach us as
+    surrogate escapes; any other lone surrogate cannot have come off the wire and is kept as
+    is (the signature then simply does not match)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 @functools.lru_cache(maxsize=256)
 def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    key = ("AWS4" + secret).encode()
+    key = _wire("AWS4" + secret)
     for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        key = hmac.new(key, _wire(part), hashlib.sha256).digest()
     return key
 
 
 def signature(secret: str, amz_date: str, scope: str, canonical: str) -> str:
     """The hex signature of a canonical request under ``scope`` (``date/region/service/...``)."""
     date, region, service, _ = scope.split("/")
-    string_to_sign = "\n".join(
-        [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
+    # header values that were not UTF-8 arrive as surrogate escapes: sign their real bytes
+    digest = hashlib.sha256(_wire(canonical)).hexdigest()
+    string_to_sign = "\n".join([ALGORITHM, amz_date, scope, digest])
     key = _signing_key(secret, date, region, service)
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, _wire(string_to_sign), hashlib.sha256).hexdigest()
 
 
 def _parse_amz_date(text: str) -> float | None:
+    if not _AMZ_DATE.fullmatch(text):
+        return None  # strptime alone would take Unicode digits
     try:
         return float(calendar.timegm(time.strptime(text, "%Y%m%dT%H%M%SZ")))
     except ValueError:
@@ -162,6 +196,8 @@ def _http_date_to_amz(text: str) -> str | None:
 def _credential(text: str, malformed: S3Error) -> tuple[str, str, str, str]:
     parts = text.rsplit("/", 4)
     if len(parts) != 5 or not parts[0] or parts[4] != "aws4_request":
+        raise malformed
+    if not _SCOPE_DATE.fullmatch(parts[1]) or not _REGION.fullmatch(parts[2]):
         raise malformed
     if parts[3] != "s3":
         raise S3Error(
@@ -268,11 +304,11 @@ def _check_time(signed: _Signed, query: dict[str, str], now: float) -> None:
             )
         return
     expires_text = query["X-Amz-Expires"]
-    if not expires_text.isdigit() or not 1 <= int(expires_text) <= MAX_EXPIRES:
+    if not _EXPIRES.fullmatch(expires_text) or not 1 <= int(expires_text) <= MAX_EXPIRES:
         raise S3Error(
             code,
             f"X-Amz-Expires must be a whole number of seconds from 1 to {MAX_EXPIRES} "
-            f"(7 days), got {expires_text!r}",
+            f"(7 days), got {expires_text[:20]!r}",
         )
     if now > stamp + int(expires_text):
         raise S3Error("AccessDenied", "Request has expired", 403)
@@ -287,11 +323,16 @@ def verify(
     headers: Sequence[tuple[str, str]],
     now: float,
     secret_for: SecretLookup,
+    *,
+    region: str | None = None,
+    host_ok: Callable[[str], bool] | None = None,
 ) -> str:
     """Check a request's SigV4 signature; return its access key id or raise :class:`S3Error`.
 
     ``raw_path`` and ``raw_query`` are exactly as on the request line (still percent-encoded);
     ``now`` is seconds since the epoch; ``secret_for`` maps an access key id to its secret.
+    ``region``: the only region the credential scope may name (None: any). ``host_ok``: whether
+    a signed ``Host`` value is one of ours (None: any; see :mod:`tidepool.gateway.hosts`).
     """
     header = {name.lower(): value for name, value in headers}
     params = parse_query(raw_query)
@@ -318,14 +359,16 @@ def verify(
             "the host header must be signed (SignedHeaders must include 'host')",
             400 if signed.presigned else 403,
         )
+    if region is not None and signed.region != region:
+        raise S3Error(
+            "AuthorizationHeaderMalformed"
+            if not signed.presigned
+            else "AuthorizationQueryParametersError",
+            f"the region {signed.region!r} is wrong; expecting {region!r}",
+        )
     _check_time(signed, query, now)
     secret = secret_for(signed.access_key)
-    if secret is None:
-        raise S3Error(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            403,
-        )
+    known = secret is not None
     cquery = canonical_query(params, exclude="X-Amz-Signature" if signed.presigned else "")
     scope = f"{signed.date}/{signed.region}/{signed.service}/aws4_request"
     decoded = unquote(raw_path, errors="surrogateescape")
@@ -334,12 +377,17 @@ def verify(
         canonical = canonical_request(
             method, uri, cquery, headers, signed.signed_headers, signed.payload_hash
         )
-        expected = signature(secret, signed.amz_date, scope, canonical)
-        if hmac.compare_digest(expected.encode(), signed.signature.encode("ascii", "replace")):
+        expected = signature(
+            secret if secret is not None else _STAND_IN_SECRET, signed.amz_date, scope, canonical
+        )
+        given = signed.signature.encode("ascii", "replace")
+        if hmac.compare_digest(expected.encode(), given) and known:
+            if host_ok is not None and not host_ok(header.get("host", "")):
+                raise S3Error(
+                    "AccessDenied",
+                    "the request was signed for another endpoint (its Host is not an address "
+                    "of this gateway)",
+                    403,
+                )
             return signed.access_key
-    raise S3Error(
-        "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. "
-        "Check your key and signing method.",
-        403,
-    )
+    raise S3Error("SignatureDoesNotMatch", _NO_MATCH, 403)

@@ -21,6 +21,7 @@ from tidepool.operator.convert import convert_text
 from tidepool.operator.crds import crds
 from tidepool.operator.dataload import load_objects
 from tidepool.operator.render import RenderOptions, pools_of, render_dataset, to_yaml
+from tidepool.spec.credentials import add_secret_args, resolve_secret
 from tidepool.spec.loader import load_files
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -88,14 +89,16 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodepool", default=None, help="render for this pool only")
     p.add_argument("--crds", action="store_true", help="also print the CustomResourceDefinitions")
     p.add_argument("--fluid", action="store_true", help="with --crds: Fluid's group and kinds")
-    p.add_argument("--token", default=None, help="workers' bearer token (default: random)")
+    add_secret_args(p, "token", "TIDEPOOL_TOKEN", "workers' bearer token (default: random)")
     _add_render_options(p)
 
 
 def render_text(args: argparse.Namespace) -> tuple[str, list[str]]:
     """The YAML ``tidepool render`` prints and its notices; :class:`SpecError` on bad specs."""
     bundle = load_files(args.files, environ=_ClusterSecrets(dict(os.environ)))
-    options = _options(args, token=args.token)
+    # the environment does not name the rendered Secret's token: only a flag or a file does
+    token = resolve_secret(args.token, args.token_file, {}, name="token", env="TIDEPOOL_TOKEN")
+    options = _options(args, token=token)
     objects: list[dict[str, Any]] = []
     notices = list(bundle.notices)
     if args.crds:

@@ -27,6 +27,7 @@ from tidepool.operator.render import (
     load_service_account_name,
     meta_for,
     node_selector,
+    option,
     pool_suffix,
     short_name,
     token_env,
@@ -48,11 +49,19 @@ def job_name(load: str, pool: str) -> str:
 
 
 def load_args(load: DataLoad, pool: str, options: RenderOptions) -> list[str]:
-    """``tidepool load`` arguments for one pool."""
+    """``tidepool load`` arguments for one pool: options first, then ``--`` and the dataset and
+    target paths, so no target can be read as an option (``--concurrency=…``,
+    ``--report-job=…``); the Job it reports onto comes from the downward API, never the spec."""
     spec = load.spec
     ns = spec.dataset.namespace
     endpoint = f"http://{worker_name(spec.dataset.name, pool)}.{ns}.svc:{options.port}"
-    return ["load", spec.dataset.name, *(t.path for t in spec.target), "--endpoint", endpoint]
+    return [
+        "load",
+        option("--endpoint", endpoint),
+        "--",
+        spec.dataset.name,
+        *(t.path for t in spec.target),
+    ]
 
 
 def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -> list[Obj]:

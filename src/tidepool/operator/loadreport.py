@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from tidepool.core.errors import ConfigError
@@ -30,14 +32,37 @@ log = logging.getLogger(__name__)
 AGENT = "tidepool-load"
 
 
+_LABEL_TEXT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_LABEL = re.compile(_LABEL_TEXT, re.ASCII)
+_SUBDOMAIN = re.compile(rf"{_LABEL_TEXT}(\.{_LABEL_TEXT})*", re.ASCII)
+
+
 def parse_job_ref(text: str, default_namespace: str = "default") -> tuple[str, str]:
-    """``NAMESPACE/NAME`` or ``NAME`` -> (namespace, name)."""
+    """``NAMESPACE/NAME`` or ``NAME`` -> (namespace, name); both must be Kubernetes names."""
     ns, sep, name = text.strip().rpartition("/")
-    if not name or (sep and not ns):
+    ns = ns if sep else default_namespace
+    if (
+        not _LABEL.fullmatch(ns)
+        or len(ns) > 63
+        or not _SUBDOMAIN.fullmatch(name)
+        or len(name) > 253
+    ):
         raise ConfigError(
-            f"--report-job {text!r} names no Job; use NAMESPACE/NAME (e.g. default/warm-load-a)"
+            f"--report-job {text[:80]!r} names no Job; use NAMESPACE/NAME with Kubernetes "
+            "names (e.g. default/warm-load-a)"
         )
-    return (ns if sep else default_namespace), name
+    return ns, name
+
+
+def check_own_job(namespace: str, name: str, environ: Mapping[str, str]) -> None:
+    """Inside a load Job's Pod (``JOB_NAME`` set by the downward API), progress may only go
+    onto that Job: a load never writes onto another Job, whatever its arguments say."""
+    own = environ.get("JOB_NAME")
+    if own and (name, namespace) != (own, environ.get("POD_NAMESPACE", namespace)):
+        raise ConfigError(
+            f"--report-job {namespace}/{name} is not this Pod's Job "
+            f"({environ.get('POD_NAMESPACE', namespace)}/{own}); a load reports onto its own Job"
+        )
 
 
 def progress_patch(progress: JobProgress) -> dict[str, Any]:
@@ -134,4 +159,4 @@ def _changed(new: JobProgress, old: JobProgress | None) -> bool:
     return new.model_dump(exclude={"time"}) != old.model_dump(exclude={"time"})
 
 
-__all__ = ["JobReporter", "parse_job_ref", "progress_patch"]
+__all__ = ["JobReporter", "check_own_job", "parse_job_ref", "progress_patch"]

@@ -23,6 +23,10 @@ never overwritten), and a ServiceAccount, Role and RoleBinding. Credentials of
 Namespaced objects carry an owner reference to the Dataset when its uid is known (the operator);
 the cluster-scoped PersistentVolume cannot, so the operator's finalizer deletes it.
 
+Every command line rendered here is quoted the same way (:func:`option`, and ``--`` before
+positional arguments): a value taken from a spec (a pool name, a dataset name, a path) travels as
+``--flag=value`` or after ``--``, so no value can become an option of the command it is given to.
+
 Everything here is pure (no I/O); ``token`` and ``peer_token`` are the only random inputs and can
 be passed in.
 """
@@ -98,6 +102,13 @@ def short_name(*parts: str, limit: int = 52) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def option(flag: str, value: str | int | float) -> str:
+    """``--flag=value``: one argument, so a value that starts with ``-`` stays a value."""
+    if not flag.startswith("--") or "=" in flag:
+        raise ValueError(f"{flag!r} is not a long option name")
+    return f"{flag}={value}"
 
 
 def pool_suffix(pool: str) -> str:
@@ -408,8 +419,8 @@ def _tier_volumes(runtime: Runtime | None) -> tuple[list[Obj], list[Obj]]:
 
 def _members_args(dataset: str, ns: str, pool: str, options: RenderOptions) -> list[str]:
     if options.membership == "etcd":
-        return ["--etcd", options.etcd]
-    return ["--members", f"kubernetes:{ns}/{worker_name(dataset, pool)}"]
+        return [option("--etcd", options.etcd)]
+    return [option("--members", f"kubernetes:{ns}/{worker_name(dataset, pool)}")]
 
 
 def worker_workload(
@@ -438,20 +449,13 @@ def worker_workload(
         "imagePullPolicy": options.image_pull_policy,
         "args": [
             "up",
-            "-f",
-            "/etc/tidepool/spec/spec.yaml",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(options.port),
-            "--state-dir",
-            "/var/lib/tidepool/state",
-            "--nodepool",
-            pool,
-            "--node-name",
-            "$(NODE_NAME)",
-            "--advertise",
-            url,
+            option("--file", "/etc/tidepool/spec/spec.yaml"),
+            option("--host", "0.0.0.0"),
+            option("--port", options.port),
+            option("--state-dir", "/var/lib/tidepool/state"),
+            option("--nodepool", pool),
+            option("--node-name", "$(NODE_NAME)"),
+            option("--advertise", url),
             *_members_args(name, ns, pool, options),
         ],
         "env": [*env, *secret_env(dataset)],
@@ -477,18 +481,12 @@ def worker_workload(
         "imagePullPolicy": options.image_pull_policy,
         "command": ["python", "-m", "tidepool.operator.reporter"],
         "args": [
-            "--dataset",
-            name,
-            "--namespace",
-            "$(POD_NAMESPACE)",
-            "--pool",
-            pool,
-            "--node",
-            "$(NODE_NAME)",
-            "--endpoint",
-            f"http://127.0.0.1:{options.port}",
-            "--interval",
-            f"{options.report_interval:g}",
+            option("--dataset", name),
+            option("--namespace", "$(POD_NAMESPACE)"),
+            option("--pool", pool),
+            option("--node", "$(NODE_NAME)"),
+            option("--endpoint", f"http://127.0.0.1:{options.port}"),
+            option("--interval", f"{options.report_interval:g}"),
         ],
         "env": env,
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
@@ -591,7 +589,15 @@ def fuse_daemonset(
         "image": options.image,
         "imagePullPolicy": options.image_pull_policy,
         # --mkdir: the hostPath volume creates only the mount root, not the dataset's directory
-        "args": ["mount", name, target, "--endpoint", endpoint, "--allow-other", "--mkdir"],
+        "args": [
+            "mount",
+            option("--endpoint", endpoint),
+            "--allow-other",
+            "--mkdir",
+            "--",
+            name,
+            target,
+        ],
         "env": [
             field_env("NODE_NAME", "spec.nodeName"),
             host_id_env(),

@@ -34,6 +34,7 @@ from tidepool.operator.render import (
 )
 from tidepool.operator.status import REPORT_ANNOTATION, Report, report_from_worker
 from tidepool.pool.kubeapi import KubeClient, KubeConfig, KubeError
+from tidepool.spec.credentials import add_secret_args, resolve_secret
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", default=os.environ.get("TIDEPOOL_NODEPOOL", ""))
     p.add_argument("--node", default=os.environ.get("NODE_NAME", ""))
     p.add_argument("--endpoint", default="http://127.0.0.1:8433")
-    p.add_argument("--token", default=os.environ.get("TIDEPOOL_TOKEN"))
+    add_secret_args(p, "token", "TIDEPOOL_TOKEN", "bearer token of the worker")
     p.add_argument("--interval", type=float, default=15.0)
     p.add_argument("--server", default=None, help="API server URL (default: in-cluster)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    read = worker_reader(args.endpoint, args.dataset, args.token)
+    token = resolve_secret(
+        args.token, args.token_file, os.environ, name="token", env="TIDEPOOL_TOKEN"
+    )
+    read = worker_reader(args.endpoint, args.dataset, token)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             until_stopped(

@@ -23,6 +23,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasGenerator,
     BaseModel,
     BeforeValidator,
@@ -301,13 +302,43 @@ class Runtime(Document):
 # ----------------------------------------------------------------------------- DataLoad
 
 
+_LABEL_SCHEMA: dict[str, Any] = {"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+_TARGET_SCHEMA: dict[str, Any] = {"pattern": r"^[^-]", "maxLength": 4096}
+"""The CRD's copy of :func:`_target_path`'s first rules: the API server refuses a target that
+could be read as an option of ``tidepool load`` before the operator sees it."""
+
+
 class DatasetRef(Strict):
-    name: str
-    namespace: str = "default"
+    """The Dataset a DataLoad warms; both parts are DNS-1123 labels (they name Services)."""
+
+    name: str = Field(json_schema_extra=_LABEL_SCHEMA)
+    namespace: str = Field(default="default", json_schema_extra=_LABEL_SCHEMA)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return dns_label(value)
+
+
+def _target_path(value: str) -> str:
+    """A DataLoad target: a dataset path that can never be read as a command-line option."""
+    if value.startswith("-"):
+        raise ValueError(
+            f"{value[:80]!r} starts with '-', which a command line reads as an option; "
+            "target paths are dataset paths like /train (write /-name for a name starting "
+            "with '-')"
+        )
+    if len(value) > 4096:
+        raise ValueError(f"the path is {len(value)} characters long; at most 4096")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(
+            f"{value[:80]!r} holds a control character; target paths are one line of text"
+        )
+    return value
 
 
 class LoadTarget(Strict):
-    path: str
+    path: Annotated[str, AfterValidator(_target_path)] = Field(json_schema_extra=_TARGET_SCHEMA)
     replicas: int = Field(default=1, ge=1)
 
 

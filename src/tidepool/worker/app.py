@@ -23,6 +23,11 @@ Pool peers authenticate with their own credential, not the clients' token: a req
 ``X-Tidepool-Peer`` (a peer read is answered without forwarding, caching or counting) is served
 only with ``Authorization: Bearer <peer token>``, and answered 403 otherwise — also by a worker
 that has no peer token, which therefore serves no peer requests at all.
+Every query parameter, header and body a handler uses is parsed and bounded by
+:mod:`tidepool.worker.requests` first (a bad value is a 400 naming it); load jobs live in a
+bounded :class:`~tidepool.worker.loads.LoadTable`. Without a token (loopback only), the routes
+that change state (``load``, ``local-hits``) answer only the worker's own user and root
+(:mod:`tidepool.worker.localuser`); reads stay open to local users.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeGuard
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,7 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tidepool.core.conditions import parse_if_match
 from tidepool.core.errors import (
     AuthError,
-    BadRequestError,
+    ForbiddenError,
     PeerAuthError,
     UnknownDatasetError,
     VersionGoneError,
@@ -48,10 +53,11 @@ from tidepool.core.errors import (
     redact,
 )
 from tidepool.core.fileinfo import FileInfo
-from tidepool.core.paths import normalize
 from tidepool.core.ranges import content_range, parse_range
+from tidepool.serving import ConnectionBudget
+from tidepool.worker import requests
 from tidepool.worker.dataset import DatasetService
-from tidepool.worker.loads import LoadJob
+from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import PEER_HEADER
 from tidepool.worker.status import dataset_status
@@ -59,10 +65,11 @@ from tidepool.worker.status import dataset_status
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LocalUserCheck = Callable[[web.BaseRequest], bool]
+"""True when the connection comes from a user allowed to change state without a token."""
 
-
-def _count_value(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+MUTATING_ROUTES = frozenset({"/v1/datasets/{ds}/load", "/v1/datasets/{ds}/local-hits"})
+"""Routes that change the worker's state (start jobs, move counters)."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -101,6 +108,8 @@ class WorkerApp:
         load_concurrency: int = 32,
         ready: Callable[[], bool] = lambda: True,
         peer_token: str | None = None,
+        local_user: LocalUserCheck | None = None,
+        loads: LoadTable | None = None,
     ) -> None:
         self.services = services
         self.metrics = metrics
@@ -112,11 +121,18 @@ class WorkerApp:
         self.ready = ready
         """False while the worker is still joining its pool: /healthz answers 503, so no
         readiness probe (nor Service endpoint) sends reads to it before it knows the owners."""
-        self.loads: dict[str, LoadJob] = {}
+        self.local_user = local_user
+        """Who may use the mutating routes when there is no token (None: anyone)."""
+        self.loads = loads or LoadTable()
         self._request_counters: dict[tuple[str, int], Any] = {}
 
-    def build(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1 << 20)
+    def build(self, budget: ConnectionBudget | None = None) -> web.Application:
+        """The aiohttp application; ``budget`` (the listener's) marks requests in progress."""
+        outer = [budget.middleware] if budget is not None else []
+        app = web.Application(
+            middlewares=[*outer, self._errors, self._auth, self._parse], client_max_size=1 << 20
+        )
+        app.on_cleanup.append(self._close_loads)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics_text)
@@ -133,12 +149,14 @@ class WorkerApp:
         r.add_get("/v1/loads/{id}", self.load_status)
         return app
 
+    async def _close_loads(self, app: web.Application) -> None:
+        await self.loads.close()
+
     # ---- middleware ------------------------------------------------------------------------
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
+        route = _route(request)
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
@@ -157,8 +175,9 @@ class WorkerApp:
         child.inc()
 
     def _error_answer(self, request: web.Request, exc: Exception) -> web.Response:
-        ds = request.match_info.get("ds", "")
-        path = request.match_info.get("path", "")
+        # echoed in the error body: bounded like any value a client sent
+        ds = request.match_info.get("ds", "")[:256]
+        path = request.match_info.get("path", "")[:1024]
         status, _ = http_status(exc)
         if status >= 500 and status != 503:
             log.exception("%s %s failed", request.method, redact(request.path))
@@ -175,12 +194,30 @@ class WorkerApp:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self.token.encode()
+                given.strip().encode("utf-8", "surrogateescape"), self.token.encode()
             ):
                 raise AuthError(
                     "missing or wrong bearer token (send 'Authorization: Bearer <token>'; "
-                    "the CLI and the fsspec client read it from TIDEPOOL_TOKEN)"
+                    "the CLI and the fsspec client read it from TIDEPOOL_TOKEN or "
+                    "--token-file)"
                 )
+        elif (
+            self.token is None
+            and self.local_user is not None
+            and _route(request) in MUTATING_ROUTES
+            and not self.local_user(request)
+        ):
+            raise ForbiddenError(
+                "this worker has no token, so only its own user (and root) may start loads "
+                "or report hits; give the worker a token (--token-file or TIDEPOOL_TOKEN) to "
+                "let others in with it"
+            )
+        return await handler(request)
+
+    @web.middleware
+    async def _parse(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Nothing reaches a handler unparsed: the query is checked against the route's model."""
+        requests.check_query(request, _route(request))
         return await handler(request)
 
     def _check_peer(self, request: web.Request) -> None:
@@ -200,7 +237,7 @@ class WorkerApp:
             )
 
     def _svc(self, request: web.Request) -> DatasetService:
-        name = request.match_info["ds"]
+        name = requests.dataset_name(request)
         svc = self.services.get(name)
         if svc is None:
             raise UnknownDatasetError(name, list(self.services))
@@ -209,9 +246,10 @@ class WorkerApp:
     # ---- simple routes ---------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
+        # no dataset names here: /healthz answers without the token
         if not self.ready():
-            return _json({"status": "starting", "datasets": sorted(self.services)}, status=503)
-        return _json({"status": "ok", "datasets": sorted(self.services)})
+            return _json({"status": "starting"}, status=503)
+        return _json({"status": "ok"})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(self.metrics.registry))
@@ -233,21 +271,21 @@ class WorkerApp:
 
     async def status(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        refresh = request.query.get("refresh", "1") != "0"
-        return _json(await dataset_status(svc, refresh=refresh))
+        query = requests.query(request, requests.StatusQuery)
+        return _json(await dataset_status(svc, refresh=query.refresh))
 
     async def info(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        return _json(await svc.stat(request.match_info["path"]))
+        return _json(await svc.stat(requests.rel_path(request)))
 
     async def list(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        entries = await svc.ls(request.match_info["path"])
+        entries = await svc.ls(requests.rel_path(request))
         return _json({"entries": entries})
 
     async def find(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        files = await svc.find(request.match_info["path"])
+        files = await svc.find(requests.rel_path(request))
         return _json({"files": files})
 
     # ---- data ------------------------------------------------------------------------------
@@ -255,7 +293,8 @@ class WorkerApp:
     async def file(self, request: web.Request) -> web.StreamResponse:
         svc = self._svc(request)
         t0 = time.perf_counter()
-        rel = normalize(request.match_info["path"])
+        rel = requests.rel_path(request)
+        range_header = requests.range_header(request)
         pinned = parse_if_match(request.headers.get("If-Match"))
         if request.method == "HEAD":
             info = await svc.stat(rel)
@@ -263,7 +302,7 @@ class WorkerApp:
                 raise IsADirectoryError(21, f"{rel!r} is a directory; list it instead", rel)
             if pinned is not None and pinned != info["version"]:
                 raise VersionGoneError(rel, pinned)
-            span = parse_range(request.headers.get("Range"), info["size"])
+            span = parse_range(range_header, info["size"])
             start, end = span if span is not None else (0, info["size"])
             headers = self._headers(info, start, end, partial=span is not None)
             return web.Response(status=206 if span is not None else 200, headers=headers)
@@ -271,7 +310,7 @@ class WorkerApp:
         plan = await svc.open_read(rel, pinned, from_peer=from_peer)
         info = plan.info
         size = info["size"]
-        span = parse_range(request.headers.get("Range"), size)
+        span = parse_range(range_header, size)
         start, end = span if span is not None else (0, size)
         headers = self._headers(info, start, end, partial=span is not None)
         status = 206 if span is not None else 200
@@ -329,39 +368,33 @@ class WorkerApp:
 
     async def load(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        try:
-            body = await request.json() if request.can_read_body else {}
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"load request body is not JSON: {exc}") from None
-        paths = body.get("paths") or [""]
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise BadRequestError('"paths" must be a list of strings, e.g. {"paths": ["train/"]}')
-        for p in paths:
-            normalize(p)
-        concurrency = int(body.get("concurrency") or self.load_concurrency)
-        job = LoadJob(svc, paths, concurrency=concurrency)
-        self.loads[job.progress.id] = job
-        job.start()
+        body = await requests.load_request(request)
+        job = LoadJob(svc, list(body.paths), concurrency=body.concurrency or self.load_concurrency)
+        self.loads.start(job)
         return _json(job.progress.as_dict(), 202)
 
     async def local_hits(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        try:
-            body = await request.json()
-        except json.JSONDecodeError as exc:
-            raise BadRequestError(f"local-hits body is not JSON: {exc}") from None
-        fields = body if isinstance(body, dict) else {}
-        pages, nbytes = fields.get("pages"), fields.get("bytes", 0)
-        if not (_count_value(pages) and _count_value(nbytes)):
-            raise BadRequestError(
-                f'"pages" and "bytes" must be counts >= 0, e.g. {{"pages": 3, "bytes": 300}}; '
-                f"got pages={pages!r}, bytes={nbytes!r}"
-            )
-        svc.count_local_hits(pages, nbytes)
-        return _json({"pages": pages, "bytes": nbytes})
+        hits = await requests.local_hits(request, svc.page_size)
+        svc.count_local_hits(hits.pages, hits.bytes)
+        return _json({"pages": hits.pages, "bytes": hits.bytes})
 
     async def load_status(self, request: web.Request) -> web.Response:
-        job = self.loads.get(request.match_info["id"])
+        job_id = requests.load_id(request)
+        job = self.loads.get(job_id) if job_id is not None else None
         if job is None:
-            return _json({"error": "NoSuchLoad", "message": "unknown load id"}, 404)
+            return _json(
+                {
+                    "error": "NoSuchLoad",
+                    "message": "unknown load id (finished jobs are kept for an hour at most)",
+                },
+                404,
+            )
         return _json(job.progress.as_dict())
+
+
+def _route(request: web.BaseRequest) -> str:
+    """aiohttp's canonical path of the matched route (``"unmatched"`` for none)."""
+    match_info = getattr(request, "match_info", None)
+    resource = match_info.route.resource if match_info is not None else None
+    return resource.canonical if resource is not None else "unmatched"

@@ -5,6 +5,14 @@ A job lists its targets once (a recursive listing per directory, a stat per file
 files fill the link by number and large files by parallel ranged GETs. Warm-up reads are not
 counted as cache hits or misses (those are the programs' reads). Progress (files, bytes,
 rate) is kept on the job and polled by ``tidepool load``.
+
+:class:`LoadTable` bounds what jobs may cost: a job fetches at most ``MAX_CONCURRENCY`` files at
+once, at most ``max_running`` jobs of one dataset run at a time (the others wait in ``Pending``),
+at most ``max_waiting`` more may wait (a further request is refused with 429), and a finished job
+is kept for ``finished_ttl`` seconds or until ``keep_finished`` newer jobs have finished,
+whichever comes first, so that ``tidepool load`` can read its last progress; then it is forgotten
+(its id answers 404). Replication (r > 1) asks peers for one small job per file, which is why
+waiting jobs queue instead of being refused at once.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from tidepool.core.errors import redact
+from tidepool.core.errors import TooManyRequestsError, redact
 from tidepool.core.fileinfo import FileInfo
 from tidepool.core.paths import normalize
 from tidepool.worker.dataset import DatasetService
@@ -24,6 +34,8 @@ from tidepool.worker.dataset import DatasetService
 log = logging.getLogger(__name__)
 
 State = Literal["Pending", "Executing", "Complete", "Failed"]
+MAX_CONCURRENCY = 256
+"""Most files one job fetches at once, whatever it asks for."""
 _ids = itertools.count(1)
 
 
@@ -60,14 +72,15 @@ class LoadJob:
         self.progress = LoadProgress(
             id=f"load-{next(_ids)}", dataset=svc.name, paths=[normalize(p) for p in paths] or [""]
         )
-        self.concurrency = max(1, concurrency)
+        self.concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
         self.task: asyncio.Task[None] | None = None
 
     def _progress(self, nbytes: int) -> None:
         self.progress.bytes_done += nbytes
 
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.run())
+    @property
+    def finished(self) -> bool:
+        return self.progress.phase in ("Complete", "Failed")
 
     async def _targets(self) -> list[FileInfo]:
         files: dict[str, FileInfo] = {}
@@ -110,3 +123,88 @@ class LoadJob:
             log.warning("load %s of %s failed: %s", p.id, p.dataset, redact(str(exc)))
         finally:
             p.finished_at = time.time()
+
+
+class LoadTable:
+    """The worker's load jobs: started through a per-dataset slot, reaped when old.
+
+    ``clock`` is monotonic seconds (injectable for tests). Finished jobs are kept for
+    ``finished_ttl`` seconds *and* at most ``keep_finished`` of them (the oldest go first).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_running: int = 4,
+        max_waiting: int = 256,
+        keep_finished: int = 256,
+        finished_ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.keep_finished = keep_finished
+        self.finished_ttl = finished_ttl
+        self.clock = clock
+        self._active: dict[str, LoadJob] = {}
+        self._finished: OrderedDict[str, tuple[float, LoadJob]] = OrderedDict()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def __len__(self) -> int:
+        return len(self._active) + len(self._finished)
+
+    def active(self, dataset: str) -> int:
+        """Jobs of ``dataset`` running or waiting for a slot."""
+        return sum(1 for j in self._active.values() if j.svc.name == dataset)
+
+    def start(self, job: LoadJob) -> None:
+        """Run ``job`` when a slot of its dataset is free; :class:`TooManyRequestsError` when
+        ``max_running + max_waiting`` jobs of that dataset are already there."""
+        self.reap()
+        dataset = job.svc.name
+        if self.active(dataset) >= self.max_running + self.max_waiting:
+            raise TooManyRequestsError(
+                f"dataset {dataset!r} has {self.max_running} load jobs running and "
+                f"{self.max_waiting} waiting, the most allowed; try again when one finished"
+            )
+        slot = self._slots.setdefault(dataset, asyncio.Semaphore(self.max_running))
+        self._active[job.progress.id] = job
+        job.task = asyncio.get_running_loop().create_task(self._run(job, slot))
+
+    async def _run(self, job: LoadJob, slot: asyncio.Semaphore) -> None:
+        try:
+            async with slot:
+                await job.run()
+        finally:
+            if not job.finished:  # cancelled while waiting or running
+                job.progress.phase = "Failed"
+                job.progress.errors.append("the worker stopped before the load finished")
+                job.progress.finished_at = time.time()
+            self._active.pop(job.progress.id, None)
+            self._finished[job.progress.id] = (self.clock(), job)
+            self.reap()
+
+    def get(self, job_id: str) -> LoadJob | None:
+        self.reap()
+        job = self._active.get(job_id)
+        if job is not None:
+            return job
+        kept = self._finished.get(job_id)
+        return kept[1] if kept is not None else None
+
+    def reap(self) -> None:
+        """Forget finished jobs older than ``finished_ttl`` or beyond ``keep_finished``."""
+        now = self.clock()
+        while self._finished:
+            job_id, (done, _) = next(iter(self._finished.items()))
+            if len(self._finished) > self.keep_finished or now - done > self.finished_ttl:
+                del self._finished[job_id]
+            else:
+                break
+
+    async def close(self) -> None:
+        """Cancel every job (the worker is stopping)."""
+        tasks = [j.task for j in self._active.values() if j.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

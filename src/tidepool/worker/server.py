@@ -31,12 +31,15 @@ from tidepool.origin.funnel import OriginSettings
 from tidepool.pool.hostid import host_id
 from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
 from tidepool.pool.tls import client_context, scheme, server_context
+from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
 from tidepool.store.tierdir import state_dir_in
 from tidepool.worker.app import WorkerApp
 from tidepool.worker.dataset import DatasetService
+from tidepool.worker.loads import LoadTable
+from tidepool.worker.localuser import LocalUsers
 from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
 from tidepool.worker.placement import Placement
 
@@ -88,6 +91,18 @@ class WorkerSettings:
     tls_ca: Path | None = None
     """PEM CA bundle that peers' and etcd's certificates are checked against (default: the
     system's)."""
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    """Connection cap, header/idle/stall timeouts and header size caps of the HTTP listener."""
+    max_loads_running: int = 4
+    """Load jobs of one dataset that run at once (more wait, see :class:`LoadTable`)."""
+    max_loads_waiting: int = 256
+    """Load jobs of one dataset that may wait for a slot; beyond that a load answers 429."""
+
+
+_BUSY = busy_response(
+    b'{"error":"ServiceUnavailable","message":"too many connections; try again"}',
+    "application/json",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -115,7 +130,7 @@ class Worker:
         if not is_loopback(self.settings.host) and not self.settings.token:
             raise ConfigError(
                 f"listening on {self.settings.host!r} (beyond loopback) requires a bearer token: "
-                "pass --token or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
+                "pass --token-file or set TIDEPOOL_TOKEN, or listen on 127.0.0.1"
             )
         s = self.settings
         if (s.members or s.etcd or s.membership is not None) and not s.peer_token:
@@ -159,6 +174,8 @@ class Worker:
         self.metas: dict[str, MetadataStore] = {}
         self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "tidepool-io")
         self._runner: web.AppRunner | None = None
+        self.budget = ConnectionBudget(self.settings.limits, _BUSY)
+        self.api: WorkerApp | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.host_id = host_id()
@@ -268,6 +285,19 @@ class Worker:
         address = s.advertise or f"{scheme(self._server_ssl is not None)}://{s.host}:{self.port}"
         return Member(name=name, address=address.rstrip("/"), pool=s.nodepool)
 
+    def _local_users(self) -> LocalUsers | None:
+        """Without a token, who may start loads and report hits (None: anyone)."""
+        if self.settings.token:
+            return None
+        users = LocalUsers()
+        if not users.available:
+            log.warning(
+                "cannot tell local users apart here (no /proc/net/tcp): without a token, any "
+                "local user can start loads and report hits; set one with --token-file"
+            )
+            return None
+        return users
+
     async def _start_membership(self) -> None:
         s = self.settings
         if not s.members and not s.etcd and s.membership is None:
@@ -303,7 +333,7 @@ class Worker:
             await svc.start()
         self.metrics.add_store_collector(self._store_samples)
         self.metrics.add_origin_collector(self._origin_samples)
-        app = WorkerApp(
+        self.api = WorkerApp(
             self.services,
             self.metrics,
             token=self.settings.token,
@@ -311,20 +341,27 @@ class Worker:
             load_concurrency=self.settings.load_concurrency,
             ready=lambda: self._ready,
             peer_token=self.settings.peer_token,
-        ).build()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            local_user=self._local_users(),
+            loads=LoadTable(
+                max_running=self.settings.max_loads_running,
+                max_waiting=self.settings.max_loads_waiting,
+            ),
+        )
+        app = self.api.build(self.budget)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, **self.settings.limits.server_kwargs()
+        )
         await self._runner.setup()
-        site = web.TCPSite(
+        site = BudgetSite(
             self._runner,
             self.settings.host,
             self.settings.port,
+            self.budget,
             backlog=1024,
             ssl_context=self._server_ssl,
         )
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self.port = site.bound_port
         await self._start_membership()  # needs the bound port; /healthz says 503 until done
         self._ready = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())

@@ -1,0 +1,7 @@
+"""HTTP listener plumbing shared by the worker and the S3 gateway (an adapter over aiohttp)."""
+
+from __future__ import annotations
+
+from tidepool.serving.budget import BudgetSite, ConnectionBudget, ServerLimits, busy_response
+
+__all__ = ["BudgetSite", "ConnectionBudget", "ServerLimits", "busy_response"]
