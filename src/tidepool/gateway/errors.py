@@ -7,15 +7,26 @@ signatures, conditions) with its code already chosen, and the package's exceptio
 the fsspec client, mapped here by type with :data:`S3_STATUS` — the same types the worker's table
 uses, so one cause gets one meaning on every surface.
 
+Origin mistakes keep their meaning: the origin's missing bucket is ``NoSuchBucket`` and refused
+credentials are ``AccessDenied`` (403), each with a message naming the origin's bucket, endpoint
+and access key id. The origin's ``SignatureDoesNotMatch`` and ``InvalidAccessKeyId`` are also
+answered as ``AccessDenied`` with that code in the message: sent as themselves they would tell an
+S3 client that *its own* request to the gateway was signed wrongly. A TLS mismatch with the
+origin is a 502 ``OriginTLS``; any other origin error a 502 ``OriginError``.
+
 Limits: only the codes this read-only gateway can produce are listed; anything unmapped is an
-``InternalError`` (500) — an origin error that is not "unreachable", or the worker refusing the
-gateway's own token — whose message never carries secrets (:func:`tidepool.core.errors.redact`).
+``InternalError`` (500) — a bug, or the worker refusing the gateway's own token — whose message
+never carries secrets (:func:`tidepool.core.errors.redact`).
 """
 
 from __future__ import annotations
 
 from tidepool.core.errors import (
     BadRequestError,
+    OriginBucketMissingError,
+    OriginError,
+    OriginRefusedError,
+    OriginTLSError,
     OriginUnavailableError,
     RangeNotSatisfiableError,
     UnknownDatasetError,
@@ -43,12 +54,16 @@ S3_STATUS: list[tuple[type[BaseException], int, str]] = [
     (RangeNotSatisfiableError, 416, "InvalidRange"),
     (BadRequestError, 400, "InvalidArgument"),
     (UnknownDatasetError, 404, "NoSuchBucket"),
+    (OriginBucketMissingError, 404, "NoSuchBucket"),
+    (OriginRefusedError, 403, "AccessDenied"),
+    (OriginTLSError, 502, "OriginTLS"),
     (FileNotFoundError, 404, "NoSuchKey"),
     (IsADirectoryError, 404, "NoSuchKey"),
     (NotADirectoryError, 404, "NoSuchKey"),
     (OriginUnavailableError, 503, "ServiceUnavailable"),
     (ConnectionError, 503, "ServiceUnavailable"),  # the worker itself is unreachable
     (PermissionError, 403, "AccessDenied"),
+    (OriginError, 502, "OriginError"),
 ]
 
 _MESSAGES = {
@@ -67,6 +82,8 @@ def s3_error(exc: BaseException) -> S3Error:
             detail = redact(str(exc))
             if isinstance(exc, OriginUnavailableError):
                 message = f"the origin is unreachable and the object is not cached: {detail}"
+            elif isinstance(exc, OriginError):
+                message = f"the dataset's origin failed: {detail}"
             elif code == "ServiceUnavailable":
                 message = f"the Tidepool worker cannot serve this request: {detail}"
             else:

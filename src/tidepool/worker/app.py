@@ -16,8 +16,10 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
                                                itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
 
-Errors are ``{"error": code, "message": text, "dataset", "path"}`` with the status from the one
-table in :mod:`tidepool.core.errors`.
+Errors are ``{"error": code, "message": text, "dataset", "path", "request_id"}`` with the status
+from the one table in :mod:`tidepool.core.errors` (named origin errors add ``bucket``,
+``endpoint`` and ``key_id``); every answer carries ``X-Request-Id`` and every failed request is
+logged as one line (:mod:`tidepool.worker.requestlog`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tidepool.core.errors import (
     AuthError,
     BadRequestError,
     UnknownDatasetError,
+    error_details,
     http_status,
     redact,
 )
@@ -46,11 +49,13 @@ from tidepool.worker.dataset import DatasetService
 from tidepool.worker.loads import LoadJob
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import PEER_HEADER
+from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def _count_value(value: Any) -> TypeGuard[int]:
@@ -65,7 +70,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def error_response(exc: BaseException, dataset: str = "", path: str = "") -> web.Response:
+def error_response(
+    exc: BaseException, dataset: str = "", path: str = "", rid: str = ""
+) -> web.Response:
     status, code = http_status(exc)
     if status == 500:
         message = f"internal error: {type(exc).__name__}: {exc}"
@@ -74,6 +81,9 @@ def error_response(exc: BaseException, dataset: str = "", path: str = "") -> web
     else:
         message = str(exc)
     body = {"error": code, "message": redact(message), "dataset": dataset, "path": path}
+    body.update(error_details(exc))
+    if rid:
+        body["request_id"] = rid
     resp = _json(body, status)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="tidepool"'
@@ -106,6 +116,7 @@ class WorkerApp:
 
     def build(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1 << 20)
+        app.on_response_prepare.append(self._echo_request_id)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics_text)
@@ -124,8 +135,13 @@ class WorkerApp:
 
     # ---- middleware ------------------------------------------------------------------------
 
+    @staticmethod
+    async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID) or request_id(None)
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_ID] = request_id(request.headers.get(REQUEST_ID_HEADER))
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         try:
@@ -148,12 +164,9 @@ class WorkerApp:
     def _error_answer(self, request: web.Request, exc: Exception) -> web.Response:
         ds = request.match_info.get("ds", "")
         path = request.match_info.get("path", "")
-        status, _ = http_status(exc)
-        if status >= 500 and status != 503:
-            log.exception("%s %s failed", request.method, redact(request.path))
-        else:
-            log.debug("%s %s -> %s: %s", request.method, request.path, status, exc)
-        return error_response(exc, ds, path)
+        rid = request.get(REQUEST_ID, "")
+        log_failure(log, rid, request.method, ds, path, exc)
+        return error_response(exc, ds, path, rid)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
