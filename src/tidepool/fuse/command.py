@@ -44,13 +44,15 @@ def add_mount_args(p: argparse.ArgumentParser) -> None:
         help="worker URL (env TIDEPOOL_ENDPOINT, default %(default)s)",
     )
     p.add_argument(
-        "--token", default=os.environ.get("TIDEPOOL_TOKEN"), help="bearer token (TIDEPOOL_TOKEN)"
+        "--token",
+        default=os.environ.get("TIDEPOOL_TOKEN"),
+        help="bearer token (env TIDEPOOL_TOKEN; default none)",
     )
     p.add_argument(
         "--foreground",
         action="store_true",
         default=True,
-        help="stay in the foreground (the only mode: run it under a supervisor)",
+        help="stay in the foreground (the only mode, so the default: run it under a supervisor)",
     )
     p.add_argument(
         "--mkdir",

@@ -37,12 +37,12 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint",
         default=os.environ.get("TIDEPOOL_ENDPOINT", "http://127.0.0.1:8433"),
-        help="the Tidepool worker (env TIDEPOOL_ENDPOINT)",
+        help="the Tidepool worker (env TIDEPOOL_ENDPOINT, default %(default)s)",
     )
     parser.add_argument(
         "--token",
         default=os.environ.get("TIDEPOOL_TOKEN"),
-        help="bearer token of the worker (env TIDEPOOL_TOKEN)",
+        help="bearer token of the worker (env TIDEPOOL_TOKEN; default none)",
     )
     parser.add_argument(
         "--access-key",
@@ -57,7 +57,9 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--credentials-file", type=Path, help="file of ACCESS:SECRET lines (more than one key)"
     )
-    parser.add_argument("--region", default="us-east-1", help="region the buckets report")
+    parser.add_argument(
+        "--region", default="us-east-1", help="region the buckets report (default %(default)s)"
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -517,6 +517,28 @@ class Origin:
 
         return await self._call("find", rel, go)
 
+    async def sample(self) -> int:
+        """Objects found under the mount's root, at most one: a cheap check that the bucket
+        exists, the prefix holds something and the credentials are accepted (one ``ListObjectsV2``
+        with ``MaxKeys=1`` on S3, a listing of the root elsewhere). Raises the funnel's errors."""
+        if self.mount.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
+            fs: Any = self.fs
+            target = describe_mount(self.mount)
+            prefix = f"{target.prefix}/" if target.prefix else ""
+
+            async def go_s3() -> int:
+                resp = await fs._call_s3(
+                    "list_objects_v2", Bucket=target.bucket, Prefix=prefix, MaxKeys=1
+                )
+                return int(resp.get("KeyCount") or len(resp.get("Contents") or []))
+
+            return await self._call("sample", "", go_s3)
+
+        async def go() -> int:
+            return min(1, len(await self.fs._ls(self._path(""), detail=False)))
+
+        return await self._call("sample", "", go)
+
     async def read(self, rel: str, start: int, end: int, version: str | None = None) -> bytes:
         """Bytes ``[start, end)`` of a file; raises VersionChangedError if it is not ``version``."""
         if end <= start:

@@ -12,6 +12,7 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/datasets/{ds}/find/{path}         every file below path
     GET  /v1/datasets/{ds}/files/{path}        bytes (Range -> 206/416); HEAD: headers only
     POST /v1/datasets/{ds}/load                start a warm-up job {"paths": [...]}
+    POST /v1/datasets/{ds}/refresh/{path}      drop the metadata at and below path, ask again
     POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
                                                itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
@@ -49,6 +50,7 @@ from tidepool.worker.dataset import DatasetService
 from tidepool.worker.loads import LoadJob
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import PEER_HEADER
+from tidepool.worker.refresh import refresh_path
 from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
 
@@ -129,6 +131,7 @@ class WorkerApp:
         r.add_route("GET", "/v1/datasets/{ds}/files/{path:.*}", self.file)
         r.add_route("HEAD", "/v1/datasets/{ds}/files/{path:.*}", self.file)
         r.add_post("/v1/datasets/{ds}/load", self.load)
+        r.add_post("/v1/datasets/{ds}/refresh/{path:.*}", self.refresh)
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_get("/v1/loads/{id}", self.load_status)
         return app
@@ -322,6 +325,10 @@ class WorkerApp:
         self.loads[job.progress.id] = job
         job.start()
         return _json(job.progress.as_dict(), 202)
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        svc = self._svc(request)
+        return _json(await refresh_path(svc, request.match_info["path"]))
 
     async def local_hits(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
