@@ -39,9 +39,7 @@ def bucket(make_dataset: Any) -> str:
     return str(make_dataset.bucket)
 
 
-def spec(
-    tmp_path: Path, url: str, endpoint: str, key: str, secret: str, name: str = "ds"
-) -> Path:
+def spec(tmp_path: Path, url: str, endpoint: str, key: str, secret: str, name: str = "ds") -> Path:
     return S3DatasetSpec(
         url=url,
         endpoint=endpoint,
@@ -63,7 +61,9 @@ def test_check_passes_for_a_good_origin(
     tmp_path: Path, s3_server: Any, bucket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = spec(tmp_path, f"s3://{bucket}/data/", s3_server.endpoint, "tidepool", "x")
-    good.write_text(good.read_text().replace("secret.key: x", f"secret.key: {s3_server.secret_key}"))
+    good.write_text(
+        good.read_text().replace("secret.key: x", f"secret.key: {s3_server.secret_key}")
+    )
     code, text = check(good, capsys)
     assert code == 0, text
     assert "OK" in text and "all 1 mount(s) answer" in text

@@ -378,6 +378,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     fs = _fs(args)
     output = "json" if args.json else args.output
     console = Console()
+    if output == "wide":  # like kubectl -o wide: wider than the terminal rather than cut
+        console = Console(width=max(console.width, 160))
 
     def view() -> RenderableType:
         names = [args.dataset] if args.dataset else fs.datasets()

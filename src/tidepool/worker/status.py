@@ -60,10 +60,13 @@ def _origin_problem(exc: BaseException) -> tuple[str, str]:
 
 async def _measure(svc: DatasetService) -> tuple[str, str]:
     """List the whole dataset at the origin (refreshing ``svc.ufs_total``); the origin's state."""
+    stale_before = svc.stale_served
     try:
         await svc.find("")
     except (OriginError, FileNotFoundError) as exc:
         return _origin_problem(exc)
+    if svc.stale_served > stale_before:  # the origin did not answer: the last listing was used
+        return "unreachable", "the origin did not answer; listings and totals are the last known"
     return "reachable", ""
 
 
