@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
 import aiohttp
@@ -179,3 +182,28 @@ def test_gateway_answers_the_same_s3_codes(broken: Any, s3_server: Any) -> None:
         assert s3.get_object(Bucket="good", Key="b.txt")["Body"].read() == b"bee"
     finally:
         gateway.stop()
+
+
+def test_cli_names_bucket_endpoint_and_key(broken: Any, s3_server: Any) -> None:
+    env = {**os.environ, "TIDEPOOL_ENDPOINT": broken.endpoint}
+    env.pop("TIDEPOOL_TOKEN", None)
+
+    def tidepool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tidepool.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    cat = tidepool("cat", "badsecret/a/one.txt")
+    assert cat.returncode == 1
+    assert "SignatureDoesNotMatch" in cat.stderr and s3_server.endpoint in cat.stderr
+    assert f"access key id '{s3_server.access_key}'" in cat.stderr
+    assert "internal error" not in cat.stderr.lower() and WRONG_SECRET not in cat.stderr
+    ls = tidepool("ls", "nobucket")
+    assert ls.returncode == 1 and "bucket 'no-such-bucket-here' does not exist" in ls.stderr
+    load = tidepool("load", "nobucket")
+    assert load.returncode == 1 and load.stdout.startswith("Failed")
+    assert "bucket 'no-such-bucket-here' does not exist at" in load.stderr
