@@ -176,6 +176,7 @@ def test_gateway_answers_the_same_s3_codes(broken: Any, s3_server: Any) -> None:
             assert answer["Error"]["Code"] == code, answer
             assert answer["ResponseMetadata"]["HTTPStatusCode"] == status
             assert "origin" in answer["Error"]["Message"]
+            assert s3_server.endpoint not in answer["Error"]["Message"]  # in the log only
         with pytest.raises(ClientError) as err:
             s3.list_objects_v2(Bucket="badsecret", Prefix="a/")
         assert "SignatureDoesNotMatch" in err.value.response["Error"]["Message"]

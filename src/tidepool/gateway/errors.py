@@ -8,11 +8,11 @@ the fsspec client, mapped here by type with :data:`S3_STATUS` — the same types
 uses, so one cause gets one meaning on every surface.
 
 Origin mistakes keep their meaning: the origin's missing bucket is ``NoSuchBucket`` and refused
-credentials are ``AccessDenied`` (403), each with a message naming the origin's bucket, endpoint
-and access key id. The origin's ``SignatureDoesNotMatch`` and ``InvalidAccessKeyId`` are also
-answered as ``AccessDenied`` with that code in the message: sent as themselves they would tell an
-S3 client that *its own* request to the gateway was signed wrongly. A TLS mismatch with the
-origin is a 502 ``OriginTLS``; any other origin error a 502 ``OriginError``.
+credentials are ``AccessDenied`` (403), with the origin's own code (``SignatureDoesNotMatch``,
+``InvalidAccessKeyId``) named in a fixed message: sent as themselves they would tell an S3 client
+that *its own* request to the gateway was signed wrongly. A TLS mismatch with the origin is a 502
+``OriginTLS``, any other origin error a 502 ``OriginError``. These messages never carry the
+origin's endpoint, key id or text: the worker's log has them, under the request id.
 
 Limits: only the codes this read-only gateway can produce are listed; anything unmapped is an
 ``InternalError`` (500) — a bug, or the worker refusing the gateway's own token — whose message
@@ -73,6 +73,17 @@ _MESSAGES = {
 }
 
 
+def _origin_message(exc: OriginError) -> str:
+    """A fixed text per origin cause (the details stay in the worker's log)."""
+    if isinstance(exc, OriginBucketMissingError):
+        return "The dataset's bucket does not exist at its origin."
+    if isinstance(exc, OriginRefusedError):
+        return f"The dataset's origin refused its credentials ({exc.label})."
+    if isinstance(exc, OriginTLSError):
+        return "The dataset's origin endpoint does not speak the TLS its URL says."
+    return "The dataset's origin answered with an error."
+
+
 def s3_error(exc: BaseException) -> S3Error:
     """The :class:`S3Error` for any exception (``InternalError`` when the type is unmapped)."""
     if isinstance(exc, S3Error):
@@ -83,7 +94,7 @@ def s3_error(exc: BaseException) -> S3Error:
             if isinstance(exc, OriginUnavailableError):
                 message = f"the origin is unreachable and the object is not cached: {detail}"
             elif isinstance(exc, OriginError):
-                message = f"the dataset's origin failed: {detail}"
+                message = _origin_message(exc)
             elif code == "ServiceUnavailable":
                 message = f"the Tidepool worker cannot serve this request: {detail}"
             else:
