@@ -1,6 +1,8 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv when missing and install what they need (test also installs Debian packages
-# through scripts/system-deps.sh: fuse3, etcd-server, iproute2).
+# Both create .venv when missing and install what they need into it. `make test` also runs
+# scripts/system-deps.sh, which installs fuse3, libfuse3-dev, pkg-config and iproute2 system-wide
+# with apt-get (as root or with sudo, only those missing) and unpacks Debian's etcd binary into
+# .venv (etcd-server is never installed, so no etcd service is enabled or started).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -17,18 +19,18 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml scripts/system-deps.sh | $(PY)
-	sh scripts/system-deps.sh
+	sh scripts/system-deps.sh $(VENV)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.demo-installed
 
-system-deps:
-	sh scripts/system-deps.sh
+system-deps: | $(PY)
+	sh scripts/system-deps.sh $(VENV)
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/tidepool demo $(ARGS)
 
 test: $(VENV)/.test-installed
-	sh scripts/system-deps.sh
+	sh scripts/system-deps.sh $(VENV)
 	$(PY) -m pytest $(ARGS)
 
 # The edit-test loop: pure and unit tests only (no servers, no namespaces), well under a minute.

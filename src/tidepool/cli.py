@@ -1,8 +1,10 @@
 """The ``tidepool`` command: a thin layer that builds settings and calls the library.
 
-Verbs: ``up`` (serve datasets), ``validate``, ``load`` (warm-up with a progress bar), ``ls``,
-``cat``, ``status``, ``demo``, ``bench``. Exit codes: 0 ok, 1 runtime failure, 2 bad input (spec or
-arguments), 130 interrupted.
+Verbs: ``up`` (serve datasets), ``validate`` (``--check`` asks the origin too), ``load`` (warm-up
+with progress), ``refresh`` (see origin changes now), ``ls``, ``cat``, ``status`` (``-o wide|json``,
+``--watch``), ``demo``, ``bench``. What is printed lives in :mod:`tidepool.console`. Exit codes:
+0 ok, 1 runtime failure, 2 bad input (spec or arguments), 3 load incomplete (the data does not fit
+the cache), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tidepool.core.errors import ConfigError, SpecError, TidepoolError, redact
 
 log = logging.getLogger("tidepool")
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -69,13 +70,15 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
         "--secrets-dir",
         type=Path,
         default=_env("SECRETS_DIR"),
-        help="directory of secret files (<secret>/<key> or <key>, as Kubernetes mounts them)",
+        help="directory of secret files (<secret>/<key> or <key>, as Kubernetes mounts them; "
+        "env TIDEPOOL_SECRETS_DIR; default none: Secret documents and TIDEPOOL_SECRET_* only)",
     )
     p.add_argument(
         "--cache-dir",
         type=Path,
         default=_env("CACHE_DIR"),
-        help="where datasets without a runtime keep their cache (default ~/.cache/tidepool)",
+        help="where datasets without a runtime keep their cache (env TIDEPOOL_CACHE_DIR; "
+        "default ~/.cache/tidepool)",
     )
 
 
@@ -123,7 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tidepool",
         description="Edge data acceleration: a shared, persistent cache of cloud datasets.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging: -v info and tracebacks of failed requests, -vv debug (default: "
+        "warnings only)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # no abbreviations: "--peer-token SECRET" must not be taken for --peer-token-file SECRET
@@ -131,16 +141,38 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="serve the datasets of spec files on this host", allow_abbrev=False
     )
     _add_spec_args(p)
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address")
-    p.add_argument("--port", type=int, default=int(_env("PORT", "8433") or 8433))
+    p.add_argument(
+        "--host",
+        default=_env("HOST", "127.0.0.1"),
+        help="listen address; beyond loopback a token is required (env TIDEPOOL_HOST, "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "8433") or 8433),
+        help="TCP port of the worker API; 0 picks a free one (env TIDEPOOL_PORT, default "
+        "%(default)s); clients find it through TIDEPOOL_ENDPOINT",
+    )
     _add_token_args(p)  # required off loopback
-    p.add_argument("--state-dir", type=Path, default=_env("STATE_DIR"))
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=_env("STATE_DIR"),
+        help="where pool membership and the index and metadata of datasets without a disk tier "
+        "are kept (env TIDEPOOL_STATE_DIR, default ~/.local/state/tidepool)",
+    )
     p.add_argument(
         "--nodepool",
         default=_env("NODEPOOL", ""),
-        help="this node's pool (apps.openyurt.io/nodepool; env TIDEPOOL_NODEPOOL)",
+        help="this node's pool (apps.openyurt.io/nodepool; env TIDEPOOL_NODEPOOL; default none: "
+        "a single node)",
     )
-    p.add_argument("--node-name", default=_env("NODE_NAME", ""), help="name in the pool")
+    p.add_argument(
+        "--node-name",
+        default=_env("NODE_NAME", ""),
+        help="this worker's name in the pool (env TIDEPOOL_NODE_NAME, default: the host name)",
+    )
     p.add_argument(
         "--advertise",
         default=_env("ADVERTISE", ""),
@@ -149,23 +181,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--members",
         default=_env("MEMBERS", ""),
-        help="static pool membership: static:NAME=http://HOST:PORT,... (or a file with @PATH)",
+        help="static pool membership: static:NAME=http://HOST:PORT,... (or a file with @PATH; "
+        "env TIDEPOOL_MEMBERS; default none)",
     )
     p.add_argument(
         "--etcd",
         default=_env("ETCD", ""),
-        help="etcd endpoints for pool membership, comma-separated (http://HOST:2379)",
+        help="etcd endpoints for pool membership, comma-separated (http://HOST:2379; env "
+        "TIDEPOOL_ETCD; default none)",
     )
     _add_pool_security_args(p)
 
     p = sub.add_parser("validate", help="check spec files and print what was understood")
     _add_spec_args(p)
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also ask each origin for one object with the spec's credentials and say what is "
+        "wrong: bucket missing, prefix empty, credentials refused, endpoint unreachable, TLS "
+        "(default: the spec alone, no network)",
+    )
 
     p = sub.add_parser("load", help="warm the cache with a dataset or some of its paths")
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="the dataset to warm")
     p.add_argument("paths", nargs="*", help="paths inside the dataset (default: all of it)")
-    p.add_argument("--concurrency", type=int, default=None, help="files fetched at once")
-    p.add_argument("--no-wait", action="store_true", help="start the job and return")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="files fetched at once (default: the worker's, 32)",
+    )
+    p.add_argument("--no-wait", action="store_true", help="start the job, print its id and return")
     p.add_argument(
         "--report-job",
         default=_env("REPORT_JOB", ""),
@@ -177,18 +223,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(p)
 
     p = sub.add_parser("ls", help="list a dataset path (tidepool://DATASET/PATH or DATASET/PATH)")
-    p.add_argument("path", nargs="?", default="")
+    p.add_argument(
+        "path", nargs="?", default="", help="DATASET/PATH (default: the list of datasets)"
+    )
     p.add_argument("-l", "--long", action="store_true", help="sizes and versions")
     p.add_argument("-R", "--recursive", action="store_true", help="every file below the path")
     _add_client_args(p)
 
     p = sub.add_parser("cat", help="write a file's bytes to standard output")
-    p.add_argument("path")
+    p.add_argument("path", help="DATASET/PATH of a file")
+    _add_client_args(p)
+
+    p = sub.add_parser(
+        "refresh", help="see changes at the origin now: ask it again for a path's metadata"
+    )
+    p.add_argument(
+        "path", help="DATASET or DATASET/PATH: the metadata at and below it is fetched again"
+    )
     _add_client_args(p)
 
     p = sub.add_parser("status", help="cache state per dataset (Fluid cacheStates)")
-    p.add_argument("dataset", nargs="?")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("dataset", nargs="?", help="one dataset (default: every dataset served)")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json"),
+        default="table",
+        help="table (fits 80 columns), wide (more columns) or json (default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="same as -o json")
+    p.add_argument(
+        "-w", "--watch", action="store_true", help="keep showing it, refreshed (Ctrl-C ends)"
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between refreshes with --watch (default %(default)s)",
+    )
     _add_client_args(p)
 
     p = sub.add_parser("mount", help="mount datasets read-only with FUSE (POSIX access)")
@@ -249,7 +321,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ]
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
-    return EXIT_USAGE if problems else EXIT_OK
+    if problems:
+        return EXIT_USAGE
+    if not args.check:
+        return EXIT_OK
+    from tidepool.console import check_lines
+    from tidepool.origin.probe import probe_datasets
+
+    results = asyncio.run(probe_datasets(bundle.datasets.values()))
+    print("\n".join(check_lines(results)))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAIL
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -359,64 +440,73 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console, Group, RenderableType
 
-    from tidepool.core.quantity import format_bytes
+    from tidepool.console import pool_table, status_view, watch_status
 
     fs = _fs(args)
-    names = [args.dataset] if args.dataset else fs.datasets()
-    statuses = [fs.status(n) for n in names]
-    if args.json:
-        print(json.dumps(statuses, indent=2))
-        return EXIT_OK
-    table = Table(title=f"Tidepool datasets at {args.endpoint}")
-    for col in (
-        "DATASET",
-        "UFS TOTAL",
-        "FILES",
-        "CACHED",
-        "CAPACITY",
-        "CACHED %",
-        "HIT RATIO",
-        "ORIGIN",
-    ):
-        table.add_column(col, justify="right" if col != "DATASET" else "left")
-    for s in statuses:
-        c = s["cacheStates"]
-        table.add_row(
-            s["dataset"],
-            s["ufsTotal"],
-            s["fileNum"],
-            c["cached"],
-            c["cacheCapacity"],
-            c["cachedPercentage"],
-            c["cacheHitRatio"],
-            "reachable" if s["raw"]["origin_reachable"] else "UNREACHABLE",
-        )
+    output = "json" if args.json else args.output
     console = Console()
-    console.print(table)
-    pool = fs.pool_status(names)
-    if pool["members"]:
-        t = Table(
-            title=f"node pool {pool['nodepool'] or '(unnamed)'}: {pool['replicas']} "
-            "cop(ies) per file"
-        )
-        for col in ("MEMBER", "ADDRESS", "STATE", "FILES OWNED", "CACHED"):
-            t.add_column(col, justify="left" if col in ("MEMBER", "ADDRESS") else "right")
-        for m in pool["members"]:
-            t.add_row(
-                m["name"],
-                m["address"],
-                m["state"],
-                str(m["files_owned"]),
-                format_bytes(m["cached_bytes"]) if m["cached_bytes"] is not None else "-",
-            )
-        console.print(t)
+    if output == "wide":  # like kubectl -o wide: wider than the terminal rather than cut
+        console = Console(width=max(console.width, 160))
+
+    def view() -> RenderableType:
+        names = [args.dataset] if args.dataset else fs.datasets()
+        statuses = [fs.status(n) for n in names]
+        if output == "json":
+            return json.dumps(statuses, indent=2)
+        parts = [status_view(statuses, args.endpoint, wide=output == "wide")]
+        try:
+            pool = fs.pool_status(names)
+        except OSError as exc:  # a dataset whose origin fails: the table already says so
+            log.debug("no pool view: %s", exc)
+        else:
+            if pool["members"]:
+                parts.append(pool_table(pool))
+        return Group(*parts)
+
+    if not args.watch:
+        if output == "json":
+            print(view())
+        else:
+            console.print(view())
+        return EXIT_OK
+    with contextlib.suppress(KeyboardInterrupt):
+        watch_status(view, console, max(0.1, args.interval))
     return EXIT_OK
 
 
+def cmd_refresh(args: argparse.Namespace) -> int:
+    fs = _fs(args)
+    path = fs._strip_protocol(args.path)
+    dataset, _, rel = path.partition("/")
+    result = _refresh(args, dataset, rel)
+    where = f"{dataset}/{rel}" if rel else dataset
+    if not result.get("exists"):
+        print(f"{where}: gone at the origin ({result['dropped']} cached entries dropped)")
+        return EXIT_OK
+    if result.get("type") == "directory":
+        now = f"directory, {result.get('entries', 0)} entries"
+    else:
+        now = f"file, {result.get('size', 0)} bytes, version {result.get('version')}"
+        was = result.get("previous_version")
+        if was and was != result.get("version"):
+            now += f" (was {was})"
+    print(f"{where}: refreshed from the origin: {now}")
+    return EXIT_OK
+
+
+def _refresh(args: argparse.Namespace, dataset: str, rel: str) -> dict[str, Any]:
+    """``POST /v1/datasets/{ds}/refresh/{path}`` to the worker."""
+    result: dict[str, Any] = _fs(args).refresh(f"{dataset}/{rel}" if rel else dataset)
+    return result
+
+
 def cmd_load(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tidepool.console import follow_load, load_summary
+
     reporter = None
     if args.report_job and not args.no_wait:
         from tidepool.operator.loadreport import JobReporter, check_own_job, parse_job_ref
@@ -430,54 +520,21 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(job["id"])
         return EXIT_OK
+    job_id = job["id"]
     try:
-        job = _follow_load(fs, args.dataset, job, reporter)
+        job = follow_load(
+            lambda: fs.load_progress(job_id),
+            args.dataset,
+            Console(),
+            on_update=reporter.update if reporter is not None else None,
+        )
     finally:
         if reporter is not None:
             reporter.close()
-    rate = job["rate_bytes_s"] / 1e6
-    print(
-        f"{job['phase']}: {job['files_done']}/{job['files_total']} files, "
-        f"{job['bytes_done'] / 2**20:.1f} MiB in {job['elapsed_s']:.1f} s ({rate:.1f} MB/s)"
-    )
-    for err in job["errors"]:
-        print(f"  error: {err}", file=sys.stderr)
+    load_summary(job, sys.stdout, sys.stderr)
+    if job["phase"] == "Incomplete":
+        return EXIT_INCOMPLETE
     return EXIT_OK if job["phase"] == "Complete" else EXIT_FAIL
-
-
-def _follow_load(fs: Any, dataset: str, job: dict[str, Any], reporter: Any) -> dict[str, Any]:
-    """Show a load's progress until it ends, handing each reading to ``reporter``; the last."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn(f"[bold]{dataset}[/]"),
-        BarColumn(),
-        TextColumn("{task.fields[files]} files"),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-    ) as progress:
-        task = progress.add_task("load", total=None, files="0/?")
-        while True:
-            job = fs.load_progress(job["id"])
-            if reporter is not None:
-                reporter.update(job)
-            progress.update(
-                task,
-                completed=job["bytes_done"],
-                total=job["bytes_total"] or None,
-                files=f"{job['files_done']}/{job['files_total'] or '?'}",
-            )
-            if job["phase"] in ("Complete", "Failed"):
-                return job
-            time.sleep(0.2)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -529,6 +586,7 @@ COMMANDS = {
     "ls": cmd_ls,
     "cat": cmd_cat,
     "status": cmd_status,
+    "refresh": cmd_refresh,
     "mount": cmd_mount,
     "gateway": cmd_gateway,
     "operator": cmd_operator,

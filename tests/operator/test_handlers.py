@@ -382,6 +382,50 @@ async def test_dataload_job_and_phases(
         await eventually(lambda: objects(api, "DataLoad")["warm"]["status"]["phase"] == "Executing")
 
 
+async def test_dataload_that_does_not_fit_is_incomplete_with_the_reason(
+    api: kmock.KubernetesEmulator, kube: KubeConfig, operator: None
+) -> None:
+    """A load Job that ended Incomplete (exit 3: its podFailurePolicy fails the Job at once)
+    makes the DataLoad Incomplete, with the pool's reason and setting as its message."""
+    why = "only 15.0 MiB of 66.2 MiB (60/249 files) stayed in the cache: raise the quota"
+    async with KubeClient(kube) as client:
+        await client.create(NODEPOOLS, nodepool(POOL))
+        await client.create(DATASETS, dataset())
+        await client.create(DATALOADS, dataload("big", target=[{"path": "/train"}]))
+        job_name = f"big-load-{POOL}"
+        job = await eventually(lambda: objects(api, "Job")[job_name])
+        rules = job["spec"]["podFailurePolicy"]["rules"]
+        assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [3]
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        progress = {
+            "phase": "Incomplete",
+            "files": 249,
+            "filesTotal": 249,
+            "bytes": 69_400_000,
+            "bytesTotal": 69_400_000,
+            "bytesCached": 15_728_640,
+            "message": why,
+            "time": time.time(),
+        }
+        await client.patch(
+            by_kind("Job"),
+            "default",
+            job_name,
+            {
+                "metadata": {"annotations": {"tidepool.io/load-progress": json.dumps(progress)}},
+                "status": {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]},
+            },
+        )
+
+        def incomplete() -> dict[str, Any]:
+            status = objects(api, "DataLoad")["big"].get("status") or {}
+            return status if status.get("phase") == "Incomplete" else {}
+
+        status = await eventually(incomplete)
+        assert status["message"] == f"pool {POOL}: {why}"
+        assert status["progress"]["bytesCached"] == 15_728_640
+
+
 def pod_env(container: dict[str, Any], fields: dict[str, str]) -> dict[str, str]:
     """A container's environment as the kubelet builds it: downward-API fields, then ``$(VAR)``."""
     env: dict[str, str] = {}

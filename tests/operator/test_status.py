@@ -79,3 +79,34 @@ def test_remote_hits_are_misses_another_worker_answered() -> None:
         "60.0%",
         "30.0%",
     )
+
+
+def test_an_incomplete_load_carries_what_fitted_and_why() -> None:
+    from tidepool.cli import EXIT_INCOMPLETE
+    from tidepool.operator.dataload import LOAD_INCOMPLETE_EXIT
+    from tidepool.operator.status import job_progress_from_load, load_progress
+
+    assert LOAD_INCOMPLETE_EXIT == EXIT_INCOMPLETE
+    running = job_progress_from_load(
+        {"phase": "Executing", "bytes_done": 10, "bytes_total": 100, "bytes_cached": 0}, now=NOW
+    )
+    assert running.bytes_cached is None  # only known at the end
+    done = job_progress_from_load(
+        {
+            "phase": "Incomplete",
+            "files_done": 4,
+            "files_total": 4,
+            "bytes_done": 100,
+            "bytes_total": 100,
+            "bytes_cached": 40,
+            "message": "only 40 B of 100 B stayed in the cache",
+        },
+        now=NOW,
+    )
+    assert (done.phase, done.bytes_cached, done.message) == (
+        "Incomplete",
+        40,
+        "only 40 B of 100 B stayed in the cache",
+    )
+    folded = load_progress([done, None], expected=2)
+    assert folded.bytes_cached == 40 and folded.percent == "50.0%"

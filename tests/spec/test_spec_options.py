@@ -19,7 +19,11 @@ CHECKSUMS = dict(CHECKSUM_CONFIG)
         ("s3://bucket", {}, "s3", "bucket", {"config_kwargs": CHECKSUMS}),
         (
             "s3://b/p",
-            {"fs.s3a.endpoint": "minio:9000", "fs.s3a.access.key": "AK", "fs.s3a.secret.key": "SK"},
+            {
+                "fs.s3a.endpoint": "https://minio:9000",
+                "fs.s3a.access.key": "AK",
+                "fs.s3a.secret.key": "SK",
+            },
             "s3",
             "b/p",
             {
@@ -145,6 +149,15 @@ def test_mapping_table(
         ),
         ("s3://b", {"key": "A", "fs.s3a.access.key": "B"}, "fs.s3a.access.key", "keep one"),
         ("s3://b", {"client_kwargs": "[1]"}, "client_kwargs", "JSON object"),
+        # an S3 endpoint without a scheme: https was assumed silently and failed at first read
+        (
+            "s3://b",
+            {"fs.s3a.endpoint": "127.0.0.1:19731"},
+            "fs.s3a.endpoint",
+            "has no scheme: write http://127.0.0.1:19731 or https://127.0.0.1:19731",
+        ),
+        ("s3://b", {"endpoint_url": "minio:9000"}, "endpoint_url", "write http://minio:9000"),
+        ("s3://b", {"fs.s3a.endpoint": "ftp://h:1"}, "fs.s3a.endpoint", "http:// or https://"),
     ],
 )
 def test_mapping_errors(url: str, options: dict[str, str], key: str | None, fragment: str) -> None:
@@ -172,7 +185,7 @@ def test_mount_config_defaults_and_secrets() -> None:
     m = mount(
         mountPoint="s3://b/p",
         name="train",
-        options={"fs.s3a.endpoint": "h:9000"},
+        options={"fs.s3a.endpoint": "https://h:9000"},
         encryptOptions=[
             {"name": "fs.s3a.secret.key", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
         ],
@@ -191,12 +204,12 @@ def test_plain_credentials_count_as_secrets() -> None:
 
 
 def test_shared_options_apply_and_mount_options_win() -> None:
-    m = mount(mountPoint="s3://b", name="x", options={"fs.s3a.endpoint": "mine:1"})
+    m = mount(mountPoint="s3://b", name="x", options={"fs.s3a.endpoint": "https://mine:1"})
     config = mount_config(
         "ds",
         m,
         no_secrets,
-        shared_options={"fs.s3a.endpoint": "shared:1", "fs.s3a.endpoint.region": "r"},
+        shared_options={"fs.s3a.endpoint": "https://shared:1", "fs.s3a.endpoint.region": "r"},
     )
     assert config.storage_options["endpoint_url"] == "https://mine:1"
     assert config.storage_options["client_kwargs"] == {"region_name": "r"}

@@ -109,3 +109,17 @@ def test_secret_file_values_redacted_from_other_errors(tmp_path: Path) -> None:
         load_files([tmp_path / "spec.yaml"], secrets_dir=tmp_path, environ={})
     assert "not an absolute directory" in str(info.value)
     assert_clean(str(info.value))
+
+
+def test_describe_keeps_a_tier_path_named_like_the_access_key(tmp_path: Path) -> None:
+    """Redaction is by exact value: a directory named like the access key id is a path, not a
+    leaked secret, and prints intact (it used to become ``/mnt/***/cache``)."""
+    (tmp_path / "fs.oss.accessKeyId").write_text("images")
+    (tmp_path / "fs.oss.accessKeySecret").write_text(KEY_SECRET)
+    (tmp_path / "spec.yaml").write_text(SEED.read_text())
+    bundle = load_files([tmp_path / "spec.yaml"], secrets_dir=tmp_path, environ={})
+    text = describe(bundle)
+    assert "SSD /mnt/images: 10.0 GiB" in text
+    assert "oss://test-fluid/images/images/" in text
+    assert "fs.oss.accessKeyId: *** (secret mysecret)" in text
+    assert KEY_SECRET not in text

@@ -113,3 +113,39 @@ def test_concurrent_writers(tmp_path: Path) -> None:
         for i in range(100)
     )
     store.close()
+
+
+@pytest.mark.parametrize("cache_entries", [0, 100])
+def test_drop_prefix_forgets_a_subtree_exactly(tmp_path: Path, cache_entries: int) -> None:
+    store = MetadataStore(tmp_path, cache_entries=cache_entries)
+    names = ["a", "a/b", "a/b/c.txt", "a/b0", "a/bc.txt", "a/B/x", "a/b_", "ab", "z"]
+    for name in names:
+        store.put_info("ds", name, {"name": name}, 1.0)
+        store.put_info("other", name, {"name": name}, 1.0)
+    store.put_listing("ds", "a/b", [{"name": "a/b/c.txt"}], 1.0)
+    store.put_listing("ds", "a", [{"name": "a/b"}, {"name": "a/b0"}], 1.0)
+    for name in names:  # prime the in-memory cache too
+        store.get_info("ds", name)
+    dropped = store.drop_prefix("ds", "a/b")
+    assert dropped == 3  # infos a/b and a/b/c.txt, the listing a/b
+    left = {n for n in names if store.get_info("ds", n) is not None}
+    assert left == {"a", "a/b0", "a/bc.txt", "a/B/x", "a/b_", "ab", "z"}  # exact, case kept
+    assert store.get_listing("ds", "a/b") is None and store.get_listing("ds", "a") is not None
+    assert all(store.get_info("other", n) is not None for n in names)
+    assert store.drop_prefix("ds", "") == len(left) + 1  # the whole dataset, listing "a" too
+    store.close()
+    reopened = MetadataStore(tmp_path)
+    assert reopened.get_info("ds", "a") is None and reopened.get_info("other", "a") is not None
+    reopened.close()
+
+
+def test_totals_survive_a_restart(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path)
+    assert store.get_total("ds") is None
+    store.put_total("ds", 66_200_000, 249, 123.5)
+    store.close()
+    store = MetadataStore(tmp_path)
+    assert store.get_total("ds") == (66_200_000, 249, 123.5)
+    store.drop_dataset("ds")
+    assert store.get_total("ds") is None
+    store.close()

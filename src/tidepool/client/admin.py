@@ -59,6 +59,11 @@ class WorkerAdmin:
             body["concurrency"] = concurrency
         return self.call(f"/v1/datasets/{quote(dataset)}/load", dataset, body)  # type: ignore[no-any-return]
 
+    def refresh(self, dataset: str, rel: str = "") -> dict[str, Any]:
+        """Revalidate the metadata at and below a path now (drops what the worker knew)."""
+        target = f"/v1/datasets/{quote(dataset)}/refresh/{quote(rel)}"
+        return self.call(target, f"{dataset}/{rel}", {})  # type: ignore[no-any-return]
+
     def load_progress(self, job_id: str) -> dict[str, Any]:
         return self.call(f"/v1/loads/{quote(job_id)}", job_id)  # type: ignore[no-any-return]
 

@@ -619,6 +619,15 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def load_progress(self, job_id: str) -> dict[str, Any]:
         return self.admin.load_progress(job_id)
 
+    def refresh(self, path: str) -> dict[str, Any]:
+        """Ask the worker to revalidate the metadata at and below ``DATASET[/PATH]`` now, and
+        forget what this client remembered there."""
+        path = self._strip_protocol(path)
+        ds, rel = self._split(path)
+        for name in [n for n in self._infos if n == path or n.startswith(path + "/")]:
+            self._infos.pop(name, None)
+        return self.admin.refresh(ds, rel)
+
     def metrics_text(self) -> str:
         return self.admin.metrics_text()
 

@@ -6,8 +6,14 @@ share the base :class:`TidepoolError`. :data:`HTTP_STATUS` is the single mapping
 type to the worker's HTTP status and the JSON ``error`` code, and :func:`from_http` is its inverse
 used by the client. Later surfaces (FUSE errno, S3 error codes) extend the same table.
 
+Origin mistakes keep their meaning end to end: a missing bucket, refused credentials and a TLS
+mismatch are named errors (:class:`OriginBucketMissingError`, :class:`OriginRefusedError` and
+its subclasses, :class:`OriginTLSError`) that carry the bucket, the endpoint and the access key id
+(never the secret) through the worker's JSON answer (:func:`error_details`) back to the client.
+
 Messages never carry secrets: :func:`redact` scrubs anything that looks like a credential before
-a message reaches a log or an HTTP body.
+a message reaches a log or an HTTP body. Known secret values are replaced where they stand as a
+whole token, never inside a longer word or a path (a directory named like an access key stays).
 """
 
 from __future__ import annotations
@@ -113,6 +119,88 @@ class TooManyRequestsError(TidepoolError):
     """A bounded resource is full (HTTP 429): the request may be sent again later."""
 
 
+class OriginBucketMissingError(OriginError, FileNotFoundError):
+    """The origin says the mount's bucket does not exist (S3 ``NoSuchBucket``)."""
+
+    code = "NoSuchBucket"
+
+    def __init__(self, dataset: str, bucket: str, endpoint: str, path: str = "") -> None:
+        self.dataset, self.bucket, self.endpoint = dataset, bucket, endpoint
+        super().__init__(
+            errno.ENOENT,
+            f"bucket {bucket!r} does not exist at {endpoint} (dataset {dataset!r}); check the "
+            "bucket name in the mountPoint and the endpoint",
+            path or None,
+        )
+
+
+class OriginRefusedError(OriginError, PermissionError):
+    """The origin refused the dataset's credentials.
+
+    The base class stands for a bare HTTP 403 (an S3 answer to HEAD has no body, so no cause);
+    the subclasses are the S3 codes that say why. The message names the access key id and the
+    endpoint, never the secret key.
+    """
+
+    code = "AccessDenied"
+    """The S3 error code on the wire (a bare 403 travels as AccessDenied)."""
+    label = "HTTP 403 Forbidden"
+    """What the origin said, as the message shows it."""
+    why = (
+        "refused without a cause (an answer to a HEAD request): a wrong secret key, an unknown "
+        "access key id or missing permissions; `tidepool validate --check` tells which"
+    )
+
+    def __init__(
+        self, dataset: str, bucket: str, endpoint: str, key_id: str | None, path: str = ""
+    ) -> None:
+        self.dataset, self.bucket, self.endpoint, self.key_id = dataset, bucket, endpoint, key_id
+        key = f"access key id {key_id!r}" if key_id else "no access key id (anonymous request)"
+        super().__init__(
+            errno.EACCES,
+            f"origin {endpoint} refused {key} for bucket {bucket!r} (dataset {dataset!r}): "
+            f"{self.why} ({self.label})",
+            path or None,
+        )
+
+
+class OriginAccessDeniedError(OriginRefusedError):
+    """S3 ``AccessDenied``: the key is valid but may not read this bucket or prefix."""
+
+    code = label = "AccessDenied"
+    why = "the key may not read this bucket or prefix (check its policy and the bucket's)"
+
+
+class OriginSignatureError(OriginRefusedError):
+    """S3 ``SignatureDoesNotMatch``: the secret key is not the one of the access key id."""
+
+    code = label = "SignatureDoesNotMatch"
+    why = "the secret key is wrong for this access key id (a typo, or an old secret)"
+
+
+class OriginUnknownKeyError(OriginRefusedError):
+    """S3 ``InvalidAccessKeyId``: the origin does not know the access key id."""
+
+    code = label = "InvalidAccessKeyId"
+    why = "the origin does not know this access key id (a typo, a deleted key, another endpoint)"
+
+
+class OriginTLSError(OriginError):
+    """The endpoint's scheme does not match what it speaks, or its certificate is not trusted."""
+
+    code = "OriginTLS"
+
+    def __init__(self, dataset: str, endpoint: str, reason: str) -> None:
+        self.dataset, self.endpoint, self.reason = dataset, endpoint, reason
+        super().__init__(errno.EPROTO, f"origin {endpoint} (dataset {dataset!r}): {reason}")
+
+
+REFUSED_BY_CODE: dict[str, type[OriginRefusedError]] = {
+    cls.code: cls for cls in (OriginAccessDeniedError, OriginSignatureError, OriginUnknownKeyError)
+}
+"""S3 error code -> the named error (a bare ``403`` is the base :class:`OriginRefusedError`)."""
+
+
 # exception type -> (HTTP status, error code). Checked in order: put subclasses first.
 HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
     (RangeNotSatisfiableError, 416, "InvalidRange"),
@@ -120,6 +208,11 @@ HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
     (BadRequestError, 400, "BadRequest"),
     (UnknownDatasetError, 404, "NoSuchDataset"),
     (PeerAuthError, 403, "Forbidden"),
+    (OriginBucketMissingError, 404, "NoSuchBucket"),
+    (OriginSignatureError, 403, "SignatureDoesNotMatch"),
+    (OriginUnknownKeyError, 403, "InvalidAccessKeyId"),
+    (OriginRefusedError, 403, "AccessDenied"),
+    (OriginTLSError, 502, "OriginTLS"),
     (FileNotFoundError, 404, "NoSuchKey"),
     (IsADirectoryError, 400, "IsADirectory"),
     (NotADirectoryError, 400, "NotADirectory"),
@@ -145,6 +238,9 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
     """Rebuild a Python exception from a worker's JSON error answer (inverse of the table)."""
     code = str(body.get("error", ""))
     message = redact(str(body.get("message", f"HTTP {status}")))
+    named = _origin_error(code, body, message, path)
+    if named is not None:
+        return named
     if code == "NoSuchKey":
         return FileNotFoundError(errno.ENOENT, message, path)
     if code == "NoSuchDataset":
@@ -177,6 +273,34 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
     return OriginError(errno.EIO, f"{message} (HTTP {status})", path)
 
 
+def error_details(exc: BaseException) -> dict[str, Any]:
+    """What a named origin error adds to the worker's JSON answer (bucket, endpoint, key id)."""
+    out: dict[str, Any] = {}
+    for name in ("bucket", "endpoint", "key_id"):
+        if hasattr(exc, name):
+            out[name] = getattr(exc, name)
+    return out
+
+
+def _origin_error(code: str, body: dict[str, Any], message: str, path: str) -> Exception | None:
+    """The named origin error of a JSON answer, rebuilt with the worker's message."""
+    dataset = str(body.get("dataset", "?"))
+    bucket, endpoint = str(body.get("bucket", "?")), str(body.get("endpoint", "?"))
+    err: OSError
+    if code == OriginBucketMissingError.code:
+        err = OriginBucketMissingError(dataset, bucket, endpoint, path)
+    elif code in REFUSED_BY_CODE or (code == OriginRefusedError.code):
+        cls = REFUSED_BY_CODE.get(code, OriginRefusedError)
+        key_id = body.get("key_id")
+        err = cls(dataset, bucket, endpoint, str(key_id) if key_id else None, path)
+    elif code == OriginTLSError.code:
+        err = OriginTLSError(dataset, endpoint, message)
+    else:
+        return None
+    err.strerror = message
+    return err
+
+
 _SECRET_PATTERNS = [
     # key=value / key: value pairs whose key names a credential
     re.compile(
@@ -187,11 +311,22 @@ _SECRET_PATTERNS = [
 ]
 
 
+# A secret value counts only as a whole token: not glued to a letter, digit, "_", "-", "/" or
+# a dot inside a word (so "/data/AKID/x", "AKID.txt" and "AKIDx" keep their text, while
+# "key AKID," and "is AKID." lose it).
+_BEFORE = r"(?<![A-Za-z0-9_\-/.])"
+_AFTER = r"(?![A-Za-z0-9_\-/]|\.[A-Za-z0-9_])"
+
+
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Scrub credentials from ``text``: known secret values and ``key=value`` credential pairs."""
-    for value in secrets:
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
+    """Scrub credentials from ``text``: known secret values and ``key=value`` credential pairs.
+
+    A known value is replaced only where it stands as a whole token (by exact value, never a
+    substring of a longer word or of a path), so a tier path whose directory is named like the
+    access key prints intact."""
+    for value in sorted((v for v in secrets if v and len(v) >= 4), key=len, reverse=True):
+        token = re.compile(_BEFORE + re.escape(value) + _AFTER)
+        text = token.sub("***", text)
     text = _SECRET_PATTERNS[1].sub(lambda m: m.group(1) + "***", text)
     text = _SECRET_PATTERNS[0].sub(
         lambda m: m.group(0) if m.group(2).lower() == "bearer" else m.group(1) + "***", text

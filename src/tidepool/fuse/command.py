@@ -49,7 +49,7 @@ def add_mount_args(p: argparse.ArgumentParser) -> None:
         "--foreground",
         action="store_true",
         default=True,
-        help="stay in the foreground (the only mode: run it under a supervisor)",
+        help="stay in the foreground (the only mode, so the default: run it under a supervisor)",
     )
     p.add_argument(
         "--mkdir",

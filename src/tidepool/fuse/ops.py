@@ -40,6 +40,7 @@ from typing import Any, TypeVar, cast
 import pyfuse3
 import trio
 
+from tidepool.core.errors import OriginError
 from tidepool.fuse.inodes import Entry, InodeTable, child_path
 from tidepool.fuse.source import Source, describe, errno_for
 
@@ -111,7 +112,7 @@ class TidepoolOperations(pyfuse3.Operations):
             return await trio.to_thread.run_sync(fn, *args)
         except Exception as exc:
             code = errno_for(exc)
-            if code == errno.ENOENT:
+            if code == errno.ENOENT and not isinstance(exc, OriginError):
                 log.debug("not found: %s", path)
             else:
                 log.warning("%s on %r: %s", errno.errorcode.get(code, code), path, describe(exc))

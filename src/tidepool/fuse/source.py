@@ -29,6 +29,9 @@ from tidepool.client import TidepoolFileSystem
 from tidepool.core.errors import (
     AuthError,
     BadRequestError,
+    OriginBucketMissingError,
+    OriginRefusedError,
+    OriginTLSError,
     OriginUnavailableError,
     VersionGoneError,
     redact,
@@ -43,9 +46,19 @@ DEFAULT_PAGE = 1 << 20
 
 
 def errno_for(exc: BaseException) -> int:
-    """The errno a FUSE reply carries for an exception from the client (EIO when unsure)."""
+    """The errno a FUSE reply carries for an exception from the client (EIO when unsure).
+
+    The origin's named errors keep their meaning: a missing bucket (``NoSuchBucket``) is ENOENT,
+    refused credentials (``AccessDenied``, ``SignatureDoesNotMatch``, ``InvalidAccessKeyId``)
+    are EACCES, a TLS mismatch with the origin is EPROTO, a version gone mid-read ESTALE."""
     if isinstance(exc, VersionGoneError):
         return errno.ESTALE  # the version this handle was opened at is gone: reopen
+    if isinstance(exc, OriginBucketMissingError):
+        return errno.ENOENT
+    if isinstance(exc, OriginRefusedError):
+        return errno.EACCES
+    if isinstance(exc, OriginTLSError):
+        return errno.EPROTO
     if isinstance(exc, FileNotFoundError):
         return errno.ENOENT
     if isinstance(exc, NotADirectoryError):

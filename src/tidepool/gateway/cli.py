@@ -45,7 +45,7 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint",
         default=os.environ.get("TIDEPOOL_ENDPOINT", "http://127.0.0.1:8433"),
-        help="the Tidepool worker (env TIDEPOOL_ENDPOINT)",
+        help="the Tidepool worker (env TIDEPOOL_ENDPOINT, default %(default)s)",
     )
     add_secret_args(parser, "token", "TIDEPOOL_TOKEN", "bearer token of the worker")
     parser.add_argument(
@@ -57,7 +57,9 @@ def add_gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--credentials-file", type=Path, help="file of ACCESS:SECRET lines (more than one key)"
     )
-    parser.add_argument("--region", default="us-east-1", help="region the buckets report")
+    parser.add_argument(
+        "--region", default="us-east-1", help="region the buckets report (default %(default)s)"
+    )
     parser.add_argument(
         "--tls-cert",
         type=Path,

@@ -12,15 +12,25 @@ texts, as S3's are: the worker's address, the origin's error text and the worker
 stay in the gateway's log (with the request id), never in an answer. Only messages about the
 client's own input (a bad argument or range) carry detail, and that detail is the client's.
 
+Origin mistakes keep their meaning: the origin's missing bucket is ``NoSuchBucket`` and refused
+credentials are ``AccessDenied`` (403), with the origin's own code (``SignatureDoesNotMatch``,
+``InvalidAccessKeyId``) named in a fixed message: sent as themselves they would tell an S3 client
+that *its own* request to the gateway was signed wrongly. A TLS mismatch with the origin is a 502
+``OriginTLS``, any other origin error a 502 ``OriginError``. These messages never carry the
+origin's endpoint, key id or text: the worker's log has them, under the request id.
+
 Limits: only the codes this read-only gateway can produce are listed; anything unmapped is an
-``InternalError`` (500) — an origin error that is not "unreachable", or the worker refusing the
-gateway's own token.
+``InternalError`` (500) — a bug, or the worker refusing the gateway's own token.
 """
 
 from __future__ import annotations
 
 from tidepool.core.errors import (
     BadRequestError,
+    OriginBucketMissingError,
+    OriginError,
+    OriginRefusedError,
+    OriginTLSError,
     OriginUnavailableError,
     RangeNotSatisfiableError,
     UnknownDatasetError,
@@ -50,12 +60,16 @@ S3_STATUS: list[tuple[type[BaseException], int, str]] = [
     (BadRequestError, 400, "InvalidArgument"),
     (VersionGoneError, 412, "PreconditionFailed"),  # the object changed mid-read
     (UnknownDatasetError, 404, "NoSuchBucket"),
+    (OriginBucketMissingError, 404, "NoSuchBucket"),
+    (OriginRefusedError, 403, "AccessDenied"),
+    (OriginTLSError, 502, "OriginTLS"),
     (FileNotFoundError, 404, "NoSuchKey"),
     (IsADirectoryError, 404, "NoSuchKey"),
     (NotADirectoryError, 404, "NoSuchKey"),
     (OriginUnavailableError, 503, "ServiceUnavailable"),
     (ConnectionError, 503, "ServiceUnavailable"),  # the worker itself is unreachable
     (PermissionError, 403, "AccessDenied"),
+    (OriginError, 502, "OriginError"),
 ]
 
 _MESSAGES = {
@@ -70,6 +84,17 @@ _CACHE_DOWN = "The cache is unavailable; try again later."
 _INTERNAL = "We encountered an internal error. Please try again."
 
 
+def _origin_message(exc: OriginError) -> str:
+    """A fixed text per origin cause (the details stay in the worker's log)."""
+    if isinstance(exc, OriginBucketMissingError):
+        return "The dataset's bucket does not exist at its origin."
+    if isinstance(exc, OriginRefusedError):
+        return f"The dataset's origin refused its credentials ({exc.label})."
+    if isinstance(exc, OriginTLSError):
+        return "The dataset's origin endpoint does not speak the TLS its URL says."
+    return "The dataset's origin answered with an error."
+
+
 def s3_error(exc: BaseException) -> S3Error:
     """The :class:`S3Error` for any exception (``InternalError`` when the type is unmapped)."""
     if isinstance(exc, S3Error):
@@ -78,6 +103,8 @@ def s3_error(exc: BaseException) -> S3Error:
         if isinstance(exc, cls):
             if isinstance(exc, OriginUnavailableError):
                 message = _ORIGIN_DOWN
+            elif isinstance(exc, OriginError):
+                message = _origin_message(exc)
             elif code == "ServiceUnavailable":
                 message = _CACHE_DOWN
             else:

@@ -58,7 +58,12 @@ class _ClusterSecrets(Mapping[str, str]):
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     d = RenderOptions()
     p.add_argument("--image", default=_env("IMAGE", d.image), help="container image (%(default)s)")
-    p.add_argument("--workload", choices=("StatefulSet", "DaemonSet"), default=d.workload)
+    p.add_argument(
+        "--workload",
+        choices=("StatefulSet", "DaemonSet"),
+        default=d.workload,
+        help="kind of the cache workers' workload (default %(default)s)",
+    )
     p.add_argument(
         "--membership",
         choices=("kubernetes", "etcd"),
@@ -66,7 +71,11 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
         help="how workers find their pool's peers (default %(default)s)",
     )
     p.add_argument("--etcd", default=_env("ETCD"), help="etcd endpoints for --membership etcd")
-    p.add_argument("--mount-root", default=d.mount_root, help="host directory of the fuse mounts")
+    p.add_argument(
+        "--mount-root",
+        default=d.mount_root,
+        help="host directory of the fuse mounts (default %(default)s)",
+    )
 
 
 def _options(args: argparse.Namespace, **extra: Any) -> RenderOptions:
@@ -85,7 +94,15 @@ def _options(args: argparse.Namespace, **extra: Any) -> RenderOptions:
 
 def add_render_args(p: argparse.ArgumentParser) -> None:
     """``tidepool render -f FILE... [--nodepool P]``: print the manifests the operator creates."""
-    p.add_argument("-f", "--file", dest="files", action="append", required=True, metavar="FILE")
+    p.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="spec YAML (Fluid or Tidepool kinds); repeatable",
+    )
     p.add_argument("--nodepool", default=None, help="render for this pool only")
     p.add_argument("--crds", action="store_true", help="also print the CustomResourceDefinitions")
     p.add_argument("--fluid", action="store_true", help="with --crds: Fluid's group and kinds")
@@ -138,7 +155,15 @@ def run_render(args: argparse.Namespace) -> int:
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
     """``tidepool convert -f FILE [-o OUT]``: Fluid manifests -> Tidepool's."""
-    p.add_argument("-f", "--file", dest="files", action="append", required=True, metavar="FILE")
+    p.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="Fluid manifests to convert; repeatable",
+    )
     p.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
 
 
@@ -186,15 +211,24 @@ def add_operator_args(p: argparse.ArgumentParser) -> None:
         help="namespace to serve (repeatable; default: all)",
     )
     p.add_argument("--server", default=_env("KUBE_SERVER") or None, help="API server URL")
-    p.add_argument("--resync", type=float, default=30.0, help="seconds between reconciliations")
     p.add_argument(
-        "--stale-after", type=float, default=120.0, help="seconds until a pool's reports are stale"
+        "--resync",
+        type=float,
+        default=30.0,
+        help="seconds between reconciliations (default %(default)s)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=120.0,
+        help="seconds until a pool's reports are stale (default %(default)s)",
     )
     p.add_argument(
         "--finalizer-timeout",
         type=float,
         default=60.0,
-        help="seconds a deletion may wait for cleanup before the finalizer is released",
+        help="seconds a deletion may wait for cleanup before the finalizer is released "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--liveness",

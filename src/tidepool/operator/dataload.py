@@ -5,7 +5,11 @@ inside the pool (``tidepool load`` talks to the pool's workers over the LAN, thr
 headless Service). ``phase_of`` maps the Jobs' status to the DataLoad's phase (Pending,
 Executing, Complete, Failed), ``duration_of`` gives Fluid's ``duration``, and ``progress_of``
 folds the progress each Job's ``tidepool load --report-job`` writes onto it (:mod:`.loadreport`)
-into the DataLoad's ``progress``. Pure: the handlers do the I/O.
+into the DataLoad's ``progress``. A load whose data does not fit under a pool's cache quota ends
+``Incomplete`` (``tidepool load`` exits 3): its Job fails at once (a ``podFailurePolicy``: a retry
+cannot make the data fit) and :func:`incomplete_message` tells, per pool, how much fitted and which
+setting to change; the DataLoad's phase is then ``Incomplete`` with that message. Pure: the
+handlers do the I/O.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ DATALOAD_LABEL = "tidepool.io/dataload"
 JOB_HASH_ANNOTATION = "tidepool.io/job-hash"
 """On a load Job: a hash of its rendered spec. A Job's pod template cannot be changed, so a
 DataLoad whose spec changed has its Job replaced (the load runs again with the new targets)."""
+LOAD_INCOMPLETE_EXIT = 3
+"""``tidepool load``'s exit code when the data does not fit under the cache quota."""
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """Set by the Job controller on its Pods (1.27+): how a load Pod learns its Job's name."""
 
@@ -74,7 +80,7 @@ def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -
             DATALOAD_LABEL: name,
         }
         pod: Obj = {
-            "restartPolicy": "OnFailure",
+            "restartPolicy": "Never",  # podFailurePolicy needs it: each retry is a new Pod
             "containers": [
                 {
                     "name": "load",
@@ -97,6 +103,23 @@ def load_objects(load: DataLoad, pools: Sequence[str], options: RenderOptions) -
             pod["nodeSelector"] = node_selector(pool)
         job_spec: Obj = {
             "backoffLimit": 3,
+            # data that does not fit under the quota will not fit on a retry either
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "load",
+                            "operator": "In",
+                            "values": [LOAD_INCOMPLETE_EXIT],
+                        },
+                    },
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
             "template": {"metadata": {"labels": labels}, "spec": pod},
         }
         meta = meta_for(job_name(name, pool), ns, labels, options, name)
@@ -190,6 +213,20 @@ def newest_per_pool(jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
+def incomplete_message(jobs: Sequence[dict[str, Any]]) -> str:
+    """Why the load is Incomplete, per pool, from its Jobs' progress ("" when it is not)."""
+    notes = []
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        progress = parse_job_progress(meta.get("annotations"))
+        if progress is None or progress.phase != "Incomplete":
+            continue
+        pool = (meta.get("labels") or {}).get(POOL_NAME_LABEL, "")
+        why = progress.message or "the data does not fit under the cache quota"
+        notes.append(f"pool {pool}: {why}" if pool else why)
+    return "; ".join(notes)
+
+
 def progress_of(jobs: Sequence[dict[str, Any]], expected: int) -> LoadProgress:
     """``DataLoad.status.progress`` from the progress annotations of its Jobs."""
     found = [parse_job_progress((j.get("metadata") or {}).get("annotations")) for j in jobs]
@@ -202,8 +239,10 @@ __all__ = [
     "DATASET_LABEL",
     "JOB_HASH_ANNOTATION",
     "JOB_NAME_LABEL",
+    "LOAD_INCOMPLETE_EXIT",
     "POOL_NAME_LABEL",
     "duration_of",
+    "incomplete_message",
     "job_name",
     "load_args",
     "load_objects",

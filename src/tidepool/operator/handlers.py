@@ -436,6 +436,11 @@ def build_registry(settings: OperatorSettings) -> tuple[kopf.OperatorRegistry, S
         if not jobs or (status.get("phase") == "Failed" and not found):
             return
         phase = dl.phase_of(found, len(jobs), cron=cron)
+        why = dl.incomplete_message(runs)
+        if why and phase in ("Complete", "Failed"):
+            phase = "Incomplete"  # read in full, but the data does not fit under the quota
+            if status.get("message") != why:
+                patch.status["message"] = why
         if status.get("phase") != phase:
             patch.status["phase"] = phase
         progress = dump(dl.progress_of(runs, len(jobs)))

@@ -121,15 +121,23 @@ class RuntimeStatus(_Wire):
     message: str = ""
 
 
+LoadPhase = Literal["Pending", "Executing", "Complete", "Incomplete", "Failed"]
+"""``Incomplete``: every file was read, but the data does not fit under the cache quota."""
+
+
 class JobProgress(_Wire):
     """One load Job's progress, as ``tidepool load --report-job`` writes it onto its Job."""
 
-    phase: Literal["Pending", "Executing", "Complete", "Failed"] = "Executing"
+    phase: LoadPhase = "Executing"
     files: int = 0
     files_total: int = 0
     bytes: int = 0
     bytes_total: int = 0
     errors: int = 0
+    bytes_cached: int | None = None
+    """Of the loaded bytes, those still cached when the load ended (None while it runs)."""
+    message: str = ""
+    """Why the load is Incomplete or Failed, and what to change."""
     time: float = 0.0
     """Unix time of the reading."""
 
@@ -152,12 +160,14 @@ class LoadProgress(_Wire):
     bytes_total: int = 0
     percent: str = "0.0%"
     errors: int = 0
+    bytes_cached: int | None = None
+    """Of the loaded bytes, those still cached at the end (summed over the Jobs that ended)."""
     reporting: int = 0
     """Jobs that have reported progress."""
 
 
 class DataLoadStatus(_Wire):
-    phase: Literal["Pending", "Executing", "Complete", "Failed"] = "Pending"
+    phase: LoadPhase = "Pending"
     duration: str = ""
     jobs: list[str] = Field(default_factory=list)
     """Jobs or CronJobs running the load, one per target pool."""
@@ -313,6 +323,12 @@ def job_progress_from_load(load: dict[str, Any], *, now: float) -> JobProgress:
         bytes=int(load.get("bytes_done") or 0),
         bytes_total=int(load.get("bytes_total") or 0),
         errors=int(load.get("error_count") or 0),
+        bytes_cached=(
+            int(load.get("bytes_cached") or 0)
+            if load.get("phase") in ("Complete", "Incomplete")
+            else None
+        ),
+        message=str(load.get("message") or ""),
         time=now,
     )
 
@@ -339,5 +355,10 @@ def load_progress(jobs: Sequence[JobProgress | None], expected: int) -> LoadProg
         bytes_total=sum(j.bytes_total for j in found),
         percent=_pct(share),
         errors=sum(j.errors for j in found),
+        bytes_cached=(
+            sum(j.bytes_cached or 0 for j in found)
+            if any(j.bytes_cached is not None for j in found)
+            else None
+        ),
         reporting=len(found),
     )

@@ -35,10 +35,17 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 
 from tidepool.core.breaker import CircuitBreaker
-from tidepool.core.errors import OriginError, OriginUnavailableError, VersionChangedError, redact
+from tidepool.core.errors import (
+    OriginError,
+    OriginRefusedError,
+    OriginUnavailableError,
+    VersionChangedError,
+    redact,
+)
 from tidepool.core.fileinfo import FileInfo, dir_info, file_info
 from tidepool.core.pages import normalize_etag
 from tidepool.core.paths import join
+from tidepool.origin.diagnose import classify, describe_mount, s3_code
 from tidepool.spec.config import MountConfig
 
 log = logging.getLogger(__name__)
@@ -105,23 +112,8 @@ NOT_RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def error_code(exc: BaseException) -> str | None:
-    """The S3 error code carried by ``exc`` or its causes (s3fs wraps botocore's ClientError)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        response = getattr(cur, "response", None)
-        if isinstance(response, dict):
-            err = response.get("Error") or {}
-            code = err.get("Code")
-            if code:
-                return str(code)
-            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            if status:
-                return str(status)
-        cur = cur.__cause__ or cur.__context__
-    return None
+error_code = s3_code
+"""The S3 error code carried by ``exc`` or its causes (s3fs wraps botocore's ClientError)."""
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -343,15 +335,22 @@ class Origin:
                 return result
             except NOT_RETRYABLE as exc:
                 self.breaker.success()  # the origin answered
+                named = classify(exc, self.dataset, self.mount, rel)
+                if type(named) is OriginRefusedError:
+                    named = await self._refine_refusal(named, rel)
+                if named is not None:
+                    raise named from exc
                 if isinstance(exc, FileNotFoundError):
-                    raise FileNotFoundError(
-                        errno.ENOENT, f"no such file in dataset {self.dataset!r}", rel
-                    ) from None
+                    raise self._not_found(rel) from None
                 raise
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 last = exc
+                named = classify(exc, self.dataset, self.mount, rel)
+                if named is not None:  # a TLS mismatch: no retry will change the answer
+                    self.stats.failures += 1
+                    raise named from exc
                 if not is_retryable(exc):
                     self.stats.failures += 1
                     raise OriginError(
@@ -392,6 +391,42 @@ class Origin:
             )
             self._start_probe()
         raise OriginUnavailableError(self.dataset, rel, reason) from last
+
+    async def _refine_refusal(self, refused: OriginRefusedError, rel: str) -> OSError:
+        """A bare 403 (S3 answers HEAD without a body) asked again as a one-key listing, whose
+        answer names the cause (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied)."""
+        fs: Any = self.fs
+        if not hasattr(fs, "_call_s3"):
+            return refused
+        target = describe_mount(self.mount)
+        s = self.settings
+        try:
+            await asyncio.wait_for(
+                fs._call_s3(
+                    "list_objects_v2", Bucket=target.bucket, Prefix=target.prefix, MaxKeys=1
+                ),
+                s.connect_timeout + s.read_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            better = classify(exc, self.dataset, self.mount, rel)
+            if better is not None and type(better) is not OriginRefusedError:
+                return better
+        return refused
+
+    def _not_found(self, rel: str) -> FileNotFoundError:
+        if rel:
+            return FileNotFoundError(errno.ENOENT, f"no such file in dataset {self.dataset!r}", rel)
+        # the mount's root: on an object store a prefix with no objects does not exist
+        target = describe_mount(self.mount)
+        where = f" at {target.endpoint}" if self.mount.protocol in ("s3", "s3a") else ""
+        return FileNotFoundError(
+            errno.ENOENT,
+            f"nothing at {self.mount.url}{where} (dataset {self.dataset!r}): the prefix is "
+            "missing or empty; check the path in the mountPoint",
+            self.mount.url,
+        )
 
     def _congested(self, exc: BaseException, now: float) -> bool:
         """A timeout while other calls to the origin succeeded within ``congestion_grace``
@@ -492,6 +527,28 @@ class Origin:
             return [self._entry(e) for e in found.values() if e.get("type") != "directory"]
 
         return await self._call("find", rel, go)
+
+    async def sample(self) -> int:
+        """Objects found under the mount's root, at most one: a cheap check that the bucket
+        exists, the prefix holds something and the credentials are accepted (one ``ListObjectsV2``
+        with ``MaxKeys=1`` on S3, a listing of the root elsewhere). Raises the funnel's errors."""
+        if self.mount.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
+            fs: Any = self.fs
+            target = describe_mount(self.mount)
+            prefix = f"{target.prefix}/" if target.prefix else ""
+
+            async def go_s3() -> int:
+                resp = await fs._call_s3(
+                    "list_objects_v2", Bucket=target.bucket, Prefix=prefix, MaxKeys=1
+                )
+                return int(resp.get("KeyCount") or len(resp.get("Contents") or []))
+
+            return await self._call("sample", "", go_s3)
+
+        async def go() -> int:
+            return min(1, len(await self.fs._ls(self._path(""), detail=False)))
+
+        return await self._call("sample", "", go)
 
     def _s3(self) -> Any | None:
         """The s3fs filesystem when this origin is S3 (reads then go to ``get_object``)."""

@@ -2,8 +2,10 @@
 
 It shows what Tidepool will do with the spec (mounts and their resolved protocol, node pools,
 tiers, page size, replicas, metadata TTL) and the loader's notices. Option *keys* are listed;
-values of secret options are shown as ``***`` and the whole text is scrubbed of every secret value
-the bundle holds, so the output is safe to paste into an issue.
+values of secret options are shown as ``***`` (compared by exact value) and the whole text is
+scrubbed of every secret value the bundle holds where it stands as a whole token, so the output is
+safe to paste into an issue — and a tier path whose directory is named like the access key id
+still prints intact (:func:`~tidepool.core.errors.redact` never replaces inside a path).
 
 Limits: plain text only (no colours or tables); ordering follows the spec files.
 """

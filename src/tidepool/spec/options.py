@@ -14,6 +14,10 @@ path as the S3 origin used in tests. OSS only accepts virtual-hosted-style reque
 ``when_required``: S3-compatible stores (OSS, MinIO, JuiceFS, rclone) may reject or mishandle the
 CRC checksum headers that botocore >= 1.36 adds by default.
 
+An S3 endpoint must say its scheme (``http://`` or ``https://``): guessing https for
+``127.0.0.1:9000`` only fails later, at the first read, with an SSL error. An OSS endpoint may be
+a bare host name (Alluxio's convention, as the talk's manifests write it) and means https.
+
 Limits: only ``s3``, ``oss``, ``http(s)``, ``local``/``file`` and bare absolute paths are supported.
 Unknown dotted keys are errors (they are almost always a misspelt Alluxio property); unknown keys
 without a dot pass through to fsspec unchanged, with ``true``/``false`` turned into booleans for
@@ -234,11 +238,28 @@ def _s3_options(
     if problems:
         raise OptionError(problems)
 
+    if "endpoint_url" in meanings:
+        key, value = meanings["endpoint_url"]
+        if "://" not in value and scheme == "s3":
+            # https silently assumed for "127.0.0.1:9000" ends in an SSL error at the first read
+            problems.append(
+                (
+                    key,
+                    f"endpoint {value[:200]!r} has no scheme: write http://{value[:200]} or "
+                    f"https://{value[:200]}",
+                )
+            )
+        elif not value.startswith(("http://", "https://")) and "://" in value:
+            problems.append((key, f"endpoint {value[:200]!r} must start with http:// or https://"))
+    if problems:
+        raise OptionError(problems)
+
     storage: dict[str, Any] = dict(extra)
     for meaning in ("endpoint_url", "key", "secret", "token"):
         if meaning in meanings:
             storage[meaning] = meanings[meaning][1]
     if "endpoint_url" in storage and "://" not in storage["endpoint_url"]:
+        # OSS endpoints are host names by Alluxio's convention (the talk's manifests), always TLS
         storage["endpoint_url"] = "https://" + storage["endpoint_url"]
     client_kwargs = dict(storage.get("client_kwargs") or {})
     if "region" in meanings:

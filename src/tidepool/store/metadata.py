@@ -5,6 +5,9 @@ the time it was fetched; the TTL decision (``metadataSyncPolicy``) is the caller
 stored in SQLite (``state_dir/metadata.sqlite3``, WAL, ``synchronous=NORMAL``) so a restarted
 worker answers ``ls`` and ``stat`` while the origin is unreachable. Writing a listing also
 records the info of every entry (same ``fetched_at``), so a listed file can be stat-ed offline.
+The last known size of a whole dataset (``total``: bytes and files, as Fluid's ``ufsTotal``) is
+kept too, so a restarted worker knows what share of it is cached before the origin answers.
+:meth:`MetadataStore.drop_prefix` forgets a path and everything below it (``tidepool refresh``).
 
 Writes are seen at once by readers (they go to memory first) and committed to SQLite by one
 writer thread, many writes to a transaction: a 20,000-entry listing never stalls the worker's
@@ -55,6 +58,12 @@ CREATE TABLE IF NOT EXISTS listings (
     entries    TEXT NOT NULL,
     fetched_at REAL NOT NULL,
     PRIMARY KEY (dataset, dir)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (
+    dataset    TEXT NOT NULL PRIMARY KEY,
+    bytes      INTEGER NOT NULL,
+    files      INTEGER NOT NULL,
+    fetched_at REAL NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -193,6 +202,50 @@ class MetadataStore:
             ),
         )
 
+    # -- subtrees and totals --------------------------------------------------------------
+
+    def drop_prefix(self, dataset: str, path: str) -> int:
+        """Forget the info and listings of ``path`` and of everything below it (``""``: the
+        whole dataset); returns how many were dropped. The next stat or listing asks the origin.
+        """
+        # "a/b" and what sorts between "a/b/" and "a/b0" ("0" follows "/"): an index range,
+        # compared byte for byte (LIKE would fold case)
+        self.flush()  # queued writes first, so none lands after the delete
+        with self._lock:
+            with self._transaction():
+                dropped = 0
+                for table, column in (("info", "path"), ("listings", "dir")):
+                    if path:
+                        cur = self._conn.execute(
+                            f"DELETE FROM {table} WHERE dataset = ? AND "
+                            f"({column} = ? OR ({column} >= ? AND {column} < ?))",
+                            (dataset, path, path + "/", path + "0"),
+                        )
+                    else:
+                        cur = self._conn.execute(
+                            f"DELETE FROM {table} WHERE dataset = ?", (dataset,)
+                        )
+                    dropped += max(cur.rowcount, 0)
+            for key in [k for k in self._cache if k[1] == dataset and _under(k[2], path)]:
+                del self._cache[key]
+        return dropped
+
+    def put_total(self, dataset: str, nbytes: int, files: int, fetched_at: float) -> None:
+        """Record the size of a whole dataset at the origin (bytes and files) at ``fetched_at``."""
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO totals VALUES (?, ?, ?, ?)",
+                (dataset, int(nbytes), int(files), float(fetched_at)),
+            )
+
+    def get_total(self, dataset: str) -> tuple[int, int, float] | None:
+        """``(bytes, files, fetched_at)`` last recorded for a dataset, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT bytes, files, fetched_at FROM totals WHERE dataset = ?", (dataset,)
+            ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), float(row[2]))
+
     # -- whole datasets ------------------------------------------------------------------
 
     def drop_dataset(self, dataset: str) -> None:
@@ -202,6 +255,7 @@ class MetadataStore:
             with self._transaction():
                 self._conn.execute("DELETE FROM info WHERE dataset = ?", (dataset,))
                 self._conn.execute("DELETE FROM listings WHERE dataset = ?", (dataset,))
+                self._conn.execute("DELETE FROM totals WHERE dataset = ?", (dataset,))
             for key in [k for k in self._cache if k[1] == dataset]:
                 del self._cache[key]
 
@@ -300,3 +354,7 @@ class MetadataStore:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+
+def _under(name: str, path: str) -> bool:
+    return not path or name == path or name.startswith(path + "/")

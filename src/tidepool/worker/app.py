@@ -12,17 +12,21 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/datasets/{ds}/find/{path}         every file below path
     GET  /v1/datasets/{ds}/files/{path}        bytes (Range -> 206/416); HEAD: headers only
     POST /v1/datasets/{ds}/load                start a warm-up job {"paths": [...]}
+    POST /v1/datasets/{ds}/refresh/{path}      drop the metadata at and below path, ask again
     POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
                                                itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
 
-Errors are ``{"error": code, "message": text, "dataset", "path"}`` with the status from the one
-table in :mod:`tidepool.core.errors`.
+Errors are ``{"error": code, "message": text, "dataset", "path", "request_id"}`` with the status
+from the one table in :mod:`tidepool.core.errors` (named origin errors add ``bucket``,
+``endpoint`` and ``key_id``); every answer carries ``X-Request-Id`` and every failed request is
+logged as one line (:mod:`tidepool.worker.requestlog`).
 
 Pool peers authenticate with their own credential, not the clients' token: a request that carries
 ``X-Tidepool-Peer`` (a peer read is answered without forwarding, caching or counting) is served
 only with ``Authorization: Bearer <peer token>``, and answered 403 otherwise — also by a worker
 that has no peer token, which therefore serves no peer requests at all.
+
 Every query parameter, header and body a handler uses is parsed and bounded by
 :mod:`tidepool.worker.requests` first (a bad value is a 400 naming it); load jobs live in a
 bounded :class:`~tidepool.worker.loads.LoadTable`. Without a token (loopback only), the routes
@@ -49,6 +53,7 @@ from tidepool.core.errors import (
     PeerAuthError,
     UnknownDatasetError,
     VersionGoneError,
+    error_details,
     http_status,
     redact,
 )
@@ -60,6 +65,8 @@ from tidepool.worker.dataset import DatasetService
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import PEER_HEADER
+from tidepool.worker.refresh import refresh_path
+from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LocalUserCheck = Callable[[web.BaseRequest], bool]
 """True when the connection comes from a user allowed to change state without a token."""
+REQUEST_ID = web.RequestKey("request_id", str)
 
 MUTATING_ROUTES = frozenset({"/v1/datasets/{ds}/load", "/v1/datasets/{ds}/local-hits"})
 """Routes that change the worker's state (start jobs, move counters)."""
@@ -80,7 +88,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def error_response(exc: BaseException, dataset: str = "", path: str = "") -> web.Response:
+def error_response(
+    exc: BaseException, dataset: str = "", path: str = "", rid: str = ""
+) -> web.Response:
     status, code = http_status(exc)
     if status == 500:
         message = f"internal error: {type(exc).__name__}: {exc}"
@@ -89,6 +99,9 @@ def error_response(exc: BaseException, dataset: str = "", path: str = "") -> web
     else:
         message = str(exc)
     body = {"error": code, "message": redact(message), "dataset": dataset, "path": path}
+    body.update(error_details(exc))
+    if rid:
+        body["request_id"] = rid
     resp = _json(body, status)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="tidepool"'
@@ -133,6 +146,7 @@ class WorkerApp:
             middlewares=[*outer, self._errors, self._auth, self._parse], client_max_size=1 << 20
         )
         app.on_cleanup.append(self._close_loads)
+        app.on_response_prepare.append(self._echo_request_id)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics_text)
@@ -145,6 +159,7 @@ class WorkerApp:
         r.add_route("GET", "/v1/datasets/{ds}/files/{path:.*}", self.file)
         r.add_route("HEAD", "/v1/datasets/{ds}/files/{path:.*}", self.file)
         r.add_post("/v1/datasets/{ds}/load", self.load)
+        r.add_post("/v1/datasets/{ds}/refresh/{path:.*}", self.refresh)
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_get("/v1/loads/{id}", self.load_status)
         return app
@@ -154,8 +169,13 @@ class WorkerApp:
 
     # ---- middleware ------------------------------------------------------------------------
 
+    @staticmethod
+    async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID) or request_id(None)
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_ID] = request_id(request.headers.get(REQUEST_ID_HEADER))
         route = _route(request)
         try:
             resp = await handler(request)
@@ -178,12 +198,9 @@ class WorkerApp:
         # echoed in the error body: bounded like any value a client sent
         ds = request.match_info.get("ds", "")[:256]
         path = request.match_info.get("path", "")[:1024]
-        status, _ = http_status(exc)
-        if status >= 500 and status != 503:
-            log.exception("%s %s failed", request.method, redact(request.path))
-        else:
-            log.debug("%s %s -> %s: %s", request.method, request.path, status, exc)
-        return error_response(exc, ds, path)
+        rid = request.get(REQUEST_ID, "")
+        log_failure(log, rid, request.method, ds, path, exc)
+        return error_response(exc, ds, path, rid)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -372,6 +389,10 @@ class WorkerApp:
         job = LoadJob(svc, list(body.paths), concurrency=body.concurrency or self.load_concurrency)
         self.loads.start(job)
         return _json(job.progress.as_dict(), 202)
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        svc = self._svc(request)
+        return _json(await refresh_path(svc, request.match_info["path"]))
 
     async def local_hits(self, request: web.Request) -> web.Response:
         svc = self._svc(request)

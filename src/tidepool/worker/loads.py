@@ -13,6 +13,12 @@ is kept for ``finished_ttl`` seconds or until ``keep_finished`` newer jobs have 
 whichever comes first, so that ``tidepool load`` can read its last progress; then it is forgotten
 (its id answers 404). Replication (r > 1) asks peers for one small job per file, which is why
 waiting jobs queue instead of being refused at once.
+A load is only ``Complete`` when what it read is still in the cache at the end. A dataset larger
+than the tiers' quota evicts its own first pages while the last ones arrive; the job then ends
+``Incomplete``, saying how much stayed cached (``bytes_cached``, ``files_cached``) and which
+setting to change (``message``), so nobody believes a dataset is warm and safe to read offline
+when it is not. In a node pool only the files this worker owns are checked (the others are kept
+by their owners).
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ from typing import Any, Literal
 
 from tidepool.core.errors import TooManyRequestsError, redact
 from tidepool.core.fileinfo import FileInfo
+from tidepool.core.pages import file_key, page_span, pages_for
 from tidepool.core.paths import normalize
+from tidepool.core.quantity import format_bytes
 from tidepool.worker.dataset import DatasetService
 
 log = logging.getLogger(__name__)
 
-State = Literal["Pending", "Executing", "Complete", "Failed"]
+State = Literal["Pending", "Executing", "Complete", "Incomplete", "Failed"]
 MAX_CONCURRENCY = 256
 """Most files one job fetches at once, whatever it asks for."""
 _ids = itertools.count(1)
@@ -51,6 +59,15 @@ class LoadProgress:
     bytes_done: int = 0
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    files_checked: int = 0
+    """Files whose pages were checked at the end (in a pool: the ones this worker owns)."""
+    bytes_checked: int = 0
+    files_cached: int = 0
+    """Of the checked files, those with every page still in the cache at the end."""
+    bytes_cached: int = 0
+    """Of the checked bytes, those still in the cache at the end."""
+    message: str = ""
+    """Why the load is Incomplete or Failed, and what to change."""
     started_at: float = 0.0
     finished_at: float | None = None
 
@@ -80,7 +97,7 @@ class LoadJob:
 
     @property
     def finished(self) -> bool:
-        return self.progress.phase in ("Complete", "Failed")
+        return self.progress.phase in ("Complete", "Incomplete", "Failed")
 
     async def _targets(self) -> list[FileInfo]:
         files: dict[str, FileInfo] = {}
@@ -116,13 +133,56 @@ class LoadJob:
 
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
             await self.svc.flush_writes()
-            p.phase = "Failed" if p.error_count else "Complete"
+            self._check_cached(targets)
+            if p.error_count:
+                p.phase = "Failed"
+                p.message = f"{p.error_count} file(s) could not be read; see errors"
+            elif p.bytes_cached < p.bytes_checked:
+                p.phase = "Incomplete"
+                p.message = self._does_not_fit()
+                log.warning("load %s of %s incomplete: %s", p.id, p.dataset, p.message)
+            else:
+                p.phase = "Complete"
         except Exception as exc:
             p.phase = "Failed"
             p.errors.append(redact(str(exc)))
+            p.message = redact(str(exc))
             log.warning("load %s of %s failed: %s", p.id, p.dataset, redact(str(exc)))
         finally:
             p.finished_at = time.time()
+
+    def _check_cached(self, targets: list[FileInfo]) -> None:
+        """Count what of the loaded files is still cached (eviction may have taken some)."""
+        p, svc = self.progress, self.svc
+        ps = svc.page_size
+        for f in targets:
+            if svc.placement is not None and not svc.placement.is_owner(svc.name, f["name"]):
+                continue
+            size = f["size"]
+            held = svc.store.pages_of(svc.name, file_key(svc.name, f["name"], f["version"]))
+            cached = sum(max(0, page_span(i, ps, size)[1] - i * ps) for i in held)
+            p.files_checked += 1
+            p.bytes_checked += size
+            p.bytes_cached += min(cached, size)
+            if len(held) >= len(pages_for(0, size, ps)):
+                p.files_cached += 1
+
+    def _does_not_fit(self) -> str:
+        """How much fitted, and the setting that would make the rest fit."""
+        p = self.progress
+        tiers = self.svc.cfg.runtime.tiers
+        quota = sum(t.quota for t in tiers)
+        shown = ", ".join(
+            f"{t.medium} {format_bytes(t.quota)} (high {t.high:.0%}, low {t.low:.0%})"
+            for t in tiers
+        )
+        return (
+            f"only {format_bytes(p.bytes_cached)} of {format_bytes(p.bytes_checked)} "
+            f"({p.files_cached}/{p.files_checked} files) stayed in the cache: the data does not "
+            f"fit under the cache quota ({shown}; {format_bytes(quota)} in all). Raise the "
+            "runtime's tieredstore.levels[].quota (and its high watermark) to more than "
+            f"{format_bytes(p.bytes_checked)}, or load fewer paths"
+        )
 
 
 class LoadTable:

@@ -12,6 +12,8 @@ for a peer. With ``tls_cert``/``tls_key`` the listener speaks HTTPS and the adve
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -28,6 +30,7 @@ from aiohttp import web
 from tidepool.core.errors import ConfigError
 from tidepool.core.ring import Member
 from tidepool.origin.funnel import OriginSettings
+from tidepool.origin.probe import warn_about_origins
 from tidepool.pool.hostid import host_id
 from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
 from tidepool.pool.tls import client_context, scheme, server_context
@@ -97,6 +100,12 @@ class WorkerSettings:
     """Load jobs of one dataset that run at once (more wait, see :class:`LoadTable`)."""
     max_loads_waiting: int = 256
     """Load jobs of one dataset that may wait for a slot; beyond that a load answers 429."""
+    check_origins: bool = True
+    """At start, check each origin and log what is wrong (never fatal)."""
+    check_wait: float = 3.0
+    """Seconds the start waits for that check before going on without it (offline, the check
+    finishes in the background): a reachable origin is checked before the worker says it
+    serves, so the check's few bytes never mix with the traffic of what runs next."""
 
 
 _BUSY = busy_response(
@@ -112,6 +121,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def port_in_use(host: str, port: int) -> str:
+    """The hint for a port another process holds (often a second ``tidepool up``)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    other = port + 1 if 0 < port < 65535 else 8434
+    return (
+        f"{host}:{port} is already in use (another `tidepool up`, or another program): pick "
+        f"another port with --port (e.g. --port {other}, or TIDEPOOL_PORT={other}) and point "
+        f"clients at it with TIDEPOOL_ENDPOINT=http://{shown}:{other} (or --endpoint)"
+    )
 
 
 def state_dir_for(cfg: DatasetConfig, settings: WorkerSettings) -> Path:
@@ -177,6 +197,7 @@ class Worker:
         self.budget = ConnectionBudget(self.settings.limits, _BUSY)
         self.api: WorkerApp | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._origin_check: asyncio.Task[Any] | None = None
         self.port: int | None = None
         self.host_id = host_id()
 
@@ -328,6 +349,10 @@ class Worker:
             svc.placement = self.placement
 
     async def start(self) -> None:
+        if self.settings.check_origins:
+            self._origin_check = asyncio.get_running_loop().create_task(
+                warn_about_origins(self.configs.values())
+            )
         self._open_stores()
         for svc in self.services.values():
             await svc.start()
@@ -360,11 +385,19 @@ class Worker:
             backlog=1024,
             ssl_context=self._server_ssl,
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(port_in_use(self.settings.host, self.settings.port)) from exc
+            raise
         self.port = site.bound_port
         await self._start_membership()  # needs the bound port; /healthz says 503 until done
         self._ready = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        if self._origin_check is not None:  # bounded: the edge starts without its cloud
+            await asyncio.wait({self._origin_check}, timeout=self.settings.check_wait)
         log.info("worker serving %s on %s", ", ".join(sorted(self.configs)), self.endpoint)
 
     async def _flush_loop(self) -> None:
@@ -379,6 +412,10 @@ class Worker:
     async def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._origin_check is not None:
+            self._origin_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._origin_check
         if self.membership is not None:
             await self.membership.stop()
         if self.placement is not None:

@@ -2,6 +2,10 @@
 
 Started as a child in its own process group, on free ports, with its own data directory; it can be
 stopped and started again on the same ports and data (an outage of the control plane).
+
+The binary is looked up (:func:`etcd_binary`) in ``TIDEPOOL_ETCD_BINARY``, then beside the venv's
+python (where ``scripts/system-deps.sh`` unpacks Debian's etcd without installing its service),
+then on ``PATH``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +21,24 @@ from types import TracebackType
 
 from tidepool_lab.testbed import log_tail, stop_process_group
 from tidepool_lab.testbed.s3server import free_port
+
+
+def etcd_binary() -> Path:
+    """The etcd executable: ``TIDEPOOL_ETCD_BINARY``, beside ``sys.executable``, then ``PATH``."""
+    given = os.environ.get("TIDEPOOL_ETCD_BINARY")
+    if given:
+        return Path(given)
+    beside = Path(sys.executable).parent / "etcd"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("etcd")
+    if found is None:
+        raise FileNotFoundError(
+            f"etcd not found beside {sys.executable} or on PATH: run `sh scripts/system-deps.sh "
+            ".venv` (it unpacks Debian's etcd binary into .venv/bin without installing the "
+            "etcd-server package or its service), or set TIDEPOOL_ETCD_BINARY"
+        )
+    return Path(found)
 
 
 class EtcdServer:
@@ -32,11 +55,7 @@ class EtcdServer:
 
     @classmethod
     def start(cls, workdir: Path, timeout: float = 20.0) -> EtcdServer:
-        binary = shutil.which("etcd")
-        if binary is None:
-            raise FileNotFoundError(
-                "etcd not found: install Debian's etcd-server (scripts/system-deps.sh does)"
-            )
+        etcd_binary()  # fails early, saying where to get it
         workdir.mkdir(parents=True, exist_ok=True)
         server = cls(workdir, free_port(), free_port())
         server.resume(timeout)
@@ -46,7 +65,7 @@ class EtcdServer:
         """Start (again) on the same ports and data directory."""
         peer = f"http://127.0.0.1:{self.peer_port}"
         args = [
-            shutil.which("etcd") or "etcd",
+            str(etcd_binary()),
             "--name",
             "tidepool-test",
             "--data-dir",
