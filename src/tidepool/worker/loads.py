@@ -86,13 +86,17 @@ class LoadJob:
             p.bytes_total = sum(f["size"] for f in targets)
             queue = iter(sorted(targets, key=lambda f: f["name"]))
 
+            counters = self.svc.counters
+
             async def worker() -> None:
                 for info in queue:
                     try:
                         async for chunk in self.svc.read(info, 0, info["size"]):
                             p.bytes_done += len(chunk)
+                            counters.load_bytes.inc(len(chunk))
                     except Exception as exc:  # one bad file must not stop the job
                         p.error_count += 1
+                        counters.load_failed_files.inc()
                         if len(p.errors) < 20:
                             p.errors.append(redact(f"{info['name']}: {exc}"))
                     p.files_done += 1
@@ -106,3 +110,6 @@ class LoadJob:
             log.warning("load %s of %s failed: %s", p.id, p.dataset, redact(str(exc)))
         finally:
             p.finished_at = time.time()
+            c = self.svc.counters
+            (c.loads_complete if p.phase == "Complete" else c.loads_failed).inc()
+            c.load_latest_bytes.set(p.bytes_done)
