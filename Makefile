@@ -13,7 +13,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[demo]'
+	$(PY) -m pip install --quiet -e '.[demo,plot]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml scripts/system-deps.sh | $(PY)

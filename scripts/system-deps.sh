@@ -1,12 +1,14 @@
 #!/bin/sh
 # Debian packages the test suite needs: fuse3 (fusermount3, /dev/fuse setup), etcd-server (pool
 # membership tests), iproute2 (network-namespace lab: ip, tc),
-# libfuse3-dev and pkg-config (pyfuse3 builds against libfuse3).
+# libfuse3-dev and pkg-config (pyfuse3 builds against libfuse3), chromium and chromium-driver (the
+# dashboard's browser tests drive a real headless Chromium), prometheus (promtool checks the metrics
+# and the alert rules; a real Prometheus scrapes a worker in the tests; no service is started).
 # Idempotent and quick when everything is present: `dpkg -s` first, apt only for what is missing
 # (and `apt-get update` only then). Needs root (or sudo) to install anything.
 set -eu
 
-PACKAGES="fuse3 libfuse3-dev pkg-config etcd-server iproute2"
+PACKAGES="fuse3 libfuse3-dev pkg-config etcd-server iproute2 chromium chromium-driver prometheus"
 
 missing=""
 for pkg in $PACKAGES; do

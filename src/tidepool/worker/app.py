@@ -15,6 +15,7 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
                                                itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
+    GET  /, /v1/history, /v1/loads, /v1/pool   the dashboard and its views (worker.dashboard)
 
 Errors are ``{"error": code, "message": text, "dataset", "path"}`` with the status from the one
 table in :mod:`tidepool.core.errors`.
@@ -42,6 +43,7 @@ from tidepool.core.errors import (
 from tidepool.core.fileinfo import FileInfo
 from tidepool.core.paths import normalize
 from tidepool.core.ranges import content_range, parse_range
+from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService
 from tidepool.worker.loads import LoadJob
 from tidepool.worker.metrics import WorkerMetrics
@@ -92,6 +94,7 @@ class WorkerApp:
         node_info: Callable[[], dict[str, Any]],
         load_concurrency: int = 32,
         ready: Callable[[], bool] = lambda: True,
+        dashboard: DashboardRoutes | None = None,
     ) -> None:
         self.services = services
         self.metrics = metrics
@@ -102,6 +105,9 @@ class WorkerApp:
         """False while the worker is still joining its pool: /healthz answers 503, so no
         readiness probe (nor Service endpoint) sends reads to it before it knows the owners."""
         self.loads: dict[str, LoadJob] = {}
+        self.dashboard = dashboard
+        """The page at ``/`` and its read-only views; it may let a browser's login cookie
+        through to those views (see :mod:`tidepool.worker.dashboard.session`)."""
         self._request_counters: dict[tuple[str, int], Any] = {}
 
     def build(self) -> web.Application:
@@ -120,6 +126,8 @@ class WorkerApp:
         r.add_post("/v1/datasets/{ds}/load", self.load)
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_get("/v1/loads/{id}", self.load_status)
+        if self.dashboard is not None:
+            self.dashboard.register(r, lambda: self.loads.values())
         return app
 
     # ---- middleware ------------------------------------------------------------------------
@@ -160,9 +168,10 @@ class WorkerApp:
         if self.token is not None and request.path != "/healthz":
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self.token.encode()
-            ):
+            if (
+                scheme.lower() != "bearer"
+                or not hmac.compare_digest(given.strip().encode(), self.token.encode())
+            ) and not (self.dashboard is not None and self.dashboard.allows(request)):
                 raise AuthError(
                     "missing or wrong bearer token (send 'Authorization: Bearer <token>'; "
                     "the CLI and the fsspec client read it from TIDEPOOL_TOKEN)"

@@ -28,8 +28,17 @@ from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
 from tidepool.worker.app import WorkerApp
+from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService
-from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
+from tidepool.worker.history import History, HistorySampler, Totals
+from tidepool.worker.members import PoolHealth
+from tidepool.worker.metrics import (
+    DatasetSample,
+    OriginSample,
+    StoreSample,
+    WorkerMetrics,
+    counter_value,
+)
 from tidepool.worker.placement import Placement
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,12 @@ class WorkerSettings:
     """etcd endpoints for lease-based pool membership."""
     membership: Membership | None = None
     """A ready-made provider (e.g. Kubernetes EndpointSlices), used instead of members/etcd."""
+    history_interval: float = 2.0
+    """Seconds between two samples of the dashboard's history (throughput, hit ratio, WAN)."""
+    history_seconds: float = 600.0
+    """How far back the dashboard's history goes (kept in memory, lost on restart)."""
+    pool_probe_interval: float = 5.0
+    """Seconds between two probes of the pool's members (dashboard, tidepool_pool_member_up)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -123,6 +138,9 @@ class Worker:
         self._flusher: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.host_id = host_id()
+        self.history = History(self.settings.history_seconds, self.settings.history_interval)
+        self._sampler = HistorySampler(self.history, self._totals)
+        self.pool_health: PoolHealth | None = None
 
     @property
     def endpoint(self) -> str:
@@ -150,7 +168,8 @@ class Worker:
         out = []
         for name, store in self.stores.items():
             stats = store.stats()
-            for t in store.usage():
+            levels = self.configs[name].runtime.tiers
+            for t, level in zip(store.usage(), levels, strict=False):
                 out.append(
                     StoreSample(
                         name,
@@ -161,9 +180,47 @@ class Worker:
                         t.pages,
                         stats.evictions,
                         stats.corrupt,
+                        high=int(level.high * t.capacity),
+                        low=int(level.low * t.capacity),
                     )
                 )
         return out
+
+    def _dataset_samples(self) -> list[DatasetSample]:
+        out = []
+        for name, svc in self.services.items():
+            total = svc.ufs_total
+            out.append(
+                DatasetSample(
+                    name,
+                    total[0] if total else None,
+                    total[1] if total else None,
+                    svc.store.dataset_bytes(name),
+                    svc.store.dataset_files(name),
+                    sum(t.capacity for t in svc.store.usage()),
+                )
+            )
+        return out
+
+    def _totals(self) -> Totals:
+        served = wan = hits = misses = remote = 0
+        for svc in self.services.values():
+            c = svc.counters
+            served += int(counter_value(c.bytes_cache) + counter_value(c.bytes_origin))
+            wan += sum(o.stats.bytes_read for _, o in svc.mounts)
+            hits, misses, remote = hits + svc.hits, misses + svc.misses, remote + svc.peer_hits
+        return Totals(served, wan, hits, misses, remote)
+
+    def _local_numbers(self) -> dict[str, tuple[int, int]]:
+        return {
+            name: (store.dataset_files(name), store.dataset_bytes(name))
+            for name, store in self.stores.items()
+        }
+
+    def _pool_view(self) -> dict[str, Any]:
+        if self.pool_health is None:  # still starting
+            return {"nodepool": self.settings.nodepool, "replicas": 1, "members": []}
+        return self.pool_health.view()
 
     def _origin_samples(self) -> list[OriginSample]:
         out = []
@@ -180,6 +237,7 @@ class Worker:
                         origin.stats.fast_failures,
                         origin.stats.retries,
                         svc.stale_served,
+                        origin.stats.bytes_read,
                     )
                 )
         return out
@@ -236,6 +294,13 @@ class Worker:
             await svc.start()
         self.metrics.add_store_collector(self._store_samples)
         self.metrics.add_origin_collector(self._origin_samples)
+        self.metrics.add_dataset_collector(self._dataset_samples)
+        self.metrics.add_pool_collector(
+            lambda: self.pool_health.samples() if self.pool_health is not None else []
+        )
+        dashboard = DashboardRoutes(
+            token=self.settings.token, history=self.history, pool=self._pool_view
+        )
         app = WorkerApp(
             self.services,
             self.metrics,
@@ -243,6 +308,7 @@ class Worker:
             node_info=self.node_info,
             load_concurrency=self.settings.load_concurrency,
             ready=lambda: self._ready,
+            dashboard=dashboard,
         ).build()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -252,6 +318,19 @@ class Worker:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         await self._start_membership()  # needs the bound port; /healthz says 503 until done
+        me = self._me()
+        placement = self.placement
+        self.pool_health = PoolHealth(
+            me,
+            placement.members if placement is not None else lambda: [me],
+            sorted(self.services),
+            self._local_numbers,
+            token=self.settings.token,
+            replicas=placement.replicas if placement is not None else 1,
+            interval=self.settings.pool_probe_interval,
+        )
+        self.pool_health.start()
+        self._sampler.start()
         self._ready = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         log.info("worker serving %s on %s", ", ".join(sorted(self.configs)), self.endpoint)
@@ -268,6 +347,9 @@ class Worker:
     async def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+        await self._sampler.stop()
+        if self.pool_health is not None:
+            await self.pool_health.stop()
         if self.membership is not None:
             await self.membership.stop()
         if self.placement is not None:

@@ -14,6 +14,8 @@ from typing import Any
 from tidepool.core.errors import OriginUnavailableError
 from tidepool.core.quantity import format_bytes
 from tidepool.worker.dataset import DatasetService
+from tidepool.worker.history import wan_saved
+from tidepool.worker.metrics import counter_value
 
 
 def _pct(x: float) -> str:
@@ -36,7 +38,8 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
     hit_ratio = local + remote
     pct = min(1.0, cached / total) if total else (1.0 if total == 0 else 0.0)
     tiers = []
-    for t in svc.store.usage():
+    # usage() lists the tiers in the order of the runtime's levels
+    for t, level in zip(svc.store.usage(), svc.cfg.runtime.tiers, strict=False):
         tiers.append(
             {
                 "medium": t.medium,
@@ -44,8 +47,24 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
                 "used": t.used,
                 "capacity": t.capacity,
                 "pages": t.pages,
+                "high": level.high,
+                "low": level.low,
+                "high_bytes": int(level.high * t.capacity),
+                "low_bytes": int(level.low * t.capacity),
             }
         )
+    served = int(counter_value(svc.counters.bytes_cache) + counter_value(svc.counters.bytes_origin))
+    wan = sum(o.stats.bytes_read for _, o in svc.mounts)
+    origins = [
+        {
+            "mount": o.mount.name,
+            "url": o.mount.url,
+            "reachable": o.reachable,
+            "down_since": o.breaker.down_since,
+            "last_error": o.breaker.last_error,
+        }
+        for _, o in svc.mounts
+    ]
     stats = dataclasses.asdict(svc.store.stats())
     return {
         "dataset": svc.name,
@@ -76,6 +95,10 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "origin_reachable": svc.origin_reachable,
             "origin_down_since": svc.origin_down_since,
             "stale_metadata_served": svc.stale_served,
+            "origins": origins,
+            "served_bytes": served,
+            "origin_read_bytes": wan,
+            "wan_saved_bytes": wan_saved(served, wan),
             "store": stats,
         },
         "tiers": tiers,
