@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Both create .venv when missing and install what they need (test also installs Debian packages
-# through scripts/system-deps.sh: fuse3, etcd-server, iproute2).
+# through scripts/system-deps.sh: fuse3, etcd-server, iproute2, chromium, prometheus).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

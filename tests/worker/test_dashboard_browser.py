@@ -106,9 +106,16 @@ class Browser:
         self.console.extend(self.driver.get_log("browser"))
 
     def screenshot(self, path: Path) -> Path:
-        height = self.js("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(1280, max(900, min(int(height) + 40, 4000)))
+        """The page down to its footer, as a PNG (the window is taller than the page)."""
+        from PIL import Image
+
+        bottom = self.js(
+            "return document.querySelector('footer').getBoundingClientRect().bottom + scrollY"
+        )
         self.driver.save_screenshot(str(path))
+        with Image.open(path) as shot:
+            cropped = shot.crop((0, 0, shot.width, min(shot.height, int(bottom) + 8)))
+        cropped.save(path, optimize=True)
         print(f"dashboard screenshot: {path}")
         return path
 
@@ -166,6 +173,23 @@ def _same_value(attribute: str | None, value: Any) -> bool:
     return attribute == str(value)
 
 
+async def _start_load(endpoint: str, paths: list[str]) -> str:
+    url = f"{endpoint}/v1/datasets/ds/load"
+    async with aiohttp.ClientSession() as s, s.post(url, json={"paths": paths}) as r:
+        assert r.status == 202
+        job: str = (await r.json())["id"]
+        return job
+
+
+def _load(endpoint: str, job: str) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(f"{endpoint}/v1/loads/{job}") as r:
+            body: dict[str, Any] = await r.json()
+            return body
+
+    return asyncio.run(go())
+
+
 def page_matches_status(b: Browser, st: dict[str, Any]) -> list[str]:
     """The fields where the dataset card differs from the status document (empty: equal)."""
     cs, raw = st["cacheStates"], st["raw"]
@@ -210,9 +234,18 @@ def test_page_shows_what_status_says(
     for name in names[:8]:
         assert read(w.endpoint, name) == (200, files[name])
     w.call(w.worker.services["ds"].flush_writes())
+    job = asyncio.run(_start_load(w.endpoint, ["model"]))
+    deadline = time.monotonic() + 60
+    while _load(w.endpoint, job)["phase"] != "Complete":
+        assert time.monotonic() < deadline, _load(w.endpoint, job)
+        time.sleep(0.1)
 
     browser.open(f"{w.endpoint}/?every=0.5")
     browser.wait("its data", lambda: browser.js("return document.body.dataset.ready === '1'"))
+    for _ in range(4):  # warm reads while the page watches: the charts move
+        for name in names[:12]:
+            assert read(w.endpoint, name) == (200, files[name])
+        time.sleep(0.6)
 
     def differences() -> list[str]:
         st = status(w.endpoint)
@@ -232,6 +265,10 @@ def test_page_shows_what_status_says(
         browser.js("return document.querySelector('[data-ds=\"ds\"] .stat .sub').textContent")
         == f"of {st['ufsTotal']}"
     )
+    row = f'[data-load="{job}"]'
+    assert browser.field(row, "phase")[0] == "Complete"
+    assert browser.field(row, "percent")[0] == "100.0%"
+    assert browser.field(row, "files")[0] == "1 / 1"
     # the pool table: this worker alone, with the same files and bytes as the status
     me = "[data-member]"
     assert browser.field(me, "state")[0] == "up"
@@ -272,14 +309,7 @@ def test_running_load_moves_on_screen(
     browser.open(f"{w.endpoint}/?every=0.5")
     browser.wait("its data", lambda: browser.js("return document.body.dataset.ready === '1'"))
 
-    async def start_load() -> str:
-        url = f"{w.endpoint}/v1/datasets/ds/load"
-        async with aiohttp.ClientSession() as s, s.post(url, json={"paths": [""]}) as r:
-            assert r.status == 202
-            job: str = (await r.json())["id"]
-            return job
-
-    job = asyncio.run(start_load())
+    job = asyncio.run(_start_load(w.endpoint, [""]))
     row = f'[data-load="{job}"]'
     seen: list[float] = []
     deadline = time.monotonic() + 90

@@ -319,7 +319,7 @@
     const now = pts.length ? pts[pts.length - 1].t : Date.now() / 1000;
     // the window grows with the history, up to all of it (a few points are not a flat line)
     const first = pts.length ? pts[0].t : now;
-    const span = Math.min(history.seconds, Math.max(60, now - first));
+    const span = Math.min(history.seconds, Math.max(10, now - first));
     chart("chart-read", pts, (p) => p.read_bytes_per_s, { format: fmtRate, now, span });
     chart("chart-hit", pts, (p) => p.hit_ratio, { max: 1, format: fmtPct, now, span });
     chart("chart-wan", pts, (p) => p.wan_bytes_per_s, { format: fmtRate, now, span });
