@@ -1,8 +1,9 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Both create .venv when missing and install what they need into it. `make test` also runs
-# scripts/system-deps.sh, which installs fuse3, libfuse3-dev, pkg-config and iproute2 system-wide
-# with apt-get (as root or with sudo, only those missing) and unpacks Debian's etcd binary into
-# .venv (etcd-server is never installed, so no etcd service is enabled or started).
+# scripts/system-deps.sh, which installs fuse3, libfuse3-dev, pkg-config, iproute2, chromium and
+# chromium-driver system-wide with apt-get (as root or with sudo, only those missing) and unpacks
+# Debian's etcd and prometheus binaries into .venv (etcd-server and prometheus are never
+# installed, so no service is enabled or started).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +16,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[demo]'
+	$(PY) -m pip install --quiet -e '.[demo,plot]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml scripts/system-deps.sh | $(PY)

@@ -31,26 +31,33 @@ def _tool(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
+STAND_INS = {"etcd-server": ["etcd"], "prometheus": ["prometheus", "promtool"]}
+"""The packages the script unpacks, and their binaries (each a stand-in here)."""
+
+
 @pytest.fixture
 def fake_apt(tmp_path: Path) -> tuple[dict[str, str], Path]:
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
     calls = tmp_path / "apt-calls.log"
-    pkg = tmp_path / "pkgroot"
-    (pkg / "DEBIAN").mkdir(parents=True)
-    (pkg / "usr" / "bin").mkdir(parents=True)
-    (pkg / "DEBIAN" / "control").write_text(
-        "Package: etcd-server\nVersion: 0.0\nArchitecture: all\nMaintainer: t <t@t>\n"
-        "Description: stand-in\n"
-    )
-    # a maintainer script that must never run: it would enable a service
-    _tool(pkg / "DEBIAN" / "postinst", f"touch {tmp_path}/postinst-ran\n")
-    _tool(pkg / "usr" / "bin" / "etcd", 'echo "etcd Version: 0.0-test"\n')
+    for package, binaries in STAND_INS.items():
+        pkg = tmp_path / "pkgroot" / package
+        (pkg / "DEBIAN").mkdir(parents=True)
+        (pkg / "usr" / "bin").mkdir(parents=True)
+        (pkg / "DEBIAN" / "control").write_text(
+            f"Package: {package}\nVersion: 0.0\nArchitecture: all\nMaintainer: t <t@t>\n"
+            "Description: stand-in\n"
+        )
+        # a maintainer script that must never run: it would enable a service
+        _tool(pkg / "DEBIAN" / "postinst", f"touch {tmp_path}/postinst-ran\n")
+        for binary in binaries:
+            _tool(pkg / "usr" / "bin" / binary, f'echo "{binary} Version: 0.0-test"\n')
     _tool(
         bin_dir / "apt-get",
         f'echo "$*" >> {calls}\n'
         'if [ "$1" = download ]; then\n'
-        f"  dpkg-deb --build --root-owner-group {pkg} etcd-server_0.0_all.deb >/dev/null\n"
+        f'  dpkg-deb --build --root-owner-group {tmp_path}/pkgroot/"$3" "$3"_0.0_all.deb'
+        " >/dev/null\n"
         "fi\n",
     )
     _tool(bin_dir / "dpkg", 'echo "Status: install ok installed"\n')  # dpkg -s: all present
@@ -72,8 +79,11 @@ def test_etcd_is_unpacked_into_the_venv_never_installed(
     version = subprocess.run([str(etcd), "--version"], capture_output=True, text=True)
     assert version.stdout.strip() == "etcd Version: 0.0-test"
     assert etcd.resolve() == (venv / "opt" / "etcd-server" / "usr" / "bin" / "etcd").resolve()
+    for binary in ("prometheus", "promtool"):
+        out = subprocess.run([str(venv / "bin" / binary), "--version"], capture_output=True)
+        assert out.stdout.decode().startswith(binary)
     apt = calls.read_text().splitlines()
-    assert apt == ["download -qq etcd-server"], apt
+    assert apt == ["download -qq etcd-server", "download -qq prometheus"], apt
     assert not any("install" in line for line in apt)
     assert not (tmp_path / "postinst-ran").exists()  # maintainer scripts never run
 
@@ -98,4 +108,6 @@ def test_the_readme_says_what_make_test_installs() -> None:
     assert "system-wide with `apt-get`" in section
     assert "`etcd-server`" in local.group(1).replace("etcd-server", "`etcd-server`")
     assert "`etcd-server` is not installed" in section
+    assert "`prometheus`" in local.group(1).replace("prometheus", "`prometheus`")
+    assert "`prometheus`" in section
     assert "installs what it needs into .venv" not in readme  # the old, untrue claim

@@ -16,6 +16,7 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
                                                itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
+    GET  /, /v1/history, /v1/loads, /v1/pool   the dashboard and its views (worker.dashboard)
 
 Errors are ``{"error": code, "message": text, "dataset", "path", "request_id"}`` with the status
 from the one table in :mod:`tidepool.core.errors` (named origin errors add ``bucket``,
@@ -61,6 +62,7 @@ from tidepool.core.fileinfo import FileInfo
 from tidepool.core.ranges import content_range, parse_range
 from tidepool.serving import ConnectionBudget
 from tidepool.worker import requests
+from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
@@ -123,6 +125,7 @@ class WorkerApp:
         peer_token: str | None = None,
         local_user: LocalUserCheck | None = None,
         loads: LoadTable | None = None,
+        dashboard: DashboardRoutes | None = None,
     ) -> None:
         self.services = services
         self.metrics = metrics
@@ -137,6 +140,9 @@ class WorkerApp:
         self.local_user = local_user
         """Who may use the mutating routes when there is no token (None: anyone)."""
         self.loads = loads or LoadTable()
+        self.dashboard = dashboard
+        """The page at ``/`` and its read-only views; it may let a browser's login cookie
+        through to those views (see :mod:`tidepool.worker.dashboard.session`)."""
         self._request_counters: dict[tuple[str, int], Any] = {}
 
     def build(self, budget: ConnectionBudget | None = None) -> web.Application:
@@ -162,6 +168,8 @@ class WorkerApp:
         r.add_post("/v1/datasets/{ds}/refresh/{path:.*}", self.refresh)
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_get("/v1/loads/{id}", self.load_status)
+        if self.dashboard is not None:
+            self.dashboard.register(r, self.loads.jobs)
         return app
 
     async def _close_loads(self, app: web.Application) -> None:
@@ -210,9 +218,12 @@ class WorkerApp:
         if self.token is not None and request.path != "/healthz":
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogateescape"), self.token.encode()
-            ):
+            if (
+                scheme.lower() != "bearer"
+                or not hmac.compare_digest(
+                    given.strip().encode("utf-8", "surrogateescape"), self.token.encode()
+                )
+            ) and not (self.dashboard is not None and self.dashboard.allows(request)):
                 raise AuthError(
                     "missing or wrong bearer token (send 'Authorization: Bearer <token>'; "
                     "the CLI and the fsspec client read it from TIDEPOOL_TOKEN or "

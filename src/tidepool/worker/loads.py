@@ -94,6 +94,7 @@ class LoadJob:
 
     def _progress(self, nbytes: int) -> None:
         self.progress.bytes_done += nbytes
+        self.svc.counters.load_bytes.inc(nbytes)
 
     @property
     def finished(self) -> bool:
@@ -120,13 +121,20 @@ class LoadJob:
             p.bytes_total = sum(f["size"] for f in targets)
             queue = iter(sorted(targets, key=lambda f: f["name"]))
 
+            counters = self.svc.counters
+
+            counters = self.svc.counters
+
             async def worker() -> None:
                 for info in queue:
                     try:
                         fetched = await self.svc.warm(info["name"], on_bytes=self._progress)
-                        p.bytes_done += max(0, info["size"] - fetched)  # what was cached already
+                        cached = max(0, info["size"] - fetched)  # what was cached already
+                        p.bytes_done += cached
+                        counters.load_bytes.inc(cached)
                     except Exception as exc:  # one bad file must not stop the job
                         p.error_count += 1
+                        counters.load_failed_files.inc()
                         if len(p.errors) < 20:
                             p.errors.append(redact(f"{info['name']}: {exc}"))
                     p.files_done += 1
@@ -143,6 +151,8 @@ class LoadJob:
                 log.warning("load %s of %s incomplete: %s", p.id, p.dataset, p.message)
             else:
                 p.phase = "Complete"
+            (counters.loads_complete if p.phase == "Complete" else counters.loads_failed).inc()
+            counters.load_latest_bytes.set(p.bytes_done)
         except Exception as exc:
             p.phase = "Failed"
             p.errors.append(redact(str(exc)))
@@ -243,6 +253,11 @@ class LoadTable:
             self._active.pop(job.progress.id, None)
             self._finished[job.progress.id] = (self.clock(), job)
             self.reap()
+
+    def jobs(self) -> list[LoadJob]:
+        """Every job kept: running and waiting first, then the finished ones, oldest first."""
+        self.reap()
+        return [*self._active.values(), *(job for _, job in self._finished.values())]
 
     def get(self, job_id: str) -> LoadJob | None:
         self.reap()

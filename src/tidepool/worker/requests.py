@@ -90,10 +90,24 @@ class StatusQuery(_Query):
     """Re-list the origin when the dataset's total is older than its TTL (``refresh=0``: no)."""
 
 
+class PageQuery(_Query):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    every: float = Field(2.0, ge=0.5, le=60.0)
+    """Seconds between two refreshes of the dashboard (read by the page itself)."""
+
+
+class HistoryQuery(_Query):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    since: float | None = Field(None, ge=0.0)
+    """Only the dashboard history's samples after this Unix time."""
+
+
 _Q = TypeVar("_Q", bound=_Query)
 
 ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/v1/datasets/{ds}/status": StatusQuery,
+    "/": PageQuery,
+    "/v1/history": HistoryQuery,
 }
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
@@ -116,7 +130,12 @@ def check_query(request: web.Request, route: str) -> None:
             raise bad_value(f"query parameter {name}", all_values, "one value")
         parser = _QUERY_PARSERS.get(name)
         values[name] = parser(all_values[0], name) if parser else all_values[0]
-    request[_QUERY_KEY] = model.model_validate(values)
+    try:
+        request[_QUERY_KEY] = model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first.get("loc", ())) or "query"
+        raise bad_value(f"query parameter {name}", values.get(name), first.get("msg", "")) from None
 
 
 def query(request: web.Request, model: type[_Q]) -> _Q:

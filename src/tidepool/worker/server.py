@@ -40,10 +40,19 @@ from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
 from tidepool.store.tierdir import state_dir_in
 from tidepool.worker.app import WorkerApp
+from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService
+from tidepool.worker.history import History, HistorySampler, Totals
 from tidepool.worker.loads import LoadTable
 from tidepool.worker.localuser import LocalUsers
-from tidepool.worker.metrics import OriginSample, StoreSample, WorkerMetrics
+from tidepool.worker.members import PoolHealth
+from tidepool.worker.metrics import (
+    DatasetSample,
+    OriginSample,
+    StoreSample,
+    WorkerMetrics,
+    counter_value,
+)
 from tidepool.worker.placement import Placement
 
 log = logging.getLogger(__name__)
@@ -106,6 +115,12 @@ class WorkerSettings:
     """Seconds the start waits for that check before going on without it (offline, the check
     finishes in the background): a reachable origin is checked before the worker says it
     serves, so the check's few bytes never mix with the traffic of what runs next."""
+    history_interval: float = 2.0
+    """Seconds between two samples of the dashboard's history (throughput, hit ratio, WAN)."""
+    history_seconds: float = 600.0
+    """How far back the dashboard's history goes (kept in memory, lost on restart)."""
+    pool_probe_interval: float = 5.0
+    """Seconds between two probes of the pool's members (dashboard, tidepool_pool_member_up)."""
 
 
 _BUSY = busy_response(
@@ -200,6 +215,9 @@ class Worker:
         self._origin_check: asyncio.Task[Any] | None = None
         self.port: int | None = None
         self.host_id = host_id()
+        self.history = History(self.settings.history_seconds, self.settings.history_interval)
+        self._sampler = HistorySampler(self.history, self._totals)
+        self.pool_health: PoolHealth | None = None
 
     @property
     def endpoint(self) -> str:
@@ -239,7 +257,8 @@ class Worker:
         out = []
         for name, store in self.stores.items():
             stats = store.stats()
-            for t in store.usage():
+            levels = self.configs[name].runtime.tiers
+            for t, level in zip(store.usage(), levels, strict=False):
                 out.append(
                     StoreSample(
                         name,
@@ -251,9 +270,47 @@ class Worker:
                         stats.evictions,
                         stats.corrupt,
                         stats.read_errors,
+                        high=int(level.high * t.capacity),
+                        low=int(level.low * t.capacity),
                     )
                 )
         return out
+
+    def _dataset_samples(self) -> list[DatasetSample]:
+        out = []
+        for name, svc in self.services.items():
+            total = svc.ufs_total
+            out.append(
+                DatasetSample(
+                    name,
+                    total[0] if total else None,
+                    total[1] if total else None,
+                    svc.store.dataset_bytes(name),
+                    svc.store.dataset_files(name),
+                    sum(t.capacity for t in svc.store.usage()),
+                )
+            )
+        return out
+
+    def _totals(self) -> Totals:
+        served = wan = hits = misses = remote = 0
+        for svc in self.services.values():
+            c = svc.counters
+            served += int(counter_value(c.bytes_cache) + counter_value(c.bytes_origin))
+            wan += sum(o.stats.bytes_read for o in svc.origins)
+            hits, misses, remote = hits + svc.hits, misses + svc.misses, remote + svc.peer_hits
+        return Totals(served, wan, hits, misses, remote)
+
+    def _local_numbers(self) -> dict[str, tuple[int, int]]:
+        return {
+            name: (store.dataset_files(name), store.dataset_bytes(name))
+            for name, store in self.stores.items()
+        }
+
+    def _pool_view(self) -> dict[str, Any]:
+        if self.pool_health is None:  # still starting
+            return {"nodepool": self.settings.nodepool, "replicas": 1, "members": []}
+        return self.pool_health.view()
 
     def _origin_samples(self) -> list[OriginSample]:
         out = []
@@ -270,6 +327,7 @@ class Worker:
                         origin.stats.fast_failures,
                         origin.stats.retries,
                         svc.stale_served,
+                        origin.stats.bytes_read,
                     )
                 )
         return out
@@ -358,6 +416,13 @@ class Worker:
             await svc.start()
         self.metrics.add_store_collector(self._store_samples)
         self.metrics.add_origin_collector(self._origin_samples)
+        self.metrics.add_dataset_collector(self._dataset_samples)
+        self.metrics.add_pool_collector(
+            lambda: self.pool_health.samples() if self.pool_health is not None else []
+        )
+        dashboard = DashboardRoutes(
+            token=self.settings.token, history=self.history, pool=self._pool_view
+        )
         self.api = WorkerApp(
             self.services,
             self.metrics,
@@ -371,6 +436,7 @@ class Worker:
                 max_running=self.settings.max_loads_running,
                 max_waiting=self.settings.max_loads_waiting,
             ),
+            dashboard=dashboard,
         )
         app = self.api.build(self.budget)
         self._runner = web.AppRunner(
@@ -394,6 +460,19 @@ class Worker:
             raise
         self.port = site.bound_port
         await self._start_membership()  # needs the bound port; /healthz says 503 until done
+        me = self._me()
+        placement = self.placement
+        self.pool_health = PoolHealth(
+            me,
+            placement.members if placement is not None else lambda: [me],
+            sorted(self.services),
+            self._local_numbers,
+            token=self.settings.token,
+            replicas=placement.replicas if placement is not None else 1,
+            interval=self.settings.pool_probe_interval,
+        )
+        self.pool_health.start()
+        self._sampler.start()
         self._ready = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         if self._origin_check is not None:  # bounded: the edge starts without its cloud
@@ -416,6 +495,9 @@ class Worker:
             self._origin_check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._origin_check
+        await self._sampler.stop()
+        if self.pool_health is not None:
+            await self.pool_health.stop()
         if self.membership is not None:
             await self.membership.stop()
         if self.placement is not None:

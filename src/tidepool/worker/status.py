@@ -34,6 +34,8 @@ from tidepool.core.errors import (
 )
 from tidepool.core.quantity import format_bytes
 from tidepool.worker.dataset import DatasetService
+from tidepool.worker.history import wan_saved
+from tidepool.worker.metrics import counter_value
 
 UNKNOWN = "[Unknown]"
 CALCULATING = "[Calculating]"
@@ -105,15 +107,33 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
     # nothing to cache, or an unknown total: no percentage is true
     fraction = None if not files or total is None else min(1.0, cached / total) if total else 1.0
     unknown_text = CALCULATING if state == "reachable" and not refresh else UNKNOWN
-    tiers = [
+    tiers = []
+    # usage() lists the tiers in the order of the runtime's levels
+    for t, level in zip(svc.store.usage(), svc.cfg.runtime.tiers, strict=False):
+        tiers.append(
+            {
+                "medium": t.medium,
+                "path": str(t.path),
+                "used": t.used,
+                "capacity": t.capacity,
+                "pages": t.pages,
+                "high": level.high,
+                "low": level.low,
+                "high_bytes": int(level.high * t.capacity),
+                "low_bytes": int(level.low * t.capacity),
+            }
+        )
+    served = int(counter_value(svc.counters.bytes_cache) + counter_value(svc.counters.bytes_origin))
+    wan = sum(o.stats.bytes_read for o in svc.origins)
+    origins = [
         {
-            "medium": t.medium,
-            "path": str(t.path),
-            "used": t.used,
-            "capacity": t.capacity,
-            "pages": t.pages,
+            "mount": o.mount.name,
+            "url": o.mount.url,
+            "reachable": o.reachable,
+            "down_since": o.breaker.down_since,
+            "last_error": o.breaker.last_error,
         }
-        for t in svc.store.usage()
+        for o in svc.origins
     ]
     stats = dataclasses.asdict(svc.store.stats())
     fresh = svc.ufs_total is not None and as_of == svc.ufs_total[2]
@@ -150,6 +170,10 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "origin_state": state,
             "origin_down_since": svc.origin_down_since,
             "stale_metadata_served": svc.stale_served,
+            "origins": origins,
+            "served_bytes": served,
+            "origin_read_bytes": wan,
+            "wan_saved_bytes": wan_saved(served, wan),
             "store": stats,
         },
         "tiers": tiers,

@@ -52,3 +52,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         help="where to write the results (default %(default)s)",
     )
     p.add_argument("--workdir", type=Path, default=None, help="keep the bench's files here")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="draw the results as a PNG beside the JSON; needs matplotlib "
+        "(pip install 'tidepool[plot]')",
+    )

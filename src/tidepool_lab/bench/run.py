@@ -37,6 +37,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
+from tidepool_lab.bench.plot import plot_bench
+from tidepool_lab.demo.plot import pyplot
 from tidepool_lab.testbed.s3server import S3Server
 from tidepool_lab.testbed.s3util import s3fs_filesystem, upload
 from tidepool_lab.testbed.specs import S3DatasetSpec
@@ -165,6 +167,9 @@ def _workdir(path: Path | None) -> Iterator[Path]:
 def run_bench(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
     link_bps = args.rate_mbit * 1e6 / 8
+    plot = getattr(args, "plot", None)
+    if plot is not None:
+        pyplot()  # a missing matplotlib is said now, not after the benchmark
     res: dict[str, Any] = {
         "wan": {"rtt_ms": args.rtt_ms, "rate_mbit": args.rate_mbit},
         "files": args.files,
@@ -308,6 +313,8 @@ def run_bench(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=2))
     console.print(f"results written to {args.json}")
+    if plot is not None:
+        console.print(f"chart drawn in {plot_bench(res, plot)}")
     ok = all(v.get("verified", True) for v in res.values() if isinstance(v, dict))
     return 0 if ok and res["threads"]["errors"] == 0 else 1
 

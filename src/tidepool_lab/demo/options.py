@@ -44,6 +44,14 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="draw the before/after chart as a PNG (with its JSON beside it unless --json); "
+        "needs matplotlib (pip install 'tidepool[plot]')",
+    )
+    p.add_argument(
         "--workdir",
         type=Path,
         default=None,

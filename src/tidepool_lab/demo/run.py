@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
+from tidepool_lab.demo.plot import plot_demo, pyplot
 from tidepool_lab.demo.workload import EpochResult, make_model, run_epoch
 from tidepool_lab.testbed.images import make_jpegs
 from tidepool_lab.testbed.s3server import S3Server
@@ -154,6 +155,10 @@ def _table(results: dict[str, dict[str, Any]], report: dict[str, Any], console: 
 
 def run_demo(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
+    plot = getattr(args, "plot", None)
+    if plot is not None:
+        pyplot()  # a missing matplotlib is said now, not after minutes of demo
+    json_path = args.json or (plot.with_suffix(".json") if plot is not None else None)
     infer = make_model(args.model)
     with contextlib.ExitStack() as stack:
         if args.workdir is None:
@@ -240,10 +245,12 @@ def run_demo(args: argparse.Namespace) -> int:
             "cache": status["cacheStates"],
         }
         _table(summaries, report, console)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2))
-            console.print(f"results written to {args.json}")
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(report, indent=2))
+            console.print(f"results written to {json_path}")
+        if plot is not None:
+            console.print(f"chart drawn in {plot_demo(report, plot)}")
         ok = all(s["verified"] for s in summaries.values())
         if not ok:
             console.print("[red]some bytes did not match the origin[/]", style="bold")

@@ -27,3 +27,17 @@ app.kubernetes.io/component: operator
 {{- define "tidepool.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/*
+The Secret holding a dataset's worker token, named as the operator names it
+(tidepool.operator.render.token_secret_name): "tidepool-<dataset>-token", cut to 52 characters
+with a hash of the full name when longer.
+*/}}
+{{- define "tidepool.tokenSecret" -}}
+{{- $name := printf "tidepool-%s-token" . | lower -}}
+{{- if le (len $name) 52 -}}
+{{- $name -}}
+{{- else -}}
+{{- printf "%s-%s" (regexReplaceAll "-+$" (trunc 43 $name) "") (sha256sum $name | trunc 8) -}}
+{{- end -}}
+{{- end -}}
