@@ -5,7 +5,13 @@ from __future__ import annotations
 import socket
 import struct
 
-from tidepool_lab.testbed.wanlink import checksum, parse_packet, tcp_reset_for
+from tidepool_lab.testbed.wanlink import (
+    SequenceTracker,
+    checksum,
+    parse_packet,
+    tcp_reset_for,
+    tcp_segment,
+)
 
 SRC, DST = "192.0.2.11", "198.51.100.10"
 
@@ -60,3 +66,23 @@ def test_rst_and_non_tcp_get_no_reset() -> None:
     udp = bytearray(_tcp(0x18, 1, 1))
     udp[9] = 17
     assert tcp_reset_for(bytes(udp)) is None
+
+
+def test_sequence_tracker_counts_only_new_bytes() -> None:
+    t = SequenceTracker(max_flows=2)
+    flow = (b"a", b"b", b"ports")
+    assert t.new_bytes(flow, 1000, 1448) == 1448
+    assert t.new_bytes(flow, 2448, 1448) == 1448
+    assert t.new_bytes(flow, 2448, 1448) == 0  # the tail resent (a tail-loss probe)
+    assert t.new_bytes(flow, 3000, 1448) == 1448 - (3896 - 3000)  # partly new
+    assert t.new_bytes(flow, (1 << 32) - 10, 20) == 0  # far behind: old, not a wrap
+    wrap = (b"c", b"d", b"p")
+    assert t.new_bytes(wrap, (1 << 32) - 10, 10) == 10
+    assert t.new_bytes(wrap, 0, 100) == 100  # across the 2**32 wrap
+    t.new_bytes((b"x", b"y", b"z"), 0, 1)  # a third flow evicts the oldest
+    assert t.new_bytes(flow, 2448, 10) == 10  # forgotten: counted as new again
+
+
+def test_tcp_segment_reads_flow_and_sequence() -> None:
+    info = tcp_segment(_tcp(0x18, 12345, 1, b"x" * 10))
+    assert info is not None and info[1] == 12345 and info[2] == 10

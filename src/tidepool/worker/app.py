@@ -66,7 +66,7 @@ from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
-from tidepool.worker.placement import PEER_HEADER
+from tidepool.worker.placement import PEER_HEADER, SOURCE_HEADER
 from tidepool.worker.refresh import refresh_path
 from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
@@ -343,6 +343,9 @@ class WorkerApp:
         headers = self._headers(info, start, end, partial=span is not None)
         status = 206 if span is not None else 200
         counted = not from_peer  # the asking worker counts the read (as a remote hit)
+        if from_peer:
+            cached = plan.first is None and svc.reader.holds(info, start, end)
+            headers[SOURCE_HEADER] = "cache" if cached else "origin"
         if end - start <= svc.page_size:
             body = await svc.read_all(plan, start, end, counted=counted)
             resp = web.Response(status=status, body=body, headers=headers)

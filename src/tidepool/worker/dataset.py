@@ -258,7 +258,7 @@ class DatasetService:
                     continue
                 info = file_info(rel, got.size, got.version, got.mtime)
                 self.metadata.learn(rel, info)
-                return info, Fetched(got.data, Source.PEER)
+                return info, Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
         try:
             info, data = await route.target.read_first(route.orel, ps)
         except FileNotFoundError:
@@ -277,7 +277,7 @@ class DatasetService:
         assert placement is not None
         name = self.name
 
-        async def fetch(info: FileInfo, start: int, end: int) -> bytes | None:
+        async def fetch(info: FileInfo, start: int, end: int) -> Fetched | None:
             for peer in peers:
                 try:
                     got = await placement.read(
@@ -286,7 +286,7 @@ class DatasetService:
                 except (PeerError, FileNotFoundError) as exc:
                     log.debug("peer could not serve %s: %s", info["name"], exc)
                     continue
-                return got.data
+                return Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
             return None
 
         return fetch

@@ -44,12 +44,19 @@ class FilePlace:
     owners: tuple[Member, ...]
 
 
+SOURCE_HEADER = "X-Tidepool-Source"
+"""On answers to peers: ``cache`` when every byte was in the answering worker's cache, else
+``origin`` (it fetched some for the asker), so the asker counts a remote hit only for the former."""
+
+
 @dataclass(frozen=True, slots=True)
 class PeerAnswer:
     data: bytes
     size: int
     version: str
     mtime: float | None
+    cached: bool
+    """The peer had every byte cached (a remote hit), rather than fetching them from the origin."""
 
 
 class PeerError(OSError):
@@ -145,6 +152,7 @@ class Placement:
                     raise PeerError(f"peer {peer.name} served another version of {path}")
                 size = int(r.headers.get("X-Tidepool-Size", "-1"))
                 mtime = r.headers.get("X-Tidepool-Mtime")
+                cached = r.headers.get(SOURCE_HEADER) == "cache"
                 data = await r.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             self.marks.mark(peer.name, time.monotonic())
@@ -154,7 +162,7 @@ class Placement:
             raise PeerError(f"peer {peer.name} returned {len(data)} of {want} bytes")
         self.peer_reads += 1
         self.peer_bytes += len(data)
-        return PeerAnswer(data, size, got, float(mtime) if mtime else None)
+        return PeerAnswer(data, size, got, float(mtime) if mtime else None, cached)
 
     def replicate(self, place: FilePlace, dataset: str, path: str) -> None:
         """Ask the file's other owners to copy it (from us, over the LAN) when r > 1."""

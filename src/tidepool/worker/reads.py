@@ -55,8 +55,10 @@ class Fetched:
     source: Source
 
 
-PeerFetch = Callable[[FileInfo, int, int], Awaitable[bytes | None]]
-"""``(info, start, end) -> bytes`` from another worker of the pool, or None to use the origin."""
+PeerFetch = Callable[[FileInfo, int, int], Awaitable["Fetched | None"]]
+"""``(info, start, end)`` from another worker of the pool — :class:`Fetched` with
+``Source.PEER`` when the peer had the bytes cached, ``Source.ORIGIN`` when it had to fetch them
+for us — or None to go to the origin ourselves."""
 
 
 class HitCounts:
@@ -165,9 +167,10 @@ class PageReader:
     async def _fetch(self, key: PageKey, t: ReadTarget, idx: int) -> Fetched:
         info = t.info
         start, end = page_span(idx, self.page_size, info["size"])
-        data = await t.peers(info, start, end) if t.peers is not None else None
-        source = Source.PEER
-        if data is None:
+        got = await t.peers(info, start, end) if t.peers is not None else None
+        if got is not None:
+            data, source = got.data, got.source
+        else:
             source = Source.ORIGIN
             self.counters.origin_requests.inc()
             data = await t.origin.read(t.orel, start, end, info["version"])
@@ -288,6 +291,21 @@ class PageReader:
             self.counts.record(Source.CACHE, end - start)
         lo = start - idx * self.page_size
         return data if (lo == 0 and end - start == len(data)) else data[lo : lo + end - start]
+
+    def holds(self, info: FileInfo, start: int, end: int) -> bool:
+        """Whether every page of ``[start, end)`` is in the store or fetched into memory."""
+        for idx in pages_for(start, end, self.page_size):
+            key = self.key(info, idx)
+            task = self._inflight.get(key)
+            in_memory = (
+                task is not None
+                and task.done()
+                and not task.cancelled()
+                and task.exception() is None
+            )
+            if not in_memory and not self.store.contains(key):
+                return False
+        return True
 
     def missing_pages(self, info: FileInfo) -> list[int]:
         """Pages of a file version this worker neither holds nor is fetching."""

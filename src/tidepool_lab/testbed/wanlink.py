@@ -88,6 +88,12 @@ class TunRelayStats(TypedDict):
     """TCP/UDP payload bytes delivered edge -> cloud."""
     payload_down: int
     """TCP/UDP payload bytes delivered cloud -> edge."""
+    resent_up: int
+    """Of ``payload_up``: TCP payload a sender sent again (sequence numbers already delivered)."""
+    resent_down: int
+    """Of ``payload_down``: TCP payload sent again. A retransmission is not a new byte crossing
+    the link: TCP may resend the tail of a transfer (tail-loss probe) a little after the reader
+    had every byte, so ``payload_down - resent_down`` is what a test should count as new."""
     packets_up: int
     packets_down: int
     dropped: int
@@ -141,6 +147,42 @@ def parse_packet(packet: bytes) -> PacketInfo | None:
     return PacketInfo(
         src=packet[12:16], dst=packet[16:20], proto=proto, header_len=ihl, payload=payload
     )
+
+
+def tcp_segment(packet: bytes) -> tuple[tuple[bytes, ...], int, int] | None:
+    """``(flow, seq, payload)`` of a TCP segment (``flow`` names the connection and direction),
+    or None for anything else."""
+    info = parse_packet(packet)
+    if info is None or info["proto"] != _TCP:
+        return None
+    ihl = info["header_len"]
+    ports = packet[ihl : ihl + 4]
+    seq = struct.unpack_from("!I", packet, ihl + 4)[0]
+    return (info["src"], info["dst"], ports), seq, info["payload"]
+
+
+class SequenceTracker:
+    """How much of each TCP segment's payload is new: per flow, the highest sequence number
+    delivered so far (serial-number arithmetic, RFC 1982). Pure; bounded to ``max_flows``."""
+
+    def __init__(self, max_flows: int = 4096) -> None:
+        self.max_flows = max_flows
+        self._ends: collections.OrderedDict[tuple[bytes, ...], int] = collections.OrderedDict()
+
+    def new_bytes(self, flow: tuple[bytes, ...], seq: int, payload: int) -> int:
+        end = (seq + payload) % (1 << 32)
+        last = self._ends.get(flow)
+        if last is None:
+            fresh = payload
+        else:
+            ahead = (end - last) % (1 << 32)
+            fresh = min(payload, ahead) if ahead < (1 << 31) else 0
+        if last is None or fresh:
+            self._ends[flow] = end
+        self._ends.move_to_end(flow)
+        while len(self._ends) > self.max_flows:
+            self._ends.popitem(last=False)
+        return fresh
 
 
 def tcp_reset_for(packet: bytes) -> bytes | None:
@@ -198,6 +240,7 @@ class _Relay:
         self.queue: collections.deque[tuple[float, bytes, bool, int]] = collections.deque()
         self.last_due = 0.0
         self.link_up = True
+        self.sequences = SequenceTracker()
         self.mode: CutMode = "reset"
         self.stopped = False
         self.counters = dict.fromkeys(
@@ -206,6 +249,8 @@ class _Relay:
                 "bytes_down",
                 "payload_up",
                 "payload_down",
+                "resent_up",
+                "resent_down",
                 "packets_up",
                 "packets_down",
                 "dropped",
@@ -247,6 +292,10 @@ class _Relay:
             self.counters[f"bytes_{side}"] += len(packet)
             self.counters[f"payload_{side}"] += payload
             self.counters[f"packets_{side}"] += 1
+            segment = tcp_segment(packet) if payload else None
+            if segment is not None:
+                fresh = self.sequences.new_bytes(*segment)
+                self.counters[f"resent_{side}"] += payload - fresh
             self._write(packet)
 
     def _write(self, packet: bytes) -> None:
@@ -268,6 +317,8 @@ class _Relay:
             bytes_down=c["bytes_down"],
             payload_up=c["payload_up"],
             payload_down=c["payload_down"],
+            resent_up=c["resent_up"],
+            resent_down=c["resent_down"],
             packets_up=c["packets_up"],
             packets_down=c["packets_down"],
             dropped=c["dropped"],
