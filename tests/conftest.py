@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -57,7 +57,10 @@ class DatasetFactory:
         tiers: tuple[TierConfig, ...] | None = None,
         ttl: float = 60.0,
         endpoint: str | None = None,
+        prefetch: Literal["off", "pattern", "dataset"] = "off",
     ) -> DatasetConfig:
+        """``prefetch`` is off unless a test asks: most tests count the origin's requests
+        exactly, and the worker's prefetch (tests/worker/test_prefetch.py) would add its own."""
         bucket = f"tp-{os.getpid()}-{next(_bucket_ids)}"
         self.server.create_bucket(bucket)
         upload(self.server, bucket, ((f"data/{k}", v) for k, v in files.items()))
@@ -80,7 +83,9 @@ class DatasetFactory:
         return DatasetConfig(
             name=name,
             mounts=(mount,),
-            runtime=RuntimeConfig(tiers=tiers, page_size=page_size, metadata_ttl=ttl),
+            runtime=RuntimeConfig(
+                tiers=tiers, page_size=page_size, metadata_ttl=ttl, prefetch=prefetch
+            ),
         )
 
 

@@ -281,7 +281,10 @@ def test_page_shows_what_status_says(
             "return document.querySelector('#chart-read path.line').getAttribute('d').length > 10"
         ),
     )
-    assert browser.js("return document.querySelector('[data-field=\"prefetch\"]')") is None
+    # the prefetch panel: what the worker fetched ahead (the dataset is one file, read already)
+    browser.wait("the prefetch panel", lambda: browser.field("", "prefetch-bytes")[1] is not None)
+    pre = browser.js("return document.querySelector('[data-field=\"prefetch\"] h4').textContent")
+    assert pre == f"Prefetch ({st['raw']['prefetch']['policy']})"
 
     shot = browser.screenshot(tmp_path / "dashboard.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,8 @@ DEFAULT_BLOCK_SIZE = 16 << 20
 INFO_TTL_CAP = 60.0
 """Longest time the client trusts file metadata it remembered (the dataset's TTL when shorter)."""
 CONNECT_TIMEOUT = 2.0
+HINT_CHUNK = 50_000
+"""Paths per prefetch hint request (a worker takes at most 100,000 at once)."""
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -585,6 +588,38 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if info["type"] != "file":
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         return TidepoolFile(self, path, info, block_size or self.blocksize)
+
+    # ---- hints -----------------------------------------------------------------------------
+
+    def prefetch(self, paths: Iterable[str]) -> int:
+        """Announce the files this program will read, in the order it will read them: each
+        file's owner in the pool starts fetching them ahead (up to what its cache holds), and a
+        read of a file not fetched yet still goes first. One request per owner (in parts of
+        :data:`HINT_CHUNK`); unknown files are skipped by the workers. Returns how many paths the
+        workers accepted. Hints never fail a program: a worker that cannot be reached is left
+        out (and logged)."""
+        self._ensure_node_sync()
+        groups: dict[tuple[str, str], list[str]] = {}
+        for path in paths:
+            ds, rel = self._split(self._strip_protocol(path))
+            if not rel or ds in self._direct:
+                continue
+            groups.setdefault((self.pool.targets(ds, rel)[0], ds), []).append(rel)
+        accepted = 0
+        for (base, ds), rels in groups.items():
+            for lo in range(0, len(rels), HINT_CHUNK):
+                try:
+                    answer = self.admin.call(
+                        f"/v1/datasets/{quote(ds)}/prefetch",
+                        ds,
+                        {"paths": rels[lo : lo + HINT_CHUNK]},
+                        base=base,
+                    )
+                except OSError as exc:
+                    log.info("prefetch hint to %s not delivered: %s", base, exc)
+                    break
+                accepted += int(answer.get("accepted", 0))
+        return accepted
 
     # ---- same-host hit reports -------------------------------------------------------------
 

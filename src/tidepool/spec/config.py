@@ -71,6 +71,12 @@ class RuntimeConfig:
     """Seconds a cached stat or listing is trusted before it is revalidated with the origin."""
     immutable: bool = False
     """Dataset never changes: skip revalidation entirely."""
+    prefetch: Literal["off", "pattern", "dataset"] = "dataset"
+    """What the worker fetches ahead of programs: nothing; hinted files and directory walks
+    (``pattern``); or also the whole dataset on first touch when it fits in the cache
+    (``dataset``)."""
+    prefetch_inflight: int = 32
+    """Most prefetch requests in flight at once (the link decides how many, up to this)."""
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,14 @@ def describe(bundle: SpecBundle) -> str:
     return "\n".join(redact(line, secrets) for line in lines)
 
 
+_PREFETCH = {
+    "off": "off (only what programs read is fetched)",
+    "pattern": "pattern (announced files and directories read in order are fetched ahead)",
+    "dataset": "dataset (announced files, directory walks, and the whole dataset on its first "
+    "read when it fits in the cache)",
+}
+
+
 def _dataset(config: DatasetConfig, model: Dataset | None) -> list[str]:
     runtime = config.runtime
     pools = ", ".join(config.nodepools) or "any"
@@ -54,6 +62,7 @@ def _dataset(config: DatasetConfig, model: Dataset | None) -> list[str]:
         f"  node pools: {pools}",
         f"  workers: {runtime.replicas}, copies per file: {runtime.data_replicas}, "
         f"page size: {format_bytes(runtime.page_size)}, metadata TTL: {ttl}",
+        f"  prefetch: {_PREFETCH[runtime.prefetch]}",
         "  mounts:",
     ]
     mount_models = {m.name or config.name: m for m in model.spec.mounts} if model else {}

@@ -258,6 +258,18 @@ class DataSpec(Strict):
     pin: Any = None
 
 
+class PrefetchSpec(Strict):
+    """Tidepool extra: what the workers fetch ahead of the programs (Fluid has no equivalent).
+
+    ``policy``: ``off``; ``pattern`` (files a program announces, and directories read in
+    listing order); ``dataset`` (the default: also the whole dataset on its first read, when it
+    fits in the cache). ``maxInflight``: most prefetch requests at once (the link decides how
+    many below that)."""
+
+    policy: Literal["off", "pattern", "dataset"] = "dataset"
+    max_inflight: int = Field(default=32, ge=1, le=256)
+
+
 class RuntimeSpec(Strict):
     """Fluid ``AlluxioRuntime.spec`` / Tidepool ``CacheRuntime.spec``.
 
@@ -269,6 +281,7 @@ class RuntimeSpec(Strict):
     tieredstore: TieredStore | None = None
     data: DataSpec = Field(default_factory=DataSpec)
     page_size: Annotated[int, BeforeValidator(parse_size)] | None = None
+    prefetch: PrefetchSpec = Field(default_factory=PrefetchSpec)
     properties: dict[str, Any] = Field(default_factory=dict)
     # accepted and kept, not acted on yet
     alluxio_version: Any = None

@@ -89,6 +89,8 @@ def runtime_config(runtime: Runtime, default_tiers: Sequence[TierConfig] = ()) -
         page_size=page_size,
         replicas=spec.replicas,
         data_replicas=spec.data.replicas,
+        prefetch=spec.prefetch.policy,
+        prefetch_inflight=spec.prefetch.max_inflight,
     )
 
 

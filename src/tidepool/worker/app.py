@@ -13,6 +13,8 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/datasets/{ds}/files/{path}        bytes (Range -> 206/416); HEAD: headers only
     POST /v1/datasets/{ds}/load                start a warm-up job {"paths": [...]}
     POST /v1/datasets/{ds}/refresh/{path}      drop the metadata at and below path, ask again
+    POST /v1/datasets/{ds}/prefetch            the files a program will read, in its order
+                                               {"paths": [...]} (prefetch hints)
     POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
                                                itself {"pages": n, "bytes": n} (hit counters)
     GET  /v1/loads/{id}                        progress of a warm-up job
@@ -167,6 +169,7 @@ class WorkerApp:
         r.add_post("/v1/datasets/{ds}/load", self.load)
         r.add_post("/v1/datasets/{ds}/refresh/{path:.*}", self.refresh)
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
+        r.add_post("/v1/datasets/{ds}/prefetch", self.prefetch)
         r.add_get("/v1/loads/{id}", self.load_status)
         if self.dashboard is not None:
             self.dashboard.register(r, self.loads.jobs)
@@ -407,6 +410,12 @@ class WorkerApp:
     async def refresh(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
         return _json(await refresh_path(svc, request.match_info["path"]))
+
+    async def prefetch(self, request: web.Request) -> web.Response:
+        svc = self._svc(request)
+        body = await requests.prefetch_request(request)
+        accepted = svc.prefetch.hint(body.paths)
+        return _json({"accepted": accepted, "queued": svc.prefetch.queued()}, 202)
 
     async def local_hits(self, request: web.Request) -> web.Response:
         svc = self._svc(request)

@@ -17,8 +17,10 @@ Metadata (stat, ls, find, TTL, offline) is :mod:`tidepool.worker.metadata`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from tidepool.core.errors import OriginUnavailableError, VersionChangedError, VersionGoneError
 from tidepool.core.fileinfo import FileInfo, file_info
 from tidepool.core.mounts import MountTable, Route
+from tidepool.core.pages import HEADER_SIZE
 from tidepool.core.paths import normalize
 from tidepool.core.ring import Member
 from tidepool.origin.funnel import Origin, OriginSettings
@@ -36,9 +39,13 @@ from tidepool.store.pagestore import PageStore
 from tidepool.worker.metadata import MetadataService
 from tidepool.worker.metrics import DatasetCounters
 from tidepool.worker.placement import FilePlace, PeerError, Placement
+from tidepool.worker.prefetch import Prefetcher
 from tidepool.worker.reads import Chunk, Fetched, PageReader, PeerFetch, ReadTarget, Source
 
 log = logging.getLogger(__name__)
+
+DISK_MARGIN = 64 << 20
+"""Bytes of a tier's disk that prefetch leaves free (for demanded reads and the index)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,19 @@ class DatasetService:
         )
         self.placement: Placement | None = None
         """Set by the worker when it is one of several in a node pool."""
+        self.prefetch = Prefetcher(
+            cfg.name,
+            policy=cfg.runtime.prefetch,
+            warm=self._prefetch_file,
+            owned=self._owned,
+            listing=self.metadata.ls,
+            everything=lambda: self.metadata.find(""),
+            room=self.free_room,
+            size_of=self._size_on_disk,
+            reachable=lambda: self.origin_reachable,
+            max_inflight=cfg.runtime.prefetch_inflight,
+        )
+        self.reader.on_prefetch_used = self.prefetch.used
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -102,6 +122,7 @@ class DatasetService:
             await origin.start()
 
     async def close(self) -> None:
+        await self.prefetch.close()
         await self.reader.flush_writes()
         self.meta.flush()
         for origin in self.origins:
@@ -181,12 +202,48 @@ class DatasetService:
     def _place(self, rel: str) -> FilePlace | None:
         return self.placement.place(self.name, rel) if self.placement is not None else None
 
+    def _owned(self, rel: str) -> bool:
+        place = self._place(rel)
+        return place is None or place.mine
+
+    def _size_on_disk(self, rel: str) -> int:
+        """What caching a file will take (its size when known, else one page), headers included."""
+        known = self.metadata.known(rel)
+        size = known[0]["size"] if known is not None and known[0] is not None else self.page_size
+        return size + -(-size // self.page_size) * HEADER_SIZE
+
+    def free_room(self) -> int:
+        """Bytes the cache can still take before its high watermark, and that the disks under
+        its tiers still have free (prefetch never evicts, and never fills a disk)."""
+        usage = self.store.usage()
+        levels = zip(usage, self.cfg.runtime.tiers, strict=False)
+        room = 0
+        for t, level in levels:
+            by_quota = int(level.high * t.capacity) - t.used
+            try:
+                st = os.statvfs(t.path)
+                by_disk = st.f_bavail * st.f_frsize - DISK_MARGIN
+            except OSError:
+                by_disk = by_quota
+            room += max(0, min(by_quota, by_disk))
+        return max(0, room - self.reader.unwritten)
+
     async def open_read(
-        self, path: str, pinned: str | None = None, *, from_peer: bool = False
+        self,
+        path: str,
+        pinned: str | None = None,
+        *,
+        from_peer: bool = False,
+        demand: bool = True,
     ) -> ReadPlan:
         """Decide what a read of ``path`` serves: the file version (``pinned`` if given, else
-        the current one), where its pages come from and whether this worker keeps them."""
+        the current one), where its pages come from and whether this worker keeps them.
+
+        ``demand``: a program waits for this read (False for warm-ups and prefetch); it tells
+        the prefetcher what is being read."""
         rel = normalize(path)
+        if demand and not from_peer and self.prefetch.policy != "off":
+            self.prefetch.touched(rel)
         route = self._route(rel)
         place = self._place(rel)
         peers = place.peers if (place is not None and not from_peer) else ()
@@ -319,10 +376,21 @@ class DatasetService:
         chunks = [c async for c in self.read(plan, start, end, counted=counted)]
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def warm(self, path: str, on_bytes: Callable[[int], None] | None = None) -> int:
+    async def _prefetch_file(self, path: str) -> int:
+        return await self.warm(path, prefetch=True)
+
+    async def warm(
+        self,
+        path: str,
+        on_bytes: Callable[[int], None] | None = None,
+        *,
+        prefetch: bool = False,
+    ) -> int:
         """Fetch every missing page of a file into the cache (load jobs, prefetch), uncounted;
         ``on_bytes`` hears of each page fetched. Bytes fetched."""
-        plan = await self.open_read(path)
+        plan = await self.open_read(path, demand=False)
+        if prefetch:
+            plan = dataclasses.replace(plan, target=dataclasses.replace(plan.target, prefetch=True))
         got = 0
         if plan.first is not None:
             self.reader.adopt(plan.target, 0, plan.first.data, plan.first.source)

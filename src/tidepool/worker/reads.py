@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -33,7 +33,14 @@ from enum import Enum
 
 from tidepool.core.errors import OriginError, VersionChangedError
 from tidepool.core.fileinfo import FileInfo
-from tidepool.core.pages import PageKey, file_key, page_count, page_span, pages_for
+from tidepool.core.pages import (
+    HEADER_SIZE,
+    PageKey,
+    file_key,
+    page_count,
+    page_span,
+    pages_for,
+)
 from tidepool.origin.funnel import Origin
 from tidepool.store.pagestore import PageStore
 from tidepool.worker.metrics import DatasetCounters
@@ -41,6 +48,8 @@ from tidepool.worker.metrics import DatasetCounters
 log = logging.getLogger(__name__)
 
 Chunk = bytes | memoryview
+MAX_PREFETCHED = 1_000_000
+"""Prefetched-and-not-yet-read pages remembered for the statistics."""
 
 
 class Source(Enum):
@@ -113,6 +122,8 @@ class ReadTarget:
     """Whether this worker keeps the pages (False: another worker of the pool owns the file)."""
     peers: PeerFetch | None = None
     """Ask the pool before the origin (None for reads another worker asked us for)."""
+    prefetch: bool = False
+    """Fetched ahead of the program: the pages are remembered until a program reads them."""
 
 
 class PageReader:
@@ -135,6 +146,13 @@ class PageReader:
         self._io_pool = io_pool
         self._inflight: dict[PageKey, asyncio.Task[Fetched]] = {}
         self._writes: set[asyncio.Future[None]] = set()
+        self.prefetched: OrderedDict[PageKey, int] = OrderedDict()
+        """Pages fetched ahead and not read by a program yet (bounded: the oldest are
+        forgotten), with their sizes: the prefetch statistics."""
+        self.on_prefetch_used: Callable[[int], None] | None = None
+        self._wasted = 0
+        self.unwritten = 0
+        """Bytes (headers included) of fetched pages waiting for their write to the store."""
 
     def key(self, info: FileInfo, idx: int) -> PageKey:
         return PageKey(self.dataset, file_key(self.dataset, info["name"], info["version"]), idx)
@@ -181,6 +199,10 @@ class PageReader:
                 f"[{start}, {end}); the object may have changed",
             )
         self.put_later(key, data, info, keep=t.keep)
+        if t.prefetch and t.keep:
+            self.prefetched[key] = len(data)
+            if len(self.prefetched) > MAX_PREFETCHED:
+                self.prefetched.popitem(last=False)
         return Fetched(data, source)
 
     def adopt(self, t: ReadTarget, idx: int, data: bytes, source: Source) -> Fetched:
@@ -192,6 +214,8 @@ class PageReader:
             fut.set_result(fetched)
             self._inflight[key] = fut  # type: ignore[assignment]
             self.put_later(key, data, t.info, keep=True)
+            if t.prefetch:
+                self.prefetched[key] = len(data)
         return fetched
 
     def put_later(self, key: PageKey, data: bytes, info: FileInfo, *, keep: bool) -> None:
@@ -199,11 +223,17 @@ class PageReader:
             # not ours to keep: serve it, let the owners hold the pool's copy
             self._inflight.pop(key, None)
             return
+        self.unwritten += len(data) + HEADER_SIZE
         fut = asyncio.get_running_loop().run_in_executor(
             self._io_pool, self._write, key, data, info["name"], info["version"]
         )
         self._writes.add(fut)
         fut.add_done_callback(self._writes.discard)
+        size = len(data) + HEADER_SIZE
+        fut.add_done_callback(lambda _f: self._written(size))  # on the loop: no race
+
+    def _written(self, size: int) -> None:
+        self.unwritten -= size
 
     def _write(self, key: PageKey, data: bytes, path: str, version: str) -> None:
         try:
@@ -270,6 +300,8 @@ class PageReader:
                 hi = min(end, pstart + len(data)) - pstart
                 if counted:
                     self.counts.record(source, hi - lo)
+                    if self.prefetched:
+                        self._prefetch_used(t, idx)
                 yield data if (lo == 0 and hi == len(data)) else memoryview(data)[lo:hi]
         finally:
             pending.clear()
@@ -289,6 +321,8 @@ class PageReader:
             return None
         if counted:
             self.counts.record(Source.CACHE, end - start)
+            if self.prefetched:
+                self._prefetch_used(t, idx)
         lo = start - idx * self.page_size
         return data if (lo == 0 and end - start == len(data)) else data[lo : lo + end - start]
 
@@ -306,6 +340,21 @@ class PageReader:
             if not in_memory and not self.store.contains(key):
                 return False
         return True
+
+    def _prefetch_used(self, t: ReadTarget, idx: int) -> None:
+        size = self.prefetched.pop(self.key(t.info, idx), None)
+        if size is not None and self.on_prefetch_used is not None:
+            self.on_prefetch_used(size)
+
+    def prefetch_wasted(self) -> int:
+        """Bytes fetched ahead that left the cache before a program read them (forgotten
+        afterwards, so each is counted once)."""
+        gone = [
+            k for k in self.prefetched if not self.store.contains(k) and k not in self._inflight
+        ]
+        wasted = sum(self.prefetched.pop(k) for k in gone)
+        self._wasted += wasted
+        return self._wasted
 
     def missing_pages(self, info: FileInfo) -> list[int]:
         """Pages of a file version this worker neither holds nor is fetching."""
@@ -331,11 +380,17 @@ class PageReader:
         return tasks
 
     async def warm(self, t: ReadTarget, on_bytes: Callable[[int], None] | None = None) -> int:
-        """Fetch every missing page of a file version (warm-up, prefetch); bytes fetched."""
+        """Fetch every missing page of a file version (warm-up, prefetch); bytes fetched.
+
+        The window of pages fetched at once starts at one and doubles up to ``fetch_window``:
+        several files warmed together share the link, so small first windows make each file's
+        first pages (and a progress bar) arrive early instead of all pages at the very end."""
         total = 0
         count = page_count(t.info["size"], self.page_size)
-        for lo in range(0, count, self.fetch_window):
-            tasks = self.warm_pages(t, lo, lo + self.fetch_window)
+        lo, window = 0, 1
+        while lo < count:
+            tasks = self.warm_pages(t, lo, lo + window)
+            lo, window = lo + window, min(self.fetch_window, window * 2)
             for task in tasks:
                 n = len((await asyncio.shield(task)).data)
                 total += n

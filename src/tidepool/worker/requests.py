@@ -62,6 +62,8 @@ MAX_LOAD_CONCURRENCY = 256
 """Most files one load job fetches at once (each is a task and a read-ahead window)."""
 MAX_LOAD_PATHS = 1000
 """Most target paths in one load request (a directory covers everything below it)."""
+MAX_PREFETCH_PATHS = 100_000
+"""Most paths one prefetch hint may carry (an epoch of a larger dataset: send it in parts)."""
 MAX_LOCAL_HIT_PAGES = 1_000_000
 """Most page reads one local-hits report may claim. Clients report every 2 s; a million pages
 in 2 s is 500,000 page reads a second from one process, well past what a disk delivers."""
@@ -199,6 +201,14 @@ class LoadRequest(_Body):
     """Files fetched at once (default: the worker's ``load_concurrency``)."""
 
 
+class PrefetchRequest(_Body):
+    """``POST /v1/datasets/{ds}/prefetch``: the files a program will read, in its order."""
+
+    paths: list[Annotated[str, AfterValidator(_path)]] = Field(max_length=MAX_PREFETCH_PATHS)
+    """Files to fetch ahead, in the order they will be read (duplicates and paths this worker
+    does not own are ignored; unknown files are skipped when their turn comes)."""
+
+
 class LocalHits(_Body):
     """``POST /v1/datasets/{ds}/local-hits``: pages a same-host client read itself."""
 
@@ -210,11 +220,13 @@ _VALID = {
     "paths": f'a list of at most {MAX_LOAD_PATHS} dataset paths, e.g. ["train/"]',
     "concurrency": f"a whole number from 1 to {MAX_LOAD_CONCURRENCY}",
     "pages": f"a whole number from 0 to {MAX_LOCAL_HIT_PAGES}",
+    "paths[]": "dataset file paths",
     "bytes": "a whole number from 0 to pages x the dataset's page size",
 }
 _EXAMPLES = {
     LoadRequest: '{"paths": ["train/"], "concurrency": 32}',
     LocalHits: '{"pages": 3, "bytes": 300}',
+    PrefetchRequest: '{"paths": ["train/0001.jpg", "train/0002.jpg"]}',
 }
 
 _B = TypeVar("_B", bound=_Body)
@@ -288,6 +300,10 @@ async def _read_json(request: web.Request) -> bytes:
 
 async def load_request(request: web.Request) -> LoadRequest:
     return parse_load(await _read_json(request))
+
+
+async def prefetch_request(request: web.Request) -> PrefetchRequest:
+    return parse_body(await _read_json(request), PrefetchRequest)
 
 
 async def local_hits(request: web.Request, page_size: int) -> LocalHits:

@@ -175,6 +175,10 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "origin_read_bytes": wan,
             "wan_saved_bytes": wan_saved(served, wan),
             "store": stats,
+            "prefetch": {
+                **svc.prefetch.status(),
+                "wasted_bytes": svc.reader.prefetch_wasted(),
+            },
         },
         "tiers": tiers,
     }

@@ -9,6 +9,12 @@ from pathlib import Path
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=600, help="small files in the epoch (default 600)")
     p.add_argument(
+        "--only",
+        choices=["all", "first-epoch"],
+        default="all",
+        help="run every section, or only the first-epoch cases (default %(default)s)",
+    )
+    p.add_argument(
         "--size-kib", type=int, default=100, help="small file size in KiB (default %(default)s)"
     )
     p.add_argument(

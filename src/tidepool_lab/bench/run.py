@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
+from tidepool_lab.bench.epoch import run_first_epoch
 from tidepool_lab.bench.plot import plot_bench
 from tidepool_lab.demo.plot import pyplot
 from tidepool_lab.testbed.s3server import S3Server
@@ -214,100 +215,123 @@ def run_bench(args: argparse.Namespace) -> int:
             res["direct_small"] = epoch(
                 names, lambda p: direct.cat_file(f"{BUCKET}/data/{p}"), md5s
             )
-            res["direct_big"] = big_read(
-                lambda: direct.open(f"{BUCKET}/data/{big_name}", "rb", block_size=8 * MiB),
-                big_size,
-                big_digest,
+            if args.only == "all":
+                res["direct_big"] = big_read(
+                    lambda: direct.open(f"{BUCKET}/data/{big_name}", "rb", block_size=8 * MiB),
+                    big_size,
+                    big_digest,
+                )
+
+        # ---- the first epoch (a fresh worker per case) ---------------------------------------
+        def make_spec(cache: Path, quota: str) -> Path:
+            spec = bench_spec(server, relay.endpoint, cache, quota)
+            return spec.write(work / f"{cache.name}.yaml")
+
+        res["first_epoch"] = run_first_epoch(
+            server=server,
+            relay=relay,
+            work=work,
+            make_spec=make_spec,
+            names=names,
+            md5s=md5s,
+            file_bytes=args.size_kib * 1024,
+            link_bps=link_bps,
+            log=console.print,
+        )
+
+        if args.only == "all":
+            # ---- Tidepool cold ---------------------------------------------------------------
+            console.print("Tidepool cold: small-file epoch, large file …")
+            cold = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+            cold.find("bench/small")
+            res["cold_small"] = epoch(names, lambda p: cold.cat_file(f"bench/{p}"), md5s)
+            cold_big = big_read(lambda: cold.open(f"bench/{big_name}"), big_size, big_digest)
+            cold_big["link_fraction"] = round(cold_big["mb_per_s"] * 1e6 / link_bps, 3)
+            res["cold_big"] = cold_big
+
+            # ---- load ------------------------------------------------------------------------
+            console.print("tidepool load of fresh data …")
+            before = relay.stats()["bytes_down"]
+            t0 = time.perf_counter()
+            job = cold.start_load("bench", ["load"])
+            while job["phase"] not in ("Complete", "Failed"):
+                time.sleep(0.05)
+                job = cold.load_progress(job["id"])
+            load_s = time.perf_counter() - t0
+            wan_bytes = relay.stats()["bytes_down"] - before
+            res["load"] = {
+                "phase": job["phase"],
+                "files": job["files_done"],
+                "bytes": job["bytes_done"],
+                "seconds": round(load_s, 3),
+                "wan_bytes": wan_bytes,
+                "link_fraction": round(job["bytes_done"] / load_s / link_bps, 3),
+            }
+
+            # ---- Tidepool warm -----------------------------------------------------------------
+            console.print("Tidepool warm: HTTP and same-host fast path …")
+            for label, local in (("http", False), ("local", True)):
+                fs = TidepoolFileSystem(
+                    worker.endpoint, local_reads=local, skip_instance_cache=True
+                )
+                fs.find("bench/small")
+                read = functools.partial(_cat, fs, "bench")
+                runs = [epoch(names, read, md5s) for _ in range(3)]
+                best = sorted(runs, key=lambda r: r["seconds"])[1]
+                res[f"warm_small_{label}"] = best
+                bigs = [
+                    big_read(functools.partial(fs.open, f"bench/{big_name}"), big_size, big_digest)
+                    for _ in range(3)
+                ]
+                res[f"warm_big_{label}"] = sorted(bigs, key=lambda r: r["mb_per_s"])[1]
+
+            # ---- threads sharing one client ------------------------------------------------------
+            console.print(f"{args.threads} threads sharing one client …")
+            shared = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+            shared.find("bench/small")
+            errors = 0
+            verified = 0
+
+            def read_one(p: str) -> bool:
+                return hashlib.md5(shared.cat_file(f"bench/{p}")).hexdigest() == md5s[p]
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.threads) as pool:
+                futs = [pool.submit(read_one, p) for p in names * 2]
+                for f in futs:
+                    try:
+                        verified += bool(f.result())
+                    except Exception:
+                        errors += 1
+            res["threads"] = {
+                "threads": args.threads,
+                "reads": len(futs),
+                "errors": errors,
+                "verified": verified,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+
+            # ---- memory while streaming a dataset 10x the MEM tier --------------------------
+            console.print("worker memory with a MEM tier ten times smaller than the data …")
+            mem_quota = max(8 * MiB, big_size // 10)
+            mem_spec = work / "mem.yaml"
+            shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
+            mem_dir = Path(tempfile.mkdtemp(prefix="tidepool-bench-mem-", dir=shm))
+            stack.callback(shutil.rmtree, mem_dir, ignore_errors=True)
+            mem = bench_spec(
+                server, server.endpoint, mem_dir, f"{mem_quota // MiB}Mi", name="benchmem"
             )
-
-        # ---- Tidepool cold ---------------------------------------------------------------
-        console.print("Tidepool cold: small-file epoch, large file …")
-        cold = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
-        cold.find("bench/small")
-        res["cold_small"] = epoch(names, lambda p: cold.cat_file(f"bench/{p}"), md5s)
-        cold_big = big_read(lambda: cold.open(f"bench/{big_name}"), big_size, big_digest)
-        cold_big["link_fraction"] = round(cold_big["mb_per_s"] * 1e6 / link_bps, 3)
-        res["cold_big"] = cold_big
-
-        # ---- load ------------------------------------------------------------------------
-        console.print("tidepool load of fresh data …")
-        before = relay.stats()["bytes_down"]
-        t0 = time.perf_counter()
-        job = cold.start_load("bench", ["load"])
-        while job["phase"] not in ("Complete", "Failed"):
-            time.sleep(0.05)
-            job = cold.load_progress(job["id"])
-        load_s = time.perf_counter() - t0
-        wan_bytes = relay.stats()["bytes_down"] - before
-        res["load"] = {
-            "phase": job["phase"],
-            "files": job["files_done"],
-            "bytes": job["bytes_done"],
-            "seconds": round(load_s, 3),
-            "wan_bytes": wan_bytes,
-            "link_fraction": round(job["bytes_done"] / load_s / link_bps, 3),
-        }
-
-        # ---- Tidepool warm -----------------------------------------------------------------
-        console.print("Tidepool warm: HTTP and same-host fast path …")
-        for label, local in (("http", False), ("local", True)):
-            fs = TidepoolFileSystem(worker.endpoint, local_reads=local, skip_instance_cache=True)
-            fs.find("bench/small")
-            read = functools.partial(_cat, fs, "bench")
-            runs = [epoch(names, read, md5s) for _ in range(3)]
-            best = sorted(runs, key=lambda r: r["seconds"])[1]
-            res[f"warm_small_{label}"] = best
-            bigs = [
-                big_read(functools.partial(fs.open, f"bench/{big_name}"), big_size, big_digest)
-                for _ in range(3)
-            ]
-            res[f"warm_big_{label}"] = sorted(bigs, key=lambda r: r["mb_per_s"])[1]
-
-        # ---- threads sharing one client ------------------------------------------------------
-        console.print(f"{args.threads} threads sharing one client …")
-        shared = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
-        shared.find("bench/small")
-        errors = 0
-        verified = 0
-
-        def read_one(p: str) -> bool:
-            return hashlib.md5(shared.cat_file(f"bench/{p}")).hexdigest() == md5s[p]
-
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.threads) as pool:
-            futs = [pool.submit(read_one, p) for p in names * 2]
-            for f in futs:
-                try:
-                    verified += bool(f.result())
-                except Exception:
-                    errors += 1
-        res["threads"] = {
-            "threads": args.threads,
-            "reads": len(futs),
-            "errors": errors,
-            "verified": verified,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-
-        # ---- memory while streaming a dataset 10x the MEM tier ---------------------------------
-        console.print("worker memory with a MEM tier ten times smaller than the data …")
-        mem_quota = max(8 * MiB, big_size // 10)
-        mem_spec = work / "mem.yaml"
-        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
-        mem_dir = Path(tempfile.mkdtemp(prefix="tidepool-bench-mem-", dir=shm))
-        stack.callback(shutil.rmtree, mem_dir, ignore_errors=True)
-        mem = bench_spec(server, server.endpoint, mem_dir, f"{mem_quota // MiB}Mi", name="benchmem")
-        replace(mem, medium="MEM").write(mem_spec)
-        mw = stack.enter_context(WorkerProcess.start([mem_spec], work / "worker-mem.log"))
-        mfs = TidepoolFileSystem(mw.endpoint, local_reads=False, skip_instance_cache=True)
-        r = big_read(lambda: mfs.open(f"benchmem/{big_name}"), big_size, big_digest)
-        res["memory"] = {
-            "mem_tier_mib": mem_quota // MiB,
-            "data_mib": big_size // MiB,
-            "worker_peak_rss_mib": round(_rss_peak_mib(mw.pid), 1),
-            "verified": r["verified"],
-        }
-        res["worker_peak_rss_mib"] = round(_rss_peak_mib(worker.pid), 1)
+            replace(mem, medium="MEM").write(mem_spec)
+            mw = stack.enter_context(WorkerProcess.start([mem_spec], work / "worker-mem.log"))
+            mfs = TidepoolFileSystem(mw.endpoint, local_reads=False, skip_instance_cache=True)
+            r = big_read(lambda: mfs.open(f"benchmem/{big_name}"), big_size, big_digest)
+            res["memory"] = {
+                "mem_tier_mib": mem_quota // MiB,
+                "data_mib": big_size // MiB,
+                "worker_peak_rss_mib": round(_rss_peak_mib(mw.pid), 1),
+                "verified": r["verified"],
+            }
+            res["worker_peak_rss_mib"] = round(_rss_peak_mib(worker.pid), 1)
 
     _report(res, console)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +368,10 @@ def _report(res: dict[str, Any], console: Console) -> None:
                 str(r["verified"]),
             )
     console.print(t)
+    if "first_epoch" in res:
+        _report_first_epoch(res, console)
+    if "cold_small" not in res:
+        return
     t = Table(title=f"large file ({res['big_mib']} MiB, sequential)")
     for c in ("row", "seconds", "first byte s", "MB/s", "verified"):
         t.add_column(c, justify="left" if c == "row" else "right")
@@ -383,3 +411,43 @@ def _report(res: dict[str, Any], console: Console) -> None:
             f"warm vs direct: {d['seconds'] / w['seconds']:.0f}x; cold vs direct: "
             f"{c['seconds'] / d['seconds']:.2f}x the time"
         )
+
+
+def _report_first_epoch(res: dict[str, Any], console: Console) -> None:
+    fe = res["first_epoch"]
+    direct = res.get("direct_small", {}).get("seconds")
+    t = Table(title="first epoch (cold cache, fresh worker per case)")
+    for c in ("case", "seconds", "vs direct", "WAN x dataset", "verified"):
+        t.add_column(c, justify="left" if c == "case" else "right")
+    if direct:
+        t.add_row("direct s3fs, listing order", f"{direct:.2f}", "1.00x", "", "")
+    labels = {
+        "listing": "Tidepool, listing order, no hints",
+        "shuffled": "Tidepool, shuffled, no hints",
+        "forked": "Tidepool, 4 forked readers, shuffled",
+        "hinted": "Tidepool, order announced",
+        "fuse": "FUSE mount, md5sum of the directory",
+        "load": "tidepool load",
+    }
+    for key, label in labels.items():
+        r = fe.get(key)
+        if r:
+            ratio = f"{r['seconds'] / direct:.2f}x" if direct else ""
+            t.add_row(
+                label, f"{r['seconds']:.2f}", ratio, f"{r['wan_x_dataset']:.3f}", str(r["verified"])
+            )
+    console.print(t)
+    b, cut, load = fe.get("bigger"), fe.get("cut"), fe.get("load")
+    if b:
+        console.print(
+            f"random 5 % of a dataset 4x the cache ({b['quota_mib']} MiB quota): WAN "
+            f"{b['wan_x_read']:.2f}x the bytes read; rereading them: "
+            f"{b['reread_wan_bytes']} WAN bytes"
+        )
+    if cut:
+        console.print(
+            f"link cut mid-prefetch: {cut['cached_read_errors']} errors reading cached files; "
+            f"prefetch running again {cut['resumed_after_s']} s after the link returned"
+        )
+    if load:
+        console.print(f"tidepool load: {load['link_fraction'] * 100:.0f}% of the link")
