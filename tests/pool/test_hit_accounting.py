@@ -6,6 +6,7 @@ Read-ahead, peer-to-peer reads and warm-ups are never counted."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,30 @@ def test_every_page_read_is_counted_once_by_its_source(
     assert lookups == pages_read
     ratios = [sum(c[i] for c in pool) / lookups for i in range(3)]
     assert ratios[0] + ratios[1] + ratios[2] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_hints_go_to_each_files_owner_and_nothing_crosses_twice(
+    make_dataset: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    """``fs.prefetch`` sends each path to its owner: every file is fetched from the origin once,
+    by its owner, and a second node's reads then cost no origin request."""
+    workers, members = start_pool(make_dataset, start_worker, tmp_path, n=2)  # prefetch: off
+    for w in workers:
+        w.worker.services["ds"].prefetch.policy = "pattern"  # hints only, no warm-up
+    fs = TidepoolFileSystem(workers[0].endpoint, local_reads=False, skip_instance_cache=True)
+    small = sorted(n for n in FILES if n != "big.bin")
+    assert fs.prefetch([f"ds/{n}" for n in small]) == len(small)
+    deadline = time.monotonic() + 30
+    reads = [0, 0]
+    while time.monotonic() < deadline:
+        reads = [w.worker.services["ds"].origins[0].stats.calls.get("read", 0) for w in workers]
+        if sum(reads) >= len(small):
+            break
+        time.sleep(0.05)
+    owned = [sum(1 for n in small if owners(file_key("ds", n), members)[0] == m) for m in members]
+    assert reads == owned
+    flush(workers)
+    other = TidepoolFileSystem(workers[1].endpoint, local_reads=False, skip_instance_cache=True)
+    for n in small:
+        assert other.cat_file(f"ds/{n}") == FILES[n]
+    assert [w.worker.services["ds"].origins[0].stats.calls.get("read", 0) for w in workers] == owned

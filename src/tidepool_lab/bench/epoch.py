@@ -4,10 +4,13 @@ Part of ``tidepool bench`` (the ``first-epoch`` section; ``--only first-epoch`` 
 Every case starts a fresh worker on an empty cache in front of the same emulated WAN and reads the
 small-file dataset once, every byte checked against the origin's MD5:
 
-* ``listing``   — one reader, listing order, no hints;
-* ``shuffled``  — one reader, a seeded random order, no hints;
+* ``listing``   — one reader, listing order, no hints (default policy ``dataset``);
+* ``shuffled``  — one reader, a seeded random order, no hints (default policy);
 * ``forked``    — 4 reader processes forked from one client created before the fork, shuffled;
-* ``hinted``    — one reader that announces its order first (``fs.prefetch``), shuffled;
+* ``hinted``    — one reader that announces its order first (``fs.prefetch``), shuffled, with
+  the ``pattern`` policy (no whole-dataset warm-up: the hints alone);
+* ``listing_pattern`` / ``shuffled_pattern`` — the first two with the ``pattern`` policy: what
+  the walk detector does alone (a shuffled reader then gets no help, by design);
 * ``fuse``      — ``md5sum`` of the cold directory through the FUSE mount (when FUSE works here);
 * ``bigger``    — random reads of 5 % of a dataset four times larger than the cache quota: the
   WAN bytes against the bytes read, and whether what was read is still cached;
@@ -40,21 +43,30 @@ from tidepool_lab.testbed.wan import WanRelay
 from tidepool_lab.testbed.workerproc import WorkerProcess
 
 DATASET = "bench"
-PREFIX = "small"
+PREFIX = "small/"
+"""The epoch's files are ``small/...`` at the origin and the dataset is rooted there."""
+
+
+def _rel(name: str) -> str:
+    return name.removeprefix(PREFIX)
 
 
 def _verify(data: dict[str, bytes], md5s: dict[str, str]) -> bool:
     return all(hashlib.md5(v).hexdigest() == md5s[k] for k, v in data.items())
 
 
+MakeSpec = Callable[[Path, str, str | None], Path]
+"""``(cache dir, quota, prefetch policy or None) -> spec file``."""
+
+
 @contextlib.contextmanager
 def fresh_worker(
-    make_spec: Callable[[Path, str], Path], work: Path, name: str, quota: str = "8Gi"
+    make_spec: MakeSpec, work: Path, name: str, quota: str = "8Gi", prefetch: str | None = None
 ) -> Iterator[WorkerProcess]:
     """A worker on an empty cache of its own."""
     cache = work / f"cache-{name}"
     shutil.rmtree(cache, ignore_errors=True)
-    spec = make_spec(cache, quota)
+    spec = make_spec(cache, quota, prefetch)
     with WorkerProcess.start([spec], work / f"worker-{name}.log") as worker:
         yield worker
     shutil.rmtree(cache, ignore_errors=True)
@@ -69,13 +81,13 @@ def _read_all(fs: TidepoolFileSystem, order: list[str]) -> tuple[float, dict[str
     got: dict[str, bytes] = {}
     t0 = time.perf_counter()
     for p in order:
-        got[p] = fs.cat_file(f"{DATASET}/{p}")
+        got[p] = fs.cat_file(f"{DATASET}/{_rel(p)}")
     return time.perf_counter() - t0, got
 
 
 def _forked_reader(fs: TidepoolFileSystem, paths: list[str], conn: Any) -> None:
     try:
-        out = {p: hashlib.md5(fs.cat_file(f"{DATASET}/{p}")).hexdigest() for p in paths}
+        out = {p: hashlib.md5(fs.cat_file(f"{DATASET}/{_rel(p)}")).hexdigest() for p in paths}
         conn.send(out)
     except BaseException as exc:
         conn.send({"error": repr(exc)})
@@ -123,7 +135,7 @@ def run_first_epoch(
     server: S3Server,
     relay: WanRelay,
     work: Path,
-    make_spec: Callable[[Path, str], Path],
+    make_spec: MakeSpec,
     names: list[str],
     md5s: dict[str, str],
     file_bytes: int,
@@ -139,19 +151,21 @@ def run_first_epoch(
     def wan() -> int:
         return int(relay.stats()["bytes_down"])
 
-    for label, order, hinted in (
-        ("listing", names, False),
-        ("shuffled", shuffled, False),
-        ("hinted", shuffled, True),
+    for label, order, hinted, policy in (
+        ("listing", names, False, None),
+        ("listing_pattern", names, False, "pattern"),
+        ("shuffled", shuffled, False, None),
+        ("shuffled_pattern", shuffled, False, "pattern"),
+        ("hinted", shuffled, True, "pattern"),
     ):
         log(f"first epoch, {label} …")
-        with fresh_worker(make_spec, work, label) as worker:
+        with fresh_worker(make_spec, work, label, prefetch=policy) as worker:
             fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
-            fs.find(f"{DATASET}/{PREFIX}")
+            fs.find(DATASET)
             before = wan()
             t0 = time.perf_counter()
             if hinted:
-                fs.prefetch([f"{DATASET}/{p}" for p in order])
+                fs.prefetch([f"{DATASET}/{_rel(p)}" for p in order])
             took, got = _read_all(fs, order)
             took = time.perf_counter() - t0
             res[label] = _case(
@@ -165,7 +179,7 @@ def run_first_epoch(
     log("first epoch, 4 forked readers sharing one client …")
     with fresh_worker(make_spec, work, "forked") as worker:
         fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
-        fs.find(f"{DATASET}/{PREFIX}")
+        fs.find(DATASET)
         before = wan()
         took, sums = _forked(fs, shuffled, 4)
         ok = all(sums[p] == md5s[p] for p in names)
@@ -179,7 +193,7 @@ def run_first_epoch(
     quota_mib = max(1, dataset_bytes // 4 // (1 << 20))
     with fresh_worker(make_spec, work, "bigger", quota=f"{quota_mib}Mi") as worker:
         fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
-        fs.find(f"{DATASET}/{PREFIX}")
+        fs.find(DATASET)
         picks = random.Random(seed + 1).sample(names, max(1, len(names) // 20))
         before = wan()
         took, got = _read_all(fs, picks)
@@ -200,7 +214,7 @@ def run_first_epoch(
     log("link cut in the middle of the prefetch …")
     with fresh_worker(make_spec, work, "cut") as worker:
         fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
-        fs.find(f"{DATASET}/{PREFIX}")
+        fs.find(DATASET)
         first = names[: len(names) // 10]
         _read_all(fs, first)  # starts the dataset's warm-up
         time.sleep(1.0)
@@ -209,7 +223,7 @@ def run_first_epoch(
         try:
             for p in first:  # read before the cut: cached
                 try:
-                    if hashlib.md5(fs.cat_file(f"{DATASET}/{p}")).hexdigest() != md5s[p]:
+                    if hashlib.md5(fs.cat_file(f"{DATASET}/{_rel(p)}")).hexdigest() != md5s[p]:
                         cached_errors += 1
                 except OSError:
                     cached_errors += 1
@@ -236,7 +250,7 @@ def run_first_epoch(
         fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
         before = wan()
         t0 = time.perf_counter()
-        job = fs.start_load(DATASET, [PREFIX])
+        job = fs.start_load(DATASET, [""])
         while job["phase"] not in ("Complete", "Incomplete", "Failed"):
             time.sleep(0.02)
             job = fs.load_progress(job["id"])
@@ -252,7 +266,7 @@ def run_first_epoch(
 
 
 def _fuse_case(
-    make_spec: Callable[[Path, str], Path],
+    make_spec: MakeSpec,
     work: Path,
     names: list[str],
     md5s: dict[str, str],
@@ -283,16 +297,16 @@ def _fuse_case(
         )
         try:
             deadline = time.monotonic() + 30
-            while not (mnt / PREFIX).exists() and time.monotonic() < deadline:
+            while not any(mnt.iterdir()) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            files = sorted(os.listdir(mnt / PREFIX))
+            files = sorted(os.listdir(mnt))
             before = wan()
             t0 = time.perf_counter()
             out = subprocess.run(
-                ["md5sum", *files], cwd=mnt / PREFIX, capture_output=True, check=True, timeout=600
+                ["md5sum", *files], cwd=mnt, capture_output=True, check=True, timeout=600
             ).stdout.decode()
             took = time.perf_counter() - t0
-            sums = {f"{PREFIX}/{line.split()[1]}": line.split()[0] for line in out.splitlines()}
+            sums = {f"{PREFIX}{line.split()[1]}": line.split()[0] for line in out.splitlines()}
             ok = all(sums.get(p) == md5s[p] for p in names)
             return _case(took, ok, wan() - before, dataset_bytes)
         finally:
@@ -301,4 +315,4 @@ def _fuse_case(
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, capture_output=True)

@@ -50,6 +50,8 @@ class S3DatasetSpec:
     namespace: str | None = None
     replicas: int | None = None
     data_replicas: int | None = None
+    prefetch: str | None = None
+    """``spec.prefetch.policy`` of the runtime (None: the default)."""
 
     def documents(self) -> list[dict[str, Any]]:
         group = "data.fluid.io" if self.kind == "fluid" else "tidepool.io"
@@ -124,6 +126,8 @@ class S3DatasetSpec:
                 runtime["data"] = {"replicas": self.data_replicas}
             if self.page_size:
                 runtime["pageSize"] = self.page_size
+            if self.prefetch is not None:
+                runtime["prefetch"] = {"policy": self.prefetch}
             runtime["tieredstore"] = {"levels": [level]}
             docs.append(
                 {
