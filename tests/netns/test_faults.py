@@ -190,6 +190,7 @@ def start_worker(lab: Lab, host: Host, tmp: Path, log: str = "worker.log") -> Wo
     endpoint = f"http://{host.address}:{PORT}"
     spec = S3DatasetSpec(
         url=f"s3://{BUCKET}/data/",
+        prefetch="off",  # these tests count what the origin is asked
         endpoint=lab.origin.endpoint,
         cache=tmp / "cache",
         page_size="64Ki",

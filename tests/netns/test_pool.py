@@ -206,6 +206,7 @@ class Pool:
     def _spec(self, node: str) -> Path:
         return S3DatasetSpec(
             url=f"s3://{BUCKET}/data/",
+            prefetch="off",  # exact origin and WAN counts
             endpoint=self.lab.origin.endpoint,
             cache=self.tmp / node / "cache",
             metadata_sync={"immutable": True},
