@@ -307,16 +307,17 @@ class WorkerApp:
 
     async def info(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        return _json(await svc.stat(requests.rel_path(request)))
+        from_peer = PEER_HEADER in request.headers
+        return _json(await svc.stat(requests.rel_path(request), from_peer=from_peer))
 
     async def list(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        entries = await svc.ls(requests.rel_path(request))
+        entries = await svc.ls(requests.rel_path(request), from_peer=PEER_HEADER in request.headers)
         return _json({"entries": entries})
 
     async def find(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        files = await svc.find(requests.rel_path(request))
+        files = await svc.find(requests.rel_path(request), from_peer=PEER_HEADER in request.headers)
         return _json({"files": files})
 
     # ---- data ------------------------------------------------------------------------------

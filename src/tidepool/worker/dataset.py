@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from tidepool.core.errors import OriginUnavailableError, VersionChangedError, VersionGoneError
 from tidepool.core.fileinfo import FileInfo, file_info
@@ -90,6 +91,7 @@ class DatasetService:
             ttl=cfg.runtime.metadata_ttl,
             immutable=cfg.runtime.immutable,
             clock=clock,
+            ask_pool=self._ask_pool,
         )
         self.reader = PageReader(
             cfg.name,
@@ -180,14 +182,34 @@ class DatasetService:
 
     # ---- metadata --------------------------------------------------------------------------
 
-    async def stat(self, path: str) -> FileInfo:
-        return await self.metadata.stat(path)
+    async def stat(self, path: str, *, from_peer: bool = False) -> FileInfo:
+        return await self.metadata.stat(path, forward=not from_peer)
 
-    async def ls(self, path: str) -> list[FileInfo]:
-        return await self.metadata.ls(path)
+    async def ls(self, path: str, *, from_peer: bool = False) -> list[FileInfo]:
+        return await self.metadata.ls(path, forward=not from_peer)
 
-    async def find(self, path: str = "") -> list[FileInfo]:
-        return await self.metadata.find(path)
+    async def find(self, path: str = "", *, from_peer: bool = False) -> list[FileInfo]:
+        return await self.metadata.find(path, forward=not from_peer)
+
+    async def _ask_pool(self, kind: str, rel: str) -> Any:
+        """Metadata from the member of the pool that owns it (see metadata.AskPool)."""
+        if self.placement is None:
+            return None
+        owner = self.placement.metadata_owner(self.name, kind, rel)
+        if owner is None:
+            return None
+        try:
+            return await self.placement.fetch_json(owner, self.name, kind, rel)
+        except PeerError as exc:
+            log.debug(
+                "%s of %s/%s from %s failed (%s): asking the origin",
+                kind,
+                self.name,
+                rel,
+                owner.name,
+                exc,
+            )
+            return None
 
     # ---- reads -----------------------------------------------------------------------------
 

@@ -35,6 +35,11 @@ from tidepool.store.metadata import MetadataStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+AskPool = Callable[[str, str], Awaitable[Any]]
+"""``(kind, rel) -> answer``: ``info``, ``list`` or ``find`` of ``rel`` from the member of the
+pool that fetches it from the origin for everyone; ``None`` when that is this worker (or it
+cannot be asked: the origin is asked then)."""
+
 
 class MetadataService:
     def __init__(
@@ -46,6 +51,7 @@ class MetadataService:
         ttl: float,
         immutable: bool,
         clock: Callable[[], float] = time.time,
+        ask_pool: AskPool | None = None,
     ) -> None:
         self.dataset = dataset
         self.mounts = mounts
@@ -53,6 +59,7 @@ class MetadataService:
         self.ttl = ttl
         self.immutable = immutable
         self._clock = clock
+        self._ask_pool = ask_pool
         self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._found: dict[str, float] = {}
         """When each ``find`` was last answered by the origin (in this process)."""
@@ -111,8 +118,15 @@ class MetadataService:
 
     # ---- stat, ls, find --------------------------------------------------------------------
 
-    async def stat(self, path: str) -> FileInfo:
-        """Metadata of a file or directory, from the store when fresh."""
+    async def _from_pool(self, kind: str, rel: str, forward: bool) -> Any:
+        """The pool's answer when another member owns this metadata, else None."""
+        if not forward or self._ask_pool is None:
+            return None
+        return await self._ask_pool(kind, rel)
+
+    async def stat(self, path: str, *, forward: bool = True) -> FileInfo:
+        """Metadata of a file or directory, from the store when fresh, else from the member of
+        the pool that owns it (``forward``: False when a peer asked), else from the origin."""
         rel = normalize(path)
         route = self.route(rel)
         if route is None:
@@ -123,13 +137,26 @@ class MetadataService:
         if cached is not None and self.fresh(cached[1]):
             return self._checked(cached[0], rel)
         try:
-            return await self._once("stat", rel, lambda: self._stat_origin(rel, route))
+            return await self._once("stat", rel, lambda: self._stat_fetch(rel, route, forward))
         except OriginUnavailableError:
             if cached is not None:
                 log.debug("origin unreachable; last known stat of %s/%s", self.dataset, rel)
                 self.stale_served += 1
                 return self._checked(cached[0], rel)
             raise
+
+    async def _stat_fetch(self, rel: str, route: Route[Origin], forward: bool) -> FileInfo:
+        try:
+            answer = await self._from_pool("info", rel, forward)
+        except FileNotFoundError:
+            self.learn_missing(rel)
+            raise
+        if answer is not None:
+            info = dict(answer)
+            info["name"] = rel
+            self.store.put_info(self.dataset, rel, info, self._clock())
+            return info  # type: ignore[return-value]
+        return await self._stat_origin(rel, route)
 
     async def _stat_origin(self, rel: str, route: Route[Origin]) -> FileInfo:
         try:
@@ -141,6 +168,14 @@ class MetadataService:
         out["name"] = rel
         self.store.put_info(self.dataset, rel, out, self._clock())
         return out  # type: ignore[return-value]
+
+    async def _list_fetch(self, rel: str, route: Route[Origin], forward: bool) -> list[FileInfo]:
+        answer = await self._from_pool("list", rel, forward)
+        if answer is None:
+            return await self._list_origin(rel, route)
+        entries: list[dict[str, Any]] = list(answer["entries"])
+        self.store.put_listing(self.dataset, rel, entries, self._clock())
+        return entries  # type: ignore[return-value]
 
     async def _list_origin(self, rel: str, route: Route[Origin]) -> list[FileInfo]:
         now = self._clock()
@@ -155,8 +190,8 @@ class MetadataService:
         self.store.put_listing(self.dataset, rel, [dict(e) for e in out], now)
         return out
 
-    async def ls(self, path: str) -> list[FileInfo]:
-        """Direct children of a directory."""
+    async def ls(self, path: str, *, forward: bool = True) -> list[FileInfo]:
+        """Direct children of a directory (asked of the pool's owner of the directory first)."""
         rel = normalize(path)
         route = self.route(rel)
         if route is None:
@@ -167,7 +202,7 @@ class MetadataService:
         if cached is not None and self.fresh(cached[1]):
             return cached[0]  # type: ignore[return-value]
         try:
-            entries = await self._once("ls", rel, lambda: self._list_origin(rel, route))
+            entries = await self._once("ls", rel, lambda: self._list_fetch(rel, route, forward))
         except OriginUnavailableError:
             if cached is not None:
                 self.stale_served += 1
@@ -184,14 +219,15 @@ class MetadataService:
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory", rel)
         return entries
 
-    async def find(self, path: str = "") -> list[FileInfo]:
-        """Every file below ``path`` (recursive), listed at the origin at most once per TTL."""
+    async def find(self, path: str = "", *, forward: bool = True) -> list[FileInfo]:
+        """Every file below ``path`` (recursive), listed at the origin at most once per TTL and
+        once per pool: by the member that owns the directory, which the others ask."""
         rel = normalize(path)
         route = self.route(rel)
         if route is None:
             out: list[FileInfo] = []
             for child in self.mounts.virtual_children(rel):
-                out.extend(await self.find(child["name"]))
+                out.extend(await self.find(child["name"], forward=forward))
             return out
         found_at = self._found.get(rel)
         if found_at is not None and self.fresh(found_at):
@@ -199,13 +235,19 @@ class MetadataService:
             if cached is not None:
                 return cached
         try:
-            return await self._once("find", rel, lambda: self._find_origin(rel, route))
+            return await self._once("find", rel, lambda: self._find_fetch(rel, route, forward))
         except OriginUnavailableError:
             cached = self._find_cached(rel)
             if cached is None:
                 raise
             self.stale_served += 1
             return cached
+
+    async def _find_fetch(self, rel: str, route: Route[Origin], forward: bool) -> list[FileInfo]:
+        answer = await self._from_pool("find", rel, forward)
+        if answer is None:
+            return await self._find_origin(rel, route)
+        return self._keep_found(rel, list(answer["files"]), self._clock())
 
     async def _find_origin(self, rel: str, route: Route[Origin]) -> list[FileInfo]:
         now = self._clock()
@@ -215,6 +257,9 @@ class MetadataService:
             entry = dict(e)
             entry["name"] = route.to_dataset(e["name"])
             files.append(entry)  # type: ignore[arg-type]
+        return self._keep_found(rel, files, now)
+
+    def _keep_found(self, rel: str, files: list[FileInfo], now: float) -> list[FileInfo]:
         # Persist as listings per directory, so offline ls/stat of every file works.
         by_dir: dict[str, list[dict[str, Any]]] = {rel: []}
         for f in files:

@@ -14,14 +14,17 @@ refused.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from tidepool.core.errors import from_http
 from tidepool.core.ring import DownMarks, Member, file_key, ranked
 from tidepool.pool.membership import Membership
 
@@ -108,6 +111,35 @@ class Placement:
             m for m in candidates if m.name != self.me.name and not self.marks.is_down(m.name, now)
         )
         return FilePlace(mine, peers, owners)
+
+    def metadata_owner(self, dataset: str, kind: str, rel: str) -> Member | None:
+        """The member that fetches ``kind`` (info, list, find) of ``rel`` from the origin for the
+        whole pool — the file's owner for ``info``, the directory's for listings — or None when
+        that is this worker (or the owner is marked down)."""
+        key = file_key(dataset, rel) if kind == "info" else file_key(dataset, rel + "/")
+        owner = ranked(key, self.members())[0]
+        if owner.name == self.me.name or self.marks.is_down(owner.name, time.monotonic()):
+            return None
+        return owner
+
+    async def fetch_json(self, peer: Member, dataset: str, kind: str, rel: str) -> Any:
+        """A peer's answer to ``GET /v1/datasets/{ds}/{kind}/{rel}`` (it never forwards: it
+        answers from its metadata or asks the origin itself). :class:`PeerError` when it cannot
+        answer; the error of the table (``FileNotFoundError`` …) when it answered one."""
+        session = await self._sess()
+        url = f"{peer.address}/v1/datasets/{quote(dataset)}/{kind}/{quote(rel)}"
+        try:
+            async with session.get(url) as r:
+                body = await r.read()
+                if r.status >= 500:
+                    raise PeerError(f"peer {peer.name} answered {r.status} for {kind} {rel!r}")
+                data = json.loads(body)
+                if r.status >= 400:
+                    raise from_http(r.status, data if isinstance(data, dict) else {}, rel)
+                return data
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            self.marks.mark(peer.name, time.monotonic())
+            raise PeerError(f"peer {peer.name} could not answer {kind} {rel!r}: {exc}") from exc
 
     def is_owner(self, dataset: str, path: str) -> bool:
         return self.place(dataset, path).mine
