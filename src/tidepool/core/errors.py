@@ -80,6 +80,14 @@ class VersionGoneError(TidepoolError, OSError):
         super().__init__(errno.ESTALE, message, path)
 
 
+class NotCachedError(TidepoolError, LookupError):
+    """A peer asked for bytes only if this worker holds them (``Cache-Control: only-if-cached``)
+    and it does not: HTTP 504, as RFC 9111 says a cache answers then. Nothing was fetched."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path!r} is not in this worker's cache (asked only if cached)")
+
+
 class BadRequestError(TidepoolError, ValueError):
     """A request names something invalid (bad path, bad range, bad parameter)."""
 
@@ -207,6 +215,7 @@ HTTP_STATUS: list[tuple[type[BaseException], int, str]] = [
     (UnsupportedMediaError, 415, "UnsupportedMediaType"),
     (BadRequestError, 400, "BadRequest"),
     (UnknownDatasetError, 404, "NoSuchDataset"),
+    (NotCachedError, 504, "NotCached"),
     (PeerAuthError, 403, "Forbidden"),
     (OriginBucketMissingError, 404, "NoSuchBucket"),
     (OriginSignatureError, 403, "SignatureDoesNotMatch"),
@@ -263,6 +272,10 @@ def from_http(status: int, body: dict[str, Any], path: str) -> Exception:
         return ForbiddenError(message)
     if code == "TooManyRequests":
         return TooManyRequestsError(message)
+    if code == "NotCached":
+        not_cached = NotCachedError(path)
+        not_cached.args = (message,)
+        return not_cached
     if code == "OriginUnavailable":
         err = OriginUnavailableError(
             str(body.get("dataset", "?")), str(body.get("path", path)), message

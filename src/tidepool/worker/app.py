@@ -53,6 +53,7 @@ from tidepool.core.conditions import parse_if_match
 from tidepool.core.errors import (
     AuthError,
     ForbiddenError,
+    NotCachedError,
     PeerAuthError,
     UnknownDatasetError,
     VersionGoneError,
@@ -339,11 +340,14 @@ class WorkerApp:
             headers = self._headers(info, start, end, partial=span is not None)
             return web.Response(status=206 if span is not None else 200, headers=headers)
         from_peer = PEER_HEADER in request.headers
-        plan = await svc.open_read(rel, pinned, from_peer=from_peer)
+        cached_only = from_peer and "only-if-cached" in request.headers.get("Cache-Control", "")
+        plan = await svc.open_read(rel, pinned, from_peer=from_peer, cached_only=cached_only)
         info = plan.info
         size = info["size"]
         span = parse_range(range_header, size)
         start, end = span if span is not None else (0, size)
+        if cached_only and not svc.reader.holds(info, start, end):
+            raise NotCachedError(rel)
         headers = self._headers(info, start, end, partial=span is not None)
         status = 206 if span is not None else 200
         counted = not from_peer  # the asking worker counts the read (as a remote hit)

@@ -17,6 +17,7 @@ Metadata (stat, ls, find, TTL, offline) is :mod:`tidepool.worker.metadata`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import logging
@@ -27,7 +28,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from tidepool.core.errors import OriginUnavailableError, VersionChangedError, VersionGoneError
+from tidepool.core.errors import (
+    NotCachedError,
+    OriginUnavailableError,
+    VersionChangedError,
+    VersionGoneError,
+)
 from tidepool.core.fileinfo import FileInfo, file_info
 from tidepool.core.mounts import MountTable, Route
 from tidepool.core.pages import HEADER_SIZE
@@ -39,7 +45,7 @@ from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
 from tidepool.worker.metadata import MetadataService
 from tidepool.worker.metrics import DatasetCounters
-from tidepool.worker.placement import FilePlace, PeerError, Placement
+from tidepool.worker.placement import FilePlace, PeerAnswer, PeerError, Placement
 from tidepool.worker.prefetch import Prefetcher
 from tidepool.worker.reads import Chunk, Fetched, PageReader, PeerFetch, ReadTarget, Source
 
@@ -257,31 +263,37 @@ class DatasetService:
         *,
         from_peer: bool = False,
         demand: bool = True,
+        cached_only: bool = False,
     ) -> ReadPlan:
         """Decide what a read of ``path`` serves: the file version (``pinned`` if given, else
         the current one), where its pages come from and whether this worker keeps them.
 
         ``demand``: a program waits for this read (False for warm-ups and prefetch); it tells
-        the prefetcher what is being read."""
+        the prefetcher what is being read. ``cached_only``: a peer asks only if we hold the
+        file — the last known metadata is used as it is and nothing is fetched
+        (:class:`NotCachedError`); the caller checks that the pages are held."""
         rel = normalize(path)
         if demand and not from_peer and self.prefetch.policy != "off":
             self.prefetch.touched(rel)
         route = self._route(rel)
         place = self._place(rel)
         peers = place.peers if (place is not None and not from_peer) else ()
+        holders = place.holders if (place is not None and not from_peer) else ()
         known = self.metadata.known(rel)
         first: Fetched | None = None
-        if known is not None and known[1]:  # fresh
+        if cached_only and (known is None or known[0] is None):
+            raise NotCachedError(rel)
+        if known is not None and (known[1] or cached_only):  # fresh (or all a peer may have)
             if known[0] is None:
                 raise FileNotFoundError(errno.ENOENT, f"no such file in dataset {self.name!r}", rel)
             info = known[0]
         else:
-            info, first = await self._learn(rel, route, peers, stale=known)
+            info, first = await self._learn(rel, route, peers, holders, stale=known)
         if info["type"] != "file":
             raise IsADirectoryError(errno.EISDIR, f"{rel!r} is a directory; list it instead", rel)
         if pinned is not None and pinned != info["version"]:
-            if first is None:  # what we knew may be old: ask once more
-                info, first = await self._learn(rel, route, peers, stale=None, force=True)
+            if first is None and not cached_only:  # what we knew may be old: ask once more
+                info, first = await self._learn(rel, route, peers, holders, stale=None, force=True)
             if pinned != info["version"]:
                 raise VersionGoneError(rel, pinned, f"the origin now has {info['version']!r}")
         keep = place is None or place.mine
@@ -290,7 +302,7 @@ class DatasetService:
             route.target,
             route.orel,
             keep=keep,
-            peers=self._peer_fetch(peers) if peers else None,
+            peers=self._peer_fetch(peers, holders) if (peers or holders) else None,
         )
         if place is not None and place.mine and not from_peer and first is not None:
             # first sight of this file in the pool: the other owners copy it from us
@@ -303,6 +315,7 @@ class DatasetService:
         rel: str,
         route: Route[Origin],
         peers: tuple[Member, ...],
+        holders: tuple[Member, ...],
         *,
         stale: tuple[FileInfo | None, bool] | None,
         force: bool = False,
@@ -314,7 +327,7 @@ class DatasetService:
             return await self.metadata._once(
                 "first" if not force else "first!",
                 rel,
-                lambda: self._fetch_first(rel, route, peers),
+                lambda: self._fetch_first(rel, route, peers, holders),
             )
         except OriginUnavailableError:
             if stale is not None and stale[0] is not None:
@@ -323,7 +336,11 @@ class DatasetService:
             raise
 
     async def _fetch_first(
-        self, rel: str, route: Route[Origin], peers: tuple[Member, ...]
+        self,
+        rel: str,
+        route: Route[Origin],
+        peers: tuple[Member, ...],
+        holders: tuple[Member, ...] = (),
     ) -> tuple[FileInfo, Fetched | None]:
         ps = self.page_size
         if self.placement is not None:
@@ -338,6 +355,11 @@ class DatasetService:
                 info = file_info(rel, got.size, got.version, got.mtime)
                 self.metadata.learn(rel, info)
                 return info, Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
+            held = await self._ask_holders(holders, rel, None, 0, ps)
+            if held is not None:
+                info = file_info(rel, held.size, held.version, held.mtime)
+                self.metadata.learn(rel, info)
+                return info, Fetched(held.data, Source.PEER)
         try:
             info, data = await route.target.read_first(route.orel, ps)
         except FileNotFoundError:
@@ -351,7 +373,32 @@ class DatasetService:
         self.counters.origin_requests.inc()
         return info, Fetched(data, Source.ORIGIN)
 
-    def _peer_fetch(self, peers: tuple[Member, ...]) -> PeerFetch:
+    async def _ask_holders(
+        self, holders: tuple[Member, ...], rel: str, version: str | None, start: int, end: int
+    ) -> PeerAnswer | None:
+        """Bytes from whichever member still holds them from before a join or a leave (asked
+        at once, only if cached: nothing crosses the WAN for it), or None."""
+        if not holders or self.placement is None:
+            return None
+        placement = self.placement
+        asks = [
+            asyncio.ensure_future(
+                placement.read(h, self.name, rel, version, start, end, cached_only=True)
+            )
+            for h in holders
+        ]
+        try:
+            for done in asyncio.as_completed(asks):
+                try:
+                    return await done
+                except (OSError, NotCachedError) as exc:
+                    log.debug("no copy of %s/%s to take over: %s", self.name, rel, exc)
+            return None
+        finally:
+            for ask in asks:
+                ask.cancel()
+
+    def _peer_fetch(self, peers: tuple[Member, ...], holders: tuple[Member, ...] = ()) -> PeerFetch:
         placement = self.placement
         assert placement is not None
         name = self.name
@@ -366,7 +413,8 @@ class DatasetService:
                     log.debug("peer could not serve %s: %s", info["name"], exc)
                     continue
                 return Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
-            return None
+            held = await self._ask_holders(holders, info["name"], info["version"], start, end)
+            return Fetched(held.data, Source.PEER) if held is not None else None
 
         return fetch
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from tidepool.core.errors import from_http
+from tidepool.core.errors import NotCachedError, from_http
 from tidepool.core.ring import DownMarks, Member, file_key, ranked
 from tidepool.pool.membership import Membership
 
@@ -34,6 +34,15 @@ PEER_HEADER = "X-Tidepool-Peer"
 """Set on worker-to-worker reads: the receiver answers from its cache or origin, never forwards."""
 PEER_DOWN_FOR = 2.0
 """Seconds a peer that could not be reached is skipped."""
+ONLY_IF_CACHED = {"Cache-Control": "only-if-cached"}
+"""On a peer read: answer from the cache or 504, never fetch (RFC 9111 §5.2.1.7)."""
+REBALANCE_WINDOW = 900.0
+"""Seconds after a change of the members (or this worker's start) during which an owner that
+misses asks the members ranked after it whether they still hold the file (from before a join or
+a leave), before the origin. Outside it they cannot hold what we own, and are not asked."""
+HOLDERS = 2
+"""How many members ranked after the owners are asked (a join displaces the owner to the next
+rank; a leave hands a file to the next, whose predecessor is the one after)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,9 @@ class FilePlace:
     peers: tuple[Member, ...]
     """Other workers to ask for the bytes before the origin, best first."""
     owners: tuple[Member, ...]
+    holders: tuple[Member, ...] = ()
+    """Members that may still hold the file from before the last join or leave: asked only if
+    they have it cached, after ``peers`` and before the origin."""
 
 
 SOURCE_HEADER = "X-Tidepool-Source"
@@ -87,12 +99,27 @@ class Placement:
         self.peer_reads = 0
         self.peer_bytes = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._view: frozenset[str] = frozenset()
+        self.changed_at = time.monotonic()
+        """When the members last changed (this worker's start counts: a new member is empty)."""
+        self.probes = 0
+        self.probe_hits = 0
 
     def members(self) -> list[Member]:
         ms = self.membership.members()
         if self.me not in ms and all(m.name != self.me.name for m in ms):
             ms = [*ms, self.me]  # we are alive even if the registry lags
+        view = frozenset(m.name for m in ms)
+        if view != self._view:
+            if self._view:
+                log.info("pool members now %s", ", ".join(sorted(view)))
+                self.changed_at = time.monotonic()
+            self._view = view
         return ms
+
+    def rebalancing(self, now: float | None = None) -> bool:
+        """Within :data:`REBALANCE_WINDOW` of the last change of members."""
+        return (now if now is not None else time.monotonic()) - self.changed_at < REBALANCE_WINDOW
 
     def place(self, dataset: str, path: str) -> FilePlace:
         """Owners and peers of a file, decided once for a request.
@@ -110,7 +137,14 @@ class Placement:
         peers = tuple(
             m for m in candidates if m.name != self.me.name and not self.marks.is_down(m.name, now)
         )
-        return FilePlace(mine, peers, owners)
+        holders: tuple[Member, ...] = ()
+        if mine and self.replicas == 1 and self.rebalancing(now):
+            holders = tuple(
+                m
+                for m in order[1 : 1 + HOLDERS]
+                if m.name != self.me.name and not self.marks.is_down(m.name, now)
+            )
+        return FilePlace(mine, peers, owners, holders)
 
     def metadata_owner(self, dataset: str, kind: str, rel: str) -> Member | None:
         """The member that fetches ``kind`` (info, list, find) of ``rel`` from the origin for the
@@ -165,16 +199,25 @@ class Placement:
         version: str | None,
         start: int,
         end: int,
+        *,
+        cached_only: bool = False,
     ) -> PeerAnswer:
         """Bytes ``[start, end)`` of a file from a peer; ``version=None`` takes the version the
-        peer serves (the answer names it). :class:`PeerError` on any failure or mismatch."""
+        peer serves (the answer names it). :class:`PeerError` on any failure or mismatch.
+        ``cached_only``: the peer answers only from its cache (:class:`NotCachedError` if not)."""
         session = await self._sess()
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/files/{quote(path)}"
         headers = {"Range": f"bytes={start}-{end - 1}"}
         if version is not None:
             headers["If-Match"] = f'"{version}"'
+        if cached_only:
+            headers.update(ONLY_IF_CACHED)
+            self.probes += 1
         try:
             async with session.get(url, headers=headers) as r:
+                if r.status == 504 and cached_only:
+                    await r.read()
+                    raise NotCachedError(path)
                 if r.status == 404:
                     raise FileNotFoundError(2, f"peer {peer.name} has no {dataset}/{path}", path)
                 if r.status not in (200, 206):
@@ -194,6 +237,8 @@ class Placement:
             raise PeerError(f"peer {peer.name} returned {len(data)} of {want} bytes")
         self.peer_reads += 1
         self.peer_bytes += len(data)
+        if cached_only:
+            self.probe_hits += 1
         return PeerAnswer(data, size, got, float(mtime) if mtime else None, cached)
 
     def replicate(self, place: FilePlace, dataset: str, path: str) -> None:
