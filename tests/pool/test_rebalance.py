@@ -124,3 +124,24 @@ def test_join_takes_over_from_the_previous_owners_and_leave_refetches_nothing(
     for w in (a, b):
         assert wait_for(lambda w=w: members_seen(w.endpoint) == {"a", "b"}, timeout=20)
         read_all(w.endpoint)  # the previous owners still hold what they had (the link is cut)
+
+
+def test_member_restarted_with_the_link_cut_lists_and_reads_the_pool(pool: Any) -> None:
+    relay, start = pool
+    a, b = start("a"), start("b")
+    for w in (a, b):
+        assert wait_for(lambda w=w: members_seen(w.endpoint) == {"a", "b"})
+    fs = TidepoolFileSystem(a.endpoint, local_reads=False, skip_instance_cache=True)
+    listed = sorted(fs.find("ds"))
+    assert listed == sorted(f"ds/{n}" for n in FILES)
+    read_all(a.endpoint)
+
+    relay.set_link(False)
+    b.kill()  # SIGKILL, then back while the cloud link is still cut
+    b = start("b")
+    for w in (a, b):
+        assert wait_for(lambda w=w: members_seen(w.endpoint) == {"a", "b"}, timeout=20)
+    fs_b = TidepoolFileSystem(b.endpoint, local_reads=False, skip_instance_cache=True)
+    assert sorted(fs_b.find("ds")) == listed
+    assert sorted(fs_b.ls("ds/d1", detail=False)) == sorted(n for n in listed if "/d1/" in n)
+    read_all(b.endpoint)
