@@ -142,12 +142,14 @@ COUNTERS = (
 def served(host: Host, endpoint: str) -> float:
     """What a worker answered so far, from ``/metrics``: bytes served, file reads answered and
     dataset API requests. Not counted: the scrape itself, the health check and ``/v1/node`` —
-    the identity question a misdirected client must ask to learn it is in the wrong pool."""
+    the identity question a misdirected client must ask to learn it is in the wrong pool — and
+    the status the members of a pool poll from each other every few seconds (the pool view)."""
     total = 0.0
     for line in http_get(host, f"{endpoint}/metrics").decode().splitlines():
         if not line.startswith(COUNTERS):
             continue
-        if any(f'route="{r}"' in line for r in ("/metrics", "/healthz", "/v1/node")):
+        routes = ("/metrics", "/healthz", "/v1/node", "/v1/datasets/{ds}/status")
+        if any(f'route="{r}"' in line for r in routes):
             continue
         total += float(line.rsplit(" ", 1)[1])
     return total
