@@ -40,6 +40,7 @@ from tidepool.core.pages import HEADER_SIZE
 from tidepool.core.paths import normalize
 from tidepool.core.ring import Member
 from tidepool.origin.funnel import Origin, OriginSettings
+from tidepool.serving.sendfile import send_ranges
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
@@ -434,6 +435,37 @@ class DatasetService:
         except VersionChangedError:
             self.metadata.forget(plan.info["name"])
             raise
+
+    async def send_stored(
+        self,
+        plan: ReadPlan,
+        start: int,
+        end: int,
+        sock_fd: int,
+        *,
+        idle_timeout: float,
+        counted: bool = True,
+    ) -> int:
+        """Send ``[start, end)`` to the socket ``sock_fd`` straight from the page files with
+        ``sendfile`` (:mod:`tidepool.serving.sendfile`: no copy through this process) for as long
+        as the pages are in the store; the offset it stopped at (``end`` when all was sent; the
+        caller reads the rest)."""
+        ps = self.page_size
+        pos = start
+        while pos < end:
+            pstart = pos - pos % ps
+            stop = min(end, pstart + ps)
+            fd = self.reader.open_stored(plan.target, pos // ps, stop - pos, counted=counted)
+            if fd is None:
+                return pos
+            try:
+                await send_ranges(
+                    sock_fd, [(fd, HEADER_SIZE + pos - pstart, stop - pos)], idle_timeout
+                )
+            finally:
+                os.close(fd)
+            pos = stop
+        return pos
 
     async def read_all(
         self, plan: ReadPlan, start: int, end: int, *, counted: bool = True

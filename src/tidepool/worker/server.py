@@ -432,6 +432,7 @@ class Worker:
             ready=lambda: self._ready,
             peer_token=self.settings.peer_token,
             local_user=self._local_users(),
+            stall_timeout=self.settings.limits.stall_timeout,
             loads=LoadTable(
                 max_running=self.settings.max_loads_running,
                 max_waiting=self.settings.max_loads_waiting,
