@@ -12,7 +12,15 @@ down:
   :class:`~tidepool.core.errors.VersionGoneError` (412) when it is gone;
 * where each page comes from and how it is counted (:mod:`tidepool.worker.reads`).
 
-Metadata (stat, ls, find, TTL, offline) is :mod:`tidepool.worker.metadata`.
+Metadata (stat, ls, find, TTL, offline) is :mod:`tidepool.worker.metadata` and page reads are
+:mod:`tidepool.worker.reads`; the ``stat``/``ls``/``find`` methods here are one-line delegations,
+so the HTTP layer talks to one object per dataset.
+
+Why this module is longer than ~400 lines: what is left is the one place where each decision of a
+read is made (:meth:`DatasetService.open_read`, with the first page from an owner, a former
+holder or the origin) and the facades the HTTP layer, load jobs and metrics read (lifecycle,
+counts, warm). Cutting the read's decisions apart again would spread one request's choices over
+several modules, which is what issue 10 set out to undo.
 """
 
 from __future__ import annotations
