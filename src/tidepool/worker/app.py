@@ -63,10 +63,10 @@ from tidepool.core.errors import (
 )
 from tidepool.core.fileinfo import FileInfo
 from tidepool.core.ranges import content_range, parse_range
-from tidepool.serving import ConnectionBudget
+from tidepool.serving import ConnectionBudget, MemoryBudget
 from tidepool.worker import requests
 from tidepool.worker.dashboard import DashboardRoutes
-from tidepool.worker.dataset import DatasetService
+from tidepool.worker.dataset import DatasetService, ReadPlan
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import PEER_HEADER, SOURCE_HEADER
@@ -129,6 +129,7 @@ class WorkerApp:
         local_user: LocalUserCheck | None = None,
         loads: LoadTable | None = None,
         dashboard: DashboardRoutes | None = None,
+        streams: MemoryBudget | None = None,
     ) -> None:
         self.services = services
         self.metrics = metrics
@@ -146,6 +147,8 @@ class WorkerApp:
         self.dashboard = dashboard
         """The page at ``/`` and its read-only views; it may let a browser's login cookie
         through to those views (see :mod:`tidepool.worker.dashboard.session`)."""
+        self.streams = streams or MemoryBudget(512 << 20, wait=60.0)
+        """What streamed answers may hold at once (read windows waiting for their readers)."""
         self._request_counters: dict[tuple[str, int], Any] = {}
 
     def build(self, budget: ConnectionBudget | None = None) -> web.Application:
@@ -354,38 +357,61 @@ class WorkerApp:
         if from_peer:
             cached = plan.first is None and svc.reader.holds(info, start, end)
             headers[SOURCE_HEADER] = "cache" if cached else "origin"
+        resp: web.StreamResponse
         if end - start <= svc.page_size:
             body = await svc.read_all(plan, start, end, counted=counted)
             resp = web.Response(status=status, body=body, headers=headers)
         else:
-            chunks = svc.read(plan, start, end, counted=counted)
-            first = await anext(chunks, None)  # errors before the first byte get a clean status
-            sresp = web.StreamResponse(status=status, headers=headers)
-            await sresp.prepare(request)
-            try:
-                if first is not None:
-                    await sresp.write(first)
-                async for chunk in chunks:
-                    await sresp.write(chunk)
-            except Exception as exc:
-                # The status line is gone: the only honest signal left is a cut connection, so
-                # the reader sees a short body (and retries) instead of waiting for bytes that
-                # will never come or reading an error document as file data.
-                log.warning(
-                    "read of %s/%s failed after its headers were sent: %s; closing the connection",
-                    svc.name,
-                    rel,
-                    redact(str(exc)),
+            # A stream holds its read window (fetched ahead of the socket) and the chunk in the
+            # transport until its reader takes them: reserve that before the first page is read.
+            pages = -(-(end - start) // svc.page_size) + 1
+            hold = min(pages, svc.reader.fetch_window + 2) * svc.page_size
+            async with self.streams.reserve(hold):
+                resp = await self._stream(
+                    request, svc, rel, plan, start, end, status, headers, counted
                 )
-                if request.transport is not None:
-                    request.transport.abort()
-                return sresp
-            finally:
-                await chunks.aclose()
-            await sresp.write_eof()
-            resp = sresp  # type: ignore[assignment]
         self.metrics.read_seconds.labels(svc.name).observe(time.perf_counter() - t0)
         return resp
+
+    async def _stream(
+        self,
+        request: web.Request,
+        svc: DatasetService,
+        rel: str,
+        plan: ReadPlan,
+        start: int,
+        end: int,
+        status: int,
+        headers: dict[str, str],
+        counted: bool,
+    ) -> web.StreamResponse:
+        """Send ``[start, end)`` page by page as the reader takes it."""
+        chunks = svc.read(plan, start, end, counted=counted)
+        first = await anext(chunks, None)  # errors before the first byte get a clean status
+        sresp = web.StreamResponse(status=status, headers=headers)
+        await sresp.prepare(request)
+        try:
+            if first is not None:
+                await sresp.write(first)
+            async for chunk in chunks:
+                await sresp.write(chunk)
+        except Exception as exc:
+            # The status line is gone: the only honest signal left is a cut connection, so
+            # the reader sees a short body (and retries) instead of waiting for bytes that
+            # will never come or reading an error document as file data.
+            log.warning(
+                "read of %s/%s failed after its headers were sent: %s; closing the connection",
+                svc.name,
+                rel,
+                redact(str(exc)),
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return sresp
+        finally:
+            await chunks.aclose()
+        await sresp.write_eof()
+        return sresp
 
     @staticmethod
     def _headers(info: FileInfo, start: int, end: int, *, partial: bool) -> dict[str, str]:
