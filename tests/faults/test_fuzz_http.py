@@ -13,8 +13,10 @@ The Range parser, path normalizer and spec loader have their own property tests
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -199,3 +201,117 @@ def test_worker_alive_after_fuzzing(fuzz_worker: ThreadWorker) -> None:
     ).encode()
     status, answer = _send(fuzz_worker.endpoint, raw)
     assert status == 200 and answer.endswith(b"local hello")
+
+
+# ---- every header, query value and body a handler reads, with full Unicode ---------------
+
+UNICODE = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+"""Any text but lone surrogates (which have no UTF-8 form to put on a wire)."""
+HEADER_VALUES = st.one_of(
+    UNICODE.map(lambda s: s.replace("\r", "").replace("\n", "")),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.from_regex(r"bytes=[0-9²٣-]{0,30}(,[0-9-]{0,10})?", fullmatch=True),
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | UNICODE,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(UNICODE, inner, max_size=4),
+    max_leaves=12,
+)
+BODIES = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "paths": st.one_of(st.lists(UNICODE, max_size=5), JSON_VALUES),
+            "concurrency": st.one_of(st.integers(), JSON_VALUES),
+            "pages": st.one_of(st.integers(), JSON_VALUES),
+            "bytes": st.one_of(st.integers(), JSON_VALUES),
+        },
+    ).map(lambda d: json.dumps(d).encode()),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+)
+POST_ROUTES = st.sampled_from(
+    [
+        "/v1/datasets/loc/load",
+        "/v1/datasets/loc/local-hits",
+        "/v1/datasets/loc/prefetch",
+        "/v1/datasets/loc/refresh/",
+        "/v1/datasets/ds/load",
+    ]
+)
+GET_ROUTES = st.sampled_from(
+    [
+        "/v1/datasets/loc/files/a.txt",
+        "/v1/datasets/loc/files/sub/c.txt",
+        "/v1/datasets/loc/status",
+        "/v1/datasets/loc/list/",
+        "/v1/datasets/ds/info/a.txt",
+        "/v1/history",
+        "/v1/loads",
+    ]
+)
+
+
+def _query(pairs: list[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    post=st.booleans(),
+    get_route=GET_ROUTES,
+    post_route=POST_ROUTES,
+    headers=st.dictionaries(
+        st.sampled_from(
+            ["Range", "If-Match", "X-Tidepool-Peer", "Cache-Control", "Content-Type", "Accept"]
+        ),
+        HEADER_VALUES,
+        max_size=4,
+    ),
+    query=st.lists(
+        st.tuples(st.sampled_from(["refresh", "x", "refresh", "ä"]) | UNICODE, UNICODE),
+        max_size=3,
+    ),
+    body=BODIES,
+    json_type=st.booleans(),
+)
+def test_fuzzed_headers_queries_and_bodies_are_never_500(
+    fuzz_worker: ThreadWorker,
+    post: bool,
+    get_route: str,
+    post_route: str,
+    headers: dict[str, str | bytes],
+    query: list[tuple[str, str]],
+    body: bytes,
+    json_type: bool,
+) -> None:
+    """Full-Unicode (and raw non-UTF-8) values in every header a handler reads, any query
+    parameters and any JSON or non-JSON body, on an authorised connection so that every value
+    reaches the validation layer: the answer is a 4xx or a 2xx, never a 5xx, and an accepted
+    load never exceeds the documented bounds."""
+    method, target = ("POST", post_route) if post else ("GET", get_route)
+    lines = [
+        f"{method} {target}{_query(query)} HTTP/1.1".encode(),
+        b"Host: 127.0.0.1",
+        b"Connection: close",
+        f"Authorization: Bearer {TOKEN}".encode(),
+    ]
+    if post and json_type and "Content-Type" not in headers:
+        lines.append(b"Content-Type: application/json")
+    for name, value in headers.items():
+        raw_value = value if isinstance(value, bytes) else value.encode("utf-8")
+        lines.append(name.encode() + b": " + raw_value)
+    if post:
+        lines.append(f"Content-Length: {len(body)}".encode())
+    raw = b"\r\n".join(lines) + b"\r\n\r\n" + (body if post else b"")
+    status, answer = _send(fuzz_worker.endpoint, raw)
+    assert status != 0 and status < 500, (raw[:300], answer[:300])
+    table = fuzz_worker.worker.api.loads
+    assert len(table) <= 2 * (256 + 4) + 256  # running + waiting per dataset, and kept ones

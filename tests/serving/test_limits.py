@@ -20,12 +20,14 @@ def test_environment_overrides_and_refusals() -> None:
     env = {"TIDEPOOL_MAX_CONNECTIONS": "20", "TIDEPOOL_HEADER_TIMEOUT": "2.5", "OTHER": "x"}
     limits = ServerLimits.from_env(env)
     assert (limits.max_connections, limits.header_timeout) == (20, 2.5)
+    assert ServerLimits.from_env({"TIDEPOOL_STREAM_MEMORY_MIB": "64"}).stream_memory_mib == 64
     for name, value in [
         ("TIDEPOOL_MAX_CONNECTIONS", "²"),
         ("TIDEPOOL_MAX_CONNECTIONS", "0"),
         ("TIDEPOOL_IDLE_TIMEOUT", "-1"),
         ("TIDEPOOL_STALL_TIMEOUT", "1e9"),
         ("TIDEPOOL_HEADER_TIMEOUT", "٣"),
+        ("TIDEPOOL_STREAM_MEMORY_MIB", "0"),
     ]:
         with pytest.raises(ValueError, match=name):
             ServerLimits.from_env({name: value})

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from tidepool.serving.budget import BudgetSite, ConnectionBudget, ServerLimits, busy_response
+from tidepool.serving.memory import MemoryBudget
 
-__all__ = ["BudgetSite", "ConnectionBudget", "ServerLimits", "busy_response"]
+__all__ = ["BudgetSite", "ConnectionBudget", "MemoryBudget", "ServerLimits", "busy_response"]

@@ -26,8 +26,9 @@ Requests are marked in progress by :meth:`ConnectionBudget.middleware` (applicat
 
 Limits: a request body is not covered by the header timeout (the routes that read bodies bound
 that time themselves); pipelined requests already buffered behind a busy one fall back to the
-keep-alive timeout; the memory an answer holds while it waits for a slow reader is the read
-path's budget, not this module's.
+keep-alive timeout; the memory an answer holds while it waits for a slow reader is bounded by
+:class:`~tidepool.serving.memory.MemoryBudget` (sized by ``stream_memory_mib``), which the
+application takes around each streamed answer.
 """
 
 from __future__ import annotations
@@ -83,9 +84,18 @@ class ServerLimits:
     """Bytes of one header value."""
     max_headers: int = 100
     """Header lines of one request."""
+    stream_memory_mib: int = 512
+    """MiB that all streamed answers together may hold (read windows waiting for their readers,
+    see :class:`~tidepool.serving.memory.MemoryBudget`); a stream that does not fit waits."""
 
     def __post_init__(self) -> None:
-        for name in ("max_connections", "max_line_size", "max_field_size", "max_headers"):
+        for name in (
+            "max_connections",
+            "max_line_size",
+            "max_field_size",
+            "max_headers",
+            "stream_memory_mib",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerLimits.{name} must be at least 1")
         for name in ("header_timeout", "idle_timeout", "stall_timeout"):

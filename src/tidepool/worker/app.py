@@ -43,7 +43,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -63,14 +63,15 @@ from tidepool.core.errors import (
 )
 from tidepool.core.fileinfo import FileInfo
 from tidepool.core.ranges import content_range, parse_range
-from tidepool.serving import ConnectionBudget
+from tidepool.serving import ConnectionBudget, MemoryBudget
 from tidepool.serving.sendfile import SendStalled, raw_socket
 from tidepool.worker import requests
 from tidepool.worker.dashboard import DashboardRoutes
-from tidepool.worker.dataset import DatasetService
+from tidepool.worker.dataset import DatasetService, ReadPlan
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import PEER_HEADER, SOURCE_HEADER
+from tidepool.worker.reads import Chunk
 from tidepool.worker.refresh import refresh_path
 from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
@@ -130,6 +131,7 @@ class WorkerApp:
         local_user: LocalUserCheck | None = None,
         loads: LoadTable | None = None,
         dashboard: DashboardRoutes | None = None,
+        streams: MemoryBudget | None = None,
         stall_timeout: float = 60.0,
     ) -> None:
         self.services = services
@@ -148,11 +150,12 @@ class WorkerApp:
         self.dashboard = dashboard
         """The page at ``/`` and its read-only views; it may let a browser's login cookie
         through to those views (see :mod:`tidepool.worker.dashboard.session`)."""
+        self.streams = streams or MemoryBudget(512 << 20, wait=60.0)
+        """What streamed answers may hold at once (read windows waiting for their readers)."""
         self._request_counters: dict[tuple[str, int], Any] = {}
         self.stall_timeout = stall_timeout
         """Seconds a sendfile answer may wait for its reader to take a byte."""
         self._budget: ConnectionBudget | None = None
-        """Seconds a sendfile answer may wait for its reader to take a byte."""
 
     def build(self, budget: ConnectionBudget | None = None) -> web.Application:
         """The aiohttp application; ``budget`` (the listener's) marks requests in progress."""
@@ -361,61 +364,90 @@ class WorkerApp:
         if from_peer:
             cached = plan.first is None and svc.reader.holds(info, start, end)
             headers[SOURCE_HEADER] = "cache" if cached else "origin"
+        resp: web.StreamResponse
         if end - start <= svc.page_size:
             body = await svc.read_all(plan, start, end, counted=counted)
             resp = web.Response(status=status, body=body, headers=headers)
         else:
-            sresp = web.StreamResponse(status=status, headers=headers)
-            pos = start
-            sock_fd = None
             if plan.first is None and svc.reader.stored(info, start, end):
-                await sresp.prepare(request)
-                sock_fd = raw_socket(request.transport)  # after the headers: none queued
-            if sock_fd is not None:
-                chunks = None  # warm: page files go to the socket with sendfile
-            elif sresp.prepared:
-                chunks = svc.read(plan, start, end, counted=counted)
-                first = await anext(chunks, None)
-            else:
-                chunks = svc.read(plan, start, end, counted=counted)
-                first = await anext(chunks, None)  # errors before any byte: a clean status
-                await sresp.prepare(request)
-            try:
-                if chunks is None:
-                    assert sock_fd is not None
-                    pos = await svc.send_stored(
-                        plan, start, end, sock_fd, idle_timeout=self.stall_timeout, counted=counted
-                    )
-                    if pos < end:  # a page left the store meanwhile: read the rest
-                        chunks = svc.read(plan, pos, end, counted=counted)
-                        first = await anext(chunks, None)
-                if chunks is not None:
-                    if first is not None:
-                        await sresp.write(first)
-                    async for chunk in chunks:
-                        await sresp.write(chunk)
-            except Exception as exc:
-                # The status line is gone: the only honest signal left is a cut connection, so
-                # the reader sees a short body (and retries) instead of waiting for bytes that
-                # will never come or reading an error document as file data.
-                if isinstance(exc, SendStalled) and self._budget is not None:
-                    self._budget.stalled += 1  # the listener's watchdog sees no queued bytes
-                log.warning(
-                    "read of %s/%s failed after its headers were sent: %s; closing the connection",
-                    svc.name,
-                    rel,
-                    redact(str(exc)),
+                # warm: sent from the page files with sendfile, holding no memory here
+                resp = await self._stream(
+                    request, svc, rel, plan, start, end, status, headers, counted, zero_copy=True
                 )
-                if request.transport is not None:
-                    request.transport.abort()
-                return sresp
-            finally:
-                if chunks is not None:
-                    await chunks.aclose()
-            await sresp.write_eof()
-            resp = sresp  # type: ignore[assignment]
+            else:
+                # A stream holds its read window (fetched ahead of the socket) and the chunk in the
+                # transport until its reader takes them: reserve that before the first page is read.
+                pages = -(-(end - start) // svc.page_size) + 1
+                hold = min(pages, svc.reader.fetch_window + 2) * svc.page_size
+                async with self.streams.reserve(hold):
+                    resp = await self._stream(
+                        request, svc, rel, plan, start, end, status, headers, counted
+                    )
         self.metrics.read_seconds.labels(svc.name).observe(time.perf_counter() - t0)
         return resp
+
+    async def _stream(
+        self,
+        request: web.Request,
+        svc: DatasetService,
+        rel: str,
+        plan: ReadPlan,
+        start: int,
+        end: int,
+        status: int,
+        headers: dict[str, str],
+        counted: bool,
+        *,
+        zero_copy: bool = False,
+    ) -> web.StreamResponse:
+        """Send ``[start, end)`` page by page as the reader takes it; with ``zero_copy`` (every
+        page in the store) straight from the page files with ``sendfile`` when the connection
+        allows it (plain TCP), reading the rest the ordinary way if a page left the store."""
+        sresp = web.StreamResponse(status=status, headers=headers)
+        chunks: AsyncGenerator[Chunk, None] | None = None
+        first: Chunk | None = None
+        sock_fd = None
+        if zero_copy:
+            await sresp.prepare(request)
+            sock_fd = raw_socket(request.transport)  # after the headers: nothing queued
+        else:
+            chunks = svc.read(plan, start, end, counted=counted)
+            first = await anext(chunks, None)  # errors before the first byte: a clean status
+            await sresp.prepare(request)
+        try:
+            pos = start
+            if sock_fd is not None:
+                pos = await svc.send_stored(
+                    plan, start, end, sock_fd, idle_timeout=self.stall_timeout, counted=counted
+                )
+            if chunks is None and pos < end:  # no sendfile here, or a page left the store
+                chunks = svc.read(plan, pos, end, counted=counted)
+                first = await anext(chunks, None)
+            if first is not None:
+                await sresp.write(first)
+            if chunks is not None:
+                async for chunk in chunks:
+                    await sresp.write(chunk)
+        except Exception as exc:
+            # The status line is gone: the only honest signal left is a cut connection, so
+            # the reader sees a short body (and retries) instead of waiting for bytes that
+            # will never come or reading an error document as file data.
+            if isinstance(exc, SendStalled) and self._budget is not None:
+                self._budget.stalled += 1  # the listener's watchdog sees no queued bytes
+            log.warning(
+                "read of %s/%s failed after its headers were sent: %s; closing the connection",
+                svc.name,
+                rel,
+                redact(str(exc)),
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return sresp
+        finally:
+            if chunks is not None:
+                await chunks.aclose()
+        await sresp.write_eof()
+        return sresp
 
     @staticmethod
     def _headers(info: FileInfo, start: int, end: int, *, partial: bool) -> dict[str, str]:

@@ -8,7 +8,7 @@ file's owners (a client with a stale view, or failover) serves the read but does
 
 Peer reads carry the version they want (``If-Match``) and the peer header, so the peer answers
 from its cache or its origin and never forwards; an answer of another version or length is
-refused.
+refused before its bytes are read (a peer never makes a worker buffer more than it asked for).
 """
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ class PeerAnswer:
     mtime: float | None
     cached: bool
     """The peer had every byte cached (a remote hit), rather than fetching them from the origin."""
+
+
+def _size(text: str) -> int:
+    """A peer's ``X-Tidepool-Size``; -1 when it is not a plain decimal number."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else -1
 
 
 class PeerError(OSError):
@@ -225,16 +230,28 @@ class Placement:
                 got = r.headers.get("X-Tidepool-Version", "")
                 if version is not None and got != version:
                     raise PeerError(f"peer {peer.name} served another version of {path}")
-                size = int(r.headers.get("X-Tidepool-Size", "-1"))
+                size = _size(r.headers.get("X-Tidepool-Size", ""))
                 mtime = r.headers.get("X-Tidepool-Mtime")
                 cached = r.headers.get(SOURCE_HEADER) == "cache"
-                data = await r.read()
+                # Never read more than was asked for: a peer that announces or sends more
+                # (a broken or hostile member) is refused before its bytes fill our memory.
+                want = min(end, size) - start if size >= 0 else -1
+                if want < 0 or r.content_length not in (None, want):
+                    raise PeerError(
+                        f"peer {peer.name} announced {r.content_length} bytes of a file of "
+                        f"{size} for bytes {start}-{end - 1} of {path}"
+                    )
+                try:
+                    data = await r.content.readexactly(want)
+                except asyncio.IncompleteReadError as exc:
+                    raise PeerError(
+                        f"peer {peer.name} returned {len(exc.partial)} of {want} bytes"
+                    ) from exc
+                if await r.content.read(1):
+                    raise PeerError(f"peer {peer.name} returned more than {want} bytes")
         except (TimeoutError, aiohttp.ClientError) as exc:
             self.marks.mark(peer.name, time.monotonic())
             raise PeerError(f"peer {peer.name} unreachable: {exc}") from exc
-        want = min(end, size) - start if size >= 0 else end - start
-        if size < 0 or len(data) != want:
-            raise PeerError(f"peer {peer.name} returned {len(data)} of {want} bytes")
         self.peer_reads += 1
         self.peer_bytes += len(data)
         if cached_only:

@@ -34,7 +34,13 @@ from tidepool.origin.probe import warn_about_origins
 from tidepool.pool.hostid import host_id
 from tidepool.pool.membership import Membership, PoolContext, choose_provider, open_membership
 from tidepool.pool.tls import client_context, scheme, server_context
-from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
+from tidepool.serving import (
+    BudgetSite,
+    ConnectionBudget,
+    MemoryBudget,
+    ServerLimits,
+    busy_response,
+)
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
@@ -211,6 +217,8 @@ class Worker:
         self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "tidepool-io")
         self._runner: web.AppRunner | None = None
         self.budget = ConnectionBudget(self.settings.limits, _BUSY)
+        limits = self.settings.limits
+        self.streams = MemoryBudget(limits.stream_memory_mib << 20, wait=limits.stall_timeout)
         self.api: WorkerApp | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._origin_check: asyncio.Task[Any] | None = None
@@ -433,6 +441,7 @@ class Worker:
                 max_waiting=self.settings.max_loads_waiting,
             ),
             dashboard=dashboard,
+            streams=self.streams,
         )
         app = self.api.build(self.budget)
         self._runner = web.AppRunner(
