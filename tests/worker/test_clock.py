@@ -49,3 +49,24 @@ def test_freshness_bounds_with_plain_values() -> None:
     assert meta.fresh(1000.0) and meta.fresh(941.0)
     assert not meta.fresh(940.0)  # as old as the TTL
     assert not meta.fresh(1000.5)  # from the future: a clock that ran fast wrote it
+
+
+def test_within_a_process_ages_follow_real_time_whatever_the_wall_clock_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service's default clock is :func:`tidepool.core.clock.steady_time`: a wall clock
+    stepped back a day (or forward) changes no age within the process."""
+    from tidepool.core import clock
+
+    meta = MetadataService("ds", None, None, ttl=60.0, immutable=False)  # type: ignore[arg-type]
+    stamped = clock.steady_time()
+    assert meta.fresh(stamped)
+    real = time.time
+    for step in (-DAY, +DAY):
+        monkeypatch.setattr(time, "time", lambda step=step: real() + step)
+        assert abs(clock.steady_time() - real()) < 5.0  # the step is not seen
+        assert meta.fresh(stamped)  # neither younger nor older than it is
+    ticks = [time.monotonic()]
+    monkeypatch.setattr(time, "monotonic", lambda: ticks[0])
+    ticks[0] += 61.0  # real time passes: the entry ages out
+    assert not meta.fresh(stamped)

@@ -30,12 +30,12 @@ import dataclasses
 import errno
 import logging
 import os
-import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from tidepool.core.clock import steady_time
 from tidepool.core.errors import (
     NotCachedError,
     OriginUnavailableError,
@@ -87,7 +87,7 @@ class DatasetService:
         *,
         origin_settings: OriginSettings | None = None,
         fetch_window: int = 8,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = steady_time,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name

@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from tidepool.core.clock import steady_time
 from tidepool.core.errors import OriginUnavailableError
 from tidepool.core.fileinfo import FileInfo, dir_info
 from tidepool.core.mounts import MountTable, Route
@@ -50,7 +50,7 @@ class MetadataService:
         *,
         ttl: float,
         immutable: bool,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = steady_time,
         ask_pool: AskPool | None = None,
     ) -> None:
         self.dataset = dataset
