@@ -99,7 +99,9 @@ class ReadAheadCache(BaseCache):  # type: ignore[misc]
             pos = buf_end
         sequential = pos == buf_end  # continuing the buffer, or starting at byte 0
         want_end = min(self.size, max(end, pos + MIN_FETCH))
-        local = self._local(pos, want_end) if self._local is not None else None
+        # on local disk a read after a seek takes only what it asks for: no round trip to save
+        local_end = want_end if sequential else end
+        local = self._local(pos, local_end) if self._local is not None else None
         if local is not None:
             parts.append(local)
             pos += len(local)

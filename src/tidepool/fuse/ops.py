@@ -11,7 +11,9 @@ Speed, in the order a warm read meets it:
   re-read of an unchanged file is served from the kernel page cache without a single request;
 * ``read`` answers from the open handle's buffer, else from the page files on this host right in
   the trio handler (sync, a few ``pread``), and only then over HTTP in a cached worker thread.
-  Reads are widened to whole pages so the kernel's 128 KiB to 1 MiB requests read each page once.
+  Sequential reads are widened to whole pages so the kernel's 128 KiB to 1 MiB requests read each
+  page once; a read after a seek takes only what it asks for from the page file (a page file is
+  checked once per process, so a small random read costs one small ``pread``).
 
 Errors: every handler turns exceptions into ``FUSEError`` (pyfuse3 must never see another
 exception): ENOENT for a missing path, EIO (logged with the path) when the origin is unreachable
@@ -287,9 +289,12 @@ class TidepoolOperations(pyfuse3.Operations):
         if lo >= 0 and end - h.buf_start <= len(h.buf):
             return h.buf[lo : end - h.buf_start]
         ps = h.page
-        start = off - off % ps
-        stop = min(fsize, -(-end // ps) * ps)
         path = h.entry.path
+        if off == h.next_off or off == 0:  # sequential: whole pages, each read from disk once
+            start = off - off % ps
+            stop = min(fsize, -(-end // ps) * ps)
+        else:  # a seek (SQLite, Parquet footers, memmaps): read what is asked, no more
+            start, stop = off, end
         data = self.source.read_local(path, h.info, start, stop)
         if data is None:
             if off == h.next_off:  # sequential over HTTP: fetch ahead of the kernel
