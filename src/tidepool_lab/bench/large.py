@@ -11,6 +11,8 @@ loop, through:
 * Tidepool over HTTP (``local_reads=False``: what another host of the pool sees), warm;
 * Tidepool's FUSE mount, warm, ``dd bs=4M`` with the kernel's page cache of the file dropped
   first (every byte crosses FUSE);
+* random 4 KiB reads of the warm file (issue 14): through ``tidepool://`` on the worker's host and
+  through the mount (a ``pread`` loop, and ``fio --rw=randread --bs=4k`` when fio is installed);
 * memory: a ``--huge-gib`` GiB file read cold through a worker whose only tier is a MEM tier of
   ``--mem-gib`` GiB (origin on loopback, not the WAN, so it takes a minute, not an hour): the
   peak RSS of the worker and of the reading client process.
@@ -27,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -62,6 +65,8 @@ TARGETS = {
     "warm_http_mb_per_s": 1400.0,
     "warm_mount_mb_per_s": 1500.0,
     "huge_rss_mib": 300.0,
+    "random_local_reads_per_s": 20_000.0,
+    "random_mount_iops": 12_000.0,
 }
 
 
@@ -154,6 +159,52 @@ def dd_read(path: Path, size: int, digest: int) -> dict[str, Any]:
         "mb_per_s": round(size / total / 1e6, 1),
         "verified": check["verified"],
     }
+
+
+def random_reads(
+    read: Callable[[int], bytes], size: int, expect: Callable[[int], bytes], n: int = 20_000
+) -> dict[str, Any]:
+    """``n`` reads of 4 KiB at random 4 KiB-aligned offsets (after one warm-up pass over the
+    same offsets): reads/s, every one compared with the origin's bytes (outside the clock)."""
+    rng = random.Random(4096)
+    offsets = [rng.randrange(size // 4096) * 4096 for _ in range(n)]
+    for off in offsets[: n // 10]:
+        read(off)
+    got = []
+    t0 = time.perf_counter()
+    for off in offsets:
+        got.append(read(off))
+    seconds = time.perf_counter() - t0
+    bad = sum(g != expect(off) for g, off in zip(got, offsets, strict=True))
+    return {"reads": n, "reads_per_s": round(n / seconds), "verified": bad == 0}
+
+
+def fio_randread(path: Path) -> dict[str, Any] | None:
+    """``fio --rw=randread --bs=4k`` for 5 s on ``path`` (kernel cache dropped first), or None
+    when fio is not installed."""
+    fio = shutil.which("fio")
+    if fio is None:
+        return None
+    drop_kernel_pages(path.parent, [path.name])
+    out = subprocess.run(
+        [
+            fio,
+            "--name=randread",
+            f"--filename={path}",
+            "--rw=randread",
+            "--bs=4k",
+            "--runtime=5",
+            "--time_based",
+            "--ioengine=psync",
+            "--readonly",
+            "--output-format=json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return {"iops": round(json.loads(out.stdout)["jobs"][0]["read"]["iops"])}
 
 
 def _peak_rss_mib(pid: int | str) -> float:
@@ -293,6 +344,19 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         res["tidepool_warm_http"] = median_run(
             [read_through(lambda: http.open(path), size, digest) for _ in range(args.repeats)]
         )
+        log("random 4 KiB reads, warm: tidepool:// on the worker's host, the mount …")
+        ref = b"".join(_blocks(size, 18))
+
+        def expect(off: int) -> bytes:
+            return ref[off : off + 4096]
+
+        with local.open(path) as f:
+
+            def tp_read(off: int) -> bytes:
+                f.seek(off)
+                return f.read(4096)  # type: ignore[no-any-return]
+
+            res["random_local"] = random_reads(tp_read, size, expect)
         if not args.skip_mount:
             mnt = work / "mnt"
             env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
@@ -301,6 +365,18 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 res["tidepool_warm_mount"] = median_run(
                     [dd_read(mnt / "big.bin", size, digest) for _ in range(args.repeats)]
                 )
+                drop_kernel_pages(mnt, ["big.bin"])
+                fd = os.open(mnt / "big.bin", os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                    res["random_mount"] = random_reads(
+                        lambda off: os.pread(fd, 4096, off), size, expect
+                    )
+                finally:
+                    os.close(fd)
+                fio = fio_randread(mnt / "big.bin")
+                if fio is not None:
+                    res["random_mount"]["fio_iops"] = fio["iops"]
         res["worker_peak_rss_mib"] = _peak_rss_mib(worker.pid)
         res["cold_link_fraction"] = round(res["tidepool_cold"]["mb_per_s"] * 1e6 / link_bps, 3)
         if args.huge_gib:
@@ -321,6 +397,12 @@ def targets(res: dict[str, Any]) -> dict[str, bool]:
     }
     if "tidepool_warm_mount" in res:
         out["warm_mount"] = res["tidepool_warm_mount"]["mb_per_s"] >= TARGETS["warm_mount_mb_per_s"]
+    if "random_local" in res:
+        r = res["random_local"]
+        out["random_local"] = r["reads_per_s"] >= TARGETS["random_local_reads_per_s"]
+    if "random_mount" in res:
+        r = res["random_mount"]
+        out["random_mount"] = r.get("fio_iops", r["reads_per_s"]) >= TARGETS["random_mount_iops"]
     if "huge" in res:
         h = res["huge"]
         out["huge_rss"] = max(h["worker_peak_rss_mib"], h["client_peak_rss_mib"]) <= TARGETS[
@@ -360,6 +442,14 @@ def report(res: dict[str, Any], console: Console) -> None:
         )
     console.print(t)
     console.print(f"cold rate: {res['cold_link_fraction']:.1%} of the link")
+    for key, label in (("random_local", "tidepool:// same host"), ("random_mount", "mount")):
+        if key in res:
+            r = res[key]
+            fio = f", fio randread {r['fio_iops']:,} IOPS" if "fio_iops" in r else ""
+            console.print(
+                f"random 4 KiB reads, warm, {label}: {r['reads_per_s']:,}/s{fio}, "
+                f"verified {r['verified']}"
+            )
     if "huge" in res:
         h = res["huge"]
         console.print(
