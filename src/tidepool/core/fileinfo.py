@@ -7,7 +7,7 @@ the path relative to the dataset root (the client prefixes the dataset in fsspec
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from tidepool.core.pages import version_of
 
@@ -18,9 +18,13 @@ class FileInfo(TypedDict):
     type: Literal["file", "directory"]
     size: int
     version: str
-    """ETag (unquoted) when the origin has one, else ``size-mtime``; ``""`` for directories."""
+    """ETag (unquoted) when the origin has one, else ``size-mtime``. For a directory: the ETag
+    of its folder marker (the 0-byte key ``dir/``) when the origin holds one, else ``""``."""
     mtime: float | None
     """Modification time, seconds since the epoch, when the origin reports one."""
+    headers: NotRequired[dict[str, str]]
+    """The object's own HTTP metadata (Content-Type, Cache-Control, ``x-amz-meta-*`` …) when
+    the origin answered a HEAD or GET for it (absent when only a listing was seen)."""
 
 
 def file_info(name: str, size: int, etag: str | None, mtime: float | None) -> FileInfo:

@@ -114,13 +114,22 @@ def _conditions(headers: Mapping[str, str], etag: str, mtime: float | None) -> i
     return None
 
 
+def _one_line(value: str) -> bool:
+    return not any(unicodedata.category(c) in ("Cc", "Cs") and c != "\t" for c in value)
+
+
 def base_headers(info: Mapping[str, Any], key: str) -> dict[str, str]:
-    """Headers every answer about this object carries (ETag, Last-Modified, type)."""
-    h = {
-        "ETag": f'"{info["version"]}"',
-        "Accept-Ranges": "bytes",
-        "Content-Type": mimetypes.guess_type(key)[0] or "binary/octet-stream",
-    }
+    """Headers every answer about this object carries: ETag, Last-Modified, and the object's own
+    metadata as the origin keeps it (Content-Type, Content-Encoding, Content-Disposition,
+    Cache-Control, Expires, ``x-amz-meta-*``). Only an origin that keeps no such metadata
+    (``info`` without ``headers``: a file system) has its type guessed from the key."""
+    h = {"ETag": f'"{info["version"]}"', "Accept-Ranges": "bytes"}
+    own = info.get("headers")
+    if isinstance(own, Mapping):
+        h["Content-Type"] = "binary/octet-stream"  # S3's type for an object uploaded without one
+        h.update({str(k): str(v) for k, v in own.items() if _one_line(str(k) + str(v))})
+    else:
+        h["Content-Type"] = mimetypes.guess_type(key)[0] or "binary/octet-stream"
     if info.get("mtime") is not None:
         h["Last-Modified"] = http_date(float(info["mtime"]))
     return h

@@ -46,6 +46,7 @@ from tidepool.core.fileinfo import FileInfo, dir_info, file_info
 from tidepool.core.pages import normalize_etag
 from tidepool.core.paths import join
 from tidepool.origin.diagnose import classify, describe_mount, s3_code
+from tidepool.origin.s3tree import S3Tree, object_headers
 from tidepool.spec.config import MountConfig
 
 log = logging.getLogger(__name__)
@@ -495,9 +496,17 @@ class Origin:
             return dir_info(rel)
         return file_info(rel, int(entry.get("size") or 0), _etag(entry), _mtime(entry))
 
+    def _tree(self) -> S3Tree | None:
+        """The S3 key mapping (origin.s3tree) when this origin is S3."""
+        s3 = self._s3()
+        return S3Tree(s3, self.mount.root) if s3 is not None else None
+
     async def info(self, rel: str) -> FileInfo:
         """Stat one path (file or directory)."""
         path = self._path(rel)
+        tree = self._tree()
+        if tree is not None:
+            return await self._call("info", rel, lambda: tree.info(rel))
 
         async def go() -> FileInfo:
             entry = await self.fs._info(path)
@@ -510,6 +519,9 @@ class Origin:
     async def ls(self, rel: str) -> list[FileInfo]:
         """Direct children of a directory."""
         path = self._path(rel)
+        tree = self._tree()
+        if tree is not None:
+            return await self._call("ls", rel, lambda: tree.ls(rel))
 
         async def go() -> list[FileInfo]:
             entries = await self.fs._ls(path, detail=True)
@@ -519,8 +531,12 @@ class Origin:
         return await self._call("ls", rel, go)
 
     async def find(self, rel: str) -> list[FileInfo]:
-        """Every file below a directory (one paginated listing on object stores)."""
+        """Every file below a directory (one paginated listing on object stores); on S3 the
+        folder markers below it too (directories with a version)."""
         path = self._path(rel)
+        tree = self._tree()
+        if tree is not None:
+            return await self._call("find", rel, lambda: tree.find(rel))
 
         async def go() -> list[FileInfo]:
             found = await self.fs._find(path, detail=True, withdirs=False)
@@ -563,7 +579,7 @@ class Origin:
         path = self._path(rel)
         s3 = self._s3()
         if s3 is not None:
-            bucket, key, _ = s3.split_path(path)
+            bucket, key = s3.split_path(path)[0], S3Tree(s3, self.mount.root).key(rel)
 
             async def go_s3() -> bytes:
                 resp = await s3._call_s3(
@@ -595,8 +611,8 @@ class Origin:
             if info["type"] != "file":
                 return info, b""
             return info, await self.read(rel, 0, min(length, info["size"]), info["version"])
-        bucket, key, _ = s3.split_path(path)
-        if not key:
+        bucket, key = s3.split_path(path)[0], S3Tree(s3, self.mount.root).key(rel)
+        if not rel:
             return await self.info(rel), b""
 
         async def go() -> tuple[FileInfo, bytes]:
@@ -610,6 +626,7 @@ class Origin:
                 raise
             size = _total_size(resp)
             info = file_info(rel, size, normalize_etag(resp.get("ETag")), _mtime(resp))
+            info["headers"] = object_headers(resp)
             data = await self._body(resp, rel, 0, min(length, size), None)
             return info, data
 
@@ -618,6 +635,9 @@ class Origin:
         return info, data
 
     async def _head(self, rel: str) -> FileInfo:
+        tree = self._tree()
+        if tree is not None:
+            return await tree.head(rel)
         entry = await self.fs._info(self._path(rel))
         out = self._entry(entry)
         out["name"] = rel
