@@ -20,7 +20,7 @@ from tidepool.core.paths import normalize
 from tidepool.gateway import xml
 from tidepool.gateway.errors import S3Error, s3_error
 from tidepool.gateway.listing import Entry, list_page, search_root
-from tidepool.gateway.objects import plan_get
+from tidepool.gateway.objects import part_number, plan_get
 from tidepool.gateway.operations import (
     MAX_KEYS,
     ListParams,
@@ -313,3 +313,35 @@ def test_xml_shapes() -> None:
     assert [c.tag for c in err] == ["Code", "Message", "Key", "Resource", "RequestId"]
     assert err.findtext("Message") == "gone <"
     assert xml.text("a\x01b&") == "a&#x1;b&amp;"
+
+
+# ---- strong If-Match, partNumber (issue 14 item 7) ---------------------------------------------
+
+PLAIN = {"size": 10, "version": "abc", "mtime": 0.0}
+
+
+def test_if_match_compares_strongly_and_if_none_match_weakly() -> None:
+    with pytest.raises(S3Error) as err:
+        plan_get(PLAIN, "k", {"if-match": 'W/"abc"'})
+    assert err.value.status == 412
+    assert plan_get(PLAIN, "k", {"if-match": 'W/"x", "abc"'}).status == 200
+    assert plan_get(PLAIN, "k", {"if-none-match": 'W/"abc"'}).status == 304
+
+
+def test_part_numbers_of_a_plain_object() -> None:
+    plan = plan_get(PLAIN, "k", {}, None, part_number({"partNumber": "1"}))
+    assert (plan.status, plan.start, plan.end) == (206, 0, 10)
+    assert plan.headers["Content-Range"] == "bytes 0-9/10"
+    with pytest.raises(S3Error) as err:
+        plan_get(PLAIN, "k", {}, None, 2)
+    assert (err.value.status, err.value.code) == (416, "InvalidPartNumber")
+    with pytest.raises(S3Error) as err:
+        plan_get(PLAIN, "k", {"range": "bytes=0-1"}, None, 1)
+    assert err.value.code == "InvalidRequest"
+    for bad in ("0", "10001", "x", "²"):
+        with pytest.raises(S3Error) as err:
+            part_number({"partNumber": bad})
+        assert err.value.code == "InvalidArgument"
+    with pytest.raises(S3Error) as err:
+        plan_get({**PLAIN, "version": "abc-3"}, "k", {}, None, 4)
+    assert err.value.code == "InvalidPartNumber"

@@ -17,7 +17,7 @@ Errors: every handler turns exceptions into ``FUSEError`` (pyfuse3 must never se
 exception): ENOENT for a missing path, EIO (logged with the path) when the origin is unreachable
 and the bytes are not cached, EROFS for anything that would write.
 
-Limits: no symlinks, hard links, xattrs, or special files; ``statfs`` reports no capacity. Each
+Limits: no symlinks, hard links, xattrs (ENOSYS, see ``getxattr``), or special files; ``statfs`` reports no capacity. Each
 open handle keeps its last read window in memory (a page on the fast path, up to 4 MiB over HTTP).
 A lookup in a directory that has no valid listing lists it (once per TTL, shared by concurrent
 lookups): cheap for the usual dataset layouts, one large request for a directory of millions.
@@ -248,13 +248,14 @@ class TidepoolOperations(pyfuse3.Operations):
         s.f_namemax = 255
         return s
 
-    @guarded
+    # ENOSYS once makes the kernel stop asking for the rest of the mount (callers then get
+    # EOPNOTSUPP at once): ``ls -l`` asked getxattr twice per entry, each a round trip to this
+    # process answered ENODATA (issue 14 item 7). The tree has no extended attributes.
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        self._entry(inode)
-        return []
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     # ---- data --------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from tidepool.gateway import xml
 from tidepool.gateway.errors import S3Error, s3_error
 from tidepool.gateway.hosts import host_matcher
 from tidepool.gateway.listing import Entry, Page, list_page, listable_root
-from tidepool.gateway.objects import plan_get
+from tidepool.gateway.objects import part_number, plan_get
 from tidepool.gateway.operations import Operation, parse_request
 from tidepool.gateway.sigv4 import verify
 from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
@@ -316,7 +316,7 @@ class Gateway:
         path, info = await self._lookup(op.bucket, op.key)
         headers = {k.lower(): v for k, v in request.headers.items()}
         query = op.query if op.name == "GetObject" else None
-        plan = plan_get(info, op.key, headers, query)
+        plan = plan_get(info, op.key, headers, query, part_number(op.query))
         if plan.status == 304:
             out = {k: v for k, v in plan.headers.items() if k != "Content-Length"}
             return web.Response(status=304, headers=out)
