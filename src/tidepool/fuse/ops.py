@@ -17,10 +17,11 @@ Errors: every handler turns exceptions into ``FUSEError`` (pyfuse3 must never se
 exception): ENOENT for a missing path, EIO (logged with the path) when the origin is unreachable
 and the bytes are not cached, EROFS for anything that would write.
 
-Limits: no symlinks, hard links, xattrs (ENOSYS, see ``getxattr``), or special files; ``statfs`` reports no capacity. Each
-open handle keeps its last read window in memory (a page on the fast path, up to 4 MiB over HTTP).
-A lookup in a directory that has no valid listing lists it (once per TTL, shared by concurrent
-lookups): cheap for the usual dataset layouts, one large request for a directory of millions.
+Limits: no symlinks, hard links, xattrs (ENOSYS, see ``getxattr``), or special files; ``statfs``
+reports no capacity. Each open handle keeps its last read window in memory (a page on the fast
+path, up to 4 MiB over HTTP). A lookup in a directory that has no valid listing lists it (once per
+TTL, shared by concurrent lookups): cheap for the usual dataset layouts, one large request for a
+directory of millions.
 """
 
 from __future__ import annotations
