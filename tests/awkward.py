@@ -100,16 +100,24 @@ def put_meta(client: Any, bucket: str, prefix: str = "data/") -> None:
 
 
 def origin_listing(
-    client: Any, bucket: str, prefix: str, delimiter: str = "", base: str = "data/"
+    client: Any,
+    bucket: str,
+    prefix: str,
+    delimiter: str = "",
+    base: str = "data/",
+    page_size: int = 1000,
 ) -> tuple[list[tuple[str, int, str]], list[str]]:
-    """``([(key, size, etag)], [common prefix])`` of a listing straight from the origin, keys
-    relative to ``base``."""
+    """``([(key, size, etag)], [common prefix])`` of a ListObjectsV2 listing (``page_size``
+    keys a page), keys relative to ``base``."""
     kw: dict[str, Any] = {"Bucket": bucket, "Prefix": base + prefix}
     if delimiter:
         kw["Delimiter"] = delimiter
     objects: list[tuple[str, int, str]] = []
     prefixes: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(**kw):
+    pages = client.get_paginator("list_objects_v2").paginate(
+        **kw, PaginationConfig={"PageSize": page_size}
+    )
+    for page in pages:
         objects += [(o["Key"][len(base) :], o["Size"], o["ETag"]) for o in page.get("Contents", [])]
         prefixes += [p["Prefix"][len(base) :] for p in page.get("CommonPrefixes", [])]
     return objects, prefixes

@@ -342,8 +342,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> Any:
         """Every file below ``path``; ``folder_markers``: also the directories the origin holds a
-        0-byte ``dir/`` key for (entries of type ``directory`` with a version; the S3 gateway
-        lists them as keys)."""
+        0-byte ``dir/`` key for (entries of type ``directory`` with ``marker`` set; the S3
+        gateway lists them as keys)."""
         path = self._strip_protocol(path)
         ds, rel = self._split(path)
         if ds in self._direct and maxdepth is None and not withdirs:

@@ -19,9 +19,12 @@ class FileInfo(TypedDict):
     size: int
     version: str
     """ETag (unquoted) when the origin has one, else ``size-mtime``. For a directory: the ETag
-    of its folder marker (the 0-byte key ``dir/``) when the origin holds one, else ``""``."""
+    of its folder marker (see ``marker``) when the origin gives one, else ``""``."""
     mtime: float | None
     """Modification time, seconds since the epoch, when the origin reports one."""
+    marker: NotRequired[bool]
+    """A directory the origin holds a folder marker for (the 0-byte key ``dir/``,
+    :mod:`tidepool.core.keys`): the S3 gateway lists and serves that key."""
     headers: NotRequired[dict[str, str]]
     """The object's own HTTP metadata (Content-Type, Cache-Control, ``x-amz-meta-*`` …) when
     the origin answered a HEAD or GET for it (absent when only a listing was seen)."""

@@ -7,8 +7,9 @@ S3 keys are distinct strings; a POSIX tree needs names that are non-empty, are n
 * A key whose every ``/``-separated segment is a *plain* name maps to the same text
   (``a/b c/d.txt`` is the path ``a/b c/d.txt``). Nearly every key is such a key.
 * A **folder marker** — a 0-byte key ending in ``/`` (``emptydir/``, what the S3 console's
-  "Create folder" writes) — is the directory ``emptydir``, never a file. The directory carries
-  the marker's ETag as its ``version`` so the gateway can answer ``HEAD emptydir/`` and list it.
+  "Create folder" writes) — is the directory ``emptydir``, never a file. The directory is
+  flagged ``marker`` (its ``version`` is the marker's ETag) so the gateway can answer
+  ``HEAD emptydir/`` and list the key.
 * Any other key no path can spell (an empty segment as in ``x/y//z`` or ``/lead``, a key ending
   in ``/`` that has content, a ``.`` or ``..`` segment, a backslash, or a segment starting with
   :data:`ESC`) is one file in the directory of its longest run of plain leading segments (not

@@ -159,7 +159,8 @@ def base_headers(info: Mapping[str, Any], key: str) -> dict[str, str]:
     metadata as the origin keeps it (Content-Type, Content-Encoding, Content-Disposition,
     Cache-Control, Expires, ``x-amz-meta-*``). Only an origin that keeps no such metadata
     (``info`` without ``headers``: a file system) has its type guessed from the key."""
-    h = {"ETag": f'"{info["version"]}"', "Accept-Ranges": "bytes"}
+    # an origin may keep no ETag for a folder marker (juicefs): answered empty, as it does
+    h = {"ETag": f'"{info["version"]}"' if info["version"] else "", "Accept-Ranges": "bytes"}
     own = info.get("headers")
     if isinstance(own, Mapping):
         h["Content-Type"] = "binary/octet-stream"  # S3's type for an object uploaded without one

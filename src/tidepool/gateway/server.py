@@ -280,7 +280,7 @@ class Gateway:
             info = await self._client()._info(f"{bucket}/{root}")
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if info.get("type") != "directory" or not info.get("version"):
+        if info.get("type") != "directory" or not info.get("marker"):
             return None
         return Entry(keys.marker_key(root), 0, str(info["version"]), info.get("mtime"))
 
@@ -340,7 +340,7 @@ class Gateway:
         if marker.kind == "marker":
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 info = await fs._info(f"{bucket}/{marker.path}")
-                if info.get("type") == "directory" and info.get("version"):
+                if info.get("type") == "directory" and info.get("marker"):
                     return f"{bucket}/{marker.path}", {
                         "name": info["name"],
                         "type": "file",
@@ -428,7 +428,7 @@ def _entries(bucket: str, found: Iterable[dict[str, Any]], *, dirs: bool) -> lis
             out.append(Entry(key, int(info["size"]), str(info["version"]), info.get("mtime")))
         elif dirs:
             out.append(Entry(keys.marker_key(rel), 0, "", None))
-        elif info.get("version"):  # a folder marker: the 0-byte key ``dir/``
+        elif info.get("marker"):  # a folder marker: the 0-byte key ``dir/``
             out.append(Entry(keys.marker_key(rel), 0, str(info["version"]), info.get("mtime")))
     out.sort(key=lambda e: e.key)
     return out

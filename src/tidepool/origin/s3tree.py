@@ -106,6 +106,7 @@ class S3Tree:
             info = dir_info(placed.path)
             info["version"] = etag or ""
             info["mtime"] = mtime
+            info["marker"] = True
         else:
             info = file_info(placed.path, size, etag, mtime)
         return placed, info
@@ -123,7 +124,7 @@ class S3Tree:
 
     async def find(self, rel: str) -> list[FileInfo]:
         """Every file below the directory ``rel``, and the folder markers (directories whose
-        ``version`` is the marker's ETag) below it."""
+        ``marker`` is set) below it."""
         objects, _ = await self._list(self._dir_prefix(rel))
         entries: list[FileInfo] = []
         dirs: set[str] = set()
@@ -187,6 +188,7 @@ class S3Tree:
             if str(first["Key"]) == self._dir_prefix(rel) and not int(first.get("Size") or 0):
                 info["version"] = normalize_etag(first.get("ETag")) or ""
                 info["mtime"] = _mtime(first.get("LastModified"))
+                info["marker"] = True
             return info
         if found is None:
             raise FileNotFoundError(rel)

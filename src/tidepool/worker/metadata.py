@@ -227,7 +227,7 @@ class MetadataService:
 
     async def find(self, path: str = "", *, forward: bool = True) -> list[FileInfo]:
         """Every file below ``path`` (recursive) and the folder markers below it (directories
-        with a version, see :mod:`tidepool.core.keys`), listed at the origin at most once per
+        with ``marker`` set, see :mod:`tidepool.core.keys`), listed at the origin at most once per
         TTL and once per pool: by the member that owns the directory, which the others ask."""
         rel = normalize(path)
         route = self.route(rel)
@@ -268,7 +268,7 @@ class MetadataService:
 
     def _keep_found(self, rel: str, files: list[FileInfo], now: float) -> list[FileInfo]:
         """Persist a find's answer as listings per directory, so offline ls/stat of every file
-        works. ``files`` may hold folder markers (directories with a version): each is listed
+        works. ``files`` may hold folder markers (directories with ``marker`` set): each is listed
         once in its parent, as the directory it is, and gets a listing of its own."""
         by_dir: dict[str, dict[str, dict[str, Any]]] = {rel: {}}
         for f in files:
@@ -296,7 +296,7 @@ class MetadataService:
         out: list[FileInfo] = []
         for e in listing[0]:
             if e["type"] == "directory":
-                if e.get("version"):  # a folder marker is an object of its own
+                if e.get("marker"):  # a folder marker is an object of its own
                     out.append(e)  # type: ignore[arg-type]
                 sub = self._find_cached(e["name"])
                 if sub is not None:
