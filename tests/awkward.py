@@ -13,10 +13,15 @@ an object and a prefix. ``META`` are objects uploaded with their own HTTP metada
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 import unicodedata
+from pathlib import Path
 from typing import Any
 
-from tidepool_lab.testbed import s3util
+from tidepool_lab.testbed import s3util, stop_process_group
 from tidepool_lab.testbed.s3server import free_port
 
 AWKWARD: dict[str, bytes] = {
@@ -60,18 +65,35 @@ SECRET_KEY = "motosecret"
 
 
 class MotoOrigin:
-    """moto's S3 in server mode (any credentials accepted)."""
+    """moto's S3 server (``moto_server`` from the venv) in a child process of its own: moto keeps
+    its state per process, and another test may turn authentication on in this one. Any
+    credentials are accepted."""
 
     kind = "moto"
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         self.port = free_port()
         self.access_key = ACCESS_KEY
         self.secret_key = SECRET_KEY
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
+        exe = Path(sys.executable).parent / "moto_server"
+        self._proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError as exc:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"moto_server did not start (exit {self._proc.poll()})"
+                    ) from exc
+                time.sleep(0.1)
 
     @property
     def endpoint(self) -> str:
@@ -90,7 +112,7 @@ class MotoOrigin:
         return name
 
     def stop(self) -> None:
-        self._server.stop()
+        stop_process_group(self._proc)
 
 
 def put_meta(client: Any, bucket: str, prefix: str = "data/") -> None:
