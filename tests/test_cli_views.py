@@ -150,7 +150,9 @@ def test_status_outputs_and_watch(make_dataset: Any, start_worker: Any) -> None:
                 break
         assert frames >= 3, proc.stderr.read() if proc.stderr else ""
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        # drain both pipes while it exits: a child blocked writing to a full pipe never exits
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
     finally:
         if proc.poll() is None:
             proc.kill()

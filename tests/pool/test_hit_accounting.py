@@ -69,7 +69,7 @@ def test_every_page_read_is_counted_once_by_its_source(
     assert (
         http_read(owner_address, "big.bin", f"bytes=0-{2 * MiB - 1}") == FILES["big.bin"][: 2 * MiB]
     )
-    big_owner.call(big_owner.worker.services["ds"].flush_writes())
+    big_owner.call(big_owner.worker.services["ds"].reader.settle())
     assert http_read(owner_address, "big.bin") == FILES["big.bin"]
     after = counts(big_owner)
     assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (4, 0, 2)

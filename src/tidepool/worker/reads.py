@@ -407,6 +407,16 @@ class PageReader:
         while self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
+    async def settle(self) -> None:
+        """Wait until every fetch in flight (read-ahead included) is done and written. For tests
+        that count sources: a read-ahead page still in flight is served to the next read from
+        memory, which would count it differently. Not for shutdown: a fetch may wait on an origin
+        that is down."""
+        while self._inflight or self._writes:
+            pending = [*self._inflight.values(), *self._writes]
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.sleep(0)  # let the done-callbacks (put_later, _write's pop) run
+
 
 __all__ = [
     "Chunk",
