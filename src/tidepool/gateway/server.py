@@ -49,7 +49,7 @@ from aiohttp import web
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.core import keys
-from tidepool.core.errors import redact
+from tidepool.core.errors import OriginBucketMissingError, redact
 from tidepool.gateway import xml
 from tidepool.gateway.errors import S3Error, s3_error
 from tidepool.gateway.hosts import host_matcher
@@ -338,8 +338,8 @@ class Gateway:
         fs = self._client()
         marker = keys.place(key, 0)
         if marker.kind == "marker":
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                info = await fs._info(f"{bucket}/{marker.path}")
+            with contextlib.suppress(_NotThere):
+                info = await _info_or_absent(fs, f"{bucket}/{marker.path}", headers=False)
                 if info.get("type") == "directory" and info.get("marker"):
                     return f"{bucket}/{marker.path}", {
                         "name": info["name"],
@@ -352,8 +352,8 @@ class Gateway:
         tries = [path] if keys.is_escaped(path.rpartition("/")[2]) else [path, keys.escaped(path)]
         for rel in tries:  # a plain name that is a directory: the object took the escaped name
             try:
-                info = await fs._info(f"{bucket}/{rel}", headers=True)
-            except (FileNotFoundError, NotADirectoryError):
+                info = await _info_or_absent(fs, f"{bucket}/{rel}", headers=True)
+            except _NotThere:
                 break
             if info.get("type") == "file":
                 return f"{bucket}/{rel}", info
@@ -432,6 +432,20 @@ def _entries(bucket: str, found: Iterable[dict[str, Any]], *, dirs: bool) -> lis
             out.append(Entry(keys.marker_key(rel), 0, str(info["version"]), info.get("mtime")))
     out.sort(key=lambda e: e.key)
     return out
+
+
+class _NotThere(Exception):
+    """No object or directory at a path (the bucket itself exists)."""
+
+
+async def _info_or_absent(fs: TidepoolFileSystem, path: str, *, headers: bool) -> dict[str, Any]:
+    try:
+        info: dict[str, Any] = await fs._info(path, headers=headers)
+    except OriginBucketMissingError:
+        raise  # NoSuchBucket, not NoSuchKey
+    except (FileNotFoundError, NotADirectoryError):
+        raise _NotThere(path) from None
+    return info
 
 
 def _check_length(path: str, data: bytes, expected: int) -> None:

@@ -161,8 +161,8 @@ class S3Tree:
         for p in odd:  # every key under an odd prefix is one escaped file in ``rel``
             more, _ = await self._list(p)
             entries += [self._placed(o)[1] for o in more]
-        entries += [dir_info(d) for d in sorted(dirs)]
-        return self._settle(rel, entries, dirs)
+        entries += [dir_info(d) for d in dirs]
+        return sorted(self._settle(rel, entries, dirs), key=lambda e: e["name"])
 
     async def info(self, rel: str) -> FileInfo:
         """Stat a path: an escaped name is that object; a plain name is a directory when any
