@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--members",
         default=_env("MEMBERS", ""),
-        help="static pool membership: static:NAME=http://HOST:PORT,... (or a file with @PATH; "
-        "env TIDEPOOL_MEMBERS; default none)",
+        help="pool membership: static:NAME=http://HOST:PORT,... or kubernetes:NAMESPACE/SERVICE "
+        "(or a file with @PATH; env TIDEPOOL_MEMBERS; default none)",
     )
     p.add_argument(
         "--etcd",
@@ -344,18 +344,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     members = args.members
     if members.startswith("@"):
         members = Path(members[1:]).read_text().replace("\n", ",")
-    provider = None
-    if members.startswith("kubernetes:"):
-        from tidepool.pool.kubernetes import from_spec
-
-        state = args.state_dir or Path("~/.local/state/tidepool").expanduser()
-        provider = from_spec(
-            members,
-            args.nodepool,
-            state / f"members-{args.nodepool or 'default'}.json",
-            namespace=os.environ.get("POD_NAMESPACE", "default"),
-        )
-        members = ""
     settings = WorkerSettings(
         host=args.host,
         port=args.port,
@@ -365,7 +353,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         advertise=args.advertise,
         members=members,
         etcd=tuple(e.strip() for e in args.etcd.split(",") if e.strip()),
-        membership=provider,
         peer_token=_secret(args.peer_token_file, "PEER_TOKEN"),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -224,3 +224,31 @@ def test_a_forked_reader_reports_its_own_reads_once(
     assert ok and reported == 4
     assert fs._hit_reporter().flush() == 1
     assert svc.hits == hits + 5
+
+
+def test_a_page_file_is_checked_once_per_process_and_again_when_it_changes(
+    warm: tuple[ThreadWorker, TidepoolFileSystem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Warm reads pay the checksum of a page once (page files are immutable once in place), not
+    on every read; a page file that changed since (new mtime or size) is checked again."""
+    import tidepool.client.local as local_mod
+
+    worker, fs = warm
+    calls: list[int] = []
+    real = local_mod.checksum
+
+    def counting(data: bytes | bytearray | memoryview) -> int:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(local_mod, "checksum", counting)
+    data = FILES["multi.bin"]
+    for _ in range(3):
+        assert fs.cat_file("ds/multi.bin") == data
+        assert fs.cat_file("ds/multi.bin", PAGE - 5, 2 * PAGE + 5) == data[PAGE - 5 : 2 * PAGE + 5]
+    assert sorted(calls) == [777, PAGE, PAGE, PAGE], "each page checked once in six reads"
+
+    calls.clear()
+    flip(page_file(worker, fs, "multi.bin", 2))  # a changed file: a new mtime
+    assert fs.cat_file("ds/multi.bin") == data  # refused locally, served by the worker
+    assert calls == [PAGE]

@@ -213,7 +213,7 @@ def test_rogue_etcd_entries_are_ignored(
             state_dir=tmp_path / f"state-{name}",
         )
 
-    with caplog.at_level(logging.WARNING, logger="tidepool.pool.membership"):
+    with caplog.at_level(logging.WARNING, logger="tidepool.pool.etcd"):
         w0, w1 = start("w0"), start("w1")
         for w in (w0, w1):
             assert wait_for(

@@ -36,6 +36,14 @@ MIN_FETCH = 256 << 10
 AHEAD = 2
 """Read-ahead requests in flight at once: the worker sends one while this process takes in the
 other."""
+ALIGN_MIN = 1 << 20
+"""Reads at least this large get read-ahead requests cut at their boundaries, one request per
+read, so each ``read`` returns a fetched ``bytes`` as it is, without slicing a copy out of a
+larger block."""
+AHEAD_BYTES = 16 << 20
+"""Bytes kept in flight when requests are cut to the reads' size (at most the pool's threads)."""
+MAX_AHEAD = 4
+"""Most read-ahead requests in flight for one file (the shared pool has this many threads)."""
 
 Fetcher = Callable[[int, int], bytes]
 LocalFetcher = Callable[[int, int], bytes | None]
@@ -61,6 +69,8 @@ class ReadAheadCache(BaseCache):  # type: ignore[misc]
         self._buf_start = 0
         self._ahead: deque[tuple[int, int, Future[bytes]]] = deque()
         self._step = MIN_FETCH
+        self._read_size = 0
+        """Size of the last sequential read (read-ahead is cut to it when large)."""
 
     def _slice(self, start: int, end: int) -> bytes | None:
         lo = start - self._buf_start
@@ -105,14 +115,25 @@ class ReadAheadCache(BaseCache):  # type: ignore[misc]
             parts.append(self.fetcher(pos, max(end, want_end)))
         data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         self._buf, self._buf_start = data, start
-        if sequential and local is None and self._executor is not None:
-            self._read_ahead(start + len(data))
+        if sequential:
+            self._read_size = end - start
+            if local is None and self._executor is not None:
+                self._read_ahead(start + len(data), end)
         return data[: end - start] if len(data) > end - start else data
 
-    def _read_ahead(self, after: int) -> None:
+    def _read_ahead(self, after: int, grid: int) -> None:
+        """Keep requests in flight past ``after`` (the end of the buffer), each twice the one
+        before up to the block size; for large reads, one request per read instead, cut at the
+        reads' boundaries (``grid + k * read size``; ``grid`` is where the next read starts)."""
         nxt = self._ahead[-1][1] if self._ahead else after
-        while len(self._ahead) < AHEAD and nxt < self.size:
-            stop = min(self.size, nxt + self._step)
+        rs = self._read_size
+        aligned = rs >= ALIGN_MIN
+        limit = min(MAX_AHEAD, max(AHEAD, -(-AHEAD_BYTES // rs))) if aligned else AHEAD
+        while len(self._ahead) < limit and nxt < self.size:
+            stop = nxt + self._step
+            if aligned:  # the first read boundary past nxt
+                stop = grid + ((nxt - grid) // rs + 1) * rs
+            stop = min(self.size, stop)
             assert self._executor is not None
             fut = self._executor.submit(self.fetcher, nxt, stop)
             self._ahead.append((nxt, stop, fut))

@@ -19,6 +19,14 @@ So the fast path reads only from directories no one but the worker's user (and r
 * each page is opened with ``O_NOFOLLOW`` (a link planted at its path is not followed) and used
   only if it is a regular file owned by that user that nobody else may write to.
 
+Speed (issue 18). A page file is checked (header, length, checksum) the first time this process
+reads it, and remembered by device, inode, size and mtime: page files are immutable once renamed
+into place, so later reads of the same file skip the checksum, and a file that was rewritten or
+replaced since is checked again. A read that spans pages is read by the kernel straight into the
+``bytes`` object returned (``preadv`` into a fresh object), one copy as a plain file's ``read``
+makes; a read within one page is one ``pread``. The limit: a page that rots on disk after this
+process checked it is served as it is until the worker reads it (the worker checks every read).
+
 The worker itself verifies every page against the checksum its index recorded when it wrote the
 page, so a planted file is never served over HTTP either.
 
@@ -34,13 +42,16 @@ were read from its pages here.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import logging
 import os
 import stat
+import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tidepool.core.pages import (
@@ -58,6 +69,9 @@ log = logging.getLogger(__name__)
 
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+MAX_CHECKED = 1 << 16
+"""Page files remembered as checked (about 150 bytes each): a file read again after that many
+other pages is checked again."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,8 @@ class LocalReader:
         }
         self.hits = 0
         self.misses = 0
+        self._checked: dict[str, tuple[int, int, int, int]] = {}
+        """Page files verified by this process: relative path -> (device, inode, size, mtime)."""
         self._served: deque[tuple[str, int, int]] = deque()
         """(dataset, pages, bytes) of each read served here and not yet reported to the worker
         (``deque.append`` is atomic: no lock on the read path)."""
@@ -156,58 +172,164 @@ class LocalReader:
         ps = layout.page_size
         fkey = file_key(dataset, rel, version)
         idxs = pages_for(start, end, ps)
-        if len(idxs) == 1 and start == idxs[0] * ps and end == min(size, start + ps):
-            # the common small-file case: one whole page, returned without a copy
-            data = self._whole_page(layout, PageKey(dataset, fkey, idxs[0]).relpath(), end - start)
+        if len(idxs) == 1:
+            # one page (every small file, and the mount's page-sized reads): one pread, no join
+            idx = idxs[0]
+            data = self._page_part(
+                layout,
+                PageKey(dataset, fkey, idx).relpath(),
+                min(ps, size - idx * ps),
+                start - idx * ps,
+                end - idx * ps,
+            )
             if data is None:
                 self.misses += 1
             else:
                 self.hits += 1
                 self._served.append((dataset, 1, len(data)))
             return data
-        pieces: list[bytes | memoryview] = []
-        for idx in idxs:
-            pstart = idx * ps
-            plen = min(ps, size - pstart)
-            page = self._whole_page(layout, PageKey(dataset, fkey, idx).relpath(), plen)
-            if page is None:
-                self.misses += 1
-                return None
-            lo, hi = max(start, pstart) - pstart, min(end, pstart + plen) - pstart
-            pieces.append(page if (lo == 0 and hi == plen) else memoryview(page)[lo:hi])
-        out = b"".join(pieces)
+        out = self._span(layout, dataset, fkey, idxs, size, start, end)
+        if out is None:
+            self.misses += 1
+            return None
         self.hits += 1
         self._served.append((dataset, len(idxs), len(out)))
         return out
 
     @staticmethod
-    def _open(layout: LocalLayout, rel_page: str) -> int | None:
+    def _open(layout: LocalLayout, rel_page: str) -> tuple[int, os.stat_result] | None:
+        """An open page file this process may trust (see the module docstring), and its stat."""
         for tier in layout.tier_paths:
             try:
-                return os.open(f"{tier}/{rel_page}", _O_FLAGS)
+                fd = os.open(f"{tier}/{rel_page}", _O_FLAGS)
             except OSError:
                 continue
-        return None
-
-    def _whole_page(self, layout: LocalLayout, rel_page: str, plen: int) -> bytes | None:
-        fd = self._open(layout, rel_page)
-        if fd is None:
-            return None
-        try:
-            st = os.fstat(fd)
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                return None
             if not stat.S_ISREG(st.st_mode) or not _writable_only_by(st, layout.owner or 0):
+                os.close(fd)
                 log.warning("fast path: page %s is not the worker's own file; not read", rel_page)
                 return None
-            length, digest = decode_header(os.pread(fd, HEADER_SIZE, 0))
-            data = os.pread(fd, plen, HEADER_SIZE)
-            if length != plen or len(data) != plen or checksum(data) != digest:
-                log.debug("fast path: page %s is short or failed its checksum", rel_page)
+            return fd, st
+        return None
+
+    def _verified(self, fd: int, st: os.stat_result, rel_page: str, plen: int) -> bytes | None:
+        """Check a page file once per process: its header, length and checksum. Returns the
+        page's bytes when it read them to check (None when the file is not a good page); a page
+        file already checked (same inode, size and mtime: page files are immutable once renamed
+        into place) returns b"" without reading."""
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._checked.get(rel_page) == ident:
+            return b""
+        length, digest = decode_header(os.pread(fd, HEADER_SIZE, 0))
+        data = os.pread(fd, plen, HEADER_SIZE)
+        if length != plen or len(data) != plen or checksum(data) != digest:
+            log.debug("fast path: page %s is short or failed its checksum", rel_page)
+            return None
+        self._checked[rel_page] = ident
+        if len(self._checked) > MAX_CHECKED:
+            # oldest first (dicts keep order); another thread may be trimming at the same time
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                self._checked.pop(next(iter(self._checked)))
+        return data
+
+    def _page_part(
+        self, layout: LocalLayout, rel_page: str, plen: int, lo: int, hi: int
+    ) -> bytes | None:
+        """Bytes ``[lo, hi)`` of one page (``plen`` bytes long), verified."""
+        opened = self._open(layout, rel_page)
+        if opened is None:
+            return None
+        fd, st = opened
+        try:
+            data = self._verified(fd, st, rel_page, plen)
+            if data is None:
                 return None
-            return data
+            if data:  # read whole to be checked: serve from it
+                return data if (lo, hi) == (0, plen) else data[lo:hi]
+            part = os.pread(fd, hi - lo, HEADER_SIZE + lo)
+            return part if len(part) == hi - lo else None
         except (OSError, ValueError):
             return None
         finally:
             os.close(fd)
+
+    def _span(
+        self,
+        layout: LocalLayout,
+        dataset: str,
+        fkey: str,
+        idxs: Sequence[int],
+        size: int,
+        start: int,
+        end: int,
+    ) -> bytes | None:
+        """Bytes ``[start, end)`` over several pages, read by the kernel straight into the
+        ``bytes`` object returned (one copy, as a plain file's ``read`` makes)."""
+        ps = layout.page_size
+        out, view = fresh_bytes(end - start)
+        try:
+            for idx in idxs:
+                rel_page = PageKey(dataset, fkey, idx).relpath()
+                pstart = idx * ps
+                plen = min(ps, size - pstart)
+                opened = self._open(layout, rel_page)
+                if opened is None:
+                    return None
+                fd, st = opened
+                try:
+                    page = self._verified(fd, st, rel_page, plen)
+                    if page is None:
+                        return None
+                    lo, hi = max(start, pstart) - pstart, min(end, pstart + plen) - pstart
+                    at = pstart + lo - start
+                    if page:  # read whole to be checked: copy from it
+                        view[at : at + hi - lo] = memoryview(page)[lo:hi]
+                    elif os.preadv(fd, [view[at : at + hi - lo]], HEADER_SIZE + lo) != hi - lo:
+                        return None
+                finally:
+                    os.close(fd)
+            return out if isinstance(out, bytes) else bytes(out)
+        except (OSError, ValueError):
+            return None
+        finally:
+            view.release()
+
+
+def _bytes_filler() -> Callable[[int], tuple[bytes, memoryview]] | None:
+    """CPython: a new, uninitialised ``bytes`` object of ``n`` bytes and a writable view of
+    its storage, for the kernel to fill (what C code does with ``PyBytes_FromStringAndSize(NULL,
+    n)``). The object is not seen by anyone else before it is filled, and its hash is computed
+    only on first use, so filling it in place is safe. None elsewhere."""
+    if sys.implementation.name != "cpython":
+        return None
+    make = ctypes.pythonapi.PyBytes_FromStringAndSize
+    make.restype = ctypes.py_object
+    make.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    offset = sys.getsizeof(b"") - 1  # the object header before the first byte
+
+    def filler(n: int) -> tuple[bytes, memoryview]:
+        obj: bytes = make(None, n)
+        storage = (ctypes.c_char * n).from_address(id(obj) + offset)
+        return obj, memoryview(storage).cast("B")
+
+    return filler
+
+
+_FILLER = _bytes_filler()
+
+
+def fresh_bytes(n: int) -> tuple[bytes, memoryview]:
+    """A ``bytes`` of ``n`` bytes and a writable view to fill it through (one copy in all);
+    without CPython, a ``bytearray`` (a ``bytes``-like result, one more copy if the caller
+    converts it)."""
+    if _FILLER is not None and n > 0:
+        return _FILLER(n)
+    buf = bytearray(n)
+    return buf, memoryview(buf)  # type: ignore[return-value]
 
 
 _forks = 0

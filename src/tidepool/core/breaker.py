@@ -3,9 +3,8 @@
 Edge sites lose their cloud link. Without a breaker every uncached read would spend its whole retry
 budget discovering, again, that the origin is down. The breaker opens after ``threshold``
 consecutive calls that ended "unreachable"; while it is open, calls fail at once and a background
-probe (owned by :class:`tidepool.origin.funnel.Origin`) asks the origin every
-``probe_interval`` seconds;
-the first answer closes it. Successful calls reset the failure count.
+probe (owned by :class:`tidepool.origin.health.OriginHealth`) asks the origin every
+``probe_interval`` seconds; the first answer closes it. Successful calls reset the failure count.
 
 Pure and synchronous so it is tested with plain values: it never sleeps and never does I/O.
 """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from tidepool.core.errors import ConfigError
 from tidepool.core.ring import Member
 from tidepool.pool.kubeapi import KubeClient, KubeConfig, KubeError, Resource, by_kind
-from tidepool.pool.membership import load_last_known, save_members
+from tidepool.pool.membership import PoolContext, load_last_known, save_members
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,17 @@ class KubernetesMembership:
         self.reachable = False
         self.last_sync: float | None = None
 
+    @classmethod
+    def from_source(cls, source: str, context: PoolContext) -> KubernetesMembership:
+        """From ``NAMESPACE/SERVICE`` or ``SERVICE`` (namespace: ``POD_NAMESPACE``, the Pod's own,
+        else ``default``), with the API server of :meth:`.KubeConfig.from_env`."""
+        return from_spec(
+            source,
+            context.pool,
+            context.state_file,
+            namespace=os.environ.get("POD_NAMESPACE", "default"),
+        )
+
     def members(self) -> list[Member]:
         return list(self._members)
 
@@ -163,7 +175,7 @@ def from_spec(
     namespace: str = "default",
     poll_interval: float = 5.0,
 ) -> KubernetesMembership:
-    """Build the provider from ``--members kubernetes:NS/SERVICE`` (for ``tidepool up``)."""
+    """Build the provider from ``[kubernetes:]NS/SERVICE``, with an explicit API server if given."""
     ns, service = parse_spec(spec, namespace)
     return KubernetesMembership(
         config or KubeConfig.from_env(), ns, service, pool, state_file, poll_interval=poll_interval

@@ -1,42 +1,44 @@
-"""Who is in my node pool: membership providers with a last-known-good list on disk.
+"""Who is in my node pool: the provider interface, the one map of providers by name, and the
+last-known-good member list every provider keeps on disk.
 
 A provider answers one question — the workers of this node pool, now — for the placement ring
-(:mod:`tidepool.core.ring`). Providers:
+(:mod:`tidepool.core.ring`). It is picked by name from :data:`PROVIDERS` (a worker's
+``--members NAME:SOURCE`` or ``--etcd``, see :func:`choose_provider`), and its module is imported
+only when picked:
 
-* ``static``: a list given on the command line, in the runtime spec or in a file;
-* ``etcd``: each worker registers ``/tidepool/v1/pools/<pool>/members/<name>`` under a lease it
-  keeps alive, and everyone polls the pool's prefix. It speaks etcd's v3 JSON gateway over
-  aiohttp (no gRPC dependency), which etcd 3.4+ serves on its client port. Entries are signed
-  with the pool's peer credential (:mod:`tidepool.pool.entries`); an unsigned or badly signed
-  entry is ignored with a warning, so write access to etcd alone does not make a member.
+* ``static`` (:mod:`.static`): a list given on the command line, in the runtime spec or in a file;
+* ``etcd`` (:mod:`.etcd`): lease-based registration and polling through etcd's JSON gateway;
+* ``kubernetes`` (:mod:`.kubernetes`): the EndpointSlices of the pool's worker Service.
 
 Every provider writes the member list it last saw to ``state_file`` and starts from it, so a pool
-keeps routing when etcd (or, later, the Kubernetes API) is unreachable or the node restarts
-offline. A worker whose lease expires (crash, SIGKILL, cut cable) drops out of the other members'
-view within ``lease_ttl + poll_interval`` seconds.
+keeps routing when its source (etcd, the Kubernetes API) is unreachable or the node restarts
+offline.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
+import importlib
 import json
 import logging
 import os
 import ssl
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiohttp
+from typing import Protocol
 
 from tidepool.core.errors import ConfigError
 from tidepool.core.ring import Member
-from tidepool.pool.entries import decode_entry, encode_entry
 
 log = logging.getLogger(__name__)
+
+PROVIDERS: dict[str, str] = {
+    "static": "tidepool.pool.static:StaticMembership",
+    "etcd": "tidepool.pool.etcd:EtcdMembership",
+    "kubernetes": "tidepool.pool.kubernetes:KubernetesMembership",
+}
+"""Membership providers by name, as ``"module:Class"``; each class has
+``from_source(source, context)``."""
 
 
 class Membership(Protocol):
@@ -47,25 +49,54 @@ class Membership(Protocol):
     async def stop(self) -> None: ...
 
 
-def parse_static(spec: str, pool: str = "") -> list[Member]:
-    """Members from ``[static:]NAME=URL,NAME=URL`` or ``[static:]URL,URL`` (name = host:port)."""
-    text = spec.removeprefix("static:").strip()
-    out = []
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, url = item.partition("=")
-        if not sep:
-            name, url = "", item
-        if "://" not in url:
-            url = f"http://{url}"
-        if not name:
-            name = url.split("://", 1)[1].rstrip("/")
-        out.append(Member(name=name, address=url.rstrip("/"), pool=pool))
-    if not out:
+@dataclass(frozen=True)
+class PoolContext:
+    """What a provider may need besides its source: who this worker is and where it keeps state."""
+
+    pool: str
+    """This node's pool (``apps.openyurt.io/nodepool``); empty for an unnamed pool."""
+    me: Member
+    """This worker as the other members reach it (the providers that register it use this)."""
+    state_file: Path | None
+    """Where the last-known-good member list is kept (None: nowhere)."""
+    peer_token: str = field(default="", repr=False)
+    """The pool's peer credential (``etcd`` signs and checks member entries with it)."""
+    ssl_context: ssl.SSLContext | None = None
+    """Verifies ``https://`` sources (None: the system's CAs)."""
+
+
+def choose_provider(members: str, etcd: Sequence[str]) -> tuple[str, str] | None:
+    """(provider name, its source) from a worker's ``--members`` and ``--etcd``; None: no pool.
+
+    ``--members NAME:SOURCE`` names a provider of :data:`PROVIDERS`; a list without a name is
+    ``static``; ``--etcd URL,...`` is ``etcd`` unless ``--members`` names another provider.
+    """
+    name, sep, rest = members.partition(":")
+    if sep and name in PROVIDERS and name != "static":
+        return name, rest
+    if etcd:
+        return "etcd", ",".join(etcd)
+    if members:
+        return "static", members.removeprefix("static:")
+    return None
+
+
+def open_membership(name: str, source: str, context: PoolContext) -> Membership:
+    """The provider called ``name`` over ``source`` (not started yet)."""
+    target = PROVIDERS.get(name)
+    if target is None:
         raise ConfigError(
-            f"member list {spec!r} is empty; use static:NAME=http://HOST:PORT,... "
-            "or static:HOST:PORT,HOST:PORT"
+            f"unknown membership provider {name!r}; valid: {', '.join(sorted(PROVIDERS))}"
         )
-    return out
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"membership provider {name!r} cannot be loaded ({exc}); reinstall tidepool"
+        ) from exc
+    provider: Membership = getattr(module, class_name).from_source(source, context)
+    return provider
 
 
 def save_members(state_file: Path | None, members: Sequence[Member]) -> None:
@@ -90,197 +121,3 @@ def load_last_known(state_file: Path | None) -> list[Member]:
     except (ValueError, TypeError, OSError) as exc:
         log.warning("ignoring unreadable member list %s: %s", state_file, exc)
         return []
-
-
-class StaticMembership:
-    """A fixed member list (it is its own last-known-good)."""
-
-    def __init__(self, members: Sequence[Member], state_file: Path | None = None) -> None:
-        self._members = sorted(members)
-        self._state = state_file
-
-    def members(self) -> list[Member]:
-        return list(self._members)
-
-    async def start(self) -> None:
-        save_members(self._state, self._members)
-
-    async def stop(self) -> None:
-        return None
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def _prefix_end(prefix: str) -> str:
-    raw = bytearray(prefix.encode())
-    raw[-1] += 1
-    return base64.b64encode(bytes(raw)).decode()
-
-
-class EtcdMembership:
-    """Lease-based registration and polling through etcd's v3 JSON gateway.
-
-    ``peer_token`` (the pool's peer credential) signs this worker's entry and verifies the
-    others'; ``ssl_context`` verifies ``https://`` etcd endpoints (None: the system's CAs).
-    """
-
-    def __init__(
-        self,
-        endpoints: Sequence[str],
-        pool: str,
-        me: Member | None,
-        state_file: Path | None,
-        *,
-        peer_token: str,
-        lease_ttl: int = 5,
-        poll_interval: float = 1.0,
-        root: str = "/tidepool/v1",
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        if not endpoints:
-            raise ConfigError("etcd membership needs at least one endpoint, e.g. http://HOST:2379")
-        if not peer_token:
-            raise ConfigError(
-                "etcd membership needs the pool's peer credential to sign and check member "
-                "entries: set TIDEPOOL_PEER_TOKEN or --peer-token-file on every worker"
-            )
-        self._key = peer_token
-        self._ssl = ssl_context
-        self._rejected: dict[str, str] = {}
-        """Entries ignored so far (key -> the value's reason), so each is logged once."""
-        self.endpoints = [e.rstrip("/") for e in endpoints]
-        self.pool = pool
-        self.me = me
-        self.lease_ttl = lease_ttl
-        self.poll_interval = poll_interval
-        self.prefix = f"{root}/pools/{pool}/members/"
-        self._state = state_file
-        self._members = load_last_known(state_file)
-        self._lease: int | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.reachable = False
-        self.last_sync: float | None = None
-
-    def members(self) -> list[Member]:
-        return list(self._members)
-
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self._session is not None
-        last: Exception | None = None
-        for endpoint in self.endpoints:
-            try:
-                async with self._session.post(f"{endpoint}/v3/{path}", json=body) as resp:
-                    data: dict[str, Any] = await resp.json(content_type=None)
-                    if resp.status >= 400:
-                        raise OSError(f"etcd {path} answered {resp.status}: {data}")
-                    return data
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                last = exc
-        raise ConnectionError(f"no etcd endpoint answered ({last})")
-
-    async def _register(self) -> None:
-        if self.me is None:
-            return
-        grant = await self._post("lease/grant", {"TTL": self.lease_ttl})
-        self._lease = int(grant["ID"])
-        value = encode_entry(self.me, self._key)
-        await self._post(
-            "kv/put",
-            {"key": _b64(self.prefix + self.me.name), "value": _b64(value), "lease": self._lease},
-        )
-
-    async def _keepalive_loop(self) -> None:
-        while True:
-            await asyncio.sleep(max(0.5, self.lease_ttl / 3))
-            try:
-                if self._lease is None:
-                    await self._register()
-                    continue
-                data = await self._post("lease/keepalive", {"ID": self._lease})
-                if int((data.get("result") or {}).get("TTL", 0)) <= 0:
-                    self._lease = None  # expired while we were cut off: register again
-            except (ConnectionError, OSError, KeyError, ValueError) as exc:
-                log.debug("etcd keepalive failed: %s", exc)
-
-    async def _sync(self) -> None:
-        data = await self._post(
-            "kv/range", {"key": _b64(self.prefix), "range_end": _prefix_end(self.prefix)}
-        )
-        found = []
-        seen: set[str] = set()
-        for kv in data.get("kvs", []):
-            key = "?"
-            try:
-                key = base64.b64decode(kv.get("key", "")).decode("utf-8", "replace")
-                seen.add(key)
-                raw = base64.b64decode(kv.get("value", ""))
-                found.append(decode_entry(raw, self._key, self.pool, key[len(self.prefix) :]))
-            except ValueError as exc:
-                reason = str(exc)
-                if self._rejected.get(key) != reason:
-                    self._rejected[key] = reason
-                    log.warning(
-                        "ignoring etcd member entry %s of pool %s: %s",
-                        key[:300],
-                        self.pool,
-                        reason,
-                    )
-        for key in set(self._rejected) - seen:
-            del self._rejected[key]
-        found.sort()
-        self.reachable = True
-        self.last_sync = time.time()
-        if found != self._members:
-            log.info("pool %s members: %s", self.pool, ", ".join(m.name for m in found))
-            self._members = found
-            save_members(self._state, found)
-
-    async def _poll_loop(self) -> None:
-        while True:
-            try:
-                await self._sync()
-            except (ConnectionError, OSError, KeyError, ValueError) as exc:
-                if self.reachable:
-                    log.warning(
-                        "etcd unreachable (%s); keeping the last known %d members of pool %s",
-                        exc,
-                        len(self._members),
-                        self.pool,
-                    )
-                self.reachable = False
-            await asyncio.sleep(self.poll_interval)
-
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=2.0, sock_connect=1.0),
-            connector=aiohttp.TCPConnector(ssl=self._ssl or True),
-        )
-        try:
-            await self._register()
-            await self._sync()
-        except (ConnectionError, OSError, KeyError, ValueError) as exc:
-            log.warning(
-                "etcd unreachable at start (%s); using the last known %d members",
-                exc,
-                len(self._members),
-            )
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._keepalive_loop()),
-            loop.create_task(self._poll_loop()),
-        ]
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if self._lease is not None and self._session is not None:
-            with contextlib.suppress(ConnectionError, OSError, KeyError, ValueError):
-                await self._post("lease/revoke", {"ID": self._lease})  # leave at once
-        if self._session is not None:
-            await self._session.close()

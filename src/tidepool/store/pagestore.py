@@ -68,7 +68,9 @@ from tidepool.store.tiers import (
     Buffer,
     Tier,
     TierUsage,
+    check_page_fd,
     install_file,
+    open_page_file,
     proves_no_page,
     read_page,
     read_page_file,
@@ -113,7 +115,7 @@ class StoreStats:
 class _Entry:
     """An indexed page. ``moving``: claimed by an eviction or drop in progress."""
 
-    __slots__ = ("alive", "atime", "checksum", "key", "moving", "size", "tier")
+    __slots__ = ("alive", "atime", "checksum", "key", "moving", "size", "tier", "verified")
 
     def __init__(self, key: PageKey, tier: int, size: int, checksum: int, atime: int) -> None:
         self.key = key
@@ -123,6 +125,9 @@ class _Entry:
         self.atime = atime
         self.moving = False
         self.alive = True
+        self.verified: tuple[int, int, int, int] | None = None
+        """(device, inode, size, mtime) of the page file when :meth:`PageStore.open_page` last
+        checked it against ``checksum``."""
 
 
 class PageStore:
@@ -281,6 +286,48 @@ class PageStore:
         with self._lock:
             self._misses += 1
         return None
+
+    def open_page(self, key: PageKey) -> int | None:
+        """An open descriptor of a cached page's file, for ``sendfile`` (its data starts at
+        ``HEADER_SIZE``; the caller closes it), counted as a hit like :meth:`get`; None when
+        the page is not indexed or its file is not the page the index recorded (then read it
+        with :meth:`get`, which counts and drops a bad page).
+
+        The file is checked against the index's checksum the first time it is opened this way
+        and remembered by device, inode, size and mtime: page files are immutable once renamed
+        into place, and a file replaced or rewritten since is checked again. So a warm large
+        read pays the checksum once, not on every read."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("page store is closed")
+            entry = self._entries.get(key)
+            if entry is None or entry.moving:
+                return None
+            tier = self._tiers[entry.tier]
+        try:
+            fd = open_page_file(tier.page_path(key))
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if entry.verified != ident:
+                if check_page_fd(fd, entry.size, entry.checksum) is None:
+                    os.close(fd)
+                    return None
+                entry.verified = ident
+        except OSError:
+            os.close(fd)
+            return None
+        with self._lock:
+            self._hits += 1
+            if entry.alive:
+                tier.policy.touch(key)
+                entry.atime = self._tick()
+                self._dirty.add(entry)
+                if len(self._dirty) >= FLUSH_TOUCHES:
+                    self._wake.set()
+        return fd
 
     def contains(self, key: PageKey) -> bool:
         """Whether the page is indexed (it may still fail verification on ``get``)."""

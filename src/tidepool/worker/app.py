@@ -64,6 +64,7 @@ from tidepool.core.errors import (
 from tidepool.core.fileinfo import FileInfo
 from tidepool.core.ranges import content_range, parse_range
 from tidepool.serving import ConnectionBudget
+from tidepool.serving.sendfile import SendStalled, raw_socket
 from tidepool.worker import requests
 from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService
@@ -129,6 +130,7 @@ class WorkerApp:
         local_user: LocalUserCheck | None = None,
         loads: LoadTable | None = None,
         dashboard: DashboardRoutes | None = None,
+        stall_timeout: float = 60.0,
     ) -> None:
         self.services = services
         self.metrics = metrics
@@ -147,9 +149,14 @@ class WorkerApp:
         """The page at ``/`` and its read-only views; it may let a browser's login cookie
         through to those views (see :mod:`tidepool.worker.dashboard.session`)."""
         self._request_counters: dict[tuple[str, int], Any] = {}
+        self.stall_timeout = stall_timeout
+        """Seconds a sendfile answer may wait for its reader to take a byte."""
+        self._budget: ConnectionBudget | None = None
+        """Seconds a sendfile answer may wait for its reader to take a byte."""
 
     def build(self, budget: ConnectionBudget | None = None) -> web.Application:
         """The aiohttp application; ``budget`` (the listener's) marks requests in progress."""
+        self._budget = budget
         outer = [budget.middleware] if budget is not None else []
         app = web.Application(
             middlewares=[*outer, self._errors, self._auth, self._parse], client_max_size=1 << 20
@@ -359,19 +366,41 @@ class WorkerApp:
             body = await svc.read_all(plan, start, end, counted=counted)
             resp = web.Response(status=status, body=body, headers=headers)
         else:
-            chunks = svc.read(plan, start, end, counted=counted)
-            first = await anext(chunks, None)  # errors before the first byte get a clean status
             sresp = web.StreamResponse(status=status, headers=headers)
-            await sresp.prepare(request)
+            pos = start
+            sock_fd = None
+            if plan.first is None and svc.reader.stored(info, start, end):
+                await sresp.prepare(request)
+                sock_fd = raw_socket(request.transport)  # after the headers: none queued
+            if sock_fd is not None:
+                chunks = None  # warm: page files go to the socket with sendfile
+            elif sresp.prepared:
+                chunks = svc.read(plan, start, end, counted=counted)
+                first = await anext(chunks, None)
+            else:
+                chunks = svc.read(plan, start, end, counted=counted)
+                first = await anext(chunks, None)  # errors before any byte: a clean status
+                await sresp.prepare(request)
             try:
-                if first is not None:
-                    await sresp.write(first)
-                async for chunk in chunks:
-                    await sresp.write(chunk)
+                if chunks is None:
+                    assert sock_fd is not None
+                    pos = await svc.send_stored(
+                        plan, start, end, sock_fd, idle_timeout=self.stall_timeout, counted=counted
+                    )
+                    if pos < end:  # a page left the store meanwhile: read the rest
+                        chunks = svc.read(plan, pos, end, counted=counted)
+                        first = await anext(chunks, None)
+                if chunks is not None:
+                    if first is not None:
+                        await sresp.write(first)
+                    async for chunk in chunks:
+                        await sresp.write(chunk)
             except Exception as exc:
                 # The status line is gone: the only honest signal left is a cut connection, so
                 # the reader sees a short body (and retries) instead of waiting for bytes that
                 # will never come or reading an error document as file data.
+                if isinstance(exc, SendStalled) and self._budget is not None:
+                    self._budget.stalled += 1  # the listener's watchdog sees no queued bytes
                 log.warning(
                     "read of %s/%s failed after its headers were sent: %s; closing the connection",
                     svc.name,
@@ -382,7 +411,8 @@ class WorkerApp:
                     request.transport.abort()
                 return sresp
             finally:
-                await chunks.aclose()
+                if chunks is not None:
+                    await chunks.aclose()
             await sresp.write_eof()
             resp = sresp  # type: ignore[assignment]
         self.metrics.read_seconds.labels(svc.name).observe(time.perf_counter() - t0)

@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from tidepool.core.errors import OriginError, VersionChangedError
 from tidepool.core.fileinfo import FileInfo
@@ -326,6 +327,28 @@ class PageReader:
         lo = start - idx * self.page_size
         return data if (lo == 0 and end - start == len(data)) else data[lo : lo + end - start]
 
+    def stored(self, info: FileInfo, start: int, end: int) -> bool:
+        """Whether every page of ``[start, end)`` is in the store (none being fetched)."""
+        for idx in pages_for(start, end, self.page_size):
+            key = self.key(info, idx)
+            if key in self._inflight or not self.store.contains(key):
+                return False
+        return True
+
+    def open_stored(self, t: ReadTarget, idx: int, nbytes: int, *, counted: bool) -> int | None:
+        """An open descriptor of page ``idx``'s file when it is in the store and checked (see
+        :meth:`PageStore.open_page`), its ``nbytes`` counted as a cache read; None otherwise (then
+        read it with :meth:`read`)."""
+        key = self.key(t.info, idx)
+        if key in self._inflight:
+            return None
+        fd = self.store.open_page(key)
+        if fd is not None and counted:
+            self.counts.record(Source.CACHE, nbytes)
+            if self.prefetched:
+                self._prefetch_used(t, idx)
+        return fd
+
     def holds(self, info: FileInfo, start: int, end: int) -> bool:
         """Whether every page of ``[start, end)`` is in the store or fetched into memory."""
         for idx in pages_for(start, end, self.page_size):
@@ -413,7 +436,7 @@ class PageReader:
         memory, which would count it differently. Not for shutdown: a fetch may wait on an origin
         that is down."""
         while self._inflight or self._writes:
-            pending = [*self._inflight.values(), *self._writes]
+            pending: list[asyncio.Future[Any]] = [*self._inflight.values(), *self._writes]
             await asyncio.gather(*pending, return_exceptions=True)
             await asyncio.sleep(0)  # let the done-callbacks (put_later, _write's pop) run
 

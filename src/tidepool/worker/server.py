@@ -32,7 +32,7 @@ from tidepool.core.ring import Member
 from tidepool.origin.funnel import OriginSettings
 from tidepool.origin.probe import warn_about_origins
 from tidepool.pool.hostid import host_id
-from tidepool.pool.membership import EtcdMembership, Membership, StaticMembership, parse_static
+from tidepool.pool.membership import Membership, PoolContext, choose_provider, open_membership
 from tidepool.pool.tls import client_context, scheme, server_context
 from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
 from tidepool.spec.config import DatasetConfig
@@ -88,11 +88,12 @@ class WorkerSettings:
     advertise: str = ""
     """URL other workers and clients use to reach this one (default: from host and port)."""
     members: str = ""
-    """``static:NAME=URL,...`` member list of the pool (empty: no peers unless ``etcd``)."""
+    """``[PROVIDER:]SOURCE``: ``static:NAME=URL,...`` or ``kubernetes:NS/SERVICE`` (see
+    :func:`tidepool.pool.membership.choose_provider`; empty: no peers unless ``etcd``)."""
     etcd: tuple[str, ...] = ()
     """etcd endpoints for lease-based pool membership."""
     membership: Membership | None = None
-    """A ready-made provider (e.g. Kubernetes EndpointSlices), used instead of members/etcd."""
+    """A ready-made provider object (embedding, tests), used instead of members/etcd."""
     peer_token: str | None = field(default=None, repr=False)
     """The node pool's peer credential (the same on every worker, never the clients' token):
     sent to and required from peers, and the key that signs etcd member entries."""
@@ -379,29 +380,23 @@ class Worker:
 
     async def _start_membership(self) -> None:
         s = self.settings
-        if not s.members and not s.etcd and s.membership is None:
+        me = self._me()
+        state = s.state_dir / f"members-{s.nodepool or 'default'}.json"
+        source = choose_provider(s.members, s.etcd)
+        if s.membership is not None:
+            membership = s.membership
+        elif source is not None:
+            context = PoolContext(s.nodepool, me, state, s.peer_token or "", self._peer_ssl)
+            membership = open_membership(*source, context)
+        else:
             return
         if s.host in ("0.0.0.0", "::") and not s.advertise:
             raise ConfigError("with --host 0.0.0.0 pass --advertise http://ADDRESS:PORT for peers")
-        me = self._me()
-        state = s.state_dir / f"members-{s.nodepool or 'default'}.json"
-        if s.membership is not None:
-            self.membership = s.membership
-        elif s.etcd:
-            self.membership = EtcdMembership(
-                list(s.etcd),
-                s.nodepool,
-                me,
-                state,
-                peer_token=s.peer_token or "",
-                ssl_context=self._peer_ssl,
-            )
-        else:
-            self.membership = StaticMembership(parse_static(s.members, s.nodepool), state)
-        await self.membership.start()
+        self.membership = membership
+        await membership.start()
         replicas = max((c.runtime.data_replicas for c in self.configs.values()), default=1)
         self.placement = Placement(
-            me, self.membership, replicas, peer_token=s.peer_token, ssl_context=self._peer_ssl
+            me, membership, replicas, peer_token=s.peer_token, ssl_context=self._peer_ssl
         )
         for svc in self.services.values():
             svc.placement = self.placement
@@ -432,6 +427,7 @@ class Worker:
             ready=lambda: self._ready,
             peer_token=self.settings.peer_token,
             local_user=self._local_users(),
+            stall_timeout=self.settings.limits.stall_timeout,
             loads=LoadTable(
                 max_running=self.settings.max_loads_running,
                 max_waiting=self.settings.max_loads_waiting,

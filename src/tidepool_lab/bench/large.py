@@ -1,0 +1,399 @@
+"""Large files (issue 18): one model-sized file read as a user reads it, side by side in one run.
+
+``python -m tidepool_lab.bench.large --json out/large.json`` builds one S3 origin (juicefs gateway)
+behind the emulated WAN (40 ms RTT, 100 Mbit/s by default) holding one ``--big-mib`` MiB file, and
+reads it with ``f = fsspec.open(...); f.read(1 MiB)`` (the first byte) then ``f.read(4 MiB)`` in a
+loop, through:
+
+* direct s3fs (every read crosses the WAN);
+* fsspec's ``filecache`` over s3fs (the whole file is downloaded on open, then a local file);
+* Tidepool's ``tidepool://`` on the worker's host (same-host fast path), cold then warm;
+* Tidepool over HTTP (``local_reads=False``: what another host of the pool sees), warm;
+* Tidepool's FUSE mount, warm, ``dd bs=4M`` with the kernel's page cache of the file dropped
+  first (every byte crosses FUSE);
+* memory: a ``--huge-gib`` GiB file read cold through a worker whose only tier is a MEM tier of
+  ``--mem-gib`` GiB (origin on loopback, not the WAN, so it takes a minute, not an hour): the
+  peak RSS of the worker and of the reading client process.
+
+Every byte of every case is verified (xxh3 against the origin data). Warm rows are the median of
+``--repeats`` runs. It prints a table and writes JSON; compare the ratios of one run, not absolute
+figures across runs or machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import xxhash
+from rich.console import Console
+from rich.table import Table
+
+from tidepool.client import TidepoolFileSystem
+from tidepool_lab.bench.fuse import drop_kernel_pages, fuse_process
+from tidepool_lab.bench.run import bench_spec
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.s3util import storage_options
+from tidepool_lab.testbed.wan import WanRelay
+from tidepool_lab.testbed.workerproc import WorkerProcess
+
+MiB = 1 << 20
+BUCKET = "bench"
+KEY = "data/models/big.bin"
+FIRST = 1 * MiB
+CHUNK = 4 * MiB
+TARGETS = {
+    "cold_first_byte_s": 0.5,
+    "cold_link_fraction": 0.95,
+    "warm_local_mb_per_s": 2000.0,
+    "warm_http_mb_per_s": 1400.0,
+    "warm_mount_mb_per_s": 1500.0,
+    "huge_rss_mib": 300.0,
+}
+
+
+def _blocks(size: int, seed: int) -> Iterator[bytes]:
+    """Deterministic incompressible bytes, 4 MiB at a time."""
+    h = hashlib.sha512(seed.to_bytes(8, "little"))
+    block = bytearray()
+    left = size
+    while left:
+        while len(block) < 4 * MiB:
+            h.update(block[-64:] or b"x")
+            block += h.digest() * 256
+        out = bytes(block[: min(left, 4 * MiB)])
+        block = block[len(out) :]
+        left -= len(out)
+        yield out
+
+
+def write_file(path: Path, size: int, seed: int) -> int:
+    """Write ``size`` deterministic bytes to ``path``; their xxh3 digest."""
+    h = xxhash.xxh3_64()
+    with open(path, "wb") as f:
+        for block in _blocks(size, seed):
+            h.update(block)
+            f.write(block)
+    return h.intdigest()
+
+
+def read_through(opener: Callable[[], Any], size: int, digest: int) -> dict[str, Any]:
+    """``open``, ``read(1 MiB)`` (the first byte), then ``read(4 MiB)`` to the end; the clock
+    covers open and reads, verification runs in the same loop (xxh3: ~10 GB/s)."""
+    h = xxhash.xxh3_64()
+    n = 0
+    t0 = time.perf_counter()
+    with opener() as f:
+        data = f.read(FIRST)
+        first = time.perf_counter() - t0
+        while data:
+            h.update(data)
+            n += len(data)
+            data = f.read(CHUNK)
+    total = time.perf_counter() - t0
+    return {
+        "first_byte_s": round(first, 4),
+        "seconds": round(total, 3),
+        "mb_per_s": round(n / total / 1e6, 1),
+        "verified": n == size and h.intdigest() == digest,
+    }
+
+
+def read_into(path: Path, size: int, digest: int) -> dict[str, Any]:
+    """A plain local file read with ``readinto`` 4 MiB at a time (the disk's own figure)."""
+    h = xxhash.xxh3_64()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    n = 0
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while got := f.readinto(buf):
+            h.update(view[:got])
+            n += got
+    total = time.perf_counter() - t0
+    return {
+        "seconds": round(total, 3),
+        "mb_per_s": round(n / total / 1e6, 1),
+        "verified": n == size and h.intdigest() == digest,
+    }
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    best = sorted(runs, key=lambda r: r["mb_per_s"])[len(runs) // 2]
+    return {
+        **best,
+        "runs_mb_per_s": [r["mb_per_s"] for r in runs],
+        "verified": all(r["verified"] for r in runs),
+    }
+
+
+def dd_read(path: Path, size: int, digest: int) -> dict[str, Any]:
+    """``dd bs=4M`` through the mount (timed), then the same bytes verified (not timed)."""
+    drop_kernel_pages(path.parent, [path.name])
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["dd", f"if={path}", "of=/dev/null", "bs=4M"], check=True, capture_output=True, timeout=600
+    )
+    total = time.perf_counter() - t0
+    check = read_into(path, size, digest)
+    return {
+        "seconds": round(total, 3),
+        "mb_per_s": round(size / total / 1e6, 1),
+        "verified": check["verified"],
+    }
+
+
+def _peak_rss_mib(pid: int | str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+_CLIENT = """
+import sys, xxhash
+from tidepool.client import TidepoolFileSystem
+fs = TidepoolFileSystem(sys.argv[1], local_reads=False, skip_instance_cache=True)
+h, n = xxhash.xxh3_64(), 0
+with fs.open(sys.argv[2]) as f:
+    while data := f.read(4 << 20):
+        h.update(data); n += len(data)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(n, h.intdigest(), int(hwm) // 1024)
+"""
+
+
+def huge_case(
+    server: S3Server, work: Path, gib: int, mem_gib: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """A ``gib`` GiB file read cold through a MEM tier of ``mem_gib`` GiB (origin on loopback)."""
+    size = gib << 30
+    log(f"memory: writing and uploading a {gib} GiB file …")
+    src = work / "huge.bin"
+    digest = write_file(src, size, 4242)
+    client = server.boto3_client()
+    client.upload_file(str(src), BUCKET, "data/huge/huge.bin")
+    src.unlink()
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
+    mem_dir = Path(tempfile.mkdtemp(prefix="tidepool-bench-mem-", dir=shm))
+    try:
+        spec = bench_spec(
+            server, server.endpoint, mem_dir, f"{mem_gib}Gi", name="huge", prefix="huge/"
+        )
+        spec_file = replace(spec, medium="MEM").write(work / "huge.yaml")
+        with WorkerProcess.start([spec_file], work / "worker-huge.log") as w:
+            log(f"memory: reading it through a {mem_gib} GiB MEM tier …")
+            t0 = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-c", _CLIENT, w.endpoint, "huge/huge.bin"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+            seconds = time.perf_counter() - t0
+            n, got, client_rss = (int(x) for x in out.stdout.split())
+            return {
+                "gib": gib,
+                "mem_tier_gib": mem_gib,
+                "seconds": round(seconds, 2),
+                "mb_per_s": round(size / seconds / 1e6, 1),
+                "worker_peak_rss_mib": _peak_rss_mib(w.pid),
+                "client_peak_rss_mib": float(client_rss),
+                "verified": n == size and got == digest,
+            }
+    finally:
+        shutil.rmtree(mem_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="tidepool-bench-large-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    link_bps = args.rate_mbit * 1e6 / 8
+    res: dict[str, Any] = {
+        "wan": {"rtt_ms": args.rtt_ms, "rate_mbit": args.rate_mbit},
+        "big_mib": args.big_mib,
+        "targets": TARGETS,
+    }
+    size = args.big_mib * MiB
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(_workdir(args.workdir))
+        log(f"preparing a {args.big_mib} MiB file on the S3 origin …")
+        server = stack.enter_context(S3Server.start(work / "s3"))
+        server.create_bucket(BUCKET)
+        src = work / "big.bin"
+        digest = write_file(src, size, 18)
+        server.boto3_client().upload_file(str(src), BUCKET, KEY)
+        res["local_disk"] = median_run([read_into(src, size, digest) for _ in range(args.repeats)])
+        src.unlink()
+        port = int(server.endpoint.rsplit(":", 1)[1])
+        relay = stack.enter_context(
+            WanRelay.start(("127.0.0.1", port), rtt_ms=args.rtt_ms, rate_mbit=args.rate_mbit)
+        )
+        opts = storage_options(relay.endpoint, server.access_key, server.secret_key)
+        url = f"s3://{BUCKET}/{KEY}"
+
+        if not args.skip_direct:
+            log("direct s3fs over the WAN …")
+            res["direct"] = read_through(
+                lambda: fsspec.open(url, "rb", **opts).open(), size, digest
+            )
+            log("fsspec filecache over s3fs: cold (downloads the file on open), warm …")
+            fc_dir = work / "filecache"
+
+            def filecache() -> Any:
+                return fsspec.open(
+                    f"filecache::{url}", "rb", s3=opts, filecache={"cache_storage": str(fc_dir)}
+                ).open()
+
+            res["filecache_cold"] = read_through(filecache, size, digest)
+            res["filecache_warm"] = median_run(
+                [read_through(filecache, size, digest) for _ in range(args.repeats)]
+            )
+
+        spec = bench_spec(server, relay.endpoint, work / "cache", "8Gi", prefix="models/")
+        spec = replace(spec, prefetch="off")  # the file itself, read as the user reads it
+        spec_file = spec.write(work / "bench.yaml")
+        worker = stack.enter_context(WorkerProcess.start([spec_file], work / "worker.log"))
+        log("Tidepool cold (tidepool:// on the worker's host) …")
+        local = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+        path = "bench/big.bin"
+        res["tidepool_cold"] = read_through(lambda: local.open(path), size, digest)
+        local.invalidate_cache()
+        log("Tidepool warm: same host, over HTTP, through the mount …")
+        res["tidepool_warm_local"] = median_run(
+            [read_through(lambda: local.open(path), size, digest) for _ in range(args.repeats)]
+        )
+        http = TidepoolFileSystem(worker.endpoint, local_reads=False, skip_instance_cache=True)
+        res["tidepool_warm_http"] = median_run(
+            [read_through(lambda: http.open(path), size, digest) for _ in range(args.repeats)]
+        )
+        if not args.skip_mount:
+            mnt = work / "mnt"
+            env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+            cmd = [sys.executable, "-m", "tidepool.fuse", "--endpoint", worker.endpoint, "bench"]
+            with fuse_process([*cmd, str(mnt)], mnt, work / "mount.log", env):
+                res["tidepool_warm_mount"] = median_run(
+                    [dd_read(mnt / "big.bin", size, digest) for _ in range(args.repeats)]
+                )
+        res["worker_peak_rss_mib"] = _peak_rss_mib(worker.pid)
+        res["cold_link_fraction"] = round(res["tidepool_cold"]["mb_per_s"] * 1e6 / link_bps, 3)
+        if args.huge_gib:
+            res["huge"] = huge_case(server, work, args.huge_gib, args.mem_gib, log)
+    res["verified"] = all(v.get("verified", True) for v in res.values() if isinstance(v, dict))
+    return res
+
+
+def targets(res: dict[str, Any]) -> dict[str, bool]:
+    """Which of issue 18's targets this run met."""
+    out = {
+        "cold_first_byte": res["tidepool_cold"]["first_byte_s"] <= TARGETS["cold_first_byte_s"],
+        "cold_rate": res["cold_link_fraction"] >= TARGETS["cold_link_fraction"],
+        "warm_local": res["tidepool_warm_local"]["mb_per_s"] >= TARGETS["warm_local_mb_per_s"]
+        and res["tidepool_warm_local"]["mb_per_s"]
+        >= res.get("filecache_warm", {}).get("mb_per_s", 0.0),
+        "warm_http": res["tidepool_warm_http"]["mb_per_s"] >= TARGETS["warm_http_mb_per_s"],
+    }
+    if "tidepool_warm_mount" in res:
+        out["warm_mount"] = res["tidepool_warm_mount"]["mb_per_s"] >= TARGETS["warm_mount_mb_per_s"]
+    if "huge" in res:
+        h = res["huge"]
+        out["huge_rss"] = max(h["worker_peak_rss_mib"], h["client_peak_rss_mib"]) <= TARGETS[
+            "huge_rss_mib"
+        ] and bool(h["verified"])
+    return out
+
+
+def report(res: dict[str, Any], console: Console) -> None:
+    t = Table(
+        title=f"{res['big_mib']} MiB file, WAN {res['wan']['rtt_ms']:.0f} ms / "
+        f"{res['wan']['rate_mbit']:.0f} Mbit/s"
+    )
+    for col in ("case", "first byte (s)", "MB/s", "runs (MB/s)", "verified"):
+        t.add_column(col, justify="left" if col == "case" else "right")
+    rows = [
+        ("local disk, readinto 4 MiB", "local_disk"),
+        ("direct s3fs", "direct"),
+        ("fsspec filecache, cold", "filecache_cold"),
+        ("fsspec filecache, warm", "filecache_warm"),
+        ("Tidepool cold (tidepool://)", "tidepool_cold"),
+        ("Tidepool warm, same host", "tidepool_warm_local"),
+        ("Tidepool warm, HTTP", "tidepool_warm_http"),
+        ("Tidepool warm, mount dd bs=4M", "tidepool_warm_mount"),
+    ]
+    for label, key in rows:
+        r = res.get(key)
+        if r is None:
+            continue
+        first = r.get("first_byte_s")
+        t.add_row(
+            label,
+            "" if first is None else f"{first:.3f}",
+            f"{r['mb_per_s']:,.1f}",
+            " ".join(f"{x:,.0f}" for x in r.get("runs_mb_per_s", [])),
+            str(r["verified"]),
+        )
+    console.print(t)
+    console.print(f"cold rate: {res['cold_link_fraction']:.1%} of the link")
+    if "huge" in res:
+        h = res["huge"]
+        console.print(
+            f"{h['gib']} GiB through a {h['mem_tier_gib']} GiB MEM tier: peak RSS worker "
+            f"{h['worker_peak_rss_mib']:.0f} MiB, client {h['client_peak_rss_mib']:.0f} MiB, "
+            f"{h['mb_per_s']:.0f} MB/s, verified {h['verified']}"
+        )
+    met = targets(res)
+    console.print(
+        "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items())
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tidepool_lab.bench.large", description=__doc__)
+    p.add_argument("--big-mib", type=int, default=256, help="file size, MiB (default 256)")
+    p.add_argument("--rtt-ms", type=float, default=40.0, help="emulated WAN round trip, ms")
+    p.add_argument("--rate-mbit", type=float, default=100.0, help="emulated WAN rate, Mbit/s")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each warm case (median)")
+    p.add_argument("--huge-gib", type=int, default=4, help="the memory case's file, GiB (0: skip)")
+    p.add_argument("--mem-gib", type=int, default=1, help="the memory case's MEM tier, GiB")
+    p.add_argument("--skip-direct", action="store_true", help="skip direct s3fs and filecache")
+    p.add_argument("--skip-mount", action="store_true", help="skip the FUSE mount case")
+    p.add_argument("--workdir", type=Path, default=None, help="keep the files here")
+    p.add_argument("--json", type=Path, default=Path("out/large.json"), help="results (JSON)")
+    args = p.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 110)
+    res = run(args, lambda m: console.print(m))
+    report(res, console)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=2) + "\n")
+    console.print(f"results written to {args.json}")
+    return 0 if res["verified"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
