@@ -27,8 +27,8 @@ INFO = {"size": 100, "version": "abc", "mtime": 1_700_000_000.0}
 def test_parse_request_total_on_unicode(method: str, path: str, query: str) -> None:
     try:
         op = parse_request(method, "/" + path.lstrip("/"), query)
-    except S3Error as err:
-        assert 400 <= err.status < 500 and err.code
+    except S3Error as err:  # a client error, or 501 for a sub-resource (``?logging``)
+        assert (400 <= err.status < 500 or err.status == 501) and err.code
         return
     if op.listing is not None:
         assert 0 <= op.listing.max_keys <= MAX_KEYS
@@ -62,13 +62,13 @@ def test_query_values_are_bounded() -> None:
         ("train/x", "train"),
         ("..x", ""),
         ("a/..b/c", "a/..b"),
-        ("../../v1/node", None),
-        ("../", None),
-        ("a/../../metrics", None),
-        ("a//b", None),
-        ("./a/b", None),
-        ("a\\b/c", None),
-        ("a\x00/b", None),
+        ("../../v1/node", ""),
+        ("../", ""),
+        ("a/../../metrics", "a"),
+        ("a//b", "a"),
+        ("./a/b", ""),
+        ("a\\b/c", ""),
+        ("a\x00/b", ""),
     ],
 )
 def test_listable_root(prefix: str, root: str | None) -> None:

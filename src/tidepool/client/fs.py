@@ -289,12 +289,14 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def _target(kind: str, ds: str, rel: str) -> str:
         return f"/v1/datasets/{quote(ds)}/{kind}/{quote(rel)}"
 
-    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _info(self, path: str, headers: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """``headers``: the answer carries the object's own HTTP metadata (Content-Type,
+        ``x-amz-meta-*`` …) as ``headers`` when the origin has them (the S3 gateway asks)."""
         path = self._strip_protocol(path)
         if not path:
             return {"name": "", "type": "directory", "size": 0}
         cached = self._cached_info(path)
-        if cached is not None:
+        if cached is not None and (not headers or "headers" in cached):
             return cached
         ds, rel = self._split(path)
         if ds in self._direct:
@@ -302,9 +304,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         await self._ensure_node()
         # Ask the file's owner, as reads do: it holds the file's metadata, where another worker
         # of the pool would have to ask the origin across the WAN.
-        steps = json_steps(
-            self.pool.targets(ds, rel), self._target("info", ds, rel), path, self.pool.mark_down
-        )
+        target = self._target("info", ds, rel) + ("?headers=1" if headers else "")
+        steps = json_steps(self.pool.targets(ds, rel), target, path, self.pool.mark_down)
         return self._remember(ds, await self._call(steps))
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -337,15 +338,20 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         maxdepth: int | None = None,
         withdirs: bool = False,
         detail: bool = False,
+        folder_markers: bool = False,
         **kwargs: Any,
     ) -> Any:
+        """Every file below ``path``; ``folder_markers``: also the directories the origin holds a
+        0-byte ``dir/`` key for (entries of type ``directory`` with ``marker`` set; the S3
+        gateway lists them as keys)."""
         path = self._strip_protocol(path)
         ds, rel = self._split(path)
         if ds in self._direct and maxdepth is None and not withdirs:
             found = {}
             for e in await self._direct[ds].find(rel):
                 entry = self._remember(ds, e)
-                found[entry["name"]] = entry
+                if entry["type"] == "file" or folder_markers:
+                    found[entry["name"]] = entry
             return found if detail else sorted(found)
         if not ds or maxdepth is not None or withdirs:
             return await super()._find(
@@ -364,7 +370,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             found = {}
             for e in data["files"]:
                 entry = self._remember(ds, e)
-                found[entry["name"]] = entry
+                if entry["type"] == "file" or folder_markers:
+                    found[entry["name"]] = entry
         names = sorted(found)
         return {n: found[n] for n in names} if detail else names
 

@@ -7,7 +7,7 @@ the path relative to the dataset root (the client prefixes the dataset in fsspec
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from tidepool.core.pages import version_of
 
@@ -18,9 +18,16 @@ class FileInfo(TypedDict):
     type: Literal["file", "directory"]
     size: int
     version: str
-    """ETag (unquoted) when the origin has one, else ``size-mtime``; ``""`` for directories."""
+    """ETag (unquoted) when the origin has one, else ``size-mtime``. For a directory: the ETag
+    of its folder marker (see ``marker``) when the origin gives one, else ``""``."""
     mtime: float | None
     """Modification time, seconds since the epoch, when the origin reports one."""
+    marker: NotRequired[bool]
+    """A directory the origin holds a folder marker for (the 0-byte key ``dir/``,
+    :mod:`tidepool.core.keys`): the S3 gateway lists and serves that key."""
+    headers: NotRequired[dict[str, str]]
+    """The object's own HTTP metadata (Content-Type, Cache-Control, ``x-amz-meta-*`` …) when
+    the origin answered a HEAD or GET for it (absent when only a listing was seen)."""
 
 
 def file_info(name: str, size: int, etag: str | None, mtime: float | None) -> FileInfo:

@@ -126,10 +126,11 @@ class InodeTable:
         self._listings[dir_path] = Listing([basename(e.path) for e in entries], self._now() + ttl)
         return entries
 
-    def listing(self, dir_path: str) -> list[Entry] | None:
-        """The cached children of a directory, or None when absent or expired."""
+    def listing(self, dir_path: str, *, stale: bool = False) -> list[Entry] | None:
+        """The cached children of a directory, or None when absent or expired (``stale``: the
+        last one known however old, for when the worker cannot be asked)."""
         snap = self._listings.get(dir_path)
-        if snap is None or snap.expires <= self._now():
+        if snap is None or (snap.expires <= self._now() and not stale):
             return None
         out = []
         for name in snap.names:
@@ -138,10 +139,13 @@ class InodeTable:
                 out.append(entry)
         return out
 
-    def known_absent(self, dir_path: str, name: str) -> bool:
-        """True when a valid listing of ``dir_path`` exists and does not contain ``name``."""
+    def known_absent(self, dir_path: str, name: str, *, stale: bool = False) -> bool:
+        """True when a valid (``stale``: any) listing of ``dir_path`` exists and does not
+        contain ``name``."""
         snap = self._listings.get(dir_path)
-        return snap is not None and snap.expires > self._now() and name not in snap.members
+        if snap is None or (snap.expires <= self._now() and not stale):
+            return False
+        return name not in snap.members
 
     def forget_path(self, path: str) -> None:
         """The path no longer exists at the origin: drop it from its parent's listing."""

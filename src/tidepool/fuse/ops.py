@@ -15,14 +15,21 @@ Speed, in the order a warm read meets it:
   page once; a read after a seek takes only what it asks for from the page file (a page file is
   checked once per process, so a small random read costs one small ``pread``).
 
+Worker down (crash-looping, upgrading, SIGKILLed): metadata calls that cannot reach it are
+answered from what the mount last knew, however old (attributes, listings, negative lookups of a
+listed directory), and reads of pages cached on this host go on from the page files; a read that
+needs the worker fails with EIO at once. The mount logs the outage once, and once when the
+worker answers again.
+
 Errors: every handler turns exceptions into ``FUSEError`` (pyfuse3 must never see another
 exception): ENOENT for a missing path, EIO (logged with the path) when the origin is unreachable
 and the bytes are not cached, EROFS for anything that would write.
 
-Limits: no symlinks, hard links, xattrs, or special files; ``statfs`` reports no capacity. Each
-open handle keeps its last read window in memory (a page on the fast path, up to 4 MiB over HTTP).
-A lookup in a directory that has no valid listing lists it (once per TTL, shared by concurrent
-lookups): cheap for the usual dataset layouts, one large request for a directory of millions.
+Limits: no symlinks, hard links, xattrs (ENOSYS, see ``getxattr``), or special files; ``statfs``
+reports no capacity. Each open handle keeps its last read window in memory (a page on the fast
+path, up to 4 MiB over HTTP). A lookup in a directory that has no valid listing lists it (once per
+TTL, shared by concurrent lookups): cheap for the usual dataset layouts, one large request for a
+directory of millions.
 """
 
 from __future__ import annotations
@@ -89,6 +96,10 @@ class Handle:
     next_off: int = 0
 
 
+class WorkerDown(Exception):
+    """The worker could not be reached for a metadata call (the mount answers from memory)."""
+
+
 class TidepoolOperations(pyfuse3.Operations):
     """Read-only handlers over a :class:`Source` and an :class:`InodeTable`."""
 
@@ -105,6 +116,8 @@ class TidepoolOperations(pyfuse3.Operations):
         self._files: dict[int, Handle] = {}
         self._dirs: dict[int, list[Entry]] = {}
         self._listing: dict[str, trio.Event] = {}
+        self.worker_down = False
+        """The last metadata call found the worker unreachable (logged once per outage)."""
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -147,12 +160,41 @@ class TidepoolOperations(pyfuse3.Operations):
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
         return a
 
+    async def _metadata(self, path: str, fn: Callable[..., T], *args: Any) -> T:
+        """A metadata call to the worker (``info``, ``ls``): :class:`WorkerDown` when the worker
+        cannot be reached, so the caller can answer from what the mount last knew."""
+        try:
+            out = await trio.to_thread.run_sync(fn, *args)
+        except (ConnectionError, TimeoutError) as exc:
+            if not self.worker_down:
+                self.worker_down = True
+                log.warning(
+                    "the Tidepool worker cannot be reached (%s): serving the last known metadata "
+                    "and the cached pages on this host; other reads fail with EIO",
+                    describe(exc),
+                )
+            raise WorkerDown(path) from None
+        except Exception as exc:
+            code = errno_for(exc)
+            if code == errno.ENOENT and not isinstance(exc, OriginError):
+                log.debug("not found: %s", path)
+            else:
+                log.warning("%s on %r: %s", errno.errorcode.get(code, code), path, describe(exc))
+            raise pyfuse3.FUSEError(code) from None
+        if self.worker_down:
+            self.worker_down = False
+            log.warning("the Tidepool worker answers again")
+        return out
+
     async def _refresh(self, entry: Entry) -> Entry:
-        """Revalidate an entry whose TTL ran out (the root never expires)."""
+        """Revalidate an entry whose TTL ran out (the root never expires); the entry as it was
+        when the worker cannot be reached."""
         if self.table.fresh(entry):
             return entry
         try:
-            info = await self._blocking(entry.path, self.source.info, entry.path, True)
+            info = await self._metadata(entry.path, self.source.info, entry.path, True)
+        except WorkerDown:
+            return entry
         except pyfuse3.FUSEError as exc:
             if exc.errno == errno.ENOENT:
                 self.table.forget_path(entry.path)
@@ -169,7 +211,13 @@ class TidepoolOperations(pyfuse3.Operations):
                 return children
         done = self._listing[entry.path] = trio.Event()
         try:
-            raw = await self._blocking(entry.path, self.source.ls, entry.path)
+            try:
+                raw = await self._metadata(entry.path, self.source.ls, entry.path)
+            except WorkerDown:
+                last = self.table.listing(entry.path, stale=True)
+                if last is None:
+                    raise pyfuse3.FUSEError(errno.EIO) from None
+                return last
             return self.table.set_listing(entry.path, raw, self.source.ttl(entry.path))
         finally:
             del self._listing[entry.path]
@@ -204,7 +252,15 @@ class TidepoolOperations(pyfuse3.Operations):
                 # a cached file without a cached listing of its directory.
                 with contextlib.suppress(pyfuse3.FUSEError):
                     await self._list(parent)
-        info = await self._blocking(path, self.source.info, path)
+        try:
+            info = await self._metadata(path, self.source.info, path)
+        except WorkerDown:
+            entry = self.table.by_path(path)
+            if entry is not None:  # the last known attributes, however old
+                return self._attrs(entry)
+            if self.table.known_absent(parent.path, sname, stale=True):
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
+            raise pyfuse3.FUSEError(errno.EIO) from None
         return self._attrs(self.table.upsert(path, info, self.source.ttl(path)))
 
     @guarded
@@ -250,13 +306,14 @@ class TidepoolOperations(pyfuse3.Operations):
         s.f_namemax = 255
         return s
 
-    @guarded
+    # ENOSYS once makes the kernel stop asking for the rest of the mount (callers then get
+    # EOPNOTSUPP at once): ``ls -l`` asked getxattr twice per entry, each a round trip to this
+    # process answered ENODATA (issue 14 item 7). The tree has no extended attributes.
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        self._entry(inode)
-        return []
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     # ---- data --------------------------------------------------------------------------------
 

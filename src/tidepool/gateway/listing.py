@@ -10,10 +10,11 @@ prefix.
 
 Ordering is by code point, which is the UTF-8 byte order S3 uses.
 
-A prefix is only ever turned into a worker path through :func:`listable_root`, which refuses a
-directory part that is not a canonical dataset path (``..``, ``.``, ``//``, NUL, backslash): no key
-can start with such a prefix, so the answer is an empty listing — and the prefix can never
-steer the gateway's request to another route of the worker (``../../v1/node``).
+A prefix is only ever turned into a worker path through :func:`listable_root`: the plain leading
+segments of its directory part (never ``..``, ``.``, an empty segment, NUL or a backslash), so the
+prefix can never steer the gateway's request to another route of the worker
+(``../../v1/node``); keys with odd segments (``x/y//z``) live as escaped files in that directory
+(:mod:`tidepool.core.keys`) and are matched against the full prefix here.
 Limits: the whole file list of the prefix's directory is held in memory for one request.
 """
 
@@ -23,6 +24,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tidepool.core import keys
 from tidepool.core.errors import BadRequestError
 from tidepool.core.paths import normalize
 
@@ -51,8 +53,15 @@ class Page:
 
 
 def search_root(prefix: str) -> str:
-    """The directory whose files hold every key starting with ``prefix`` (``""`` = the root)."""
-    return prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    """The directory whose files hold every key starting with ``prefix`` (``""`` = the root):
+    the longest run of plain leading segments of the prefix's directory part. Keys below a
+    segment no path can spell (``x/y//``, ``a/../``) are escaped files of that directory
+    (:mod:`tidepool.core.keys`)."""
+    segments = prefix.split("/")[:-1]
+    run = 0
+    while run < len(segments) and keys.is_plain(segments[run]):
+        run += 1
+    return "/".join(segments[:run])
 
 
 def listable_root(prefix: str) -> str | None:

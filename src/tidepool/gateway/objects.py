@@ -12,7 +12,13 @@ would split the answer's headers) or longer than :data:`MAX_OVERRIDE` characters
 
 The ETag is the object's version from the worker (the origin's ETag — an MD5 for plain uploads —
 or ``size-mtime`` when the origin has none), always quoted.
-Limits: dates have one-second resolution (HTTP dates); weak ETags compare as strong ones.
+``If-Match`` compares ETags strongly (``W/"…"`` never matches, 412), ``If-None-Match`` weakly.
+``?partNumber=N``: part 1 of a plain object is the whole object (206, as S3 answers), a part past
+the object's parts is ``416 InvalidPartNumber``, ``partNumber`` with ``Range`` is
+``InvalidRequest``.
+
+Limits: dates have one-second resolution (HTTP dates); the parts of a multipart object (ETag
+``…-N``) are not served (501): their sizes are not kept.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from tidepool.core.inputs import echo
 from tidepool.core.ranges import content_range, parse_range
 from tidepool.gateway.errors import S3Error
 
-__all__ = ["MAX_OVERRIDE", "GetPlan", "http_date", "override_value", "plan_get"]
+__all__ = ["MAX_OVERRIDE", "GetPlan", "http_date", "override_value", "part_number", "plan_get"]
 
 MAX_OVERRIDE = 1024
 """Characters of one ``response-*`` header override."""
@@ -83,15 +89,45 @@ def _parse_date(text: str | None) -> float | None:
         return None
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """RFC 9110 8.8.3.2: ``If-Match`` compares strongly (a ``W/`` tag never matches),
+    ``If-None-Match`` weakly."""
     for candidate in header.split(","):
         tag = candidate.strip()
         if tag == "*":
             return True
-        tag = tag.removeprefix("W/").strip('"')
-        if tag == etag:
+        if tag.startswith("W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        if tag.strip('"') == etag:
             return True
     return False
+
+
+def part_number(query: Mapping[str, str] | None) -> int | None:
+    """The ``partNumber`` a GET/HEAD asks for, or ``InvalidArgument`` (S3's bounds: 1-10000)."""
+    if not query or "partNumber" not in query:
+        return None
+    text = query["partNumber"]
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10000:
+        raise S3Error(
+            "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive"
+        )
+    return int(text)
+
+
+def _part_span(etag: str, part: int, size: int) -> tuple[int, int]:
+    """The byte span of part ``part``: a plain object is its own part 1 (as S3 answers); the
+    part sizes of a multipart object are not kept, so its parts are not served."""
+    count = int(etag.rpartition("-")[2]) if "-" in etag and etag.rpartition("-")[2].isdigit() else 1
+    if part > count:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+    if count > 1:
+        raise S3Error(
+            "NotImplemented", "partNumber of a multipart object is not served by this gateway", 501
+        )
+    return 0, size
 
 
 def _conditions(headers: Mapping[str, str], etag: str, mtime: float | None) -> int | None:
@@ -99,7 +135,7 @@ def _conditions(headers: Mapping[str, str], etag: str, mtime: float | None) -> i
     modified = None if mtime is None else float(int(mtime))
     if_match = headers.get("if-match")
     if if_match is not None:
-        if not _etag_matches(if_match, etag):
+        if not _etag_matches(if_match, etag, weak=False):
             return 412
     else:
         since = _parse_date(headers.get("if-unmodified-since"))
@@ -107,20 +143,30 @@ def _conditions(headers: Mapping[str, str], etag: str, mtime: float | None) -> i
             return 412
     if_none = headers.get("if-none-match")
     if if_none is not None:
-        return 304 if _etag_matches(if_none, etag) else None
+        return 304 if _etag_matches(if_none, etag, weak=True) else None
     since = _parse_date(headers.get("if-modified-since"))
     if since is not None and modified is not None and modified <= since:
         return 304
     return None
 
 
+def _one_line(value: str) -> bool:
+    return not any(unicodedata.category(c) in ("Cc", "Cs") and c != "\t" for c in value)
+
+
 def base_headers(info: Mapping[str, Any], key: str) -> dict[str, str]:
-    """Headers every answer about this object carries (ETag, Last-Modified, type)."""
-    h = {
-        "ETag": f'"{info["version"]}"',
-        "Accept-Ranges": "bytes",
-        "Content-Type": mimetypes.guess_type(key)[0] or "binary/octet-stream",
-    }
+    """Headers every answer about this object carries: ETag, Last-Modified, and the object's own
+    metadata as the origin keeps it (Content-Type, Content-Encoding, Content-Disposition,
+    Cache-Control, Expires, ``x-amz-meta-*``). Only an origin that keeps no such metadata
+    (``info`` without ``headers``: a file system) has its type guessed from the key."""
+    # an origin may keep no ETag for a folder marker (juicefs): answered empty, as it does
+    h = {"ETag": f'"{info["version"]}"' if info["version"] else "", "Accept-Ranges": "bytes"}
+    own = info.get("headers")
+    if isinstance(own, Mapping):
+        h["Content-Type"] = "binary/octet-stream"  # S3's type for an object uploaded without one
+        h.update({str(k): str(v) for k, v in own.items() if _one_line(str(k) + str(v))})
+    else:
+        h["Content-Type"] = mimetypes.guess_type(key)[0] or "binary/octet-stream"
     if info.get("mtime") is not None:
         h["Last-Modified"] = http_date(float(info["mtime"]))
     return h
@@ -131,6 +177,7 @@ def plan_get(
     key: str,
     headers: Mapping[str, str],
     query: Mapping[str, str] | None = None,
+    part: int | None = None,
 ) -> GetPlan:
     """The status, span and headers for a GET/HEAD of one object.
 
@@ -150,6 +197,16 @@ def plan_get(
     if status == 304:
         out.pop("Content-Type")
         return GetPlan(304, 0, 0, out)
+    if part is not None:
+        if headers.get("range") is not None:
+            raise S3Error(
+                "InvalidRequest", "Cannot specify both Range header and partNumber query parameter"
+            )
+        start, end = _part_span(etag, part, size)
+        out["Content-Range"] = content_range(start, end, size) if size else f"bytes */{size}"
+        _override(out, query)
+        out["Content-Length"] = str(end - start)
+        return GetPlan(206, start, end, out)
     try:
         span = parse_range(headers.get("range"), size)
     except RangeNotSatisfiableError:
@@ -164,8 +221,12 @@ def plan_get(
     start, end = span if span is not None else (0, size)
     if span is not None:
         out["Content-Range"] = content_range(start, end, size)
+    _override(out, query)
+    out["Content-Length"] = str(end - start)
+    return GetPlan(206 if span is not None else 200, start, end, out)
+
+
+def _override(out: dict[str, str], query: Mapping[str, str] | None) -> None:
     for name, header in _OVERRIDES.items():
         if query and name in query:
             out[header] = override_value(name, query[name])
-    out["Content-Length"] = str(end - start)
-    return GetPlan(206 if span is not None else 200, start, end, out)

@@ -4,9 +4,10 @@ The gateway's handlers never look at raw paths or query strings: :func:`parse_re
 ``(method, raw_path, raw_query)`` into an :class:`Operation` — ListBuckets, GetBucketLocation,
 HeadBucket, ListObjectsV2, ListObjects (v1, ``marker`` paging, still used by some clients),
 HeadObject or GetObject — or raises :class:`~tidepool.gateway.errors.S3Error` with the code S3
-would answer. Keys are checked here once: a key the dataset cannot hold (``..``, ``//``, a
-trailing ``/``, NUL, backslash) is ``NoSuchKey``, so nothing downstream can name a path outside
-the dataset.
+would answer. A key with NUL or longer than a dataset path is ``NoSuchKey``; any other key is
+turned into a dataset path only through :mod:`tidepool.core.keys` (a ``..`` or empty segment
+becomes part of an escaped file name), so nothing downstream can name a path outside the
+dataset.
 
 Query values are bounded: ``max-keys`` is ASCII digits (more than 1,000 asks for 1,000, as S3
 does), a continuation token at most :data:`MAX_TOKEN` characters, and every other value at most
@@ -27,7 +28,7 @@ from urllib.parse import unquote
 
 from tidepool.core.errors import BadRequestError
 from tidepool.core.inputs import echo, parse_int
-from tidepool.core.paths import MAX_PATH, normalize
+from tidepool.core.paths import MAX_PATH
 from tidepool.gateway.errors import S3Error
 
 __all__ = [
@@ -174,11 +175,7 @@ def _listing(query: dict[str, str], v2: bool) -> ListParams:
 
 
 def _check_key(bucket: str, key: str) -> None:
-    try:
-        ok = normalize(key) == key
-    except BadRequestError:
-        ok = False
-    if not ok:
+    if "\x00" in key or len(key) > MAX_PATH:
         raise S3Error("NoSuchKey", "The specified key does not exist.", 404)
 
 

@@ -25,6 +25,9 @@ without control characters); the listener runs under a :class:`~tidepool.serving
 budget (connection cap, header/idle/stall timeouts). Error answers never carry the worker's
 address or the origin's error text: those go to the log with the request id.
 
+Keys and dataset paths map through :mod:`tidepool.core.keys`: listings show the origin's keys
+(folder markers ``dir/`` included, escaped names decoded back), and every listed key can be read.
+
 Limits: path-style addressing only; no virtual-host buckets, no writes, no multipart; the bucket
 list comes from the worker and is remembered for ``BUCKETS_TTL`` seconds; an empty directory the
 origin reports shows up as a common prefix (S3 would hide it).
@@ -33,6 +36,7 @@ origin reports shows up as a common prefix (S3 would hide it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -44,12 +48,13 @@ from typing import Any
 from aiohttp import web
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.core.errors import redact
+from tidepool.core import keys
+from tidepool.core.errors import OriginBucketMissingError, redact
 from tidepool.gateway import xml
 from tidepool.gateway.errors import S3Error, s3_error
 from tidepool.gateway.hosts import host_matcher
 from tidepool.gateway.listing import Entry, Page, list_page, listable_root
-from tidepool.gateway.objects import plan_get
+from tidepool.gateway.objects import part_number, plan_get
 from tidepool.gateway.operations import Operation, parse_request
 from tidepool.gateway.sigv4 import verify
 from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
@@ -261,9 +266,23 @@ class Gateway:
             entries = await self._children(op.bucket, root)
         else:
             entries = await self._files(op.bucket, root, resume=bool(params.after))
+        if root:  # the directory's own folder marker is a key under the prefix too
+            marker = await self._marker(op.bucket, root)
+            if marker is not None:
+                entries = sorted([*entries, marker], key=lambda e: e.key)
         page = list_page(entries, params.prefix, params.delimiter, params.after, params.max_keys)
         body = xml.list_objects_xml(op.bucket, params, page, v2=op.name == "ListObjectsV2")
         return web.Response(body=body, content_type=_XML)
+
+    async def _marker(self, bucket: str, root: str) -> Entry | None:
+        """The folder-marker key ``root/`` when the origin holds one."""
+        try:
+            info = await self._client()._info(f"{bucket}/{root}")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if info.get("type") != "directory" or not info.get("marker"):
+            return None
+        return Entry(keys.marker_key(root), 0, str(info["version"]), info.get("mtime"))
 
     async def _children(self, bucket: str, root: str) -> list[Entry]:
         """Direct children of ``root``; a directory is the key ``dir/``, which the ``/``
@@ -283,7 +302,7 @@ class Gateway:
         if resume and hit is not None and now - hit[0] < LISTING_TTL:
             return hit[1]
         where = f"{bucket}/{root}" if root else bucket
-        found = await self._client()._find(where, detail=True)
+        found = await self._client()._find(where, detail=True, folder_markers=True)
         entries = _entries(bucket, found.values(), dirs=False)
         self._snapshots[(bucket, root)] = (now, entries)
         for stale in [k for k, v in self._snapshots.items() if now - v[0] >= LISTING_TTL]:
@@ -294,13 +313,10 @@ class Gateway:
 
     async def _object(self, op: Operation, request: web.BaseRequest) -> web.StreamResponse:
         fs = self._client()
-        path = f"{op.bucket}/{op.key}"
-        info = await fs._info(path)
-        if info.get("type") != "file":
-            raise S3Error("NoSuchKey", "The specified key does not exist.", 404)
+        path, info = await self._lookup(op.bucket, op.key)
         headers = {k.lower(): v for k, v in request.headers.items()}
         query = op.query if op.name == "GetObject" else None
-        plan = plan_get(info, op.key, headers, query)
+        plan = plan_get(info, op.key, headers, query, part_number(op.query))
         if plan.status == 304:
             out = {k: v for k, v in plan.headers.items() if k != "Content-Length"}
             return web.Response(status=304, headers=out)
@@ -315,6 +331,33 @@ class Gateway:
         return await self._stream(
             request, path, info, plan.status, plan.start, plan.end, body_headers
         )
+
+    async def _lookup(self, bucket: str, key: str) -> tuple[str, dict[str, Any]]:
+        """The dataset path and metadata of the object ``key`` names (:mod:`tidepool.core.keys`):
+        a file, or a directory's folder marker (a 0-byte object); else ``NoSuchKey``."""
+        fs = self._client()
+        marker = keys.place(key, 0)
+        if marker.kind == "marker":
+            with contextlib.suppress(_NotThere):
+                info = await _info_or_absent(fs, f"{bucket}/{marker.path}", headers=False)
+                if info.get("type") == "directory" and info.get("marker"):
+                    return f"{bucket}/{marker.path}", {
+                        "name": info["name"],
+                        "type": "file",
+                        "size": 0,
+                        "version": info["version"],
+                        "mtime": info.get("mtime"),
+                    }
+        path = keys.place(key, 1).path
+        tries = [path] if keys.is_escaped(path.rpartition("/")[2]) else [path, keys.escaped(path)]
+        for rel in tries:  # a plain name that is a directory: the object took the escaped name
+            try:
+                info = await _info_or_absent(fs, f"{bucket}/{rel}", headers=True)
+            except _NotThere:
+                break
+            if info.get("type") == "file":
+                return f"{bucket}/{rel}", info
+        raise S3Error("NoSuchKey", "The specified key does not exist.", 404)
 
     async def _stream(
         self,
@@ -348,6 +391,22 @@ class Gateway:
                 pos += len(data)
                 ahead = asyncio.ensure_future(chunk(pos)) if pos < end else None
                 await resp.write(data)
+        except Exception as exc:
+            if ahead is not None:
+                ahead.cancel()
+            # The status line is gone: the only honest signal left is a cut connection, so the
+            # client sees a short body at once (and retries) instead of waiting for the rest.
+            log.warning(
+                "GET %s failed at byte %d of %d after its headers were sent: %s; "
+                "closing the connection",
+                redact(path, self._secrets),
+                pos - start,
+                end - start,
+                redact(str(exc), self._secrets),
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
         except BaseException:
             if ahead is not None:
                 ahead.cancel()
@@ -363,14 +422,30 @@ def _entries(bucket: str, found: Iterable[dict[str, Any]], *, dirs: bool) -> lis
         name = str(info["name"])
         if not name.startswith(bucket + "/"):
             continue
+        rel = name[cut:]
         if info.get("type") == "file":
-            out.append(
-                Entry(name[cut:], int(info["size"]), str(info["version"]), info.get("mtime"))
-            )
+            key = keys.to_key(rel)
+            out.append(Entry(key, int(info["size"]), str(info["version"]), info.get("mtime")))
         elif dirs:
-            out.append(Entry(name[cut:] + "/", 0, "", None))
+            out.append(Entry(keys.marker_key(rel), 0, "", None))
+        elif info.get("marker"):  # a folder marker: the 0-byte key ``dir/``
+            out.append(Entry(keys.marker_key(rel), 0, str(info["version"]), info.get("mtime")))
     out.sort(key=lambda e: e.key)
     return out
+
+
+class _NotThere(Exception):
+    """No object or directory at a path (the bucket itself exists)."""
+
+
+async def _info_or_absent(fs: TidepoolFileSystem, path: str, *, headers: bool) -> dict[str, Any]:
+    try:
+        info: dict[str, Any] = await fs._info(path, headers=headers)
+    except OriginBucketMissingError:
+        raise  # NoSuchBucket, not NoSuchKey
+    except (FileNotFoundError, NotADirectoryError):
+        raise _NotThere(path) from None
+    return info
 
 
 def _check_length(path: str, data: bytes, expected: int) -> None:

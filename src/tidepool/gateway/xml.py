@@ -78,7 +78,7 @@ def _entry(e: Entry, enc: bool, owner: bool) -> str:
     modified = iso8601(e.mtime) if e.mtime is not None else iso8601(0)
     return (
         f"<Contents>{_el('Key', _enc(e.key, enc))}<LastModified>{modified}</LastModified>"
-        f"{_el('ETag', chr(34) + e.etag + chr(34))}<Size>{e.size}</Size>"
+        f"{_el('ETag', chr(34) + e.etag + chr(34) if e.etag else '')}<Size>{e.size}</Size>"
         f"{_owner() if owner else ''}<StorageClass>STANDARD</StorageClass></Contents>"
     )
 

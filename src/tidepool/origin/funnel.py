@@ -48,6 +48,7 @@ from tidepool.origin.backend import (
 from tidepool.origin.diagnose import classify, describe_mount
 from tidepool.origin.health import OriginHealth
 from tidepool.origin.retry import NOT_RETRYABLE, backoff_delay, error_code, is_retryable
+from tidepool.origin.s3tree import S3Tree, object_headers
 from tidepool.origin.settings import OriginSettings
 from tidepool.spec.config import MountConfig
 
@@ -226,9 +227,17 @@ class Origin:
     def _path(self, rel: str) -> str:
         return origin_path(self.mount, rel)
 
+    def _tree(self) -> S3Tree | None:
+        """The S3 key mapping (origin.s3tree) when this origin is S3."""
+        s3 = self._s3()
+        return S3Tree(s3, self.mount.root) if s3 is not None else None
+
     async def info(self, rel: str) -> FileInfo:
         """Stat one path (file or directory)."""
         path = self._path(rel)
+        tree = self._tree()
+        if tree is not None:
+            return await self._call("info", rel, lambda: tree.info(rel))
 
         async def go() -> FileInfo:
             out = entry_info(self.mount, await self.fs._info(path))
@@ -240,6 +249,9 @@ class Origin:
     async def ls(self, rel: str) -> list[FileInfo]:
         """Direct children of a directory."""
         path = self._path(rel)
+        tree = self._tree()
+        if tree is not None:
+            return await self._call("ls", rel, lambda: tree.ls(rel))
 
         async def go() -> list[FileInfo]:
             entries = await self.fs._ls(path, detail=True)
@@ -249,8 +261,12 @@ class Origin:
         return await self._call("ls", rel, go)
 
     async def find(self, rel: str) -> list[FileInfo]:
-        """Every file below a directory (one paginated listing on object stores)."""
+        """Every file below a directory (one paginated listing on object stores); on S3 the
+        folder markers below it too (directories with ``marker`` set)."""
         path = self._path(rel)
+        tree = self._tree()
+        if tree is not None:
+            return await self._call("find", rel, lambda: tree.find(rel))
 
         async def go() -> list[FileInfo]:
             found = await self.fs._find(path, detail=True, withdirs=False)
@@ -295,7 +311,7 @@ class Origin:
         path = self._path(rel)
         s3 = self._s3()
         if s3 is not None:
-            bucket, key, _ = s3.split_path(path)
+            bucket, key = s3.split_path(path)[0], S3Tree(s3, self.mount.root).key(rel)
 
             async def go_s3() -> bytes:
                 resp = await s3._call_s3(
@@ -327,8 +343,8 @@ class Origin:
             if info["type"] != "file":
                 return info, b""
             return info, await self.read(rel, 0, min(length, info["size"]), info["version"])
-        bucket, key, _ = s3.split_path(path)
-        if not key:
+        bucket, key = s3.split_path(path)[0], S3Tree(s3, self.mount.root).key(rel)
+        if not rel:
             return await self.info(rel), b""
 
         async def go() -> tuple[FileInfo, bytes]:
@@ -342,6 +358,7 @@ class Origin:
                 raise
             size = total_size(resp)
             info = file_info(rel, size, normalize_etag(resp.get("ETag")), mtime_of(resp))
+            info["headers"] = object_headers(resp)
             data = await read_body(resp, f"{self.dataset}/{rel}", 0, min(length, size), None)
             return info, data
 
@@ -350,6 +367,9 @@ class Origin:
         return info, data
 
     async def _head(self, rel: str) -> FileInfo:
+        tree = self._tree()
+        if tree is not None:
+            return await tree.head(rel)
         out = entry_info(self.mount, await self.fs._info(self._path(rel)))
         out["name"] = rel
         return out

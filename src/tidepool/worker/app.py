@@ -319,7 +319,8 @@ class WorkerApp:
     async def info(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
         from_peer = PEER_HEADER in request.headers
-        return _json(await svc.stat(requests.rel_path(request), from_peer=from_peer))
+        full = requests.query(request, requests.InfoQuery).headers
+        return _json(await svc.stat(requests.rel_path(request), from_peer=from_peer, full=full))
 
     async def list(self, request: web.Request) -> web.Response:
         svc = self._svc(request)

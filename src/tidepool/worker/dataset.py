@@ -124,7 +124,7 @@ class DatasetService:
             warm=self._prefetch_file,
             owned=self._owned,
             listing=self.metadata.ls,
-            everything=lambda: self.metadata.find(""),
+            everything=self._all_files,
             room=self.free_room,
             size_of=self._size_on_disk,
             reachable=lambda: self.origin_reachable,
@@ -197,14 +197,18 @@ class DatasetService:
 
     # ---- metadata --------------------------------------------------------------------------
 
-    async def stat(self, path: str, *, from_peer: bool = False) -> FileInfo:
-        return await self.metadata.stat(path, forward=not from_peer)
+    async def stat(self, path: str, *, from_peer: bool = False, full: bool = False) -> FileInfo:
+        return await self.metadata.stat(path, forward=not from_peer, full=full)
 
     async def ls(self, path: str, *, from_peer: bool = False) -> list[FileInfo]:
         return await self.metadata.ls(path, forward=not from_peer)
 
     async def find(self, path: str = "", *, from_peer: bool = False) -> list[FileInfo]:
         return await self.metadata.find(path, forward=not from_peer)
+
+    async def _all_files(self) -> list[FileInfo]:
+        """Every file of the dataset (folder markers left out), for prefetch."""
+        return [f for f in await self.metadata.find("") if f["type"] == "file"]
 
     async def _ask_pool(self, kind: str, rel: str) -> Any:
         """Metadata from the member of the pool that owns it (see metadata.AskPool)."""

@@ -106,7 +106,8 @@ class LoadJob:
             info = await self.svc.stat(path)
             if info["type"] == "directory":
                 for f in await self.svc.find(path):
-                    files[f["name"]] = f
+                    if f["type"] == "file":  # not a folder marker
+                        files[f["name"]] = f
             else:
                 files[info["name"]] = info
         return list(files.values())

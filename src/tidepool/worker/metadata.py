@@ -124,9 +124,12 @@ class MetadataService:
             return None
         return await self._ask_pool(kind, rel)
 
-    async def stat(self, path: str, *, forward: bool = True) -> FileInfo:
+    async def stat(self, path: str, *, forward: bool = True, full: bool = False) -> FileInfo:
         """Metadata of a file or directory, from the store when fresh, else from the member of
-        the pool that owns it (``forward``: False when a peer asked), else from the origin."""
+        the pool that owns it (``forward``: False when a peer asked), else from the origin.
+
+        ``full``: a file's own HTTP metadata (``headers``) is wanted too; an S3 file known only
+        from a listing is then asked of the origin (one HEAD), once per TTL."""
         rel = normalize(path)
         route = self.route(rel)
         if route is None:
@@ -134,9 +137,12 @@ class MetadataService:
                 return dir_info(rel)
             raise self._missing(rel)
         cached = self.store.get_info(self.dataset, rel)
-        if cached is not None and self.fresh(cached[1]):
+        lacking = full and cached is not None and _lacks_headers(cached[0], route)
+        if cached is not None and self.fresh(cached[1]) and not lacking:
             return self._checked(cached[0], rel)
         try:
+            if lacking:
+                return await self._once("stat!", rel, lambda: self._stat_origin(rel, route))
             return await self._once("stat", rel, lambda: self._stat_fetch(rel, route, forward))
         except OriginUnavailableError:
             if cached is not None:
@@ -220,8 +226,9 @@ class MetadataService:
         return entries
 
     async def find(self, path: str = "", *, forward: bool = True) -> list[FileInfo]:
-        """Every file below ``path`` (recursive), listed at the origin at most once per TTL and
-        once per pool: by the member that owns the directory, which the others ask."""
+        """Every file below ``path`` (recursive) and the folder markers below it (directories
+        with ``marker`` set, see :mod:`tidepool.core.keys`), listed at the origin at most once per
+        TTL and once per pool: by the member that owns the directory, which the others ask."""
         rel = normalize(path)
         route = self.route(rel)
         if route is None:
@@ -260,23 +267,26 @@ class MetadataService:
         return self._keep_found(rel, files, now)
 
     def _keep_found(self, rel: str, files: list[FileInfo], now: float) -> list[FileInfo]:
-        # Persist as listings per directory, so offline ls/stat of every file works.
-        by_dir: dict[str, list[dict[str, Any]]] = {rel: []}
+        """Persist a find's answer as listings per directory, so offline ls/stat of every file
+        works. ``files`` may hold folder markers (directories with ``marker`` set): each is listed
+        once in its parent, as the directory it is, and gets a listing of its own."""
+        by_dir: dict[str, dict[str, dict[str, Any]]] = {rel: {}}
         for f in files:
-            by_dir.setdefault(parent(f["name"]), []).append(dict(f))
+            by_dir.setdefault(parent(f["name"]), {})[f["name"]] = dict(f)
+            if f["type"] == "directory":
+                by_dir.setdefault(f["name"], {})
         for d in list(by_dir):
             while d and d != rel:  # make sure intermediate directories appear in their parents
                 up = parent(d)
-                entry = dict(dir_info(d))
-                if entry not in by_dir.setdefault(up, []):
-                    by_dir[up].append(entry)
+                by_dir.setdefault(up, {}).setdefault(d, dict(dir_info(d)))
                 d = up
         for d, entries in by_dir.items():
             if d == rel or d.startswith(rel + "/") or not rel:
-                self.store.put_listing(self.dataset, d, entries, now)
+                self.store.put_listing(self.dataset, d, list(entries.values()), now)
         self._found[rel] = now
         if rel == "":
-            self.ufs_total = (sum(f["size"] for f in files), len(files), now)
+            plain = [f for f in files if f["type"] == "file"]
+            self.ufs_total = (sum(f["size"] for f in plain), len(plain), now)
         return files
 
     def _find_cached(self, rel: str) -> list[FileInfo] | None:
@@ -286,9 +296,16 @@ class MetadataService:
         out: list[FileInfo] = []
         for e in listing[0]:
             if e["type"] == "directory":
+                if e.get("marker"):  # a folder marker is an object of its own
+                    out.append(e)  # type: ignore[arg-type]
                 sub = self._find_cached(e["name"])
                 if sub is not None:
                     out.extend(sub)
             else:
                 out.append(e)  # type: ignore[arg-type]
         return out
+
+
+def _lacks_headers(info: dict[str, Any], route: Route[Origin]) -> bool:
+    """A file of an S3 origin whose object headers were never seen (it came from a listing)."""
+    return info.get("type") == "file" and "headers" not in info and route.target._s3() is not None

@@ -41,6 +41,7 @@ __all__ = [
     "MAX_LOAD_PATHS",
     "MAX_LOCAL_HIT_PAGES",
     "ROUTE_QUERIES",
+    "InfoQuery",
     "LoadRequest",
     "LocalHits",
     "NoQuery",
@@ -92,6 +93,11 @@ class StatusQuery(_Query):
     """Re-list the origin when the dataset's total is older than its TTL (``refresh=0``: no)."""
 
 
+class InfoQuery(_Query):
+    headers: bool = False
+    """Also the object's own HTTP metadata (``headers=1``; the S3 gateway asks for it)."""
+
+
 class PageQuery(_Query):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     every: float = Field(2.0, ge=0.5, le=60.0)
@@ -108,12 +114,13 @@ _Q = TypeVar("_Q", bound=_Query)
 
 ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/v1/datasets/{ds}/status": StatusQuery,
+    "/v1/datasets/{ds}/info/{path}": InfoQuery,
     "/": PageQuery,
     "/v1/history": HistoryQuery,
 }
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
-_QUERY_PARSERS = {"refresh": parse_bool}
+_QUERY_PARSERS = {"refresh": parse_bool, "headers": parse_bool}
 
 
 def check_query(request: web.Request, route: str) -> None:

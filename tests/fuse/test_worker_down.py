@@ -1,0 +1,77 @@
+"""A mount whose worker is SIGKILLed keeps serving what this host holds (issue 14 item 4): past
+the metadata TTL, ``stat``, ``ls`` and ``md5sum`` of fully cached files answer from the mount's
+last known metadata and the page files; a read that needs the worker fails with EIO at once; the
+outage is logged once. A restarted worker is picked up again."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import DatasetFactory
+
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.workerproc import WorkerProcess
+
+from .conftest import MountFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TTL = 1.0
+
+
+def test_a_killed_worker_leaves_cached_files_readable(
+    s3_server: S3Server, make_dataset: DatasetFactory, mount: MountFactory, tmp_path: Path
+) -> None:
+    files = {f"d/f{i}.bin": os.urandom(300_000 + i) for i in range(3)}
+    files["d/uncached.bin"] = os.urandom(200_000)
+    make_dataset(files)
+    spec = tmp_path / "spec.yaml"
+    S3DatasetSpec(
+        url=f"s3://{make_dataset.bucket}/data/",
+        endpoint=s3_server.endpoint,
+        cache=tmp_path / "cache",
+        credentials="secret_doc",
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        page_size="64Ki",
+        metadata_sync={"ttl": f"{TTL}s"},
+        prefetch="off",  # d/uncached.bin must stay uncached
+    ).write(spec)
+    worker = WorkerProcess.start([spec], tmp_path / "w.log")
+    try:
+        m = mount(["ds"], worker.endpoint)
+        root = m.path
+        cached = [n for n in files if "uncached" not in n]
+        for n in cached:
+            assert (root / n).read_bytes() == files[n]
+        listing = sorted(os.listdir(root / "d"))
+        worker.kill()
+        time.sleep(3 * TTL)  # every attribute and listing the mount holds is past its TTL
+        for _ in range(2):
+            assert sorted(os.listdir(root / "d")) == listing
+            for n in cached:
+                assert os.stat(root / n).st_size == len(files[n])
+                digest = hashlib.md5((root / n).read_bytes()).hexdigest()
+                assert digest == hashlib.md5(files[n]).hexdigest(), n
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as err:
+                (root / "d" / "uncached.bin").read_bytes()
+            assert err.value.errno == errno.EIO
+            assert time.monotonic() - t0 < 2.0
+            with pytest.raises(FileNotFoundError):
+                os.stat(root / "d" / "never-listed.bin")
+            time.sleep(TTL)
+        assert m.log().count("cannot be reached") == 1, m.log()
+        port = int(worker.endpoint.rsplit(":", 1)[1])
+        with WorkerProcess.start([spec], tmp_path / "w2.log", port=port):
+            time.sleep(TTL)
+            assert (root / "d" / "uncached.bin").read_bytes() == files["d/uncached.bin"]
+            assert "answers again" in m.log()
+    finally:
+        worker.stop()
