@@ -7,8 +7,10 @@ header, a listing prefix that walks up the worker's routes, a signature for anot
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -191,3 +193,58 @@ def test_gateway_connections_are_budgeted(stack: Stack) -> None:
 def test_gateway_object_has_public_hosts() -> None:
     gw = Gateway("http://127.0.0.1:1", None, {"k": "s"}, public_hosts=["s3.edge.local"])
     assert gw._host_ok("s3.edge.local:9000") and not gw._host_ok("127.0.0.1:9000")
+
+
+def test_readers_that_never_read_hold_no_more_than_the_stream_budget(stack: Stack) -> None:
+    """Issue 15, item 5 on the gateway: every streamed GetObject reserves what it may hold (three
+    chunks) from one budget; clients that ask for a large object and never read fill it, the
+    ones that find no room get a 503 SlowDown once the wait runs out (before any byte), the
+    stalled ones are cut by the stall timeout, and a normal client is served afterwards."""
+    chunk = 1 << 20
+    limits = ServerLimits(stall_timeout=1.0, stream_memory_mib=6)  # room for two streams
+    gw = ThreadGateway(
+        stack.worker.endpoint, {ACCESS_KEY: SECRET_KEY}, chunk_size=chunk, limits=limits
+    )
+    socks: list[socket.socket] = []
+    try:
+        target, headers = signed(gw.url, "/ds/big/five.bin")
+        request = request_bytes("GET", target, headers, host=urlsplit(gw.url).netloc)
+        for _ in range(8):
+            s = connect(gw.url, timeout=60)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(request)
+            socks.append(s)
+        streams = gw.gateway.streams
+        peak = 0
+        for _ in range(100):  # while they are held: never more than the budget reserved
+            peak = max(peak, gw.call(_in_use(streams)))
+        assert 0 < peak <= streams.total
+        # the first bytes of each answer: a 200 stream (stalled, or cut by the stall timeout) or
+        # a whole 503 SlowDown document for those that found no room
+        heads = []
+        for s in socks:
+            s.settimeout(30)
+            with contextlib.suppress(OSError):
+                heads.append(s.recv(4096))
+        slow = [h for h in heads if h.startswith(b"HTTP/1.1 503")]
+        assert slow and all(b"<Code>SlowDown</Code>" in h for h in slow), heads[:2]
+        assert all(h.startswith((b"HTTP/1.1 200", b"HTTP/1.1 503")) for h in heads if h)
+        assert streams.refused == len(slow)
+        for s in socks:
+            s.close()  # the held streams end: their reservations are returned
+        assert eventually_zero(gw, streams)
+        answer = send(gw.url, target, headers)
+        assert answer.status == 200 and answer.body == stack.files["big/five.bin"]
+    finally:
+        for s in socks:
+            s.close()
+        gw.stop()
+
+
+def eventually_zero(gw: ThreadGateway, streams: Any) -> bool:
+    return any(gw.call(_in_use(streams)) == 0 for _ in range(250))
+
+
+async def _in_use(streams: Any) -> int:
+    await asyncio.sleep(0.02)
+    return int(streams.in_use)

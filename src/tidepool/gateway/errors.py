@@ -33,6 +33,7 @@ from tidepool.core.errors import (
     OriginTLSError,
     OriginUnavailableError,
     RangeNotSatisfiableError,
+    TooManyRequestsError,
     UnknownDatasetError,
     VersionGoneError,
     redact,
@@ -56,6 +57,7 @@ class S3Error(Exception):
 
 # exception type -> (HTTP status, S3 error code). Checked in order: subclasses first.
 S3_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (TooManyRequestsError, 503, "SlowDown"),  # S3's answer to "come back later"
     (RangeNotSatisfiableError, 416, "InvalidRange"),
     (BadRequestError, 400, "InvalidArgument"),
     (VersionGoneError, 412, "PreconditionFailed"),  # the object changed mid-read

@@ -8,8 +8,12 @@ decision lives in those pure modules.
 
 Reads go through the client, so on the worker's host cached pages are read straight from disk and
 a warm GetObject of a small file costs no request to the worker at all. A large GetObject is
-streamed in ``chunk_size`` ranges with the next range fetched while the current one is sent, so
-memory stays at two chunks whatever the object's size. Errors are S3 ``<Error>`` documents with
+streamed in ranges that start small (:data:`FIRST_CHUNK`: a cold object's first byte does not wait
+for a whole chunk) and double up to ``chunk_size``, the next fetched while the current one is
+sent, so a stream holds at most three chunks whatever the object's size; every stream reserves
+that from one budget for the process (:class:`~tidepool.serving.MemoryBudget`), so clients that
+ask and never read cannot grow it without bound (a stream that waits too long for room is a 503
+``SlowDown``, sent before any byte). Errors are S3 ``<Error>`` documents with
 the code from :mod:`.errors` (bodiless for HEAD); an error after the first byte of a stream can
 only cut the connection, which clients see as a short read.
 
@@ -57,13 +61,22 @@ from tidepool.gateway.listing import Entry, Page, list_page, listable_root
 from tidepool.gateway.objects import part_number, plan_get
 from tidepool.gateway.operations import Operation, parse_request
 from tidepool.gateway.sigv4 import verify
-from tidepool.serving import BudgetSite, ConnectionBudget, ServerLimits, busy_response
+from tidepool.serving import (
+    BudgetSite,
+    ConnectionBudget,
+    MemoryBudget,
+    ServerLimits,
+    busy_response,
+)
 
 __all__ = ["BUCKETS_TTL", "DEFAULT_CHUNK", "LISTING_TTL", "Gateway"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 8 << 20
+FIRST_CHUNK = 256 << 10
+"""A stream's first range: a cold object's first byte waits for this much, not a whole chunk;
+each next range doubles up to the chunk size."""
 BUCKETS_TTL = 5.0
 LISTING_TTL = 30.0
 _XML = "application/xml"
@@ -112,6 +125,10 @@ class Gateway:
         """Host names clients reach the gateway by (checked against the signed Host)."""
         self.limits = limits or ServerLimits()
         self.budget = ConnectionBudget(self.limits, _BUSY)
+        self.streams = MemoryBudget(
+            self.limits.stream_memory_mib << 20, wait=self.limits.stall_timeout
+        )
+        """What streamed answers may hold at once (chunks waiting for their readers)."""
         self._host_ok = host_matcher(host, port, self.public_hosts)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -328,9 +345,11 @@ class Gateway:
             data = await fs.read_range_async(path, info, plan.start, plan.end) if length else b""
             _check_length(path, data, length)
             return web.Response(status=plan.status, body=data, headers=body_headers)
-        return await self._stream(
-            request, path, info, plan.status, plan.start, plan.end, body_headers
-        )
+        # a stream holds the chunk being sent, the one fetched ahead and one in the transport
+        async with self.streams.reserve(min(length, 3 * self.chunk_size)):
+            return await self._stream(
+                request, path, info, plan.status, plan.start, plan.end, body_headers
+            )
 
     async def _lookup(self, bucket: str, key: str) -> tuple[str, dict[str, Any]]:
         """The dataset path and metadata of the object ``key`` names (:mod:`tidepool.core.keys`):
@@ -370,11 +389,14 @@ class Gateway:
         headers: dict[str, str],
     ) -> web.StreamResponse:
         fs = self._client()
-        step = self.chunk_size
+        step = min(FIRST_CHUNK, self.chunk_size)
 
         async def chunk(pos: int) -> bytes:
-            data: bytes = await fs.read_range_async(path, info, pos, min(end, pos + step))
-            _check_length(path, data, min(end, pos + step) - pos)
+            nonlocal step
+            stop = min(end, pos + step)
+            step = min(self.chunk_size, step * 2)  # small first (its first byte comes soon)
+            data: bytes = await fs.read_range_async(path, info, pos, stop)
+            _check_length(path, data, stop - pos)
             return data
 
         first = await chunk(start)  # errors before the first byte get a proper S3 error
