@@ -111,6 +111,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self.pool = PoolView(self.endpoint, self.nodepool)
         self.admin = WorkerAdmin(self.endpoint, self.transport_sync.send)
         self._infos: dict[str, tuple[dict[str, Any], float]] = {}
+        self._offline_noted = False
+        """The worker was found unreachable and that was logged (once per outage)."""
         self._ttls: dict[str, float] = {}
         self._local: LocalReader | None = None
         self._local_endpoint = self.endpoint
@@ -274,6 +276,30 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             return hit[0]
         return None
 
+    def _last_known(self, path: str, exc: ConnectionError) -> dict[str, Any]:
+        """The worker cannot be reached: the file's last known metadata however old, so its
+        pages on this host stay readable (an edge node's worker restarting or crash-looping
+        must not stop readers of data on the local disk); ``exc`` again when there is none."""
+        hit = self._infos.get(path)
+        if hit is None or self._local is None:
+            raise exc
+        if not self._offline_noted:
+            self._offline_noted = True
+            log.warning(
+                "worker unreachable (%s): reading cached pages on this host with the last known "
+                "metadata; reads of anything else fail until it is back",
+                exc,
+            )
+        return hit[0]
+
+    def _read_last_known(self, path: str, exc: ConnectionError) -> bytes:
+        """A whole file from this host's pages at its last known version (worker unreachable)."""
+        info = self._last_known(path, exc)
+        data = self.read_local(path, info, 0, info["size"])
+        if data is None:
+            raise exc
+        return data
+
     def _learned(self, ds: str, rel: str, answer: Answer) -> dict[str, Any]:
         """File metadata from a read's answer (the worker sends it with every file)."""
         entry = {
@@ -306,7 +332,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         # of the pool would have to ask the origin across the WAN.
         target = self._target("info", ds, rel) + ("?headers=1" if headers else "")
         steps = json_steps(self.pool.targets(ds, rel), target, path, self.pool.mark_down)
-        return self._remember(ds, await self._call(steps))
+        try:
+            answer = await self._call(steps)
+        except ConnectionError as exc:
+            return self._last_known(path, exc)
+        self._offline_noted = False
+        return self._remember(ds, answer)
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
@@ -488,7 +519,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 # a whole file whose metadata we don't hold: one request returns both (the
                 # answer's headers carry size and version), instead of a stat and then a read
                 steps = self._read_steps(path, None, 0, None)
-                return self._settle(path, None, lambda: run_sync(steps, self.transport_sync.send))
+                try:
+                    return self._settle(
+                        path, None, lambda: run_sync(steps, self.transport_sync.send)
+                    )
+                except ConnectionError as exc:
+                    return self._read_last_known(path, exc)
             info = self.info(path)
         if info["type"] != "file":
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
@@ -512,7 +548,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
     ) -> bytes:
         path = self._strip_protocol(path)
         if start is None and end is None and "/" in path and self._cached_info(path) is None:
-            return await self._read_remote(path, None, 0, None)
+            try:
+                return await self._read_remote(path, None, 0, None)
+            except ConnectionError as exc:
+                return self._read_last_known(path, exc)
         info = await self._info(path)
         if info["type"] != "file":
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)

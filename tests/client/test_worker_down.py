@@ -1,0 +1,69 @@
+"""A same-host ``tidepool://`` client whose worker is SIGKILLed keeps reading what this host
+holds (issue 14, item 4 for the client as for the mount): past the metadata TTL, whole and ranged
+reads, ``open().read()`` and ``info`` of fully cached files answer from the client's last known
+metadata and the page files; a read that needs the worker fails at once; a restarted worker is
+used again."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import DatasetFactory
+
+from tidepool.client import TidepoolFileSystem
+from tidepool_lab.testbed.s3server import S3Server
+from tidepool_lab.testbed.specs import S3DatasetSpec
+from tidepool_lab.testbed.workerproc import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TTL = 1.0
+
+
+def test_a_killed_worker_leaves_cached_files_readable_through_the_client(
+    s3_server: S3Server, make_dataset: DatasetFactory, tmp_path: Path
+) -> None:
+    files = {f"d/f{i}.bin": os.urandom(300_000 + i) for i in range(3)}
+    files["d/uncached.bin"] = os.urandom(200_000)
+    make_dataset(files)
+    spec = tmp_path / "spec.yaml"
+    S3DatasetSpec(
+        url=f"s3://{make_dataset.bucket}/data/",
+        endpoint=s3_server.endpoint,
+        cache=tmp_path / "cache",
+        credentials="secret_doc",
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        page_size="64Ki",
+        metadata_sync={"ttl": f"{TTL}s"},
+        prefetch="off",  # d/uncached.bin must stay uncached
+    ).write(spec)
+    worker = WorkerProcess.start([spec], tmp_path / "w.log")
+    try:
+        fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+        cached = [n for n in files if "uncached" not in n]
+        for n in cached:
+            assert fs.cat_file(f"ds/{n}") == files[n]
+        time.sleep(0.5)  # the worker writes the pages it served
+        assert all(fs.read_local(f"ds/{n}", fs.info(f"ds/{n}"), 0, 1) for n in cached)
+        worker.kill()
+        time.sleep(3 * TTL)  # every piece of metadata the client holds is past its TTL
+        for n in cached:
+            data = files[n]
+            assert fs.cat_file(f"ds/{n}") == data
+            assert fs.cat_file(f"ds/{n}", 1000, 70_000) == data[1000:70_000]
+            assert fs.info(f"ds/{n}")["size"] == len(data)
+            with fs.open(f"ds/{n}") as f:
+                assert f.read() == data
+        t0 = time.monotonic()
+        with pytest.raises(OSError):
+            fs.cat_file("ds/d/uncached.bin")
+        assert time.monotonic() - t0 < 2.0
+        port = int(worker.endpoint.rsplit(":", 1)[1])
+        with WorkerProcess.start([spec], tmp_path / "w2.log", port=port):
+            assert fs.cat_file("ds/d/uncached.bin") == files["d/uncached.bin"]
+    finally:
+        worker.stop()
