@@ -97,3 +97,32 @@ async def test_a_right_answer_is_taken() -> None:
         finally:
             await placement.close()
     assert got.data == b"x" * ASKED and got.size == FLOOD and got.version == "v1"
+
+
+def json_head(length: str | None) -> bytes:
+    lines = ["HTTP/1.1 200 OK", "Content-Type: application/json"]
+    lines.append(f"Content-Length: {length}" if length else "Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("answer", "chunked"), [(json_head(str(FLOOD)), False), (json_head(None), True)]
+)
+async def test_an_oversized_metadata_answer_is_refused_before_it_is_buffered(
+    answer: bytes, chunked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing asked of a peer is read up to a cap (``MAX_PEER_JSON``, lowered here): one
+    that announces more, or never ends, is refused (the origin is asked instead)."""
+    import tidepool.worker.placement as placement_mod
+
+    monkeypatch.setattr(placement_mod, "MAX_PEER_JSON", 1 << 20)
+    peer = Peer(answer, FLOOD, chunked=chunked)
+    me = Member("me", "http://127.0.0.1:1")
+    async with serving(peer) as rogue:
+        placement = Placement(me, StaticMembership([me, rogue]), peer_token="p" * 20)
+        try:
+            with pytest.raises(PeerError):
+                await placement.fetch_json(rogue, "ds", "list", "d")
+        finally:
+            await placement.close()
+    assert peer.sent < 16 << 20

@@ -40,6 +40,9 @@ REBALANCE_WINDOW = 900.0
 """Seconds after a change of the members (or this worker's start) during which an owner that
 misses asks the members ranked after it whether they still hold the file (from before a join or
 a leave), before the origin. Outside it they cannot hold what we own, and are not asked."""
+MAX_PEER_JSON = 256 << 20
+"""Most bytes read of a peer's metadata answer (a listing of a few million entries); a larger or
+endless answer is refused before it is buffered whole."""
 HOLDERS = 2
 """How many members ranked after the owners are asked (a join displaces the owner to the next
 rank; a leave hands a file to the next, whose predecessor is the one after)."""
@@ -169,7 +172,21 @@ class Placement:
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/{kind}/{quote(rel)}"
         try:
             async with session.get(url) as r:
-                body = await r.read()
+                if (r.content_length or 0) > MAX_PEER_JSON:
+                    raise PeerError(
+                        f"peer {peer.name} answered {r.content_length} bytes for {kind} {rel!r}; "
+                        f"at most {MAX_PEER_JSON} are read"
+                    )
+                parts, got = [], 0
+                async for part in r.content.iter_chunked(1 << 16):
+                    got += len(part)
+                    if got > MAX_PEER_JSON:
+                        raise PeerError(
+                            f"peer {peer.name} answered more than {MAX_PEER_JSON} bytes for "
+                            f"{kind} {rel!r}"
+                        )
+                    parts.append(part)
+                body = b"".join(parts)
                 if r.status >= 500:
                     raise PeerError(f"peer {peer.name} answered {r.status} for {kind} {rel!r}")
                 data = json.loads(body)
