@@ -21,6 +21,10 @@ from tidepool_lab.testbed.workerproc import WorkerProcess
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TTL = 1.0
+OUTAGE = float(os.environ.get("TIDEPOOL_TEST_OUTAGE_SECONDS", 3 * TTL))
+"""How long the worker stays dead before the reads (issue 14 asks for 5 minutes: run with
+``TIDEPOOL_TEST_OUTAGE_SECONDS=300`` and ``--timeout 900``: both tests pass; 3x the TTL by
+default, which already outlives all metadata)."""
 
 
 def test_a_killed_worker_leaves_cached_files_readable_through_the_client(
@@ -50,7 +54,7 @@ def test_a_killed_worker_leaves_cached_files_readable_through_the_client(
         time.sleep(0.5)  # the worker writes the pages it served
         assert all(fs.read_local(f"ds/{n}", fs.info(f"ds/{n}"), 0, 1) for n in cached)
         worker.kill()
-        time.sleep(3 * TTL)  # every piece of metadata the client holds is past its TTL
+        time.sleep(OUTAGE)  # every piece of metadata the client holds is past its TTL
         for n in cached:
             data = files[n]
             assert fs.cat_file(f"ds/{n}") == data

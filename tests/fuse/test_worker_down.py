@@ -23,6 +23,10 @@ from .conftest import MountFactory
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TTL = 1.0
+OUTAGE = float(os.environ.get("TIDEPOOL_TEST_OUTAGE_SECONDS", 3 * TTL))
+"""How long the worker stays dead before the reads (issue 14 asks for 5 minutes: run with
+``TIDEPOOL_TEST_OUTAGE_SECONDS=300`` and ``--timeout 900``: both tests pass; 3x the TTL by
+default, which already outlives all metadata)."""
 
 
 def test_a_killed_worker_leaves_cached_files_readable(
@@ -52,7 +56,7 @@ def test_a_killed_worker_leaves_cached_files_readable(
             assert (root / n).read_bytes() == files[n]
         listing = sorted(os.listdir(root / "d"))
         worker.kill()
-        time.sleep(3 * TTL)  # every attribute and listing the mount holds is past its TTL
+        time.sleep(OUTAGE)  # every attribute and listing the mount holds is past its TTL
         for _ in range(2):
             assert sorted(os.listdir(root / "d")) == listing
             for n in cached:
