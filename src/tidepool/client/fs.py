@@ -18,6 +18,11 @@ Thread and fork safety: one instance may be shared by many threads (PyTorch's th
 this): synchronous reads use a keep-alive connection per thread, async calls fsspec's I/O loop,
 and the caches are dicts updated atomically. A forked child (data-loader worker) gets a fresh
 loop, session, connections and hit reporter.
+
+Why this module is longer than ~400 lines: it is the fsspec surface itself — every method
+fsspec calls (info, ls, find, cat, open, get, the async twins) with the pool's metadata cache and
+the offline fallback — while routing, the read policy, transport and admin calls live in their
+own modules; splitting the surface would scatter one user-visible API over several files.
 """
 
 from __future__ import annotations

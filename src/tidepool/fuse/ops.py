@@ -30,6 +30,10 @@ reports no capacity. Each open handle keeps its last read window in memory (a pa
 path, up to 4 MiB over HTTP). A lookup in a directory that has no valid listing lists it (once per
 TTL, shared by concurrent lookups): cheap for the usual dataset layouts, one large request for a
 directory of millions.
+
+Why this module is longer than ~400 lines: it is the list of pyfuse3 handlers, one per FUSE
+operation, each small; metadata and inodes live in :mod:`tidepool.fuse.inodes` and data access in
+:mod:`tidepool.fuse.source`.
 """
 
 from __future__ import annotations

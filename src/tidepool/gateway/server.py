@@ -35,6 +35,10 @@ Keys and dataset paths map through :mod:`tidepool.core.keys`: listings show the 
 Limits: path-style addressing only; no virtual-host buckets, no writes, no multipart; the bucket
 list comes from the worker and is remembered for ``BUCKETS_TTL`` seconds; an empty directory the
 origin reports shows up as a common prefix (S3 would hide it).
+
+Why this module is longer than ~400 lines: it is the S3 request dispatcher (one method per S3
+operation the gateway answers) with its streaming; signatures, request parsing, listings, object
+headers, errors and XML are in their own modules.
 """
 
 from __future__ import annotations

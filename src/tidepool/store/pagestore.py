@@ -43,6 +43,11 @@ Limits:
 - A ``get`` that finds a corrupt page deletes it on the calling thread (rare, small I/O).
 - A page whose reads keep failing with a transient error (a disk that always answers EIO there)
   stays indexed, and every read of it goes to the origin, until it is evicted.
+
+Why this module is longer than ~400 lines: the quota, eviction, demotion and verification rules
+share one lock and one in-memory index, and their invariants (a tier's bytes never over quota, a
+page dropped only on proof) are checked against each other here; the file format, tier
+directories, index persistence and recovery are in their own modules.
 """
 
 from __future__ import annotations

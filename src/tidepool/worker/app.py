@@ -35,6 +35,11 @@ Every query parameter, header and body a handler uses is parsed and bounded by
 bounded :class:`~tidepool.worker.loads.LoadTable`. Without a token (loopback only), the routes
 that change state (``load``, ``local-hits``) answer only the worker's own user and root
 (:mod:`tidepool.worker.localuser`); reads stay open to local users.
+
+Why this module is longer than ~400 lines: it is the worker's whole HTTP surface (routes,
+middlewares for errors, auth and parsing, and the read handler with its streaming, ``sendfile``
+and memory-budget paths); request models live in :mod:`tidepool.worker.requests` and the
+decisions of a read in :mod:`tidepool.worker.dataset`, so what is left is one route table.
 """
 
 from __future__ import annotations

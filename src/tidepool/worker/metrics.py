@@ -16,6 +16,9 @@ knowledge of Prometheus.
 Metric names are user-facing contracts. Names renamed in 0.1.0 stay exported, with the same
 values, until 0.2.0 (:data:`DEPRECATED`); they are copied at scrape time, never counted twice on
 the hot path.
+
+Why this module is longer than ~400 lines: it is the list of the worker's Prometheus series with
+their help texts (one definition each), not logic.
 """
 
 from __future__ import annotations

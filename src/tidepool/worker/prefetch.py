@@ -26,6 +26,10 @@ Policies (``spec.prefetch.policy`` of the runtime): ``off``, ``pattern`` (hints 
 Limits: the pattern detector looks at one directory's listing order (a walk that crosses into
 the next directory starts a new run there); a hint list is capped (:data:`MAX_QUEUED`); the
 statistics of pages prefetched and later read are kept for a bounded number of pages.
+
+Why this module is longer than ~400 lines: the scheduler, its queue and the link gauge decide
+together what to fetch next and how much to keep in flight; apart, each would need the others'
+state.
 """
 
 from __future__ import annotations

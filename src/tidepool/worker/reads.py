@@ -18,6 +18,10 @@ reads programs made. :class:`HitCounts` holds the numbers.
 Limits: a page fetch that finds the origin object changed fails with
 :class:`~tidepool.core.errors.VersionChangedError` (the HTTP layer answers 412); pages are never
 mixed across versions because a page is named by its file version.
+
+Why this module is longer than ~400 lines: single flight, serve-while-writing, the read-ahead
+window and the one place hits are counted must see the same in-flight table; split apart, the
+accounting would again be done in several places (issue 10).
 """
 
 from __future__ import annotations

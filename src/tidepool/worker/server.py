@@ -7,6 +7,10 @@ Credentials: clients send ``token``; the workers of a node pool talk to each oth
 ``peer_token`` (required as soon as the worker has pool membership), so a client never passes
 for a peer. With ``tls_cert``/``tls_key`` the listener speaks HTTPS and the advertised address is
 ``https://``; ``tls_ca`` verifies peers (and etcd) signed by a private CA.
+
+Why this module is longer than ~400 lines: it wires one worker together (settings, stores,
+datasets, membership, listener, background tasks, shutdown order); each part it starts lives in
+its own module, and the order of start and stop is easiest to check in one place.
 """
 
 from __future__ import annotations
