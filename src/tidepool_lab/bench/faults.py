@@ -23,11 +23,8 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.core.errors import OriginUnavailableError
-from tidepool_lab.bench.run import bench_spec
+from tidepool_lab.bench.run import bench_spec, workdir
 from tidepool_lab.testbed.s3server import S3Server
 from tidepool_lab.testbed.s3util import upload
 from tidepool_lab.testbed.wan import WanRelay
@@ -72,19 +69,6 @@ def _metric(fs: TidepoolFileSystem, name: str, **labels: str) -> float:
 
 def _client(endpoint: str) -> TidepoolFileSystem:
     return TidepoolFileSystem(endpoint, local_reads=False, skip_instance_cache=True)
-
-
-@contextlib.contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="tidepool-faults-"))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _offline(
@@ -192,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(width=None if sys.stdout.isatty() else 110)  # logs: no wrapped tables
     res: dict[str, Any] = {"wan": {"rtt_ms": args.rtt_ms, "rate_mbit": args.rate_mbit}}
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(_workdir(args.workdir))
+        work = stack.enter_context(workdir(args.workdir, "tidepool-faults-"))
         console.print("starting the S3 origin, the WAN relay and a worker …")
         files = {f"f/{i:04d}.bin": _rand(args.size_kib * 1024, i) for i in range(args.files)}
         files["big/big.bin"] = _rand(args.big_mib << 20, 10**6)

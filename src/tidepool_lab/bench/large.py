@@ -49,7 +49,7 @@ from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
 from tidepool_lab.bench.fuse import drop_kernel_pages, fuse_process
-from tidepool_lab.bench.run import bench_spec
+from tidepool_lab.bench.run import bench_spec, big_read, peak_rss_mib, workdir
 from tidepool_lab.testbed.s3server import S3Server
 from tidepool_lab.testbed.s3util import storage_options
 from tidepool_lab.testbed.wan import WanRelay
@@ -98,25 +98,9 @@ def write_file(path: Path, size: int, seed: int) -> int:
 
 
 def read_through(opener: Callable[[], Any], size: int, digest: int) -> dict[str, Any]:
-    """``open``, ``read(1 MiB)`` (the first byte), then ``read(4 MiB)`` to the end; the clock
-    covers open and reads, verification runs in the same loop (xxh3: ~10 GB/s)."""
-    h = xxhash.xxh3_64()
-    n = 0
-    t0 = time.perf_counter()
-    with opener() as f:
-        data = f.read(FIRST)
-        first = time.perf_counter() - t0
-        while data:
-            h.update(data)
-            n += len(data)
-            data = f.read(CHUNK)
-    total = time.perf_counter() - t0
-    return {
-        "first_byte_s": round(first, 4),
-        "seconds": round(total, 3),
-        "mb_per_s": round(n / total / 1e6, 1),
-        "verified": n == size and h.intdigest() == digest,
-    }
+    """``open``, ``read(1 MiB)`` (the first byte), then ``read(4 MiB)`` to the end, every byte
+    verified (:func:`~tidepool_lab.bench.run.big_read`)."""
+    return big_read(opener, size, digest, chunk=CHUNK, first=FIRST)
 
 
 def read_into(path: Path, size: int, digest: int) -> dict[str, Any]:
@@ -209,14 +193,6 @@ def fio_randread(path: Path) -> dict[str, Any] | None:
     return {"iops": round(json.loads(out.stdout)["jobs"][0]["read"]["iops"])}
 
 
-def _peak_rss_mib(pid: int | str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 _CLIENT = """
 import sys, xxhash
 from tidepool.client import TidepoolFileSystem
@@ -265,25 +241,12 @@ def huge_case(
                 "mem_tier_gib": mem_gib,
                 "seconds": round(seconds, 2),
                 "mb_per_s": round(size / seconds / 1e6, 1),
-                "worker_peak_rss_mib": _peak_rss_mib(w.pid),
+                "worker_peak_rss_mib": peak_rss_mib(w.pid),
                 "client_peak_rss_mib": float(client_rss),
                 "verified": n == size and got == digest,
             }
     finally:
         shutil.rmtree(mem_dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="tidepool-bench-large-"))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -295,7 +258,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     }
     size = args.big_mib * MiB
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(_workdir(args.workdir))
+        work = stack.enter_context(workdir(args.workdir, "tidepool-bench-large-"))
         log(f"preparing a {args.big_mib} MiB file on the S3 origin …")
         server = stack.enter_context(S3Server.start(work / "s3"))
         server.create_bucket(BUCKET)
@@ -383,7 +346,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 fio = fio_randread(mnt / "big.bin")
                 if fio is not None:
                     res["random_mount"]["fio_iops"] = fio["iops"]
-        res["worker_peak_rss_mib"] = _peak_rss_mib(worker.pid)
+        res["worker_peak_rss_mib"] = peak_rss_mib(worker.pid)
         res["cold_link_fraction"] = round(res["tidepool_cold"]["mb_per_s"] * 1e6 / link_bps, 3)
         if args.huge_gib:
             res["huge"] = huge_case(server, work, args.huge_gib, args.mem_gib, log)
