@@ -21,6 +21,7 @@ from tidepool.core.pages import DEFAULT_PAGE_SIZE
 from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
 from tidepool_lab.testbed.s3server import S3Server
 from tidepool_lab.testbed.s3util import upload
+from tidepool_lab.testbed.specs import S3DatasetSpec
 
 os.environ.pop("AWS_CA_BUNDLE", None)
 _bucket_ids = itertools.count(1)
@@ -87,6 +88,20 @@ class DatasetFactory:
                 tiers=tiers, page_size=page_size, metadata_ttl=ttl, prefetch=prefetch
             ),
         )
+
+    def spec_file(self, path: Path, cache: Path, **spec: Any) -> Path:
+        """A Dataset/runtime YAML for a ``tidepool up`` process reading the last bucket made (as
+        ``ds``, one SSD tier at ``cache``, keys from a secret); ``spec`` overrides
+        :class:`~tidepool_lab.testbed.specs.S3DatasetSpec` fields."""
+        return S3DatasetSpec(
+            url=f"s3://{self.bucket}/data/",
+            endpoint=self.server.endpoint,
+            cache=cache,
+            credentials="secret_doc",
+            access_key=self.server.access_key,
+            secret_key=self.server.secret_key,
+            **spec,
+        ).write(path)
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ import pytest
 from tests.conftest import DatasetFactory
 
 from tidepool.client import TidepoolFileSystem
-from tidepool_lab.testbed.s3server import S3Server
-from tidepool_lab.testbed.specs import S3DatasetSpec
 from tidepool_lab.testbed.workerproc import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,23 +26,18 @@ default, which already outlives all metadata)."""
 
 
 def test_a_killed_worker_leaves_cached_files_readable_through_the_client(
-    s3_server: S3Server, make_dataset: DatasetFactory, tmp_path: Path
+    make_dataset: DatasetFactory, tmp_path: Path
 ) -> None:
     files = {f"d/f{i}.bin": os.urandom(300_000 + i) for i in range(3)}
     files["d/uncached.bin"] = os.urandom(200_000)
     make_dataset(files)
-    spec = tmp_path / "spec.yaml"
-    S3DatasetSpec(
-        url=f"s3://{make_dataset.bucket}/data/",
-        endpoint=s3_server.endpoint,
-        cache=tmp_path / "cache",
-        credentials="secret_doc",
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
+    spec = make_dataset.spec_file(
+        tmp_path / "spec.yaml",
+        tmp_path / "cache",
         page_size="64Ki",
         metadata_sync={"ttl": f"{TTL}s"},
         prefetch="off",  # d/uncached.bin must stay uncached
-    ).write(spec)
+    )
     worker = WorkerProcess.start([spec], tmp_path / "w.log")
     try:
         fs = TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
