@@ -244,13 +244,7 @@ class PageStore:
                 data, error = None, exc
             with self._lock:
                 if data is not None:
-                    self._hits += 1
-                    if entry.alive:
-                        tier.policy.touch(key)
-                        entry.atime = self._tick()
-                        self._dirty.add(entry)
-                        if len(self._dirty) >= FLUSH_TOUCHES:
-                            self._wake.set()
+                    self._hit(tier, entry)
                     return data
                 if entry.alive and entry.tier != tier.index:
                     continue
@@ -325,13 +319,7 @@ class PageStore:
             os.close(fd)
             return None
         with self._lock:
-            self._hits += 1
-            if entry.alive:
-                tier.policy.touch(key)
-                entry.atime = self._tick()
-                self._dirty.add(entry)
-                if len(self._dirty) >= FLUSH_TOUCHES:
-                    self._wake.set()
+            self._hit(tier, entry)
         return fd
 
     def contains(self, key: PageKey) -> bool:
@@ -709,6 +697,16 @@ class PageStore:
         return True
 
     # -- in-memory index (callers hold _lock) --------------------------------------------
+
+    def _hit(self, tier: Tier, entry: _Entry) -> None:
+        """Count a verified read of ``entry`` and make it the most recent (lock held)."""
+        self._hits += 1
+        if entry.alive:
+            tier.policy.touch(entry.key)
+            entry.atime = self._tick()
+            self._dirty.add(entry)
+            if len(self._dirty) >= FLUSH_TOUCHES:
+                self._wake.set()
 
     def _tick(self) -> int:
         self._clock += 1
