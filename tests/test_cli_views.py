@@ -29,6 +29,10 @@ pytestmark = pytest.mark.integration
 PAGE = 64 * 1024
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tidepool(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TIDEPOOL_ENDPOINT": endpoint}
     env.pop("TIDEPOOL_TOKEN", None)
@@ -140,6 +144,9 @@ def test_status_outputs_and_watch(make_dataset: Any, start_worker: Any) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # Ctrl-C at a terminal reaches a process whose SIGINT is at its default; a shell that runs
+        # `make test &` starts the suite with SIGINT ignored, and the child would inherit that
+        preexec_fn=_default_sigint,
     )
     try:
         frames = 0
