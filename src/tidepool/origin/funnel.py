@@ -112,6 +112,11 @@ class Origin:
     def reachable(self) -> bool:
         return self.health.allow()
 
+    @property
+    def has_etags(self) -> bool:
+        """Whether versions are the store's ETags (S3-style), not size and mtime (``file://``)."""
+        return self.mount.protocol not in ("file", "local")
+
     # ---- the funnel ------------------------------------------------------------------------
 
     async def _call(self, op: str, rel: str, fn: Callable[[], Awaitable[T]]) -> T:

@@ -57,8 +57,14 @@ from tidepool.worker.metrics import DatasetCounters
 from tidepool.worker.placement import FilePlace, PeerAnswer, PeerError, Placement
 from tidepool.worker.prefetch import Prefetcher
 from tidepool.worker.reads import Chunk, Fetched, PageReader, PeerFetch, ReadTarget, Source
+from tidepool.worker.verify import MD5, PeerCheck, matches, origin_name
 
 log = logging.getLogger(__name__)
+
+MAX_PENDING_CHECKS = 10_000
+"""Multi-page files with bytes from peers waiting to be complete for their check (bounded)."""
+CHECK_WAITS = 30
+"""Seconds a multi-page file's check waits for its pages after its last page came."""
 
 DISK_MARGIN = 64 << 20
 """Bytes of a tier's disk that prefetch leaves free (for demanded reads and the index)."""
@@ -88,6 +94,7 @@ class DatasetService:
         origin_settings: OriginSettings | None = None,
         fetch_window: int = 8,
         clock: Callable[[], float] = steady_time,
+        peer_check: PeerCheck | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -118,6 +125,14 @@ class DatasetService:
         )
         self.placement: Placement | None = None
         """Set by the worker when it is one of several in a node pool."""
+        self.peer_check = peer_check or PeerCheck()
+        """How bytes from peers are checked against the origin's ETag (:mod:`.verify`)."""
+        self._pending_checks: dict[tuple[str, str], set[str]] = {}
+        """Multi-page files (path, version) holding peer bytes not checked yet, with the peers."""
+        self._distrusted: dict[tuple[str, str], None] = {}
+        """Files (path, version) a peer served wrong bytes of: read from the origin (bounded)."""
+        self._checks: set[asyncio.Task[None]] = set()
+        self._io_pool = io_pool
         self.prefetch = Prefetcher(
             cfg.name,
             policy=cfg.runtime.prefetch,
@@ -139,6 +154,8 @@ class DatasetService:
             await origin.start()
 
     async def close(self) -> None:
+        for task in list(self._checks):
+            task.cancel()
         await self.prefetch.close()
         await self.reader.flush_writes()
         self.meta.flush()
@@ -315,7 +332,7 @@ class DatasetService:
             route.target,
             route.orel,
             keep=keep,
-            peers=self._peer_fetch(peers, holders) if (peers or holders) else None,
+            peers=self._peer_fetch(route, peers, holders) if (peers or holders) else None,
         )
         if place is not None and place.mine and not from_peer and first is not None:
             # first sight of this file in the pool: the other owners copy it from us
@@ -356,6 +373,7 @@ class DatasetService:
         holders: tuple[Member, ...] = (),
     ) -> tuple[FileInfo, Fetched | None]:
         ps = self.page_size
+        refused: tuple[str, bytes] | None = None
         if self.placement is not None:
             for peer in peers:
                 try:
@@ -366,13 +384,18 @@ class DatasetService:
                     log.debug("peer %s could not serve %s: %s", peer.name, rel, exc)
                     continue
                 info = file_info(rel, got.size, got.version, got.mtime)
+                if not self._peer_bytes_ok(route, info, 0, got.data, peer.name):
+                    refused = (peer.name, got.data)
+                    break  # the origin's bytes settle it
                 self.metadata.learn(rel, info)
                 return info, Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
-            held = await self._ask_holders(holders, rel, None, 0, ps)
+            held = None if refused else await self._ask_holders(holders, rel, None, 0, ps)
             if held is not None:
                 info = file_info(rel, held.size, held.version, held.mtime)
-                self.metadata.learn(rel, info)
-                return info, Fetched(held.data, Source.PEER)
+                if self._peer_bytes_ok(route, info, 0, held.data, "a former holder"):
+                    self.metadata.learn(rel, info)
+                    return info, Fetched(held.data, Source.PEER)
+                refused = ("a former holder", held.data)
         try:
             info, data = await route.target.read_first(route.orel, ps)
         except FileNotFoundError:
@@ -384,6 +407,8 @@ class DatasetService:
             return info, None
         self.metadata.learn(rel, info)
         self.counters.origin_requests.inc()
+        if info["size"] <= ps:
+            self._origin_bytes(route, info, data, refused)
         return info, Fetched(data, Source.ORIGIN)
 
     async def _ask_holders(
@@ -411,12 +436,17 @@ class DatasetService:
             for ask in asks:
                 ask.cancel()
 
-    def _peer_fetch(self, peers: tuple[Member, ...], holders: tuple[Member, ...] = ()) -> PeerFetch:
+    def _peer_fetch(
+        self, route: Route[Origin], peers: tuple[Member, ...], holders: tuple[Member, ...] = ()
+    ) -> PeerFetch:
         placement = self.placement
         assert placement is not None
         name = self.name
 
         async def fetch(info: FileInfo, start: int, end: int) -> Fetched | None:
+            if (info["name"], info["version"]) in self._distrusted:
+                return None  # a peer served wrong bytes of this version: the origin's only
+            refused: tuple[str, bytes] | None = None
             for peer in peers:
                 try:
                     got = await placement.read(
@@ -425,11 +455,154 @@ class DatasetService:
                 except (PeerError, FileNotFoundError) as exc:
                     log.debug("peer could not serve %s: %s", info["name"], exc)
                     continue
-                return Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
-            held = await self._ask_holders(holders, info["name"], info["version"], start, end)
-            return Fetched(held.data, Source.PEER) if held is not None else None
+                if self._peer_bytes_ok(route, info, start, got.data, peer.name):
+                    return Fetched(got.data, Source.PEER if got.cached else Source.ORIGIN)
+                refused = (peer.name, got.data)
+                break
+            if refused is None:
+                held = await self._ask_holders(holders, info["name"], info["version"], start, end)
+                if held is None:
+                    return None
+                if self._peer_bytes_ok(route, info, start, held.data, "a former holder"):
+                    return Fetched(held.data, Source.PEER)
+                refused = ("a former holder", held.data)
+            # wrong bytes from the pool: the origin's own, which also say who was wrong
+            self.counters.origin_requests.inc()
+            data = await route.target.read(route.orel, start, end, info["version"])
+            self._origin_bytes(route, info, data, refused)
+            return Fetched(data, Source.ORIGIN)
 
         return fetch
+
+    # ---- bytes from peers checked against the origin's checksum (see .verify) ---------------
+
+    def _origin_key(self, route: Route[Origin]) -> str:
+        mount = route.target.mount
+        return origin_name(mount.url, mount.storage_options)
+
+    def peer_check_status(self) -> dict[str, object]:
+        """How peer bytes are checked, per origin (``md5``, ``off``, ``unknown``), and counts."""
+        names = [origin_name(o.mount.url, o.mount.storage_options) for o in self.origins]
+        without_etags = [n for n, o in zip(names, self.origins, strict=True) if not o.has_etags]
+        return self.peer_check.status(names, without_etags)
+
+    def _peer_bytes_ok(
+        self, route: Route[Origin], info: FileInfo, start: int, data: bytes, who: str
+    ) -> bool:
+        """Whether a peer's bytes ``[start, …)`` of a file may be used. A whole object is
+        checked now; the pages of a larger one when all are here (:meth:`_check_complete`)."""
+        check, version, size = self.peer_check, info["version"], info["size"]
+        origin = self._origin_key(route)
+        if not check.checkable(origin, version):
+            check.unchecked += 1
+            return True
+        if start == 0 and len(data) == size:
+            if matches(version, size, lambda: (data,)):
+                check.verified += 1
+                self.counters.peer_verified.inc()
+                return True
+            return False
+        # part of a larger file: checked once every page is here, if the origin's ETags are
+        # known to be MD5s (a mismatch is then the peer's; before that, it could be SSE-KMS)
+        key = (info["name"], str(version))
+        if check.mode(origin, version) != MD5:
+            check.unchecked += 1
+            return True
+        if key in self._pending_checks:
+            self._pending_checks[key].add(who)
+        elif len(self._pending_checks) < MAX_PENDING_CHECKS:
+            self._pending_checks[key] = {who}
+        else:
+            check.unchecked += 1
+            return True
+        if start + len(data) == size:  # the last page: look whether the file is complete
+            asyncio.get_running_loop().call_soon(self._schedule_check, info)
+        return True
+
+    def _origin_bytes(
+        self,
+        route: Route[Origin],
+        info: FileInfo,
+        data: bytes,
+        refused: tuple[str, bytes] | None,
+    ) -> None:
+        """A whole object from the origin itself: calibrates whether its ETags are MD5s, and
+        settles a peer answer refused for it (the peer was wrong unless it sent these bytes)."""
+        check = self.peer_check
+        if len(data) == info["size"]:
+            check.calibrate(self._origin_key(route), info["version"], data)
+        if refused is None:
+            return
+        who, theirs = refused
+        if theirs == data:  # the ETag was no MD5 after all (now calibrated as such)
+            check.unchecked += 1
+            return
+        self._rejected(info, {who})
+
+    def _rejected(self, info: FileInfo, peers: set[str]) -> None:
+        self.peer_check.rejected += 1
+        self.counters.peer_rejected.inc()
+        key = (info["name"], str(info["version"]))
+        self._distrusted[key] = None
+        if len(self._distrusted) > MAX_PENDING_CHECKS:
+            del self._distrusted[next(iter(self._distrusted))]
+        log.warning(
+            "pool peer %s served bytes of %s/%s (version %s) that do not match the origin's "
+            "checksum; they were dropped and the file is read from the origin",
+            ", ".join(sorted(peers)),
+            self.name,
+            info["name"],
+            info["version"],
+        )
+
+    def _schedule_check(self, info: FileInfo) -> None:
+        task = asyncio.get_running_loop().create_task(self._check_complete(info))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check_complete(self, info: FileInfo) -> None:
+        """Check a multi-page file with peer bytes once all its pages are in the store; drop
+        them all when they do not match the origin's ETag. (Its pages may have been served
+        before: a multi-page file is checked as a whole, and S3 has no per-page checksum.)"""
+        key = (info["name"], str(info["version"]))
+        size = info["size"]
+        for _ in range(CHECK_WAITS):  # pages fetched concurrently may still be on their way
+            await self.reader.flush_writes()
+            if self.reader.stored(info, 0, size):
+                break
+            await asyncio.sleep(1.0)
+        else:
+            return  # still incomplete: the next read of its last page looks again
+        peers = self._pending_checks.pop(key, None)
+        if peers is None:
+            return
+        n = -(-size // self.page_size)
+
+        def pages() -> list[bytes]:
+            out = []
+            for i in range(n):
+                page = self.store.get(self.reader.key(info, i))
+                if page is None:
+                    raise LookupError(i)
+                out.append(bytes(page))
+            return out
+
+        def check() -> bool | None:
+            try:
+                got = pages()
+            except LookupError:
+                return None  # a page was evicted meanwhile: nothing left to check
+            return matches(info["version"], size, lambda: got)
+
+        ok = await asyncio.get_running_loop().run_in_executor(self._io_pool, check)
+        if ok is None:
+            self.peer_check.unchecked += 1
+        elif ok:
+            self.peer_check.verified += 1
+            self.counters.peer_verified.inc()
+        else:
+            self.store.drop_file(self.name, self.reader.key(info, 0).file_key)
+            self._rejected(info, peers)
 
     async def read(
         self, plan: ReadPlan, start: int, end: int, *, counted: bool = True

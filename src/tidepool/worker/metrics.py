@@ -49,6 +49,10 @@ class DatasetCounters:
     hits: Counter
     misses: Counter
     peer_hits: Counter
+    peer_verified: Counter
+    """Peer answers whose bytes matched the origin's checksum (:mod:`tidepool.worker.verify`)."""
+    peer_rejected: Counter
+    """Peer answers whose bytes did not: dropped, the origin's bytes served instead."""
     origin_requests: Counter
     load_bytes: Counter
     """Bytes warm-up jobs read (cached or fetched)."""
@@ -95,6 +99,19 @@ class WorkerMetrics:
             "tidepool_cache_remote_hits",
             "Of the misses, pages another worker of the pool served over the LAN "
             "(Fluid's remote hits)",
+            ["dataset"],
+            registry=r,
+        )
+        self.peer_verified = Counter(
+            "tidepool_peer_verified",
+            "Answers of pool peers whose bytes matched the origin's checksum (its MD5 ETag)",
+            ["dataset"],
+            registry=r,
+        )
+        self.peer_rejected = Counter(
+            "tidepool_peer_rejected",
+            "Answers of pool peers whose bytes did not match the origin's checksum: dropped, "
+            "and the origin's bytes served instead",
             ["dataset"],
             registry=r,
         )
@@ -145,6 +162,8 @@ class WorkerMetrics:
                 hits=self.page_hits.labels(name),
                 misses=self.page_misses.labels(name),
                 peer_hits=self.peer_hits.labels(name),
+                peer_verified=self.peer_verified.labels(name),
+                peer_rejected=self.peer_rejected.labels(name),
                 origin_requests=self.origin_requests.labels(name, "read"),
                 load_bytes=self.load_bytes.labels(name),
                 load_failed_files=self.load_failed_files.labels(name),

@@ -64,6 +64,8 @@ from tidepool.worker.metrics import (
     counter_value,
 )
 from tidepool.worker.placement import Placement
+from tidepool.worker.verify import FILE_NAME as PEER_CHECK_FILE
+from tidepool.worker.verify import PeerCheck
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +266,7 @@ class Worker:
                 self._io_pool,
                 origin_settings=self.settings.origin,
                 fetch_window=self.settings.fetch_window,
+                peer_check=PeerCheck(state_dir_for(cfg, self.settings) / PEER_CHECK_FILE),
             )
 
     def _store_samples(self) -> list[StoreSample]:
