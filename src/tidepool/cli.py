@@ -190,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="etcd endpoints for pool membership, comma-separated (http://HOST:2379; env "
         "TIDEPOOL_ETCD; default none)",
     )
+    p.add_argument(
+        "--chunk-size",
+        default=_env("CHUNK_SIZE", "64Mi"),
+        help="bytes of a large file placed together on one member of the pool; each further "
+        "chunk goes to its own owner so reads and space spread over the pool; the same on every "
+        "member, a multiple of the page size, 0 places files whole (env TIDEPOOL_CHUNK_SIZE; "
+        "default %(default)s)",
+    )
     _add_pool_security_args(p)
 
     p = sub.add_parser("validate", help="check spec files and print what was understood")
@@ -357,6 +365,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
+        chunk_size=_chunk_size(args.chunk_size),
     )
     if args.state_dir:
         settings.state_dir = args.state_dir
@@ -381,6 +390,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(run())
     return EXIT_OK
+
+
+def _chunk_size(text: str) -> int:
+    from tidepool.core.quantity import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--chunk-size {text!r} is not a size: write bytes or a quantity such as 64Mi, or 0 "
+            "to place files whole"
+        ) from exc
 
 
 def _loop_factory() -> Any:

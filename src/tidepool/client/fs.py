@@ -480,7 +480,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         ds, rel = self._split(path)
         whole = info is None or (start == 0 and end == info["size"])
         return read_steps(
-            self.pool.targets(ds, rel),
+            self.pool.targets(ds, rel, start),  # a large file's chunk is asked of its owner
             path,
             ds,
             rel,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tidepool.core.ring import DownMarks, Member, file_key, ranked
+from tidepool.core.ring import DownMarks, Member, chunk_key, chunk_of, ranked
 
 REFRESH = 5.0
 """Seconds between refreshes of the pool's member list."""
@@ -34,6 +34,8 @@ class PoolView:
         self.nodepool = nodepool
         self.members: list[Member] = []
         self.replicas = 1
+        self.chunk_size = 0
+        """Bytes of a file placed together in the pool (0: whole files)."""
         self.pool = ""
         self.marks = DownMarks(DOWN_FOR)
         self.fetched_at: float | None = None
@@ -62,6 +64,8 @@ class PoolView:
         members = [Member(**m) for m in node.get("members", [])]
         self.members = [m for m in members if not pool or m.pool == pool]
         self.replicas = int(node.get("replicas", 1))
+        chunk = node.get("chunk_size", 0)
+        self.chunk_size = chunk if isinstance(chunk, int) and chunk > 0 else 0
         self.pool = pool
         self.fetched_at = self._clock()
 
@@ -69,11 +73,13 @@ class PoolView:
         """Keep the current list for another period (the worker did not answer a refresh)."""
         self.fetched_at = self._clock()
 
-    def targets(self, dataset: str, rel: str) -> list[str]:
-        """Workers to ask about a file, its owner first; the endpoint alone outside a pool."""
+    def targets(self, dataset: str, rel: str, offset: int = 0) -> list[str]:
+        """Workers to ask about a file (or the bytes at ``offset`` of a large one), its owner
+        first; the endpoint alone outside a pool."""
         if not self.members or not rel:
             return [self.endpoint]
-        order = [m.address for m in ranked(file_key(dataset, rel), self.members)]
+        key = chunk_key(dataset, rel, chunk_of(offset, self.chunk_size))
+        order = [m.address for m in ranked(key, self.members)]
         return self.marks.order(order, self._clock())
 
     def mark_down(self, base: str) -> None:

@@ -6,8 +6,11 @@ N members joins or leaves, only the keys it wins or held move (about 1/N of them
 the other members for every key stays the same, so failover walks the same list everywhere.
 
 The hash is BLAKE2b (stable across processes and machines), never Python's salted ``hash()``.
-Ownership is per file ``(dataset, path)``: a file's pages live together, so one owner serves a
-whole sequential read. Pure functions, no I/O.
+Ownership is per chunk of a file: a file's first :data:`DEFAULT_CHUNK_SIZE` bytes (all of a small
+file) are placed by ``(dataset, path)``, so one owner serves a small file and holds its metadata;
+each further chunk of a large file is placed on its own (:func:`chunk_key`), so a multi-GiB model
+read by every node of a site is served by every worker's disk and NIC, not by one. Pure functions,
+no I/O.
 """
 
 from __future__ import annotations
@@ -34,9 +37,27 @@ def _score(member: str, key: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+DEFAULT_CHUNK_SIZE = 64 << 20
+"""Bytes of a file placed together (a whole multiple of every dataset's page size)."""
+MAX_CHUNK_SIZE = 1 << 40
+"""The largest chunk size accepted (beyond it, placement is per file in practice)."""
+
+
 def file_key(dataset: str, path: str) -> str:
-    """The placement key of a file."""
+    """The placement key of a file (and of its first chunk)."""
     return f"{dataset}\x00{path}"
+
+
+def chunk_key(dataset: str, path: str, chunk: int) -> str:
+    """The placement key of chunk ``chunk`` of a file: the file's own key for chunk 0 (small
+    files and the head of every file are placed as whole files), ``dataset NUL path NUL chunk``
+    after it (a path never holds NUL, so no file's key is another's chunk key)."""
+    return file_key(dataset, path) if chunk <= 0 else f"{dataset}\x00{path}\x00{chunk}"
+
+
+def chunk_of(offset: int, chunk_size: int) -> int:
+    """The chunk holding byte ``offset`` (0 when files are placed whole: ``chunk_size`` 0)."""
+    return offset // chunk_size if chunk_size > 0 else 0
 
 
 def ranked(key: str, members: Iterable[Member]) -> list[Member]:

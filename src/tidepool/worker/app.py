@@ -47,6 +47,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -75,7 +76,7 @@ from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService, ReadPlan
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
-from tidepool.worker.placement import PEER_HEADER, SOURCE_HEADER
+from tidepool.worker.placement import CHUNK_HEADER, PEER_HEADER, SOURCE_HEADER
 from tidepool.worker.reads import Chunk
 from tidepool.worker.refresh import refresh_path
 from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
@@ -120,6 +121,16 @@ def error_response(
     return resp
 
 
+_RANGE_START = re.compile(r"bytes=([0-9]{1,19})-")
+
+
+def _range_start(header: str | None) -> int:
+    """Where a ``Range`` starts, read before the file's size is known (0 when unsure; the
+    header is parsed properly once the size is)."""
+    m = _RANGE_START.match(header or "")
+    return int(m.group(1)) if m else 0
+
+
 class WorkerApp:
     """Routes bound to the worker's datasets; owns no state beyond the job table."""
 
@@ -138,8 +149,12 @@ class WorkerApp:
         dashboard: DashboardRoutes | None = None,
         streams: MemoryBudget | None = None,
         stall_timeout: float = 60.0,
+        chunk_size: int = 0,
     ) -> None:
         self.services = services
+        self.chunk_size = chunk_size
+        """Bytes of a file placed together in the pool: a peer must use the same."""
+        self._chunk_warned: set[str] = set()
         self.metrics = metrics
         self.token = token
         self.peer_token = peer_token
@@ -282,6 +297,18 @@ class WorkerApp:
                 "pool's peer credential (TIDEPOOL_PEER_TOKEN or --peer-token-file on every "
                 "worker); clients read without that header"
             )
+        theirs = request.headers.get(CHUNK_HEADER)
+        if theirs is not None and theirs != str(self.chunk_size):
+            peer = request.headers.get(PEER_HEADER, "?")[:64]
+            message = (
+                f"peer {peer!r} places large files by chunks of {theirs[:24]!r} bytes but this "
+                f"worker by {self.chunk_size}: give every member of the pool the same "
+                "--chunk-size (TIDEPOOL_CHUNK_SIZE)"
+            )
+            if peer not in self._chunk_warned and len(self._chunk_warned) < 64:
+                self._chunk_warned.add(peer)  # once per peer: it is a set-up mistake
+                log.warning("%s", message)
+            raise PeerAuthError(message)
 
     def _svc(self, request: web.Request) -> DatasetService:
         name = requests.dataset_name(request)
@@ -357,7 +384,13 @@ class WorkerApp:
             return web.Response(status=206 if span is not None else 200, headers=headers)
         from_peer = PEER_HEADER in request.headers
         cached_only = from_peer and "only-if-cached" in request.headers.get("Cache-Control", "")
-        plan = await svc.open_read(rel, pinned, from_peer=from_peer, cached_only=cached_only)
+        plan = await svc.open_read(
+            rel,
+            pinned,
+            from_peer=from_peer,
+            cached_only=cached_only,
+            start=_range_start(range_header),
+        )
         info = plan.info
         size = info["size"]
         span = parse_range(range_header, size)

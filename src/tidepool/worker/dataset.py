@@ -264,6 +264,45 @@ class DatasetService:
         place = self._place(rel)
         return place is None or place.mine
 
+    @property
+    def chunk_pages(self) -> int:
+        """Pages per placement chunk in the pool (0: files are placed whole, or no pool)."""
+        p = self.placement
+        return p.chunk_size // self.page_size if p is not None and p.chunk_size > 0 else 0
+
+    def owned_pages(self, info: FileInfo) -> list[int]:
+        """The pages of a file this worker keeps: all of them outside a pool, else those of the
+        chunks it owns (a small file is one chunk)."""
+        count = -(-info["size"] // self.page_size) if info["size"] else 1
+        if self.placement is None:
+            return list(range(count))
+        per = self.chunk_pages or count
+        out: list[int] = []
+        for c in range(-(-count // per)):
+            if self.placement.is_owner(self.name, info["name"], c):
+                out.extend(range(c * per, min(count, (c + 1) * per)))
+        return out
+
+    def _chunks(
+        self, rel: str, route: Route[Origin], from_peer: bool
+    ) -> Callable[[int], tuple[bool, PeerFetch | None]]:
+        """Where each further chunk of a large file lives, decided once per chunk per read."""
+        placement = self.placement
+        assert placement is not None
+        decided: dict[int, tuple[bool, PeerFetch | None]] = {}
+
+        def at(chunk: int) -> tuple[bool, PeerFetch | None]:
+            got = decided.get(chunk)
+            if got is None:
+                place = placement.place(self.name, rel, chunk)
+                peers = () if from_peer else place.peers
+                holders = () if from_peer else place.holders
+                fetch = self._peer_fetch(route, peers, holders) if (peers or holders) else None
+                got = decided[chunk] = (place.mine, fetch)
+            return got
+
+        return at
+
     def _size_on_disk(self, rel: str) -> int:
         """What caching a file will take (its size when known, else one page), headers included."""
         known = self.metadata.known(rel)
@@ -294,6 +333,7 @@ class DatasetService:
         from_peer: bool = False,
         demand: bool = True,
         cached_only: bool = False,
+        start: int = 0,
     ) -> ReadPlan:
         """Decide what a read of ``path`` serves: the file version (``pinned`` if given, else
         the current one), where its pages come from and whether this worker keeps them.
@@ -301,7 +341,9 @@ class DatasetService:
         ``demand``: a program waits for this read (False for warm-ups and prefetch); it tells
         the prefetcher what is being read. ``cached_only``: a peer asks only if we hold the
         file — the last known metadata is used as it is and nothing is fetched
-        (:class:`NotCachedError`); the caller checks that the pages are held."""
+        (:class:`NotCachedError`); the caller checks that the pages are held. ``start``: where
+        the read begins, when known (a read past the first page of a file another member owns
+        asks that member for the metadata alone, not for its first page)."""
         rel = normalize(path)
         if demand and not from_peer and self.prefetch.policy != "off":
             self.prefetch.touched(rel)
@@ -317,6 +359,10 @@ class DatasetService:
             if known[0] is None:
                 raise FileNotFoundError(errno.ENOENT, f"no such file in dataset {self.name!r}", rel)
             info = known[0]
+        elif (from_peer or start >= self.page_size) and place is not None and not place.mine:
+            # a chunk of a large file another member owns the head (and metadata) of: its
+            # metadata over the LAN, from that member (never the origin, never its first page)
+            info = await self.metadata.stat(rel)
         else:
             info, first = await self._learn(rel, route, peers, holders, stale=known)
         if info["type"] != "file":
@@ -327,12 +373,17 @@ class DatasetService:
             if pinned != info["version"]:
                 raise VersionGoneError(rel, pinned, f"the origin now has {info['version']!r}")
         keep = place is None or place.mine
+        per = self.chunk_pages
         target = ReadTarget(
             info,
             route.target,
             route.orel,
             keep=keep,
             peers=self._peer_fetch(route, peers, holders) if (peers or holders) else None,
+            chunk_pages=per,
+            chunked=self._chunks(rel, route, from_peer)
+            if per and info["size"] > per * self.page_size
+            else None,
         )
         if place is not None and place.mine and not from_peer and first is not None:
             # first sight of this file in the pool: the other owners copy it from us

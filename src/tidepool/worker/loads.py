@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from tidepool.core.errors import TooManyRequestsError, redact
 from tidepool.core.fileinfo import FileInfo
-from tidepool.core.pages import file_key, page_span, pages_for
+from tidepool.core.pages import file_key, page_span
 from tidepool.core.paths import normalize
 from tidepool.core.quantity import format_bytes
 from tidepool.worker.dataset import DatasetService
@@ -167,15 +167,17 @@ class LoadJob:
         p, svc = self.progress, self.svc
         ps = svc.page_size
         for f in targets:
-            if svc.placement is not None and not svc.placement.is_owner(svc.name, f["name"]):
+            mine = svc.owned_pages(f)  # in a pool: the pages of the chunks this worker owns
+            if not mine:
                 continue
             size = f["size"]
             held = svc.store.pages_of(svc.name, file_key(svc.name, f["name"], f["version"]))
-            cached = sum(max(0, page_span(i, ps, size)[1] - i * ps) for i in held)
+            want = sum(max(0, page_span(i, ps, size)[1] - i * ps) for i in mine)
+            cached = sum(max(0, page_span(i, ps, size)[1] - i * ps) for i in mine if i in held)
             p.files_checked += 1
-            p.bytes_checked += size
-            p.bytes_cached += min(cached, size)
-            if len(held) >= len(pages_for(0, size, ps)):
+            p.bytes_checked += want
+            p.bytes_cached += min(cached, want)
+            if all(i in held for i in mine) or size == 0:
                 p.files_cached += 1
 
     def _does_not_fit(self) -> str:

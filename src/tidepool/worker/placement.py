@@ -25,13 +25,16 @@ from urllib.parse import quote
 import aiohttp
 
 from tidepool.core.errors import NotCachedError, from_http
-from tidepool.core.ring import DownMarks, Member, file_key, ranked
+from tidepool.core.ring import DEFAULT_CHUNK_SIZE, DownMarks, Member, chunk_key, file_key, ranked
 from tidepool.pool.membership import Membership
 
 log = logging.getLogger(__name__)
 
 PEER_HEADER = "X-Tidepool-Peer"
 """Set on worker-to-worker reads: the receiver answers from its cache or origin, never forwards."""
+CHUNK_HEADER = "X-Tidepool-Chunk-Size"
+"""On peer requests: the asker's chunk size; members that place by different chunks would each
+fetch what the other owns, so a mismatch is refused (403) and logged by both."""
 PEER_DOWN_FOR = 2.0
 """Seconds a peer that could not be reached is skipped."""
 ONLY_IF_CACHED = {"Cache-Control": "only-if-cached"}
@@ -94,8 +97,11 @@ class Placement:
         replicas: int = 1,
         peer_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         self.me = me
+        self.chunk_size = chunk_size
+        """Bytes of a file placed together (0: whole files); the same on every member."""
         self.membership = membership
         self.replicas = max(1, replicas)
         self.peer_token = peer_token
@@ -112,6 +118,7 @@ class Placement:
         """When the members last changed (this worker's start counts: a new member is empty)."""
         self.probes = 0
         self.probe_hits = 0
+        self._refusals: set[str] = set()
 
     def members(self) -> list[Member]:
         ms = self.membership.members()
@@ -129,15 +136,16 @@ class Placement:
         """Within :data:`REBALANCE_WINDOW` of the last change of members."""
         return (now if now is not None else time.monotonic()) - self.changed_at < REBALANCE_WINDOW
 
-    def place(self, dataset: str, path: str) -> FilePlace:
-        """Owners and peers of a file, decided once for a request.
+    def place(self, dataset: str, path: str, chunk: int = 0) -> FilePlace:
+        """Owners and peers of a file's chunk (chunk 0: the file's head and its metadata),
+        decided once for a request.
 
         With r > 1 the first reachable other owner answers (from its cache, or from the origin
         for us), so the rest are asked only when every other owner is down. The next in rank is
         then the owner a join displaced (rendezvous keeps the others' order), which still holds
         the file. With r = 1 only the owner is asked: a cold read goes to the origin in one hop.
         """
-        order = ranked(file_key(dataset, path), self.members())
+        order = ranked(chunk_key(dataset, path, chunk), self.members())
         owners = tuple(order[: self.replicas])
         mine = any(m.name == self.me.name for m in owners)
         candidates = order if self.replicas > 1 else list(owners)
@@ -197,12 +205,12 @@ class Placement:
             self.marks.mark(peer.name, time.monotonic())
             raise PeerError(f"peer {peer.name} could not answer {kind} {rel!r}: {exc}") from exc
 
-    def is_owner(self, dataset: str, path: str) -> bool:
-        return self.place(dataset, path).mine
+    def is_owner(self, dataset: str, path: str, chunk: int = 0) -> bool:
+        return self.place(dataset, path, chunk).mine
 
     async def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {PEER_HEADER: self.me.name}
+            headers = {PEER_HEADER: self.me.name, CHUNK_HEADER: str(self.chunk_size)}
             if self.peer_token:
                 headers["Authorization"] = f"Bearer {self.peer_token}"
             self._session = aiohttp.ClientSession(
@@ -242,6 +250,12 @@ class Placement:
                     raise NotCachedError(path)
                 if r.status == 404:
                     raise FileNotFoundError(2, f"peer {peer.name} has no {dataset}/{path}", path)
+                if r.status == 403:  # a pool set up differently (credential, chunk size)
+                    why = (await r.content.read(4096)).decode("utf-8", "replace")
+                    if peer.name not in self._refusals and len(self._refusals) < 64:
+                        self._refusals.add(peer.name)  # once per peer: it is a set-up mistake
+                        log.warning("peer %s refused us: %s", peer.name, why.replace("\n", " "))
+                    raise PeerError(f"peer {peer.name} answered 403 for {dataset}/{path}")
                 if r.status not in (200, 206):
                     raise PeerError(f"peer {peer.name} answered {r.status} for {dataset}/{path}")
                 got = r.headers.get("X-Tidepool-Version", "")

@@ -129,6 +129,17 @@ class ReadTarget:
     """Ask the pool before the origin (None for reads another worker asked us for)."""
     prefetch: bool = False
     """Fetched ahead of the program: the pages are remembered until a program reads them."""
+    chunk_pages: int = 0
+    """Pages per placement chunk of a large file (0: the file is placed whole)."""
+    chunked: Callable[[int], tuple[bool, PeerFetch | None]] | None = None
+    """``keep`` and ``peers`` of chunk ``c > 0`` of a file placed by chunk (see
+    :func:`tidepool.core.ring.chunk_key`); ``keep`` and ``peers`` above are chunk 0's."""
+
+    def at(self, idx: int) -> tuple[bool, PeerFetch | None]:
+        """Whether this worker keeps page ``idx``, and whom to ask for it before the origin."""
+        if self.chunked is None or self.chunk_pages <= 0 or idx < self.chunk_pages:
+            return self.keep, self.peers
+        return self.chunked(idx // self.chunk_pages)
 
 
 class PageReader:
@@ -190,7 +201,8 @@ class PageReader:
     async def _fetch(self, key: PageKey, t: ReadTarget, idx: int) -> Fetched:
         info = t.info
         start, end = page_span(idx, self.page_size, info["size"])
-        got = await t.peers(info, start, end) if t.peers is not None else None
+        keep, peers = t.at(idx)
+        got = await peers(info, start, end) if peers is not None else None
         if got is not None:
             data, source = got.data, got.source
         else:
@@ -203,8 +215,8 @@ class PageReader:
                 f"{source.value} returned {len(data)} bytes for {self.dataset}/{info['name']} "
                 f"[{start}, {end}); the object may have changed",
             )
-        self.put_later(key, data, info, keep=t.keep)
-        if t.prefetch and t.keep:
+        self.put_later(key, data, info, keep=keep)
+        if t.prefetch and keep:
             self.prefetched[key] = len(data)
             if len(self.prefetched) > MAX_PREFETCHED:
                 self.prefetched.popitem(last=False)
@@ -214,7 +226,7 @@ class PageReader:
         """A page fetched elsewhere (with the file's metadata): cache it like a fetched page."""
         key = self.key(t.info, idx)
         fetched = Fetched(data, source)
-        if t.keep and key not in self._inflight:
+        if t.at(idx)[0] and key not in self._inflight:
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(fetched)
             self._inflight[key] = fut  # type: ignore[assignment]

@@ -32,7 +32,8 @@ from typing import Any
 from aiohttp import web
 
 from tidepool.core.errors import ConfigError
-from tidepool.core.ring import Member
+from tidepool.core.quantity import format_bytes
+from tidepool.core.ring import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, Member
 from tidepool.origin.funnel import OriginSettings
 from tidepool.origin.probe import warn_about_origins
 from tidepool.pool.hostid import host_id
@@ -87,6 +88,9 @@ class WorkerSettings:
     """Where indexes and metadata live when a dataset has no persistent tier to hold them."""
     fetch_window: int = 8
     """Pages of one read fetched from the origin in parallel."""
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    """Bytes of a file placed together in the pool (0: whole files); the same on every member
+    and a whole multiple of every dataset's page size."""
     load_concurrency: int = 32
     """Files a warm-up job fetches at once."""
     io_threads: int = 4
@@ -171,6 +175,26 @@ def state_dir_for(cfg: DatasetConfig, settings: WorkerSettings) -> Path:
     return settings.state_dir / cfg.name
 
 
+def check_chunk_size(chunk_size: int, datasets: Iterable[DatasetConfig]) -> None:
+    """A chunk size every dataset's pages divide (0: files placed whole), or a ConfigError that
+    names the value and what is valid."""
+    if chunk_size == 0:
+        return
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise ConfigError(
+            f"--chunk-size {chunk_size} is out of range: give 0 (place files whole) or a size "
+            f"from the page size up to {format_bytes(MAX_CHUNK_SIZE)}, e.g. 64Mi"
+        )
+    for cfg in datasets:
+        page = cfg.runtime.page_size
+        if chunk_size % page:
+            raise ConfigError(
+                f"--chunk-size {format_bytes(chunk_size)} is not a whole number of pages of "
+                f"dataset {cfg.name!r} (page size {format_bytes(page)}): give a multiple of it, "
+                f"e.g. {format_bytes(max(1, chunk_size // page) * page)}"
+            )
+
+
 class Worker:
     def __init__(self, datasets: Iterable[DatasetConfig], settings: WorkerSettings | None = None):
         self.settings = settings or WorkerSettings()
@@ -187,6 +211,7 @@ class Worker:
                 "worker and different from the clients' token: set TIDEPOOL_PEER_TOKEN or pass "
                 "--peer-token-file"
             )
+        check_chunk_size(s.chunk_size, self.configs.values())
         if s.peer_token and s.peer_token == s.token:
             raise ConfigError(
                 "the peer credential equals the clients' token; peers need their own, so a "
@@ -358,6 +383,7 @@ class Worker:
             "node_name": self._me().name if self.port else "",
             "members": [m.__dict__ for m in members],
             "replicas": self.placement.replicas if self.placement else 1,
+            "chunk_size": self.placement.chunk_size if self.placement else 0,
             "datasets": {
                 name: {
                     "page_size": cfg.runtime.page_size,
@@ -411,7 +437,12 @@ class Worker:
         await membership.start()
         replicas = max((c.runtime.data_replicas for c in self.configs.values()), default=1)
         self.placement = Placement(
-            me, membership, replicas, peer_token=s.peer_token, ssl_context=self._peer_ssl
+            me,
+            membership,
+            replicas,
+            peer_token=s.peer_token,
+            ssl_context=self._peer_ssl,
+            chunk_size=s.chunk_size,
         )
         for svc in self.services.values():
             svc.placement = self.placement
@@ -443,6 +474,7 @@ class Worker:
             peer_token=self.settings.peer_token,
             local_user=self._local_users(),
             stall_timeout=self.settings.limits.stall_timeout,
+            chunk_size=self.settings.chunk_size,
             loads=LoadTable(
                 max_running=self.settings.max_loads_running,
                 max_waiting=self.settings.max_loads_waiting,
