@@ -75,13 +75,16 @@ def test_failed_create_tears_down_what_it_built(
 def test_cleanup_stale_removes_a_crashed_runs_namespaces(netns_ok: None) -> None:
     dead = subprocess.Popen(["true"])  # its PID no longer exists once reaped
     dead.wait()
-    name = f"{PREFIX}-{dead.pid}-1-cloud"
+    # A prefix of this test's own: cleanup_stale(PREFIX) in another run on this machine (or its
+    # Lab.create) would otherwise remove this namespace too, or this call would remove theirs.
+    prefix = f"{PREFIX}{os.getpid()}"
+    name = f"{prefix}-{dead.pid}-1-cloud"
     subprocess.run(["ip", "netns", "add", name], check=True)
     leftover = subprocess.Popen(
         ["ip", "netns", "exec", name, "sleep", "600"], start_new_session=True
     )
     try:
-        assert cleanup_stale(PREFIX) == [name]
+        assert cleanup_stale(prefix) == [name]
         assert leftover.wait(timeout=5) != 0  # SIGKILLed
         assert name not in _namespaces()
     finally:
