@@ -6,27 +6,24 @@ the real S3 origin with a small chunk size (2 MiB of 1 MiB pages) and a file of 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.pool import poolkit
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.client.routing import PoolView
 from tidepool.core.errors import ConfigError
 from tidepool.core.pages import file_key as page_file_key
 from tidepool.core.ring import Member, chunk_key, chunk_of, file_key, owners, ranked
-from tidepool.spec.config import DatasetConfig, TierConfig
 from tidepool.worker.server import check_chunk_size
 
 MiB = 1 << 20
 CHUNK = 2 * MiB
-PEER_TOKEN = "pool-a-peer-credential"
 BIG = os.urandom(11 * MiB + 5)  # 12 pages, 6 chunks
 SMALL = {f"s{i}.bin": os.urandom(10_000 + i) for i in range(6)}
 
@@ -82,42 +79,11 @@ def test_up_names_a_chunk_size_that_is_not_a_size(make_dataset: Any, tmp_path: P
 # ---- a pool of three real workers ---------------------------------------------------------
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def per_worker(cfg: DatasetConfig, tmp: Path, name: str) -> DatasetConfig:
-    tiers = (TierConfig("SSD", str(tmp / f"cache-{name}"), 1 << 30),)
-    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, tiers=tiers))
-
-
 def start_pool(
     make_dataset: Any, start_worker: Any, tmp: Path, chunk_sizes: tuple[int, ...]
 ) -> tuple[list[Any], list[Member]]:
-    cfg = make_dataset({**SMALL, "big.bin": BIG}, page_size=MiB)
-    ports = free_ports(len(chunk_sizes))
-    members = [Member(f"w{i}", f"http://127.0.0.1:{p}", "pool-a") for i, p in enumerate(ports)]
-    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
-    workers = [
-        start_worker(
-            [per_worker(cfg, tmp, m.name)],
-            port=ports[i],
-            nodepool="pool-a",
-            node_name=m.name,
-            members=static,
-            state_dir=tmp / f"state-{m.name}",
-            peer_token=PEER_TOKEN,
-            chunk_size=chunk_sizes[i],
-        )
-        for i, m in enumerate(members)
-    ]
-    return workers, members
+    files = {**SMALL, "big.bin": BIG}
+    return poolkit.start_pool(make_dataset, start_worker, tmp, files, chunk_sizes=chunk_sizes)
 
 
 def origin_reads(w: Any) -> int:
@@ -163,6 +129,10 @@ def test_chunks_live_on_their_owners_and_cross_the_wan_once(
     assert fs2.cat_file("ds/big.bin") == BIG
     assert fs2.cat_file("ds/big.bin", start=5 * MiB + 3, end=9 * MiB) == BIG[5 * MiB + 3 : 9 * MiB]
     assert sum(origin_reads(w) for w in workers) == first
+    # a file placed by chunk is never whole on one member: no whole-file check waits for it
+    for w in workers:
+        svc = w.worker.services["ds"]
+        assert not svc._pending_checks and not svc._checks, w.worker.settings.node_name
 
 
 def test_a_load_fills_each_owner_with_its_chunks(

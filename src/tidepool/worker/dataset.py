@@ -30,7 +30,7 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +132,11 @@ class DatasetService:
         self._distrusted: dict[tuple[str, str], None] = {}
         """Files (path, version) a peer served wrong bytes of: read from the origin (bounded)."""
         self._checks: set[asyncio.Task[None]] = set()
+        self._origin_names = {
+            origin: origin_name(origin.mount.url, origin.mount.storage_options)
+            for origin in self.mounts.targets()
+        }
+        """Each origin's calibration key (:func:`.verify.origin_name`), formatted once."""
         self._io_pool = io_pool
         self.prefetch = Prefetcher(
             cfg.name,
@@ -528,12 +533,11 @@ class DatasetService:
     # ---- bytes from peers checked against the origin's checksum (see .verify) ---------------
 
     def _origin_key(self, route: Route[Origin]) -> str:
-        mount = route.target.mount
-        return origin_name(mount.url, mount.storage_options)
+        return self._origin_names[route.target]
 
     def peer_check_status(self) -> dict[str, object]:
         """How peer bytes are checked, per origin (``md5``, ``off``, ``unknown``), and counts."""
-        names = [origin_name(o.mount.url, o.mount.storage_options) for o in self.origins]
+        names = [self._origin_names[o] for o in self.origins]
         without_etags = [n for n, o in zip(names, self.origins, strict=True) if not o.has_etags]
         return self.peer_check.status(names, without_etags)
 
@@ -554,9 +558,11 @@ class DatasetService:
                 return True
             return False
         # part of a larger file: checked once every page is here, if the origin's ETags are
-        # known to be MD5s (a mismatch is then the peer's; before that, it could be SSE-KMS)
+        # known to be MD5s (a mismatch is then the peer's; before that, it could be SSE-KMS).
+        # A file placed by chunk is never whole on one member: its peer bytes stay unchecked.
         key = (info["name"], str(version))
-        if check.mode(origin, version) != MD5:
+        chunked = bool(self.chunk_pages) and size > self.chunk_pages * self.page_size
+        if chunked or check.mode(origin, version) != MD5:
             check.unchecked += 1
             return True
         if key in self._pending_checks:
@@ -629,21 +635,18 @@ class DatasetService:
             return
         n = -(-size // self.page_size)
 
-        def pages() -> list[bytes]:
-            out = []
+        def pages() -> Iterator[memoryview]:  # one page in memory at a time
             for i in range(n):
                 page = self.store.get(self.reader.key(info, i))
                 if page is None:
                     raise LookupError(i)
-                out.append(bytes(page))
-            return out
+                yield page
 
         def check() -> bool | None:
             try:
-                got = pages()
+                return matches(info["version"], size, pages)
             except LookupError:
                 return None  # a page was evicted meanwhile: nothing left to check
-            return matches(info["version"], size, lambda: got)
 
         ok = await asyncio.get_running_loop().run_in_executor(self._io_pool, check)
         if ok is None:

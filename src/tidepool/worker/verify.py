@@ -89,7 +89,9 @@ def part_sizes(size: int, parts: int) -> list[int]:
     return out[:MAX_PART_GUESSES]
 
 
-def matches(version: str | None, size: int, chunks: Callable[[], Iterable[bytes]]) -> bool | None:
+def matches(
+    version: str | None, size: int, chunks: Callable[[], Iterable[bytes | memoryview]]
+) -> bool | None:
     """Whether the bytes ``chunks()`` yields (the whole object, in order) are what the ETag
     ``version`` says; None when the ETag says nothing checkable. ``chunks`` is called once per
     part size tried for a multipart ETag."""
@@ -108,7 +110,7 @@ def matches(version: str | None, size: int, chunks: Callable[[], Iterable[bytes]
     return any(_multipart_digest(chunks(), p) == digest for p in guesses)
 
 
-def _multipart_digest(chunks: Iterable[bytes], part: int) -> str:
+def _multipart_digest(chunks: Iterable[bytes | memoryview], part: int) -> str:
     outer = hashlib.md5(usedforsecurity=False)
     h = hashlib.md5(usedforsecurity=False)
     filled = 0
