@@ -7,7 +7,6 @@ for a rogue member, which records whatever reaches it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import http.client
 import http.server
 import json
@@ -26,11 +25,11 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.conftest import TlsFiles
+from tests.pool.poolkit import per_worker, static_members
 
 from tidepool.core.errors import ConfigError
 from tidepool.core.ring import Member, file_key, owners
 from tidepool.pool.entries import encode_entry
-from tidepool.spec.config import DatasetConfig, TierConfig
 from tidepool.worker import Worker, WorkerSettings
 from tidepool_lab.testbed.etcd import EtcdServer
 from tidepool_lab.testbed.s3server import free_port
@@ -50,11 +49,6 @@ def get(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def per_worker(cfg: DatasetConfig, tmp: Path, name: str) -> DatasetConfig:
-    tiers = (TierConfig("SSD", str(tmp / f"cache-{name}"), 1 << 30),)
-    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, tiers=tiers))
 
 
 # -- the peer credential -----------------------------------------------------------------------
@@ -247,14 +241,13 @@ def tls_pool(
     cfg = make_dataset(FILES)
     ports = [free_port(), free_port()]
     members = [Member(f"w{i}", f"https://127.0.0.1:{p}", "pool-a") for i, p in enumerate(ports)]
-    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
     workers = [
         start_worker(
             [per_worker(cfg, tmp, m.name)],
             port=ports[i],
             nodepool="pool-a",
             node_name=m.name,
-            members=static,
+            members=static_members(members),
             peer_token=PEER,
             token=TOKEN,
             tls_cert=tls.cert,

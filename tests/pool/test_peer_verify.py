@@ -8,7 +8,6 @@ notice, serve and keep the origin's bytes, and say so in its status and metrics.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import http.client
 import http.server
@@ -22,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.pool.poolkit import PEER_TOKEN, per_worker, static_members
 
 from tidepool.core.ring import Member
-from tidepool.spec.config import DatasetConfig, TierConfig
 from tidepool_lab.testbed.s3server import free_port
 
 pytestmark = pytest.mark.integration
 
-PEER_TOKEN = "pool-a-peer-credential"
 MiB = 1 << 20
 SMALL = {f"s{i}.bin": os.urandom(30_000 + i) for i in range(4)}
 BIG = os.urandom(3 * MiB + 5)
@@ -93,12 +91,6 @@ class FlippingRelay:
         self.server.server_close()
 
 
-def per_worker(cfg: DatasetConfig, tmp: Path, name: str) -> DatasetConfig:
-    tiers = (TierConfig("SSD", str(tmp / f"cache-{name}"), 1 << 30),)
-    runtime = dataclasses.replace(cfg.runtime, tiers=tiers, data_replicas=2)
-    return dataclasses.replace(cfg, runtime=runtime)
-
-
 @pytest.fixture
 def pool(make_dataset: Any, start_worker: Any, tmp_path: Path) -> Iterator[tuple[Any, Any, Any]]:
     files = {**SMALL, "big.bin": BIG}
@@ -109,14 +101,13 @@ def pool(make_dataset: Any, start_worker: Any, tmp_path: Path) -> Iterator[tuple
         Member("w0", f"http://127.0.0.1:{p0}", "pool-a"),
         Member("w1", f"http://127.0.0.1:{relay.port}", "pool-a"),
     ]
-    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
     workers = [
         start_worker(
-            [per_worker(cfg, tmp_path, m.name)],
+            [per_worker(cfg, tmp_path, m.name, data_replicas=2)],
             port=port,
             nodepool="pool-a",
             node_name=m.name,
-            members=static,
+            members=static_members(members),
             state_dir=tmp_path / f"state-{m.name}",
             peer_token=PEER_TOKEN,
         )

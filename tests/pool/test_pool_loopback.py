@@ -6,64 +6,29 @@ real S3 origin; the network-namespace harness runs the same scenarios across an 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from tests.pool import poolkit
+from tests.pool.poolkit import PEER_TOKEN, free_ports, per_worker, static_members
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.core.ring import Member, file_key, owners
-from tidepool.spec.config import DatasetConfig, TierConfig
 
 pytestmark = pytest.mark.integration
 
-PEER_TOKEN = "pool-a-peer-credential"
 FILES = {f"d{i % 4}/f{i:03d}.bin": os.urandom(40_000 + i) for i in range(40)}
 FILES["big.bin"] = os.urandom(3 * (1 << 20) + 5)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def per_worker(cfg: DatasetConfig, tmp: Path, name: str) -> DatasetConfig:
-    tiers = (TierConfig("SSD", str(tmp / f"cache-{name}"), 1 << 30),)
-    runtime = dataclasses.replace(cfg.runtime, tiers=tiers)
-    return dataclasses.replace(cfg, runtime=runtime)
 
 
 def start_pool(
     make_dataset: Any, start_worker: Any, tmp: Path, n: int = 3, replicas: int = 1
 ) -> tuple[list[Any], list[Member]]:
-    cfg = make_dataset(FILES, page_size=1 << 20)
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, data_replicas=replicas))
-    ports = free_ports(n)
-    members = [Member(f"w{i}", f"http://127.0.0.1:{p}", "pool-a") for i, p in enumerate(ports)]
-    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
-    workers = [
-        start_worker(
-            [per_worker(cfg, tmp, m.name)],
-            port=ports[i],
-            nodepool="pool-a",
-            node_name=m.name,
-            members=static,
-            state_dir=tmp / f"state-{m.name}",
-            peer_token=PEER_TOKEN,
-        )
-        for i, m in enumerate(members)
-    ]
-    return workers, members
+    return poolkit.start_pool(make_dataset, start_worker, tmp, FILES, n=n, replicas=replicas)
 
 
 def origin_reads(workers: list[Any]) -> int:
@@ -211,7 +176,7 @@ def test_fast_path_finds_the_worker_on_its_own_node(
     cfg = make_dataset(FILES, page_size=1 << 20)
     ports = free_ports(3)
     members = [Member(f"w{i}", f"http://127.0.0.1:{p}", "pool-a") for i, p in enumerate(ports)]
-    static = "static:" + ",".join(f"{m.name}={m.address}" for m in members)
+    static = static_members(members)
     workers = []
     for i, m in enumerate(members):
         monkeypatch.setenv("TIDEPOOL_HOST_ID", m.name)  # each "Pod" on a node of its own
