@@ -192,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--chunk-size",
-        default=_env("CHUNK_SIZE", "64Mi"),
+        default=_env("CHUNK_SIZE", ""),
         help="bytes of a large file placed together on one member of the pool; each further "
         "chunk goes to its own owner so reads and space spread over the pool; the same on every "
         "member, a multiple of the page size, 0 places files whole (env TIDEPOOL_CHUNK_SIZE; "
-        "default %(default)s)",
+        "default 16Mi, rounded up to whole pages)",
     )
     _add_pool_security_args(p)
 
@@ -392,14 +392,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _chunk_size(text: str) -> int:
+def _chunk_size(text: str) -> int | None:
     from tidepool.core.quantity import parse_bytes
 
+    if not text:
+        return None  # the worker's default for its datasets' page sizes
     try:
         return parse_bytes(text)
     except ValueError as exc:
         raise ConfigError(
-            f"--chunk-size {text!r} is not a size: write bytes or a quantity such as 64Mi, or 0 "
+            f"--chunk-size {text!r} is not a size: write bytes or a quantity such as 16Mi, or 0 "
             "to place files whole"
         ) from exc
 

@@ -19,8 +19,16 @@ from tidepool.client import TidepoolFileSystem
 from tidepool.client.routing import PoolView
 from tidepool.core.errors import ConfigError
 from tidepool.core.pages import file_key as page_file_key
-from tidepool.core.ring import Member, chunk_key, chunk_of, file_key, owners, ranked
-from tidepool.worker.server import check_chunk_size
+from tidepool.core.ring import (
+    DEFAULT_CHUNK_SIZE,
+    Member,
+    chunk_key,
+    chunk_of,
+    file_key,
+    owners,
+    ranked,
+)
+from tidepool.worker.server import check_chunk_size, default_chunk_size
 
 MiB = 1 << 20
 CHUNK = 2 * MiB
@@ -61,6 +69,17 @@ def test_a_chunk_size_must_be_whole_pages(make_dataset: Any) -> None:
         check_chunk_size(3 * MiB // 2, [cfg])
     with pytest.raises(ConfigError, match="out of range"):
         check_chunk_size(-1, [cfg])
+
+
+def test_the_default_chunk_size_is_whole_pages_of_every_dataset(make_dataset: Any) -> None:
+    def ds(page: int) -> Any:
+        return make_dataset({"a": b"a"}, page_size=page)
+
+    assert default_chunk_size([ds(MiB)]) == DEFAULT_CHUNK_SIZE == 16 * MiB
+    assert default_chunk_size([ds(MiB), ds(32 * MiB)]) == 32 * MiB  # not a refusal at start
+    assert default_chunk_size([ds(3 * MiB)]) == 18 * MiB
+    for cfgs in ([ds(MiB), ds(32 * MiB)], [ds(3 * MiB), ds(2 * MiB)]):
+        check_chunk_size(default_chunk_size(cfgs), cfgs)
 
 
 def test_up_names_a_chunk_size_that_is_not_a_size(make_dataset: Any, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import os
 import socket
 import ssl
@@ -88,9 +89,9 @@ class WorkerSettings:
     """Where indexes and metadata live when a dataset has no persistent tier to hold them."""
     fetch_window: int = 8
     """Pages of one read fetched from the origin in parallel."""
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None = None
     """Bytes of a file placed together in the pool (0: whole files); the same on every member
-    and a whole multiple of every dataset's page size."""
+    and a whole multiple of every dataset's page size. None: :func:`default_chunk_size`."""
     load_concurrency: int = 32
     """Files a warm-up job fetches at once."""
     io_threads: int = 4
@@ -175,6 +176,13 @@ def state_dir_for(cfg: DatasetConfig, settings: WorkerSettings) -> Path:
     return settings.state_dir / cfg.name
 
 
+def default_chunk_size(datasets: Iterable[DatasetConfig]) -> int:
+    """:data:`DEFAULT_CHUNK_SIZE` rounded up to a whole number of every dataset's pages (the
+    same on every member that serves the same datasets)."""
+    grain = math.lcm(*(cfg.runtime.page_size for cfg in datasets))
+    return -(-DEFAULT_CHUNK_SIZE // grain) * grain
+
+
 def check_chunk_size(chunk_size: int, datasets: Iterable[DatasetConfig]) -> None:
     """A chunk size every dataset's pages divide (0: files placed whole), or a ConfigError that
     names the value and what is valid."""
@@ -183,7 +191,7 @@ def check_chunk_size(chunk_size: int, datasets: Iterable[DatasetConfig]) -> None
     if not 0 < chunk_size <= MAX_CHUNK_SIZE:
         raise ConfigError(
             f"--chunk-size {chunk_size} is out of range: give 0 (place files whole) or a size "
-            f"from the page size up to {format_bytes(MAX_CHUNK_SIZE)}, e.g. 64Mi"
+            f"from the page size up to {format_bytes(MAX_CHUNK_SIZE)}, e.g. 16Mi"
         )
     for cfg in datasets:
         page = cfg.runtime.page_size
@@ -211,7 +219,11 @@ class Worker:
                 "worker and different from the clients' token: set TIDEPOOL_PEER_TOKEN or pass "
                 "--peer-token-file"
             )
-        check_chunk_size(s.chunk_size, self.configs.values())
+        self.chunk_size = (
+            default_chunk_size(self.configs.values()) if s.chunk_size is None else s.chunk_size
+        )
+        """Bytes of a file placed together in the pool (see :class:`WorkerSettings`)."""
+        check_chunk_size(self.chunk_size, self.configs.values())
         if s.peer_token and s.peer_token == s.token:
             raise ConfigError(
                 "the peer credential equals the clients' token; peers need their own, so a "
@@ -442,7 +454,7 @@ class Worker:
             replicas,
             peer_token=s.peer_token,
             ssl_context=self._peer_ssl,
-            chunk_size=s.chunk_size,
+            chunk_size=self.chunk_size,
         )
         for svc in self.services.values():
             svc.placement = self.placement
@@ -474,7 +486,7 @@ class Worker:
             peer_token=self.settings.peer_token,
             local_user=self._local_users(),
             stall_timeout=self.settings.limits.stall_timeout,
-            chunk_size=self.settings.chunk_size,
+            chunk_size=self.chunk_size,
             loads=LoadTable(
                 max_running=self.settings.max_loads_running,
                 max_waiting=self.settings.max_loads_waiting,

@@ -14,8 +14,13 @@ On a network-namespace lab (:mod:`tidepool_lab.testbed.netns`: an S3 origin behi
   routed by the ring over the pool's three workers, then all on one worker. Target: aggregate
   throughput at least 2x.
 
-Every byte read is checked against the origin's MD5 (epochs: all reads; scale-out: the first
-read of each file by each reader, lengths always).
+* **large file.** One ``--large-mib`` MiB file, warm, in two pools of three: placed by chunk
+  (``--chunk-size``) and placed whole (one owner). The worker hosts' LAN links are limited to
+  ``--node-mbit``; one reader on another host reads 8 MiB ranges, 8 at a time. Targets: no
+  worker holds more than half the file; the chunked read at least 1.8x the one-owner rate.
+
+``--cases`` picks the parts (default all three). Every byte read is checked against the origin's
+MD5 (epochs: all reads; scale-out: the first read of each file by each reader, lengths always).
 
 Limits, and why the scale-out rows are run twice: all hosts of the lab share this machine's CPU
 cores, so without a per-node limit a pool of three workers cannot be faster than one worker
@@ -56,7 +61,10 @@ WORKERS = 3
 PORT = 8433
 SOLO_PORT = 8533
 COLD_PORT = 8633
+CHUNKED_PORT = 8733
+WHOLE_PORT = 8833
 KiB, MiB = 1 << 10, 1 << 20
+MODEL = "model/large.bin"
 
 
 # One reader process on an edge host. argv[1]: a JSON file with the reader's settings. It sets
@@ -106,6 +114,22 @@ elif args["mode"] == "warm":
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         bad = sum(ex.map(one, paths))
     out = {"seconds": time.perf_counter() - t0, "files": len(paths), "bad": bad}
+elif args["mode"] == "ranges":
+    # one large file in ``step``-byte ranges, ``threads`` at a time (as a model loader or a
+    # parallel downloader reads), assembled and checked whole after the clock stops
+    p = paths[0]
+    size, step = args["sizes"][p], args["step"]
+    buf = bytearray(size)
+    def part(off):
+        data = fs.cat_file(prefix + p, start=off, end=min(size, off + step))
+        buf[off:off + len(data)] = data
+        return len(data)
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(args["threads"]) as ex:
+        n = sum(ex.map(part, range(0, size, step)))
+    secs = time.perf_counter() - t0
+    bad = int(n != size or hashlib.md5(buf).hexdigest() != md5[p])
+    out = {"seconds": secs, "files": 1, "bytes": n, "bad": bad}
 else:
     sizes, seen, n, nbytes, bad, i = args["sizes"], set(), 0, 0, 0, args["offset"]
     t0 = time.perf_counter()
@@ -161,6 +185,7 @@ class Bench:
         port: int,
         members: Sequence[Host] = (),
         prefetch: str | None = None,
+        chunk_size: str | None = None,
     ) -> WorkerProcess:
         """``tidepool up`` on ``host``; a pool member (static list) when ``members`` is given."""
         home = self.workdir / name
@@ -174,6 +199,8 @@ class Bench:
             prefetch=prefetch,
         ).write(home / "spec.yaml")
         extra = ["--secrets-dir", str(self._secrets()), "--state-dir", str(home)]
+        if chunk_size is not None:
+            extra += ["--chunk-size", chunk_size]
         if members:
             static = ",".join(f"{h.node}=http://{h.address}:{port}" for h in members)
             extra += ["--nodepool", POOL, "--node-name", host.node]
@@ -328,10 +355,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 def _run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     say = b.console.print
     small = _data("small", args.files, args.size_kib * KiB)
-    large = _data("large", args.tput_files, args.tput_mib * MiB)
+    cases = set(args.cases.split(","))
+    large = _data("large", args.tput_files, args.tput_mib * MiB) if "scaleout" in cases else {}
+    model = {MODEL: os.urandom(args.large_mib * MiB)} if "large" in cases else {}
     say(f"lab: {b.lab.describe()}")
-    say(f"uploading {len(small)} + {len(large)} files to the origin (cloud side)")
-    b.upload({**small, **large})
+    say(f"uploading {len(small)} + {len(large)} + {len(model)} files to the origin (cloud side)")
+    b.upload({**small, **large, **model})
+    model.clear()  # the bench keeps its MD5
     paths = sorted(small)
     res: dict[str, Any] = {
         "setup": {
@@ -347,9 +377,14 @@ def _run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "node_mbit": args.node_mbit,
             "cpus": os.cpu_count(),
             "prefetch": args.prefetch,
+            "cases": sorted(cases),
+            "large_mib": args.large_mib,
+            "chunk_size": args.chunk_size,
         },
         "epochs": {},
         "scaleout": {},
+        "large": {},
+        "targets": {},
     }
     node1, node2 = b.hosts[0], b.hosts[1]
     pool_hosts = b.hosts[:WORKERS]
@@ -372,14 +407,25 @@ def _run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         say(f"  {row}")
 
     pf = args.prefetch
-    if not args.skip_epochs:
+    if "large" in cases:
+        res["large"] = _large(b, args)
+        res["targets"] |= {
+            "large_ratio": res["large"]["ratio"],
+            "large_ratio_met": res["large"]["ratio"] >= 1.8,
+            "large_largest_share": res["large"]["chunked"]["largest_share"],
+            "large_spread_met": res["large"]["chunked"]["largest_share"] <= 0.5,
+        }
+    epochs = "epochs" in cases
+    if not epochs and "scaleout" not in cases:
+        return res
+    if epochs:
         epoch("direct s3fs", node1, b.s3())
         single = b.start_worker(node1, "single", COLD_PORT, prefetch=pf)
         epoch("single worker (cold)", node1, b.tidepool(single.endpoint))
         single.stop()
     workers = [b.start_worker(h, f"w-{h.node}", PORT, pool_hosts, pf) for h in pool_hosts]
     ep = [f"http://{h.address}:{PORT}" for h in pool_hosts]
-    if not args.skip_epochs:
+    if epochs:
         epoch("filecache node 1", node1, b.s3("filecache", cache=str(b.workdir / "fc-node1")))
         epoch("filecache node 2", node2, b.s3("filecache", cache=str(b.workdir / "fc-node2")))
         epoch("tidepool node 1 (cold)", node1, b.tidepool(ep[0]))
@@ -387,6 +433,10 @@ def _run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         node3 = pool_hosts[2]
         epoch("tidepool node 3 (lists first)", node3, b.tidepool(ep[2], list="ds/small"))
 
+    if "scaleout" not in cases:
+        for w in workers:
+            w.stop()
+        return _epoch_targets(res)
     # scale-out: the pool of three, and one worker alone, both warm with the large files
     solo = b.start_worker(node1, "solo", SOLO_PORT)
     big = sorted(large)
@@ -422,13 +472,15 @@ def _run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     for w in [*workers, solo]:
         w.stop()
 
-    res["targets"] = {
+    res["targets"] |= {
         "scaleout_ratio": res["scaleout"]["nic"]["ratio"],
         "scaleout_ratio_met": res["scaleout"]["nic"]["ratio"] >= 2,
         "scaleout_ratio_unshaped": res["scaleout"]["unshaped"]["ratio"],
     }
-    if args.skip_epochs:
-        return res
+    return _epoch_targets(res) if epochs else res
+
+
+def _epoch_targets(res: dict[str, Any]) -> dict[str, Any]:
     direct = res["epochs"]["direct s3fs"]["seconds"]
     node1_row = res["epochs"]["tidepool node 1 (cold)"]
     single_row = res["epochs"]["single worker (cold)"]
@@ -451,6 +503,53 @@ def _run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _large(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """One large file in two pools of three, warm: placed by chunk (``--chunk-size``) and placed
+    whole (``--chunk-size 0``: the one-owner figure). Each worker host's LAN link is limited to
+    ``--node-mbit``; the reader's host is not (a training server with a faster NIC than the
+    cache nodes), and reads the file in 8 MiB ranges, 8 at a time."""
+    say = b.console.print
+    pool_hosts, reader = b.hosts[:WORKERS], b.hosts[WORKERS]
+    out: dict[str, Any] = {}
+    for label, port, chunk in (
+        ("chunked", CHUNKED_PORT, args.chunk_size),
+        ("whole", WHOLE_PORT, "0"),
+    ):
+        workers = [
+            b.start_worker(h, f"{label}-{h.node}", port, pool_hosts, chunk_size=chunk)
+            for h in pool_hosts
+        ]
+        try:
+            endpoint = f"http://{pool_hosts[0].address}:{port}"
+            say(f"large file, {label}: warming {args.large_mib} MiB through {endpoint} ...")
+            warm = b.tidepool(endpoint, mode="ranges", paths=[MODEL], sizes=b.sizes)
+            b.run_readers([(reader, {**warm, "step": 8 * MiB, "threads": 4})])
+            held = [_du(b.workdir / f"{label}-{h.node}" / "cache") for h in pool_hosts]
+            with node_nics(b.lab, pool_hosts, args.node_mbit):
+                [r], wan, _ = b.run_readers([(reader, {**warm, "step": 8 * MiB, "threads": 8})])
+        finally:
+            for w in workers:
+                w.stop()
+        row = {
+            "chunk_size": chunk,
+            "seconds": round(r["seconds"], 3),
+            "mb_per_s": round(r["bytes"] / r["seconds"] / 1e6, 1),
+            "held_bytes": held,
+            "largest_share": round(max(held) / max(sum(held), 1), 3),
+            "wan_bytes": wan,
+            "verified": True,
+        }
+        out[label] = row
+        say(f"  {row}")
+    out["ratio"] = round(out["chunked"]["mb_per_s"] / max(out["whole"]["mb_per_s"], 1e-9), 2)
+    return out
+
+
+def _du(path: Path) -> int:
+    """Bytes of the files under ``path`` (a worker's cache: its pages and index)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -459,7 +558,10 @@ def _nothing() -> Iterator[None]:
 def report(res: dict[str, Any], console: Console) -> None:
     if res["epochs"]:
         _report_epochs(res, console)
-    _report_scaleout(res, console)
+    if res["scaleout"]:
+        _report_scaleout(res, console)
+    if res["large"]:
+        _report_large(res, console)
     console.print(f"targets: {res['targets']}")
 
 
@@ -523,6 +625,25 @@ def _report_scaleout(res: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
+def _report_large(res: dict[str, Any], console: Console) -> None:
+    s = res["setup"]
+    t = Table(
+        title=f"one {s['large_mib']} MiB file, warm, in a pool of {WORKERS} "
+        f"(each worker's NIC {s['node_mbit']:g} Mbit/s), 8 readers of 8 MiB ranges"
+    )
+    for col in ("placement", "MB/s", "seconds", "largest share", "held per worker (MiB)"):
+        t.add_column(col)
+    for label in ("chunked", "whole"):
+        r = res["large"][label]
+        name = f"by chunk ({r['chunk_size']})" if label == "chunked" else "whole file"
+        held = " / ".join(f"{h / MiB:.0f}" for h in r["held_bytes"])
+        t.add_row(
+            name, f"{r['mb_per_s']:.1f}", f"{r['seconds']:.2f}", f"{r['largest_share']:.0%}", held
+        )
+    console.print(t)
+    console.print(f"by chunk / whole: {res['large']['ratio']:.2f}x")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m tidepool_lab.bench.pool",
@@ -550,9 +671,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "which is what the cold-reader target compares; dataset also warms the scale-out set)",
     )
     p.add_argument("--json", type=Path, default=Path("out/pool.json"), metavar="PATH")
-    p.add_argument("--skip-epochs", action="store_true", help="only the scale-out rows")
+    p.add_argument(
+        "--cases",
+        default="epochs,scaleout,large",
+        help="comma-separated: epochs (first reader, node 2), scaleout (many readers), "
+        "large (one large file placed by chunk against whole)",
+    )
+    p.add_argument("--large-mib", type=int, default=1024, help="the large case's file size")
+    p.add_argument(
+        "--chunk-size", default="16Mi", help="the workers' --chunk-size in the large case"
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep the run's files here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = set(args.cases.split(",")) - {"epochs", "scaleout", "large"}
+    if bad:
+        p.error(f"--cases: unknown {sorted(bad)}; valid: epochs, scaleout, large")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
