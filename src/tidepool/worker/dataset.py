@@ -148,6 +148,7 @@ class DatasetService:
             room=self.free_room,
             size_of=self._size_on_disk,
             reachable=lambda: self.origin_reachable,
+            held=self._held,
             max_inflight=cfg.runtime.prefetch_inflight,
         )
         self.reader.on_prefetch_used = self.prefetch.used
@@ -307,6 +308,15 @@ class DatasetService:
             return got
 
         return at
+
+    def _held(self, rel: str) -> bool:
+        """Whether every page of ``rel`` this worker keeps is in the store, for the version last
+        known of it (a prefetch would fetch nothing)."""
+        known = self.metadata.known(rel)
+        if known is None or known[0] is None or known[0]["type"] != "file":
+            return False
+        info = known[0]
+        return all(self.store.contains(self.reader.key(info, i)) for i in self.owned_pages(info))
 
     def _size_on_disk(self, rel: str) -> int:
         """What caching a file will take (its size when known, else one page), headers included."""
