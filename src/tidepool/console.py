@@ -104,9 +104,9 @@ def rebalance_note(dataset: str, r: dict[str, Any]) -> str:
         return ""
     done, total = r.get("files_done", 0), r.get("files_total", 0)
     if state == "stopped-full":
-        return f"{dataset}: rebalance stopped, cache full: {done}/{total} files copied"
+        return f"{dataset}: rebalance stopped, cache full at {done}/{total} files"
     copied, errors = format_bytes(r.get("bytes_done", 0)), r.get("errors", 0)
-    return f"{dataset}: rebalancing: {done}/{total} files, {copied} from peers, {errors} errors"
+    return f"{dataset}: rebalancing {done}/{total} files ({copied}), {errors} errors"
 
 
 def status_view(
