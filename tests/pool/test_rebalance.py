@@ -53,9 +53,9 @@ def pool(
     started: list[WorkerProcess] = []
     relay = WanRelay.start((target.hostname, target.port), rtt_ms=10, rate_mbit=200)
 
-    def start(name: str, *args: str) -> WorkerProcess:
-        """Worker ``name`` of pool-b (its own tiers and state, kept across restarts), with
-        ``args`` added to its command line."""
+    def start(name: str, *args: str, quota: str = "1Gi") -> WorkerProcess:
+        """Worker ``name`` of pool-b (its own tier of ``quota`` and state, kept across
+        restarts), with ``args`` added to its command line."""
         spec = S3DatasetSpec(
             url=f"s3://{make_dataset.bucket}/data/",
             endpoint=relay.endpoint,
@@ -65,6 +65,7 @@ def pool(
             secret_key=s3_server.secret_key,
             page_size="64Ki",
             prefetch="off",
+            quota=quota,
         ).write(tmp_path / f"{name}.yaml")
         w = WorkerProcess.start(
             [spec],

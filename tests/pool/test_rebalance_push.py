@@ -134,6 +134,31 @@ def test_rebalance_killed_mid_pass_resumes_without_corrupt_pages(pool: Any) -> N
     assert after["peer_check"]["rejected"] == 0
 
 
+def test_rebalance_stops_when_the_cache_is_full_instead_of_evicting(pool: Any) -> None:
+    _, start = pool
+    a, b = two_members_holding_everything(start)
+    mine = owned_by("c", ALL)
+    room = sum(sorted(len(d) for d in mine.values())[:5]) + 5 * 64  # about five files
+    c = start("c", quota=str(room * 100 // 95))  # the high watermark is 95 % of the quota
+    for w in (a, b, c):
+        assert wait_for(lambda w=w: members_seen(w.endpoint) == ALL, timeout=20)
+
+    def stopped() -> bool:
+        r = rebalance(c.endpoint)
+        return r["state"] == "stopped-full" and set(r["members"]) == ALL
+
+    assert wait_for(stopped, timeout=60), rebalance(c.endpoint)
+    r = rebalance(c.endpoint)
+    assert 0 < r["files_done"] < len(mine)
+    assert "full" in r["message"] and "quota" in r["message"]
+    raw = raw_status(c.endpoint, refresh=False)
+    assert raw["store"]["evictions"] == 0  # nothing was pushed out to make room for a copy
+    # an earlier pass (c saw fewer members for a moment) may have copied some: they count here
+    assert r["files_done"] <= raw["cached_files"] < len(mine)
+    assert raw["cached_bytes"] <= room
+    assert raw["origin_read_bytes"] == 0
+
+
 def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, headers=headers)
     try:
