@@ -44,7 +44,7 @@ from tidepool.core.errors import (
 )
 from tidepool.core.fileinfo import FileInfo, file_info
 from tidepool.core.mounts import MountTable, Route
-from tidepool.core.pages import HEADER_SIZE
+from tidepool.core.pages import HEADER_SIZE, page_span
 from tidepool.core.paths import normalize
 from tidepool.core.ring import Member
 from tidepool.origin.funnel import Origin, OriginSettings
@@ -795,19 +795,23 @@ class DatasetService:
         missing = set(self.reader.missing_pages(info))
         want = [i for i in self.owned_pages(info) if i in missing]
         copied = 0
-        for lo in range(0, len(want), self.reader.fetch_window):
-            tasks = [
-                task
-                for i in want[lo : lo + self.reader.fetch_window]
-                for task in self.reader.warm_pages(target, i, i + 1)
-            ]
-            done = await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
-            for got in done:
+        step = self.reader.fetch_window
+        for lo in range(0, len(want), step):
+            # fetched apart from the readers' single flight: a page the peer no longer has
+            # must fail this copy only, never a reader that would have joined it
+            batch = want[lo : lo + step]
+            spans = [page_span(i, self.page_size, info["size"]) for i in batch]
+            done = await asyncio.gather(
+                *(fetch(info, start, end) for start, end in spans), return_exceptions=True
+            )
+            for i, got in zip(batch, done, strict=True):
                 if isinstance(got, BaseException):
                     raise got
+                self.reader.adopt(target, i, got.data, Source.PEER)
                 copied += len(got.data)
                 if on_bytes is not None:
                     on_bytes(len(got.data))
+        await self.reader.flush_writes()
         await self._check_copied(info, peer)
         if self.metadata.known(rel) is None:
             self.metadata.learn(rel, info)  # a read with the link cut needs no origin call

@@ -187,13 +187,17 @@ class Placement:
         ``start_after``. :class:`PeerError` when it cannot answer."""
         query = urlencode({"member": self.me.name, "limit": limit, "start_after": start_after})
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/held?{query}"
-        data = await self._get_json(peer, url, "the files it holds", "")
+        # not marked down when it fails: a member still starting must not turn reads away
+        data = await self._get_json(peer, url, "the files it holds", "", mark=False)
         if not isinstance(data, dict) or not isinstance(data.get("files"), list):
             raise PeerError(f"peer {peer.name} answered no list of the files it holds")
         return data
 
-    async def _get_json(self, peer: Member, url: str, what: str, rel: str) -> Any:
-        """A peer's JSON answer, read up to :data:`MAX_PEER_JSON` bytes."""
+    async def _get_json(
+        self, peer: Member, url: str, what: str, rel: str, *, mark: bool = True
+    ) -> Any:
+        """A peer's JSON answer, read up to :data:`MAX_PEER_JSON` bytes; ``mark``: a peer that
+        cannot be reached is skipped by reads for :data:`PEER_DOWN_FOR` seconds."""
         session = await self._sess()
         try:
             async with session.get(url) as r:
@@ -214,12 +218,14 @@ class Placement:
                 if r.status >= 500:
                     raise PeerError(f"peer {peer.name} answered {r.status} for {what}")
                 data = json.loads(body)
-                if r.status >= 400:
-                    raise from_http(r.status, data if isinstance(data, dict) else {}, rel)
-                return data
+                status = r.status
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            self.marks.mark(peer.name, time.monotonic())
+            if mark:
+                self.marks.mark(peer.name, time.monotonic())
             raise PeerError(f"peer {peer.name} could not answer {what}: {exc}") from exc
+        if status >= 400:  # an answer (404, 400 …): the peer is up, it said no
+            raise from_http(status, data if isinstance(data, dict) else {}, rel)
+        return data
 
     def is_owner(self, dataset: str, path: str, chunk: int = 0) -> bool:
         return self.place(dataset, path, chunk).mine

@@ -256,6 +256,11 @@ class Rebalancer:
                 p.state = "idle"
                 p.message = "restarted: the members changed"
                 raise
+            except Exception as exc:  # a bug here must not leave the status "running"
+                log.exception("rebalance of %s failed", name)
+                p.error(f"{type(exc).__name__}: {exc}")
+                p.state = "done"
+                p.message = "the pass ended early on an error; it runs again when members change"
             finally:
                 p.finished_at = time.time()
             log.info(
@@ -277,15 +282,19 @@ class Rebalancer:
         copiers = [
             asyncio.get_running_loop().create_task(state.copier(queue)) for _ in range(CONCURRENCY)
         ]
+        listers = [
+            asyncio.get_running_loop().create_task(self._list(svc, peer, p, queue, copiers))
+            for peer in peers
+        ]
         try:
-            await asyncio.gather(*(self._list(svc, peer, p, queue, copiers) for peer in peers))
+            await asyncio.gather(*listers)
             for _ in copiers:
                 await _put(queue, None, copiers)
             await asyncio.gather(*copiers)
-        finally:
-            for task in copiers:
+        finally:  # a full cache (or a newer pass) stops every lister and copier
+            for task in (*listers, *copiers):
                 task.cancel()
-            await asyncio.gather(*copiers, return_exceptions=True)
+            await asyncio.gather(*listers, *copiers, return_exceptions=True)
 
     async def _list(
         self,
