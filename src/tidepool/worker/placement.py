@@ -218,14 +218,13 @@ class Placement:
                 if r.status >= 500:
                     raise PeerError(f"peer {peer.name} answered {r.status} for {what}")
                 data = json.loads(body)
-                status = r.status
+                if r.status >= 400:
+                    raise from_http(r.status, data if isinstance(data, dict) else {}, rel)
+                return data
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             if mark:
                 self.marks.mark(peer.name, time.monotonic())
             raise PeerError(f"peer {peer.name} could not answer {what}: {exc}") from exc
-        if status >= 400:  # an answer (404, 400 …): the peer is up, it said no
-            raise from_http(status, data if isinstance(data, dict) else {}, rel)
-        return data
 
     def is_owner(self, dataset: str, path: str, chunk: int = 0) -> bool:
         return self.place(dataset, path, chunk).mine
