@@ -70,9 +70,7 @@ def test_newcomer_copies_what_it_owns_without_a_reader_and_without_the_wan(pool:
     assert mine, "c owns none of the files: pick other names"
     r = rebalance(c.endpoint)
     assert r["errors"] == 0, r["last_errors"]
-    assert r["files_total"] == r["files_done"] + r["files_skipped"]
-    assert r["files_done"] == len(mine)
-    assert r["bytes_done"] == sum(len(d) for d in mine.values())
+    assert r["files_total"] == r["files_done"] + r["files_skipped"] >= len(mine)
     assert set(r["peers"]) <= {"a", "b"}
     raw = raw_status(c.endpoint, refresh=False)
     assert raw["cached_files"] == len(mine)
@@ -83,7 +81,10 @@ def test_newcomer_copies_what_it_owns_without_a_reader_and_without_the_wan(pool:
     assert relay.stats()["bytes_down"] == before, "the rebalance moved bytes across the WAN"
     with urllib.request.urlopen(f"{c.endpoint}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
+    # every pass together (c may have seen fewer members for a moment) copied each file once
+    size = sum(len(d) for d in mine.values())
     assert f'tidepool_rebalance_files_total{{dataset="ds"}} {float(len(mine))}' in metrics
+    assert f'tidepool_rebalance_bytes_total{{dataset="ds"}} {float(size)}' in metrics
 
     relay.set_link(False)  # the cloud link is cut right after the join
     read_all(c.endpoint)
@@ -149,12 +150,12 @@ def test_rebalance_stops_when_the_cache_is_full_instead_of_evicting(pool: Any) -
 
     assert wait_for(stopped, timeout=60), rebalance(c.endpoint)
     r = rebalance(c.endpoint)
-    assert 0 < r["files_done"] < len(mine)
     assert "full" in r["message"] and "quota" in r["message"]
     raw = raw_status(c.endpoint, refresh=False)
     assert raw["store"]["evictions"] == 0  # nothing was pushed out to make room for a copy
     # an earlier pass (c saw fewer members for a moment) may have copied some: they count here
-    assert r["files_done"] <= raw["cached_files"] < len(mine)
+    assert 0 < raw["cached_files"] < len(mine)
+    assert r["files_done"] <= raw["cached_files"]
     assert raw["cached_bytes"] <= room
     assert raw["origin_read_bytes"] == 0
 
