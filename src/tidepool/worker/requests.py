@@ -15,7 +15,8 @@ echoes the bad value cut short and says what is valid. Handlers never read ``req
   ``Content-Type: application/json`` (415 otherwise) — which also keeps a web page in a browser on
   this host from posting to the loopback worker without a CORS preflight the worker never grants.
 * Every number has a hard upper bound (:data:`MAX_LOAD_CONCURRENCY`, :data:`MAX_LOAD_PATHS`,
-  :data:`MAX_LOCAL_HIT_PAGES`, and ``bytes <= pages * page_size`` for hit reports).
+  :data:`MAX_LOCAL_HIT_PAGES`, :data:`MAX_HELD_LIMIT`, and ``bytes <= pages * page_size`` for
+  hit reports).
 
 Limits: the bounds are plausibility limits, not a rate limit: a client with the token can still
 send many plausible reports.
@@ -31,16 +32,18 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tidepool.core.errors import BadRequestError, UnsupportedMediaError
-from tidepool.core.inputs import bad_value, echo, parse_bool
+from tidepool.core.inputs import bad_value, echo, parse_bool, parse_int
 from tidepool.core.paths import normalize
 from tidepool.core.ranges import MAX_HEADER as MAX_RANGE_HEADER
 
 __all__ = [
     "BODY_TIMEOUT",
+    "MAX_HELD_LIMIT",
     "MAX_LOAD_CONCURRENCY",
     "MAX_LOAD_PATHS",
     "MAX_LOCAL_HIT_PAGES",
     "ROUTE_QUERIES",
+    "HeldQuery",
     "InfoQuery",
     "LoadRequest",
     "LocalHits",
@@ -110,6 +113,21 @@ class HistoryQuery(_Query):
     """Only the dashboard history's samples after this Unix time."""
 
 
+MAX_HELD_LIMIT = 10_000
+"""Most entries one ``held`` answer (a rebalancing peer's listing) carries."""
+
+
+class HeldQuery(_Query):
+    """``GET /v1/datasets/{ds}/held``: one page of what this worker holds for a peer."""
+
+    member: str = Field("", max_length=256)
+    """The asking member of the pool: the files it owns under the current ring are listed."""
+    limit: int = 1000
+    """Most entries (1 to :data:`MAX_HELD_LIMIT`; checked by its parser)."""
+    start_after: str = Field("", max_length=4096)
+    """The cursor: only paths after this one (the last path of the previous page)."""
+
+
 _Q = TypeVar("_Q", bound=_Query)
 
 ROUTE_QUERIES: dict[str, type[_Query]] = {
@@ -117,10 +135,16 @@ ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/v1/datasets/{ds}/info/{path}": InfoQuery,
     "/": PageQuery,
     "/v1/history": HistoryQuery,
+    "/v1/datasets/{ds}/held": HeldQuery,
 }
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
-_QUERY_PARSERS = {"refresh": parse_bool, "headers": parse_bool}
+
+def _held_limit(text: str, name: str) -> int:
+    return parse_int(text, f"query parameter {name}", lo=1, hi=MAX_HELD_LIMIT)
+
+
+_QUERY_PARSERS = {"refresh": parse_bool, "headers": parse_bool, "limit": _held_limit}
 
 
 def check_query(request: web.Request, route: str) -> None:
