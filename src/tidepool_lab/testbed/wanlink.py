@@ -285,8 +285,10 @@ class _Relay:
             self.queue.append((due, packet, self._is_up(info["dst"]), info["payload"]))
 
     def deliver_due(self) -> None:
-        horizon = time.monotonic() + 0.0005
-        while self.queue and self.queue[0][0] <= horizon:
+        # never early: a packet due in 0.3 ms waits those 0.3 ms (a slack here once made a
+        # 40 ms link answer a handshake in 39.998 ms)
+        now = time.monotonic()
+        while self.queue and self.queue[0][0] <= now:
             _, packet, up, payload = self.queue.popleft()
             side = "up" if up else "down"
             self.counters[f"bytes_{side}"] += len(packet)
