@@ -20,7 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -172,12 +172,17 @@ class Placement:
             return None
         return owner
 
-    async def fetch_json(self, peer: Member, dataset: str, kind: str, rel: str) -> Any:
+    async def fetch_json(
+        self, peer: Member, dataset: str, kind: str, rel: str, query: dict[str, str] | None = None
+    ) -> Any:
         """A peer's answer to ``GET /v1/datasets/{ds}/{kind}/{rel}`` (it never forwards: it
-        answers from its metadata or asks the origin itself). :class:`PeerError` when it cannot
-        answer; the error of the table (``FileNotFoundError`` …) when it answered one."""
+        answers from its metadata or asks the origin itself); ``query``: passed on (a page of a
+        find). :class:`PeerError` when it cannot answer; the error of the table
+        (``FileNotFoundError`` …) when it answered one."""
         session = await self._sess()
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/{kind}/{quote(rel)}"
+        if query:
+            url += "?" + urlencode(query)
         try:
             async with session.get(url) as r:
                 if (r.content_length or 0) > MAX_PEER_JSON:

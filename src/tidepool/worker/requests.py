@@ -15,7 +15,8 @@ echoes the bad value cut short and says what is valid. Handlers never read ``req
   ``Content-Type: application/json`` (415 otherwise) — which also keeps a web page in a browser on
   this host from posting to the loopback worker without a CORS preflight the worker never grants.
 * Every number has a hard upper bound (:data:`MAX_LOAD_CONCURRENCY`, :data:`MAX_LOAD_PATHS`,
-  :data:`MAX_LOCAL_HIT_PAGES`, and ``bytes <= pages * page_size`` for hit reports).
+  :data:`MAX_LOCAL_HIT_PAGES`, :data:`MAX_FIND_LIMIT`, and ``bytes <= pages * page_size`` for
+  hit reports).
 
 Limits: the bounds are plausibility limits, not a rate limit: a client with the token can still
 send many plausible reports.
@@ -25,22 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tidepool.core.errors import BadRequestError, UnsupportedMediaError
-from tidepool.core.inputs import bad_value, echo, parse_bool
+from tidepool.core.inputs import bad_value, echo, parse_bool, parse_int
 from tidepool.core.paths import normalize
 from tidepool.core.ranges import MAX_HEADER as MAX_RANGE_HEADER
 
 __all__ = [
     "BODY_TIMEOUT",
+    "MAX_FIND_LIMIT",
     "MAX_LOAD_CONCURRENCY",
     "MAX_LOAD_PATHS",
     "MAX_LOCAL_HIT_PAGES",
+    "MAX_UNPAGED_FIND",
     "ROUTE_QUERIES",
+    "FindQuery",
     "InfoQuery",
     "LoadRequest",
     "LocalHits",
@@ -68,6 +73,11 @@ MAX_PREFETCH_PATHS = 100_000
 MAX_LOCAL_HIT_PAGES = 1_000_000
 """Most page reads one local-hits report may claim. Clients report every 2 s; a million pages
 in 2 s is 500,000 page reads a second from one process, well past what a disk delivers."""
+MAX_FIND_LIMIT = 10_000
+"""Most entries of a find one page may ask for."""
+MAX_UNPAGED_FIND = 100_000
+"""Most entries of a find answered without ``limit`` (older clients); larger ones are refused
+with a message that says to page, so no answer holds a million entries in the worker."""
 BODY_TIMEOUT = 30.0
 """Seconds a client has to send a request body once its headers arrived."""
 _LOAD_ID = re.compile(r"load-[0-9]{1,12}", re.ASCII)
@@ -110,17 +120,43 @@ class HistoryQuery(_Query):
     """Only the dashboard history's samples after this Unix time."""
 
 
+class FindQuery(_Query):
+    limit: int | None = None
+    """Entries per page (1 to :data:`MAX_FIND_LIMIT`); absent with ``start_after`` absent: the
+    whole listing in one answer (at most :data:`MAX_UNPAGED_FIND` entries)."""
+    start_after: str | None = None
+    """The dataset path the page starts after (a previous page's ``next``)."""
+
+
 _Q = TypeVar("_Q", bound=_Query)
 
 ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/v1/datasets/{ds}/status": StatusQuery,
     "/v1/datasets/{ds}/info/{path}": InfoQuery,
+    "/v1/datasets/{ds}/find/{path}": FindQuery,
     "/": PageQuery,
     "/v1/history": HistoryQuery,
 }
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
-_QUERY_PARSERS = {"refresh": parse_bool, "headers": parse_bool}
+
+def _parse_limit(text: str, field: str) -> int:
+    return parse_int(text, field, lo=1, hi=MAX_FIND_LIMIT)
+
+
+def _parse_start_after(text: str, field: str) -> str:
+    try:
+        return normalize(text)
+    except BadRequestError as exc:
+        raise BadRequestError(f"{field}: {exc}") from None
+
+
+_QUERY_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "refresh": parse_bool,
+    "headers": parse_bool,
+    "limit": _parse_limit,
+    "start_after": _parse_start_after,
+}
 
 
 def check_query(request: web.Request, route: str) -> None:

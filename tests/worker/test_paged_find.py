@@ -1,0 +1,182 @@
+"""Paged finds (issue 16, listings that stream): ``GET /find/{path}?limit=N&start_after=P`` on a
+real worker over a real S3 origin, compared with the origin's own listing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tidepool.worker import requests as worker_requests
+
+pytestmark = pytest.mark.integration
+
+FILES = 3000
+
+
+def _tree(n: int) -> dict[str, bytes]:
+    """``n`` small files in nested directories (and a few at the top)."""
+    files = {f"d{i % 7}/e{i % 13}/f{i:05d}.bin": f"{i}".encode() for i in range(n - 5)}
+    files.update({f"top{i}.txt": b"t" for i in range(5)})
+    return files
+
+
+def _origin_keys(make_dataset: Any, under: str = "") -> list[str]:
+    """The keys of the dataset's bucket below ``data/`` as S3 lists them (its own order)."""
+    client = make_dataset.server.boto3_client()
+    keys: list[str] = []
+    prefix = f"data/{under}"
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=make_dataset.bucket, Prefix=prefix
+    ):
+        keys += [o["Key"][len("data/") :] for o in page.get("Contents") or []]
+    return keys
+
+
+async def _get(s: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with s.get(url) as r:
+        return r.status, await r.json()
+
+
+async def _pages(s: aiohttp.ClientSession, base: str, limit: int) -> list[list[dict[str, Any]]]:
+    """Every page of a find, following ``next``; checks each page's own shape."""
+    pages: list[list[dict[str, Any]]] = []
+    after = None
+    while True:
+        url = f"{base}?limit={limit}" + (f"&start_after={after}" if after else "")
+        status, body = await _get(s, url)
+        assert status == 200, body
+        files = body["files"]
+        assert len(files) <= limit
+        pages.append(files)
+        if "next" not in body:
+            return pages
+        assert files, "a page with a next cursor holds entries"
+        assert body["next"] == files[-1]["name"]
+        after = body["next"]
+        assert len(pages) <= FILES + 1, "the cursor never ends"
+
+
+async def _get_params(s: aiohttp.ClientSession, url: str, **params: str) -> tuple[int, Any]:
+    async with s.get(url, params=params) as r:
+        return r.status, await r.json()
+
+
+def _find_calls(w: Any) -> int:
+    return int(w.worker.services["ds"].origins[0].stats.calls.get("find", 0))
+
+
+async def test_pages_are_the_origin_listing_in_order(
+    make_dataset: Any, start_worker: Any, tmp_path: Any
+) -> None:
+    cfg = make_dataset(_tree(FILES))
+    w = start_worker([cfg])
+    origin = _origin_keys(make_dataset)
+    assert len(origin) == FILES
+    base = f"{w.endpoint}/v1/datasets/ds/find/"
+    async with aiohttp.ClientSession() as s:
+        first = await _pages(s, base, 1000)
+        listed = _find_calls(w)
+        assert listed == 3  # one ListObjectsV2 page per 1,000 keys, once
+        for limit in (1, 7, 1000, 10000):
+            pages = first if limit == 1000 else await _pages(s, base, limit)
+            names = [f["name"] for page in pages for f in page]
+            assert names == origin, f"limit={limit}"
+            assert len(set(names)) == len(names)
+            assert all(len(p) == limit for p in pages[:-1])
+            sizes = {f["name"]: f["size"] for page in pages for f in page}
+            assert sizes["top3.txt"] == 1
+        # the ends: after the last key nothing follows; after a key not listed, the next ones
+        status, body = await _get(s, f"{base}?limit=5&start_after={origin[-1]}")
+        assert (status, body) == (200, {"files": []})
+        status, body = await _get(s, f"{base}?limit=2&start_after=d3/e1/f0")
+        assert [f["name"] for f in body["files"]] == [k for k in origin if k > "d3/e1/f0"][:2]
+        # a prefix below a listed one, and the unpaged form, are served from the same rows
+        status, body = await _get(s, f"{base}d3/e5?limit=10000")
+        assert [f["name"] for f in body["files"]] == _origin_keys(make_dataset, "d3/e5/")
+        status, body = await _get(s, base)
+        assert [f["name"] for f in body["files"]] == origin
+        assert _find_calls(w) == listed, "pages of a fresh find never list the origin again"
+    # a restarted worker pages from what it stored, without listing again
+    w.stop()
+    w2 = start_worker([cfg])
+    async with aiohttp.ClientSession() as s:
+        pages = await _pages(s, f"{w2.endpoint}/v1/datasets/ds/find/", 10000)
+    assert [f["name"] for p in pages for f in p] == origin
+    assert _find_calls(w2) == 0
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "-1", "10001", "x", "\uff11", "1" * 5000, "", "1.5", " 5", "+5"]
+)
+async def test_bad_limit_is_400_naming_it(make_dataset: Any, start_worker: Any, value: str) -> None:
+    w = start_worker([make_dataset({"a/b.bin": b"x"})])
+    async with aiohttp.ClientSession() as s:
+        status, body = await _get_params(s, f"{w.endpoint}/v1/datasets/ds/find/", limit=value)
+    assert status == 400, body
+    assert body["message"].startswith("limit: got ")
+    assert repr(value[:40]) in body["message"]
+    assert "from 1 to 10000" in body["message"]
+    assert len(body["message"]) < 300
+    assert _find_calls(w) == 0
+
+
+async def test_bad_cursor_and_parameters(make_dataset: Any, start_worker: Any) -> None:
+    w = start_worker([make_dataset({"a/b.bin": b"x"})])
+    url = f"{w.endpoint}/v1/datasets/ds/find/"
+    async with aiohttp.ClientSession() as s:
+        for params, named in (
+            ({"limit": "5", "start_after": "../etc"}, "start_after"),
+            ({"limit": "5", "start_after": "a\\b"}, "start_after"),
+            ({"limit": "5", "start_after": "a" * 5000}, "start_after"),
+            ({"limit": "5", "cursor": "x"}, "cursor"),
+        ):
+            async with s.get(url, params=params) as r:
+                body = await r.json()
+            assert r.status == 400, (params, body)
+            assert named in body["message"], body
+        async with s.get(f"{url}?limit=1&limit=2") as r:
+            assert r.status == 400
+            assert "limit" in (await r.json())["message"]
+
+
+async def test_first_pages_share_one_listing(make_dataset: Any, start_worker: Any) -> None:
+    w = start_worker([make_dataset(_tree(40))])
+    url = f"{w.endpoint}/v1/datasets/ds/find/?limit=10"
+    async with aiohttp.ClientSession() as s:
+        answers = await asyncio.gather(*(_get(s, url) for _ in range(16)))
+    assert {str(a) for a in answers} == {str(answers[0])}
+    assert answers[0][1]["next"] == answers[0][1]["files"][-1]["name"]
+    assert _find_calls(w) == 1
+
+
+async def test_unpaged_find_is_bounded(
+    make_dataset: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_requests, "MAX_UNPAGED_FIND", 30)
+    w = start_worker([make_dataset(_tree(40))])
+    async with aiohttp.ClientSession() as s:
+        status, body = await _get(s, f"{w.endpoint}/v1/datasets/ds/find/")
+        assert status == 400
+        assert "more than 30 entries" in body["message"] and "limit" in body["message"]
+        status, body = await _get(s, f"{w.endpoint}/v1/datasets/ds/find/d1")
+        assert status == 200 and len(body["files"]) == 5
+
+
+async def test_a_new_listing_drops_what_the_origin_no_longer_has(
+    make_dataset: Any, start_worker: Any
+) -> None:
+    w = start_worker([make_dataset(_tree(40), ttl=0.0)])  # every find lists again
+    base = f"{w.endpoint}/v1/datasets/ds"
+    async with aiohttp.ClientSession() as s:
+        _, before = await _get(s, f"{base}/find/?limit=100")
+        gone = before["files"][3]["name"]
+        make_dataset.server.boto3_client().delete_object(
+            Bucket=make_dataset.bucket, Key=f"data/{gone}"
+        )
+        _, after = await _get(s, f"{base}/find/?limit=100")
+        assert [f["name"] for f in after["files"]] == _origin_keys(make_dataset)
+        assert gone not in {f["name"] for f in after["files"]}
+        assert len(after["files"]) == len(before["files"]) - 1
