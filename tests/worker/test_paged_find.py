@@ -180,3 +180,21 @@ async def test_a_new_listing_drops_what_the_origin_no_longer_has(
         assert [f["name"] for f in after["files"]] == _origin_keys(make_dataset)
         assert gone not in {f["name"] for f in after["files"]}
         assert len(after["files"]) == len(before["files"]) - 1
+
+
+async def test_a_pool_member_pages_the_owner_of_the_listing(
+    make_dataset: Any, start_worker: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.pool.poolkit import start_pool
+
+    from tidepool.worker import metadata
+
+    monkeypatch.setattr(metadata, "POOL_PAGE", 100)  # the member asks its owner 13 times
+    workers, _ = start_pool(make_dataset, start_worker, tmp_path, _tree(1200), n=2)
+    origin = _origin_keys(make_dataset)
+    async with aiohttp.ClientSession() as s:
+        for w in workers:
+            pages = await _pages(s, f"{w.endpoint}/v1/datasets/ds/find/", 333)
+            assert [f["name"] for p in pages for f in p] == origin
+    calls = sorted(_find_calls(w) for w in workers)
+    assert calls == [0, 2]  # two ListObjectsV2 pages, by the owner, for the whole pool
