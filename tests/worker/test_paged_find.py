@@ -4,11 +4,13 @@ real worker over a real S3 origin, compared with the origin's own listing."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tidepool.spec.config import DatasetConfig, MountConfig, RuntimeConfig, TierConfig
 from tidepool.worker import requests as worker_requests
 
 pytestmark = pytest.mark.integration
@@ -198,3 +200,32 @@ async def test_a_pool_member_pages_the_owner_of_the_listing(
             assert [f["name"] for p in pages for f in p] == origin
     calls = sorted(_find_calls(w) for w in workers)
     assert calls == [0, 2]  # two ListObjectsV2 pages, by the owner, for the whole pool
+
+
+async def test_a_local_origin_is_walked_a_directory_at_a_time(
+    start_worker: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "origin"
+    names = sorted(_tree(600))
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode())
+    (root / "d1" / "loop").symlink_to(root / "d1")  # a cycle: not entered, as find -L does
+    mount = MountConfig(name="ds", url=f"file://{root}", protocol="file", root=str(root), path="")
+    cfg = DatasetConfig(
+        name="ds",
+        mounts=(mount,),
+        runtime=RuntimeConfig(tiers=(TierConfig("SSD", str(tmp_path / "cache"), 1 << 26),)),
+    )
+    w = start_worker([cfg])
+    async with aiohttp.ClientSession() as s:
+        pages = await _pages(s, f"{w.endpoint}/v1/datasets/ds/find/", 7)
+        listed = [f["name"] for p in pages for f in p]
+        assert listed == names
+        walked = _find_calls(w)
+        assert walked == 7 * 13 + 1 + 1  # one call per directory holding files, one at the end
+        _, body = await _get(s, f"{w.endpoint}/v1/datasets/ds/list/d1/e3")
+        assert sorted(e["name"] for e in body["entries"]) == [
+            n for n in names if n.startswith("d1/e3/")
+        ]
+    assert _find_calls(w) == walked
