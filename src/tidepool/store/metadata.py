@@ -168,14 +168,16 @@ class MetadataStore:
     # -- listings ------------------------------------------------------------------------
 
     def put_infos(self, dataset: str, infos: list[dict[str, Any]], fetched_at: float) -> None:
-        """Record the info of many paths (each keyed by its ``"name"``) in one write."""
+        """Record the info of many paths (each keyed by its ``"name"``) in one write, keeping
+        none of them in the LRU (a find's pages would flush it: the rows are read by pages,
+        :meth:`info_rows`). The dicts are the store's from now on: do not change them."""
         raws = [json.dumps(e, separators=(",", ":")) for e in infos]
-        parsed = [json.loads(r) for r in raws]
         when = float(fetched_at)
-        rows = [(dataset, e["name"], raw, when) for e, raw in zip(parsed, raws, strict=True)]
+        rows = [(dataset, e["name"], raw, when) for e, raw in zip(infos, raws, strict=True)]
         self._stage_many(
-            [(("info", dataset, e["name"]), (e, when)) for e in parsed],
+            [(("info", dataset, e["name"]), (e, when)) for e in infos],
             lambda c: c.executemany("INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)", rows),
+            remember=False,
         )
 
     def put_listing(
@@ -188,7 +190,8 @@ class MetadataStore:
         infos: bool = True,
     ) -> None:
         """Record a directory listing, and the info of each entry that has a ``"name"``
-        (``infos=False``: the caller recorded them already, e.g. a find's pages)."""
+        (``infos=False``: the caller recorded them already, e.g. a find's pages; the listing is
+        then not kept in the LRU either)."""
         raw = json.dumps(entries, separators=(",", ":"))
         parsed: list[dict[str, Any]] = json.loads(raw)
         when = float(fetched_at)
@@ -205,7 +208,7 @@ class MetadataStore:
 
         staged: list[tuple[_CacheKey, _Value]] = [(("listing", dataset, dir), (parsed, when))]
         staged += [(("info", dataset, name), (e, when)) for name, e in named]
-        self._stage_many(staged, write)
+        self._stage_many(staged, write, remember=infos)
 
     def get_listing(self, dataset: str, dir: str) -> tuple[list[dict[str, Any]], float] | None:
         """``(entries, fetched_at)`` of a directory, or None when never listed."""
@@ -416,15 +419,21 @@ class MetadataStore:
         self,
         values: list[tuple[_CacheKey, _Value]],
         write: Callable[[sqlite3.Connection], object],
+        *,
+        remember: bool = True,
     ) -> None:
-        """Make the values visible now and queue their database write."""
+        """Make the values visible now and queue their database write (``remember``: keep them
+        in the LRU too; else they are read from the database once committed)."""
         if self._closed:
             raise RuntimeError("metadata store is closed")
         with self._lock:
             self._seq += 1
             for key, value in values:
                 self._pending[key] = (value, self._seq)
-                self._remember(key, value)
+                if remember:
+                    self._remember(key, value)
+                else:
+                    self._cache.pop(key, None)
             self._queue.put((write, ([k for k, _ in values], self._seq)))
 
     def _write_loop(self) -> None:

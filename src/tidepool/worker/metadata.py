@@ -283,6 +283,8 @@ class MetadataService:
             return
         found_at = self._found_at(rel)
         if found_at is not None and self.fresh(found_at):
+            if rel == "" and self.ufs_total is None:  # listed before a restart
+                await self._restarted_total(route)
             return
         try:
             await self._once("find", rel, lambda: self._find_fetch(rel, route, forward))
@@ -291,6 +293,17 @@ class MetadataService:
                 raise
             log.debug("origin unreachable; last known find of %s/%s", self.dataset, rel)
             self.stale_served += 1
+
+    async def _restarted_total(self, route: Route[Origin]) -> None:
+        """Whether the origin answers (one 1-key listing, not a whole one), and then the total
+        stored with the listing as this process's: what a status after a restart reports (an
+        origin that does not answer leaves it the last known, from the store)."""
+        try:
+            await route.target.sample()
+        except OriginUnavailableError:
+            self.stale_served += 1
+            return
+        self.ufs_total = self.store.get_total(self.dataset)
 
     def _found_at(self, rel: str) -> float | None:
         """When the latest find covering ``rel`` (its own or an ancestor's) was listed."""
@@ -331,11 +344,13 @@ class MetadataService:
         async for page in self._find_source(rel, route, forward):
             writer.add(page)  # type: ignore[arg-type]
         writer.finish()
-        await asyncio.to_thread(self.store.flush)
-        self.store.drop_older(self.dataset, rel, now)  # what this listing did not name is gone
-        self.store.put_found(self.dataset, rel, now)
+        # off the event loop: a million rows take a while to commit, and the range to scan
+        await asyncio.to_thread(self.store.drop_older, self.dataset, rel, now)  # gone upstream
+        await asyncio.to_thread(self.store.put_found, self.dataset, rel, now)
         if rel == "":
             self.ufs_total = (writer.bytes, writer.files, now)
+            total = (self.dataset, writer.bytes, writer.files, now)
+            await asyncio.to_thread(self.store.put_total, *total)
 
     async def _find_source(
         self, rel: str, route: Route[Origin], forward: bool
