@@ -229,3 +229,44 @@ async def test_a_local_origin_is_walked_a_directory_at_a_time(
             n for n in names if n.startswith("d1/e3/")
         ]
     assert _find_calls(w) == walked
+
+
+def test_the_writer_places_files_that_are_directories_and_folder_markers(
+    tmp_path: Path,
+) -> None:
+    """Pages cut anywhere: a key that is a file and a prefix (``a/b`` beside ``a/b/c``) moves
+    to its escaped name in a later page; a folder marker is listed once, as its directory."""
+    from tidepool.core.fileinfo import dir_info, file_info
+    from tidepool.core.keys import escaped
+    from tidepool.store.metadata import MetadataStore
+    from tidepool.worker.findwriter import FindWriter
+
+    store = MetadataStore(tmp_path / "state")
+    try:
+        marker = dict(dir_info("m"), marker=True, version="e0")
+        pages = [
+            [file_info("a/b", 1, "e1", None), file_info("a/b.txt", 2, "e2", None)],
+            [dict(file_info("a/b/c", 3, "e3", None)), marker],
+            [file_info("m/x", 4, "e4", None), file_info("z", 5, "e5", None)],
+        ]
+        writer = FindWriter(store, "ds", "", 100.0)
+        for page in pages:
+            writer.add([dict(e) for e in page])  # type: ignore[misc]
+        writer.finish()
+        store.flush()
+        listing = {e["name"]: e["type"] for e in store.get_listing("ds", "a")[0]}  # type: ignore[index]
+        assert listing == {escaped("a/b"): "file", "a/b.txt": "file", "a/b": "directory"}
+        root = store.get_listing("ds", "")[0]  # type: ignore[index]
+        assert {e["name"]: e.get("marker", False) for e in root} == {
+            "a": False,
+            "m": True,
+            "z": False,
+        }
+        assert [e["name"] for e in store.get_listing("ds", "m")[0]] == ["m/x"]  # type: ignore[index]
+        rows = [name for name, info in store.info_rows("ds", "", "", 100)]
+        assert rows == sorted(rows)
+        assert store.get_info("ds", "a/b")[0]["type"] == "directory"  # type: ignore[index]
+        assert store.get_info("ds", escaped("a/b"))[0]["size"] == 1  # type: ignore[index]
+        assert (writer.files, writer.bytes) == (5, 15)
+    finally:
+        store.close()
