@@ -399,11 +399,12 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         return {n: found[n] for n in names} if detail else names
 
     async def _find_pages(
-        self, path: str, *, folder_markers: bool = False, size: int = 0
+        self, path: str, *, folder_markers: bool = False, size: int = 0, start_after: str = ""
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The entries of :meth:`find` of ``path`` (a file: itself) in pages of at most ``size``
-        (:data:`FIND_PAGE`), named relative to the dataset as the worker sends them. A path that
-        does not exist has no pages. ``path`` names a dataset or something in one."""
+        (:data:`FIND_PAGE`), named relative to the dataset as the worker sends them, those after
+        the dataset path ``start_after`` only. A path that does not exist has no pages. ``path``
+        names a dataset or something in one."""
         ds, rel = self._split(self._strip_protocol(path))
         keep = (lambda e: True) if folder_markers else (lambda e: e["type"] == "file")
         if ds in self._direct:  # read from the origin: listed whole there
@@ -417,9 +418,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         except FileNotFoundError:
             return
         if info["type"] == "file":
-            yield [dict(info, name=rel)]
+            if rel > start_after:
+                yield [dict(info, name=rel)]
             return
-        after = ""
+        after = start_after
         target = self._target("find", ds, rel)
         while True:
             query = {"limit": str(size or FIND_PAGE)} | ({"start_after": after} if after else {})
