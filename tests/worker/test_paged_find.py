@@ -270,3 +270,43 @@ def test_the_writer_places_files_that_are_directories_and_folder_markers(
         assert (writer.files, writer.bytes) == (5, 15)
     finally:
         store.close()
+
+
+_CYCLE = """<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>{bucket}</Name>
+<Prefix>data/</Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>
+<NextContinuationToken>again</NextContinuationToken>
+<Contents><Key>data/a.bin</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>
+<ETag>"0cc175b9c0f1b6a831c399e269772661"</ETag><Size>1</Size></Contents>
+<Contents><Key>data/b.bin</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>
+<ETag>"92eb5ffee6ae2fec3ad71c777531578f"</ETag><Size>1</Size></Contents>
+</ListBucketResult>"""
+
+
+async def test_a_listing_whose_tokens_cycle_is_an_error(
+    make_dataset: Any, start_worker: Any
+) -> None:
+    """An origin that hands out the same page and token forever (a broken S3 implementation)
+    ends in a 502 that says so, not in an endless listing."""
+    from aiohttp import web
+
+    async def listing(request: web.Request) -> web.Response:
+        bucket = request.match_info["bucket"]
+        return web.Response(text=_CYCLE.format(bucket=bucket), content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_get("/{bucket}", listing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        w = start_worker([make_dataset({"x": b"x"}, endpoint=f"http://127.0.0.1:{port}")])
+        async with aiohttp.ClientSession() as s:
+            status, body = await _get(s, f"{w.endpoint}/v1/datasets/ds/find/?limit=10")
+        assert status == 502, body
+        assert "went back" in body["message"] and "cycle of continuation tokens" in body["message"]
+        assert _find_calls(w) == 2
+    finally:
+        await runner.cleanup()
