@@ -198,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         "member, a multiple of the page size, 0 places files whole (env TIDEPOOL_CHUNK_SIZE; "
         "default 16Mi, rounded up to whole pages)",
     )
+    p.add_argument(
+        "--rebalance-rate",
+        default=_env("REBALANCE_RATE", "64Mi"),
+        help="bytes a second at most for copying, after a member joins, the files this worker "
+        "now owns from the members that hold them (over the LAN; 0: copy nothing, take each "
+        "file over when it is first read; env TIDEPOOL_REBALANCE_RATE; default %(default)s)",
+    )
     _add_pool_security_args(p)
 
     p = sub.add_parser("validate", help="check spec files and print what was understood")
@@ -366,6 +373,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
         chunk_size=_chunk_size(args.chunk_size),
+        rebalance_rate=_rebalance_rate(args.rebalance_rate),
     )
     if args.state_dir:
         settings.state_dir = args.state_dir
@@ -403,6 +411,18 @@ def _chunk_size(text: str) -> int | None:
         raise ConfigError(
             f"--chunk-size {text!r} is not a size: write bytes or a quantity such as 16Mi, or 0 "
             "to place files whole"
+        ) from exc
+
+
+def _rebalance_rate(text: str) -> int:
+    from tidepool.core.quantity import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--rebalance-rate {text!r} is not a byte rate: write bytes a second or a quantity "
+            "such as 64Mi, or 0 to copy nothing in the background"
         ) from exc
 
 

@@ -90,7 +90,23 @@ def status_notes(statuses: Sequence[dict[str, Any]]) -> list[str]:
             notes.append(
                 f"{s['dataset']}: total as measured at {s['ufsTotalAsOf']} (not listed since)"
             )
+        rebalance = rebalance_note(s["dataset"], s.get("raw", {}).get("rebalance") or {})
+        if rebalance:
+            notes.append(rebalance)
     return notes
+
+
+def rebalance_note(dataset: str, r: dict[str, Any]) -> str:
+    """One line (under 80 columns for a short dataset name) while a rebalance copies files
+    from the pool's other members, or when it stopped because the cache is full."""
+    state = r.get("state")
+    if state not in ("running", "stopped-full"):
+        return ""
+    done, total = r.get("files_done", 0), r.get("files_total", 0)
+    if state == "stopped-full":
+        return f"{dataset}: rebalance stopped, cache full at {done}/{total} files"
+    copied, errors = format_bytes(r.get("bytes_done", 0)), r.get("errors", 0)
+    return f"{dataset}: rebalancing {done}/{total} files ({copied}), {errors} errors"
 
 
 def status_view(
@@ -296,6 +312,7 @@ __all__ = [
     "load_summary",
     "pool_table",
     "progress_line",
+    "rebalance_note",
     "status_notes",
     "status_table",
     "status_view",

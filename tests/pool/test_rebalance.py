@@ -34,8 +34,10 @@ FILES = {f"d{i % 3}/f{i:03d}.bin": os.urandom(20_000 + i) for i in range(45)}
 PEER_TOKEN = "pool-b-peer-credential"
 
 
-def raw_status(endpoint: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{endpoint}/v1/datasets/ds/status", timeout=5) as r:
+def raw_status(endpoint: str, *, refresh: bool = True) -> dict[str, Any]:
+    """``raw`` of the dataset's status (``refresh=False``: no listing of the origin)."""
+    query = "" if refresh else "?refresh=0"
+    with urllib.request.urlopen(f"{endpoint}/v1/datasets/ds/status{query}", timeout=5) as r:
         raw: dict[str, Any] = json.loads(r.read())["raw"]
         return raw
 
@@ -43,7 +45,7 @@ def raw_status(endpoint: str) -> dict[str, Any]:
 @pytest.fixture
 def pool(
     make_dataset: Any, s3_server: Any, tmp_path: Path
-) -> Iterator[tuple[WanRelay, Callable[[str], WorkerProcess]]]:
+) -> Iterator[tuple[WanRelay, Callable[..., WorkerProcess]]]:
     make_dataset(FILES)
     target = urlsplit(s3_server.endpoint)
     assert target.hostname is not None and target.port is not None
@@ -51,7 +53,9 @@ def pool(
     started: list[WorkerProcess] = []
     relay = WanRelay.start((target.hostname, target.port), rtt_ms=10, rate_mbit=200)
 
-    def start(name: str) -> WorkerProcess:
+    def start(name: str, *args: str, quota: str = "1Gi") -> WorkerProcess:
+        """Worker ``name`` of pool-b (its own tier of ``quota`` and state, kept across
+        restarts), with ``args`` added to its command line."""
         spec = S3DatasetSpec(
             url=f"s3://{make_dataset.bucket}/data/",
             endpoint=relay.endpoint,
@@ -61,6 +65,7 @@ def pool(
             secret_key=s3_server.secret_key,
             page_size="64Ki",
             prefetch="off",
+            quota=quota,
         ).write(tmp_path / f"{name}.yaml")
         w = WorkerProcess.start(
             [spec],
@@ -75,6 +80,7 @@ def pool(
                 etcd.endpoint,
                 "--state-dir",
                 str(tmp_path / f"state-{name}"),
+                *args,
             ],
             env={"TIDEPOOL_PEER_TOKEN": PEER_TOKEN},
         )
@@ -105,7 +111,9 @@ def test_join_takes_over_from_the_previous_owners_and_leave_refetches_nothing(
     assert wait_for(lambda: members_seen(b.endpoint) == {"a", "b"})
     read_all(a.endpoint)  # the pool of two holds everything
 
-    c = start("c")  # join: c now owns about a third of the files, and holds none
+    # join: c now owns about a third of the files, and holds none (no background copy here:
+    # this test is about taking them over when read; test_rebalance_push covers the copy)
+    c = start("c", "--rebalance-rate", "0")
     for w in (a, b, c):
         assert wait_for(lambda w=w: members_seen(w.endpoint) == {"a", "b", "c"})
     before = relay.stats()["bytes_down"]

@@ -118,7 +118,7 @@ async def test_bad_limit_is_400_naming_it(make_dataset: Any, start_worker: Any, 
     async with aiohttp.ClientSession() as s:
         status, body = await _get_params(s, f"{w.endpoint}/v1/datasets/ds/find/", limit=value)
     assert status == 400, body
-    assert body["message"].startswith("limit: got ")
+    assert body["message"].startswith("query parameter limit: got ")
     assert repr(value[:40]) in body["message"]
     assert "from 1 to 10000" in body["message"]
     assert len(body["message"]) < 300

@@ -251,3 +251,29 @@ def test_bad_hints_are_refused_or_ignored(
     assert sorted(gets(proxy)) == [NAMES[1], NAMES[2], "d/nope.bin"]  # asked once, then skipped
     assert prefetch_status(fs)["failed"] == 0  # an unknown file is skipped, not an error
     assert fs.cat_file(f"ds/{NAMES[3]}") == FILES[NAMES[3]]  # still serving
+
+
+def test_a_walk_over_cached_files_fetches_nothing_again(
+    make_dataset: Any, start_worker: Any, proxy: FaultyProxy
+) -> None:
+    """Warm: the walk's files ahead are all held already, so each is skipped once before any
+    work (counted as held; not once per read of the walk), and the origin sees nothing."""
+    cfg = with_prefetch(make_dataset(FILES, endpoint=proxy.endpoint), "pattern")
+    w = start_worker([cfg])
+    fs = client(w.endpoint)
+    for name in NAMES:  # every file read once (some fetched ahead by the walk): all cached
+        assert fs.cat_file(f"ds/{name}") == FILES[name]
+    w.call(w.worker.services["ds"].flush_writes())
+    before = prefetch_status(fs)
+    proxy.reset_records()
+    for name in NAMES:  # a walk in listing order over cached files
+        assert fs.cat_file(f"ds/{name}") == FILES[name]
+        time.sleep(0.02)
+    deadline = time.monotonic() + 20
+    st = prefetch_status(fs)
+    while time.monotonic() < deadline and (st["held"] == 0 or st["queued"] or st["inflight"]):
+        time.sleep(0.05)
+        st = prefetch_status(fs)
+    assert 0 < st["held"] <= len(NAMES), st  # each file of the walk looked at once, not per read
+    assert st["files"] == before["files"] and st["failed"] == 0, st
+    assert [r for r in proxy.records() if r.method == "GET"] == []

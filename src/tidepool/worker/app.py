@@ -19,6 +19,9 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
                                                {"paths": [...]} (prefetch hints)
     POST /v1/datasets/{ds}/local-hits          pages a same-host client read from our pages
                                                itself {"pages": n, "bytes": n} (hit counters)
+    GET  /v1/datasets/{ds}/held                pool peers only: what this worker holds cached
+                                               that ?member= owns (paged: limit, start_after;
+                                               :mod:`tidepool.worker.rebalance`)
     GET  /v1/loads/{id}                        progress of a warm-up job
     GET  /, /v1/history, /v1/loads, /v1/pool   the dashboard and its views (worker.dashboard)
 
@@ -71,6 +74,7 @@ from tidepool.core.errors import (
     redact,
 )
 from tidepool.core.fileinfo import FileInfo
+from tidepool.core.inputs import bad_value
 from tidepool.core.ranges import content_range, parse_range
 from tidepool.serving import ConnectionBudget, MemoryBudget
 from tidepool.serving.sendfile import SendStalled, raw_socket
@@ -81,6 +85,7 @@ from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import CHUNK_HEADER, PEER_HEADER, SOURCE_HEADER
 from tidepool.worker.reads import Chunk
+from tidepool.worker.rebalance import held_page
 from tidepool.worker.refresh import refresh_path
 from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
@@ -204,6 +209,7 @@ class WorkerApp:
         r.add_post("/v1/datasets/{ds}/refresh/{path:.*}", self.refresh)
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_post("/v1/datasets/{ds}/prefetch", self.prefetch)
+        r.add_get("/v1/datasets/{ds}/held", self.held)
         r.add_get("/v1/loads/{id}", self.load_status)
         if self.dashboard is not None:
             self.dashboard.register(r, self.loads.jobs)
@@ -379,6 +385,25 @@ class WorkerApp:
         if page.next is not None:
             body["next"] = page.next
         return _json(body)
+
+    async def held(self, request: web.Request) -> web.Response:
+        """One page of the files this worker holds that a member owns now (its rebalance)."""
+        if PEER_HEADER not in request.headers:  # with it, _auth checked the peer credential
+            raise PeerAuthError(
+                "the held-files listing is for the workers of this node pool (they send "
+                f"{PEER_HEADER} and the pool's peer credential); clients list with /find"
+            )
+        svc = self._svc(request)
+        q = requests.query(request, requests.HeldQuery)
+        members = sorted(m.name for m in svc.placement.members()) if svc.placement else []
+        if q.member not in members:
+            valid = (
+                f"a member of this pool ({', '.join(members[:20])})"
+                if members
+                else ("nothing: this worker is in no pool")
+            )
+            raise bad_value("query parameter member", q.member, valid)
+        return _json(held_page(svc, q.member, q.start_after, q.limit))
 
     # ---- data ------------------------------------------------------------------------------
 

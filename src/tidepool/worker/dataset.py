@@ -44,7 +44,7 @@ from tidepool.core.errors import (
 )
 from tidepool.core.fileinfo import FileInfo, file_info
 from tidepool.core.mounts import MountTable, Route
-from tidepool.core.pages import HEADER_SIZE
+from tidepool.core.pages import HEADER_SIZE, page_span
 from tidepool.core.paths import normalize
 from tidepool.core.ring import Member
 from tidepool.origin.funnel import Origin, OriginSettings
@@ -125,6 +125,9 @@ class DatasetService:
         )
         self.placement: Placement | None = None
         """Set by the worker when it is one of several in a node pool."""
+        self.rebalance_status: Callable[[], dict[str, object]] = lambda: {"state": "off"}
+        """Progress of copying what this worker owns after a join (set by the worker's
+        :class:`~tidepool.worker.rebalance.Rebalancer`; ``off`` outside a pool)."""
         self.peer_check = peer_check or PeerCheck()
         """How bytes from peers are checked against the origin's ETag (:mod:`.verify`)."""
         self._pending_checks: dict[tuple[str, str], set[str]] = {}
@@ -148,6 +151,7 @@ class DatasetService:
             room=self.free_room,
             size_of=self._size_on_disk,
             reachable=lambda: self.origin_reachable,
+            held=self._held,
             max_inflight=cfg.runtime.prefetch_inflight,
         )
         self.reader.on_prefetch_used = self.prefetch.used
@@ -282,16 +286,18 @@ class DatasetService:
         p = self.placement
         return p.chunk_size // self.page_size if p is not None and p.chunk_size > 0 else 0
 
-    def owned_pages(self, info: FileInfo) -> list[int]:
-        """The pages of a file this worker keeps: all of them outside a pool, else those of the
-        chunks it owns (a small file is one chunk)."""
+    def owned_pages(self, info: FileInfo, member: str | None = None) -> list[int]:
+        """The pages of a file this worker (or the pool's ``member``) keeps: all of them outside
+        a pool, else those of the chunks it owns (a small file is one chunk)."""
         count = -(-info["size"] // self.page_size) if info["size"] else 1
         if self.placement is None:
             return list(range(count))
+        who = member or self.placement.me.name
         per = self.chunk_pages or count
         out: list[int] = []
         for c in range(-(-count // per)):
-            if self.placement.is_owner(self.name, info["name"], c):
+            owners = self.placement.place(self.name, info["name"], c).owners
+            if any(m.name == who for m in owners):
                 out.extend(range(c * per, min(count, (c + 1) * per)))
         return out
 
@@ -314,6 +320,15 @@ class DatasetService:
             return got
 
         return at
+
+    def _held(self, rel: str) -> bool:
+        """Whether every page of ``rel`` this worker keeps is in the store, for the version last
+        known of it (a prefetch would fetch nothing)."""
+        known = self.metadata.known(rel)
+        if known is None or known[0] is None or known[0]["type"] != "file":
+            return False
+        info = known[0]
+        return all(self.store.contains(self.reader.key(info, i)) for i in self.owned_pages(info))
 
     def _size_on_disk(self, rel: str) -> int:
         """What caching a file will take (its size when known, else one page), headers included."""
@@ -757,6 +772,81 @@ class DatasetService:
         except VersionChangedError:
             self.metadata.forget(plan.info["name"])
             raise
+
+    async def copy_from_peer(
+        self, peer: Member, info: FileInfo, on_bytes: Callable[[int], None] | None = None
+    ) -> int:
+        """Copy the pages of ``info`` this worker owns and lacks from ``peer``'s cache (a
+        rebalance after a join, :mod:`.rebalance`): asked only if cached, checked like any peer
+        answer (version, size, the origin's MD5), and never replaced by the origin's bytes, so
+        nothing crosses the WAN. :class:`NotCachedError` when the peer no longer holds them,
+        :class:`PeerError` when it cannot answer or its bytes are wrong. Bytes copied."""
+        placement = self.placement
+        if placement is None:
+            raise PeerError(f"{self.name}: this worker is in no pool to copy from")
+        rel = info["name"]
+        route = self._route(rel)
+
+        async def fetch(want: FileInfo, start: int, end: int) -> Fetched:
+            got = await placement.read(
+                peer, self.name, rel, want["version"], start, end, cached_only=True
+            )
+            if not self._peer_bytes_ok(route, want, start, got.data, peer.name):
+                if self.peer_check.mode(self._origin_key(route), want["version"]) == MD5:
+                    self._rejected(want, {peer.name})  # proven wrong: the origin's ETag is MD5
+                raise PeerError(f"peer {peer.name} sent bytes of {rel} that fail their checksum")
+            return Fetched(got.data, Source.PEER)
+
+        per = self.chunk_pages
+        target = ReadTarget(
+            info,
+            route.target,
+            route.orel,
+            keep=True,
+            peers=fetch,
+            chunk_pages=per,
+            chunked=(lambda _chunk: (True, fetch))
+            if per and info["size"] > per * self.page_size
+            else None,
+        )
+        missing = set(self.reader.missing_pages(info))
+        want = [i for i in self.owned_pages(info) if i in missing]
+        copied = 0
+        step = self.reader.fetch_window
+        for lo in range(0, len(want), step):
+            # fetched apart from the readers' single flight: a page the peer no longer has
+            # must fail this copy only, never a reader that would have joined it
+            batch = want[lo : lo + step]
+            spans = [page_span(i, self.page_size, info["size"]) for i in batch]
+            done = await asyncio.gather(
+                *(fetch(info, start, end) for start, end in spans), return_exceptions=True
+            )
+            for i, got in zip(batch, done, strict=True):
+                if isinstance(got, BaseException):
+                    raise got
+                self.reader.adopt(target, i, got.data, Source.PEER)
+                copied += len(got.data)
+                if on_bytes is not None:
+                    on_bytes(len(got.data))
+        await self.reader.flush_writes()
+        await self._check_copied(info, peer)
+        if self.metadata.known(rel) is None:
+            self.metadata.learn(rel, info)  # a read with the link cut needs no origin call
+        return copied
+
+    async def _check_copied(self, info: FileInfo, peer: Member) -> None:
+        """A copied file of several pages, held whole, checked against the origin's MD5 now
+        (also pages an earlier, killed pass wrote: nothing unchecked is left behind)."""
+        size, route = info["size"], self._route(info["name"])
+        whole = size > self.page_size and not (
+            self.chunk_pages and size > self.chunk_pages * self.page_size
+        )
+        if not whole or self.peer_check.mode(self._origin_key(route), info["version"]) != MD5:
+            return
+        self._pending_checks.setdefault((info["name"], str(info["version"])), set()).add(peer.name)
+        await self._check_complete(info)
+        if not self.reader.stored(info, 0, size):
+            raise PeerError(f"peer {peer.name}'s copy of {info['name']} failed its checksum")
 
     async def flush_writes(self) -> None:
         """Wait for pending page writes (tests and shutdown)."""

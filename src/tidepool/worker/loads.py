@@ -124,8 +124,6 @@ class LoadJob:
 
             counters = self.svc.counters
 
-            counters = self.svc.counters
-
             async def worker() -> None:
                 for info in queue:
                     try:

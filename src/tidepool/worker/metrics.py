@@ -62,6 +62,10 @@ class DatasetCounters:
     loads_failed: Counter
     load_latest_bytes: Gauge
     """Deprecated ``tidepool_load_bytes_done``: bytes of the latest finished load job."""
+    rebalance_bytes: Counter
+    """Bytes copied from pool peers after a join (:mod:`tidepool.worker.rebalance`)."""
+    rebalance_files: Counter
+    """Files copied from pool peers after a join."""
 
 
 def counter_value(counter: Counter) -> float:
@@ -150,6 +154,19 @@ class WorkerMetrics:
             ["dataset"],
             registry=r,
         )
+        self.rebalance_bytes = Counter(
+            "tidepool_rebalance_bytes",
+            "Bytes copied from other members of the pool after a change of members (over the "
+            "LAN, from their caches; never from the origin)",
+            ["dataset"],
+            registry=r,
+        )
+        self.rebalance_files = Counter(
+            "tidepool_rebalance_files",
+            "Files copied from other members of the pool after a change of members",
+            ["dataset"],
+            registry=r,
+        )
         r.register(_Aliases([self.bytes_served, self.peer_hits, self.read_seconds]))
         self._counters: dict[str, DatasetCounters] = {}
 
@@ -170,6 +187,8 @@ class WorkerMetrics:
                 loads_complete=self.load_jobs.labels(name, "Complete"),
                 loads_failed=self.load_jobs.labels(name, "Failed"),
                 load_latest_bytes=self.load_bytes_done.labels(name),
+                rebalance_bytes=self.rebalance_bytes.labels(name),
+                rebalance_files=self.rebalance_files.labels(name),
             )
             self._counters[name] = c
         return c

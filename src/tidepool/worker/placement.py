@@ -179,15 +179,36 @@ class Placement:
         answers from its metadata or asks the origin itself); ``query``: passed on (a page of a
         find). :class:`PeerError` when it cannot answer; the error of the table
         (``FileNotFoundError`` …) when it answered one."""
-        session = await self._sess()
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/{kind}/{quote(rel)}"
         if query:
             url += "?" + urlencode(query)
+        return await self._get_json(peer, url, f"{kind} {rel!r}", rel)
+
+    async def list_held(
+        self, peer: Member, dataset: str, start_after: str, limit: int
+    ) -> dict[str, Any]:
+        """One page of what ``peer`` holds cached of ``dataset`` that this worker owns now
+        (``GET /v1/datasets/{ds}/held``, :mod:`tidepool.worker.rebalance`), after the path
+        ``start_after``. :class:`PeerError` when it cannot answer."""
+        query = urlencode({"member": self.me.name, "limit": limit, "start_after": start_after})
+        url = f"{peer.address}/v1/datasets/{quote(dataset)}/held?{query}"
+        # not marked down when it fails: a member still starting must not turn reads away
+        data = await self._get_json(peer, url, "the files it holds", "", mark=False)
+        if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+            raise PeerError(f"peer {peer.name} answered no list of the files it holds")
+        return data
+
+    async def _get_json(
+        self, peer: Member, url: str, what: str, rel: str, *, mark: bool = True
+    ) -> Any:
+        """A peer's JSON answer, read up to :data:`MAX_PEER_JSON` bytes; ``mark``: a peer that
+        cannot be reached is skipped by reads for :data:`PEER_DOWN_FOR` seconds."""
+        session = await self._sess()
         try:
             async with session.get(url) as r:
                 if (r.content_length or 0) > MAX_PEER_JSON:
                     raise PeerError(
-                        f"peer {peer.name} answered {r.content_length} bytes for {kind} {rel!r}; "
+                        f"peer {peer.name} answered {r.content_length} bytes for {what}; "
                         f"at most {MAX_PEER_JSON} are read"
                     )
                 parts, got = [], 0
@@ -195,20 +216,20 @@ class Placement:
                     got += len(part)
                     if got > MAX_PEER_JSON:
                         raise PeerError(
-                            f"peer {peer.name} answered more than {MAX_PEER_JSON} bytes for "
-                            f"{kind} {rel!r}"
+                            f"peer {peer.name} answered more than {MAX_PEER_JSON} bytes for {what}"
                         )
                     parts.append(part)
                 body = b"".join(parts)
                 if r.status >= 500:
-                    raise PeerError(f"peer {peer.name} answered {r.status} for {kind} {rel!r}")
+                    raise PeerError(f"peer {peer.name} answered {r.status} for {what}")
                 data = json.loads(body)
                 if r.status >= 400:
                     raise from_http(r.status, data if isinstance(data, dict) else {}, rel)
                 return data
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            self.marks.mark(peer.name, time.monotonic())
-            raise PeerError(f"peer {peer.name} could not answer {kind} {rel!r}: {exc}") from exc
+            if mark:
+                self.marks.mark(peer.name, time.monotonic())
+            raise PeerError(f"peer {peer.name} could not answer {what}: {exc}") from exc
 
     def is_owner(self, dataset: str, path: str, chunk: int = 0) -> bool:
         return self.place(dataset, path, chunk).mine

@@ -15,8 +15,8 @@ echoes the bad value cut short and says what is valid. Handlers never read ``req
   ``Content-Type: application/json`` (415 otherwise) — which also keeps a web page in a browser on
   this host from posting to the loopback worker without a CORS preflight the worker never grants.
 * Every number has a hard upper bound (:data:`MAX_LOAD_CONCURRENCY`, :data:`MAX_LOAD_PATHS`,
-  :data:`MAX_LOCAL_HIT_PAGES`, :data:`MAX_FIND_LIMIT`, and ``bytes <= pages * page_size`` for
-  hit reports).
+  :data:`MAX_LOCAL_HIT_PAGES`, :data:`MAX_HELD_LIMIT`, :data:`MAX_FIND_LIMIT`, and
+  ``bytes <= pages * page_size`` for hit reports).
 
 Limits: the bounds are plausibility limits, not a rate limit: a client with the token can still
 send many plausible reports.
@@ -40,12 +40,14 @@ from tidepool.core.ranges import MAX_HEADER as MAX_RANGE_HEADER
 __all__ = [
     "BODY_TIMEOUT",
     "MAX_FIND_LIMIT",
+    "MAX_HELD_LIMIT",
     "MAX_LOAD_CONCURRENCY",
     "MAX_LOAD_PATHS",
     "MAX_LOCAL_HIT_PAGES",
     "MAX_UNPAGED_FIND",
     "ROUTE_QUERIES",
     "FindQuery",
+    "HeldQuery",
     "InfoQuery",
     "LoadRequest",
     "LocalHits",
@@ -120,6 +122,22 @@ class HistoryQuery(_Query):
     """Only the dashboard history's samples after this Unix time."""
 
 
+MAX_HELD_LIMIT = MAX_FIND_LIMIT
+"""Most entries one ``held`` answer (a rebalancing peer's listing) carries (``limit`` is parsed
+once for every route that takes it)."""
+
+
+class HeldQuery(_Query):
+    """``GET /v1/datasets/{ds}/held``: one page of what this worker holds for a peer."""
+
+    member: str = Field("", max_length=256)
+    """The asking member of the pool: the files it owns under the current ring are listed."""
+    limit: int = 1000
+    """Most entries (1 to :data:`MAX_HELD_LIMIT`; checked by its parser)."""
+    start_after: str = Field("", max_length=4096)
+    """The cursor: only paths after this one (the last path of the previous page)."""
+
+
 class FindQuery(_Query):
     limit: int | None = None
     """Entries per page (1 to :data:`MAX_FIND_LIMIT`); absent with ``start_after`` absent: the
@@ -136,19 +154,22 @@ ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/v1/datasets/{ds}/find/{path}": FindQuery,
     "/": PageQuery,
     "/v1/history": HistoryQuery,
+    "/v1/datasets/{ds}/held": HeldQuery,
 }
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
 
-def _parse_limit(text: str, field: str) -> int:
-    return parse_int(text, field, lo=1, hi=MAX_FIND_LIMIT)
+def _parse_limit(text: str, name: str) -> int:
+    """``limit`` of a paged answer (``find``, ``held``): 1 to :data:`MAX_FIND_LIMIT`."""
+    return parse_int(text, f"query parameter {name}", lo=1, hi=MAX_FIND_LIMIT)
 
 
-def _parse_start_after(text: str, field: str) -> str:
+def _parse_start_after(text: str, name: str) -> str:
+    """A page's cursor: a dataset path, checked as paths are."""
     try:
         return normalize(text)
     except BadRequestError as exc:
-        raise BadRequestError(f"{field}: {exc}") from None
+        raise BadRequestError(f"query parameter {name}: {exc}") from None
 
 
 _QUERY_PARSERS: dict[str, Callable[[str, str], Any]] = {

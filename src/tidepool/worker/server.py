@@ -66,6 +66,7 @@ from tidepool.worker.metrics import (
     counter_value,
 )
 from tidepool.worker.placement import Placement
+from tidepool.worker.rebalance import Rebalancer
 from tidepool.worker.verify import FILE_NAME as PEER_CHECK_FILE
 from tidepool.worker.verify import PeerCheck
 
@@ -92,6 +93,10 @@ class WorkerSettings:
     chunk_size: int | None = None
     """Bytes of a file placed together in the pool (0: whole files); the same on every member
     and a whole multiple of every dataset's page size. None: :func:`default_chunk_size`."""
+    rebalance_rate: int = 64 << 20
+    """Bytes a second at most that copying what this worker owns from its peers after a change
+    of members may take (0: no copying; a file is then taken over when it is first read); see
+    :mod:`tidepool.worker.rebalance`."""
     load_concurrency: int = 32
     """Files a warm-up job fetches at once."""
     io_threads: int = 4
@@ -183,6 +188,15 @@ def default_chunk_size(datasets: Iterable[DatasetConfig]) -> int:
     return -(-DEFAULT_CHUNK_SIZE // grain) * grain
 
 
+def check_rebalance_rate(rate: int) -> None:
+    """A byte rate of 0 (no background copying) or more, or a ConfigError naming the value."""
+    if rate < 0:
+        raise ConfigError(
+            f"--rebalance-rate {rate} is negative: give bytes a second such as 64Mi, or 0 to "
+            "copy nothing in the background"
+        )
+
+
 def check_chunk_size(chunk_size: int, datasets: Iterable[DatasetConfig]) -> None:
     """A chunk size every dataset's pages divide (0: files placed whole), or a ConfigError that
     names the value and what is valid."""
@@ -224,6 +238,7 @@ class Worker:
         )
         """Bytes of a file placed together in the pool (see :class:`WorkerSettings`)."""
         check_chunk_size(self.chunk_size, self.configs.values())
+        check_rebalance_rate(s.rebalance_rate)
         if s.peer_token and s.peer_token == s.token:
             raise ConfigError(
                 "the peer credential equals the clients' token; peers need their own, so a "
@@ -270,6 +285,7 @@ class Worker:
         self.history = History(self.settings.history_seconds, self.settings.history_interval)
         self._sampler = HistorySampler(self.history, self._totals)
         self.pool_health: PoolHealth | None = None
+        self.rebalancer: Rebalancer | None = None
 
     @property
     def endpoint(self) -> str:
@@ -458,6 +474,8 @@ class Worker:
         )
         for svc in self.services.values():
             svc.placement = self.placement
+        if s.rebalance_rate > 0:
+            self.rebalancer = Rebalancer(self.services, self.placement, rate=s.rebalance_rate)
 
     async def start(self) -> None:
         if self.settings.check_origins:
@@ -530,6 +548,8 @@ class Worker:
         self.pool_health.start()
         self._sampler.start()
         self._ready = True
+        if self.rebalancer is not None:  # a start is a change of members: a pass now
+            self.rebalancer.start()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         if self._origin_check is not None:  # bounded: the edge starts without its cloud
             await asyncio.wait({self._origin_check}, timeout=self.settings.check_wait)
@@ -552,6 +572,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._origin_check
         await self._sampler.stop()
+        if self.rebalancer is not None:
+            await self.rebalancer.stop()
         if self.pool_health is not None:
             await self.pool_health.stop()
         if self.membership is not None:

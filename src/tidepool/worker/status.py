@@ -176,6 +176,7 @@ async def dataset_status(svc: DatasetService, *, refresh: bool = True) -> dict[s
             "wan_saved_bytes": wan_saved(served, wan),
             "store": stats,
             "peer_check": svc.peer_check_status(),
+            "rebalance": svc.rebalance_status(),
             "prefetch": {
                 **svc.prefetch.status(),
                 "wasted_bytes": svc.reader.prefetch_wasted(),
