@@ -446,9 +446,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     fs = _fs(args)
     path = fs._strip_protocol(args.path)
-    entries = (
-        list(fs.find(path, detail=True).values()) if args.recursive else fs.ls(path, detail=True)
-    )
+    entries = fs.iter_find(path) if args.recursive else fs.ls(path, detail=True)
     for e in entries:
         if args.long:
             size = format_bytes(e["size"]) if e["type"] == "file" else "-"

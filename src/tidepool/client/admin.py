@@ -86,8 +86,8 @@ async def pool_status(fs: TidepoolFileSystem, datasets: list[str]) -> dict[str, 
     members = fs.pool.members
     keys = []
     for ds in datasets:
-        for name in await fs._find(ds):
-            keys.append(file_key(ds, name.partition("/")[2]))
+        async for info in fs._iter_find(ds):
+            keys.append(file_key(ds, info["name"].partition("/")[2]))
     owned = spread(keys, members) if members else {}
 
     async def probe(address: str) -> tuple[str, int | None]:

@@ -33,11 +33,11 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
 
@@ -60,6 +60,8 @@ DEFAULT_BLOCK_SIZE = 16 << 20
 INFO_TTL_CAP = 60.0
 """Longest time the client trusts file metadata it remembered (the dataset's TTL when shorter)."""
 CONNECT_TIMEOUT = 2.0
+FIND_PAGE = 5000
+"""Entries per page of a find asked of the worker."""
 HINT_CHUNK = 50_000
 """Paths per prefetch hint request (a worker takes at most 100,000 at once)."""
 
@@ -377,39 +379,111 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         folder_markers: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Every file below ``path``; ``folder_markers``: also the directories the origin holds a
-        0-byte ``dir/`` key for (entries of type ``directory`` with ``marker`` set; the S3
-        gateway lists them as keys)."""
+        """Every file below ``path``, asked of the worker a page at a time
+        (:data:`FIND_PAGE` entries); ``folder_markers``: also the directories the origin holds
+        a 0-byte ``dir/`` key for (entries of type ``directory`` with ``marker`` set; the S3
+        gateway lists them as keys). ``maxdepth`` and ``withdirs`` walk the tree by ``ls``
+        (fsspec's own find), one directory at a time."""
         path = self._strip_protocol(path)
-        ds, rel = self._split(path)
-        if ds in self._direct and maxdepth is None and not withdirs:
-            found = {}
-            for e in await self._direct[ds].find(rel):
-                entry = self._remember(ds, e)
-                if entry["type"] == "file" or folder_markers:
-                    found[entry["name"]] = entry
-            return found if detail else sorted(found)
+        ds, _ = self._split(path)
         if not ds or maxdepth is not None or withdirs:
             return await super()._find(
                 path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
             )
+        found: dict[str, dict[str, Any]] = {}
+        async for page in self._find_pages(path, folder_markers=folder_markers):
+            for e in page:
+                entry = self._remember(ds, e)
+                found[entry["name"]] = entry
+        names = sorted(found)
+        return {n: found[n] for n in names} if detail else names
+
+    async def _find_pages(
+        self, path: str, *, folder_markers: bool = False, size: int = 0, start_after: str = ""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The entries of :meth:`find` of ``path`` (a file: itself) in pages of at most ``size``
+        (:data:`FIND_PAGE`), named relative to the dataset as the worker sends them, those after
+        the dataset path ``start_after`` only. A path that does not exist has no pages. ``path``
+        names a dataset or something in one."""
+        ds, rel = self._split(self._strip_protocol(path))
+        keep = (lambda e: True) if folder_markers else (lambda e: e["type"] == "file")
+        if ds in self._direct:  # read from the origin: listed whole there
+            found = [e for e in await self._direct[ds].find(rel) if keep(e)]
+            for start in range(0, len(found), size or FIND_PAGE):
+                yield found[start : start + (size or FIND_PAGE)]
+            return
         await self._ensure_node()
         try:
             info = await self._info(path)
         except FileNotFoundError:
-            return {} if detail else []
+            return
         if info["type"] == "file":
-            found = {info["name"]: info}
-        else:
-            steps = json_steps([self.endpoint], self._target("find", ds, rel), path, _ignore)
+            if rel > start_after:
+                yield [dict(info, name=rel)]
+            return
+        after = start_after
+        target = self._target("find", ds, rel)
+        while True:
+            query = {"limit": str(size or FIND_PAGE)} | ({"start_after": after} if after else {})
+            steps = json_steps([self.endpoint], f"{target}?{urlencode(query)}", path, _ignore)
             data = await self._call(steps)
-            found = {}
-            for e in data["files"]:
-                entry = self._remember(ds, e)
-                if entry["type"] == "file" or folder_markers:
-                    found[entry["name"]] = entry
-        names = sorted(found)
-        return {n: found[n] for n in names} if detail else names
+            files = data["files"]
+            yield [e for e in files if keep(e)]
+            following = data.get("next")
+            if not following:
+                return
+            if following <= after:
+                raise OSError(
+                    errno.EIO,
+                    f"worker {self.endpoint} answered a find page whose next cursor "
+                    f"{following[:200]!r} does not follow {after[:200]!r}",
+                    path,
+                )
+            after = following
+
+    async def _named_pages(
+        self, path: str, *, folder_markers: bool = False
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """:meth:`_find_pages` named as fsspec names them (``<dataset>/<path>``); the root
+        (``""``) is every dataset's, one after the other."""
+        path = self._strip_protocol(path)
+        datasets = [path] if path else await self._ls("", detail=False)
+        for where in datasets:
+            ds, _ = self._split(where)
+            async for page in self._find_pages(where, folder_markers=folder_markers):
+                yield [self._named(ds, e) for e in page]
+
+    async def _iter_find(
+        self, path: str, *, folder_markers: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Async :meth:`iter_find`."""
+        async for page in self._named_pages(path, folder_markers=folder_markers):
+            for e in page:
+                yield e
+
+    def iter_find(self, path: str, *, folder_markers: bool = False) -> Iterator[dict[str, Any]]:
+        """The info of every file below ``path``, in path order, a page of the worker's
+        listing at a time: memory stays flat however many files there are (:meth:`find`
+        returns them all at once). The entries are not kept in the client's metadata cache.
+        From synchronous code (an ``asynchronous=True`` instance uses :meth:`_iter_find`)."""
+        pages = self._named_pages(path, folder_markers=folder_markers)
+        try:
+            while True:
+                try:
+                    page = sync(self.loop, pages.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield from page
+        finally:
+            with contextlib.suppress(Exception):
+                sync(self.loop, pages.aclose)
+
+    @staticmethod
+    def _named(ds: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """An entry as fsspec names it (``<dataset>/<path>``)."""
+        out = dict(entry)
+        out["name"] = f"{ds}/{entry['name']}" if entry["name"] else ds
+        return out
 
     def modified(self, path: str) -> datetime:
         """Last modification time at the origin (UTC)."""

@@ -18,10 +18,14 @@ the code from :mod:`.errors` (bodiless for HEAD); an error after the first byte 
 only cut the connection, which clients see as a short read.
 
 Listings with the ``/`` delimiter (``aws s3 ls``, s3fs ``ls``) are one directory listing, which
-the worker caches for the dataset's metadata TTL. Recursive listings (no delimiter) are one
-``find`` of the prefix's directory, which the worker answers from the origin each time; the later
-pages of one such listing reuse that answer for up to ``LISTING_TTL`` seconds, so paging through
-N keys costs one origin listing, not N/1000.
+the worker caches for the dataset's metadata TTL. Recursive listings (no delimiter) read the
+worker's paged ``find`` of the prefix's directory from the key they resume after, only as far as
+the page needs (the worker lists the origin once per TTL): a listing of a million keys is never
+in the gateway whole. The worker's pages are in path order, S3's in key order; they differ only
+by folder markers (``dir/`` sorts after ``dir.txt``; held back until the pages pass it) and by
+escaped names (:mod:`tidepool.core.keys`: their keys can sort anywhere). A listing that meets an
+escaped name falls back to the whole ``find`` of the directory, whose later pages reuse it for
+up to ``LISTING_TTL`` seconds.
 
 Every client value is parsed before use (:mod:`.operations`: bounded query values, keys and
 prefixes that cannot name anything outside the dataset; :mod:`.objects`: header overrides
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import os
@@ -82,6 +87,8 @@ FIRST_CHUNK = 256 << 10
 """A stream's first range: a cold object's first byte waits for this much, not a whole chunk;
 each next range doubles up to the chunk size."""
 BUCKETS_TTL = 5.0
+MAX_FIND_PAGE = 10_000
+"""Most entries the worker answers in one page of a find."""
 LISTING_TTL = 30.0
 _XML = "application/xml"
 _BUSY = busy_response(
@@ -286,7 +293,14 @@ class Gateway:
         if params.delimiter == "/":
             entries = await self._children(op.bucket, root)
         else:
-            entries = await self._files(op.bucket, root, resume=bool(params.after))
+            window = await self._files_window(
+                op.bucket, root, params.prefix, params.after, params.max_keys + 1
+            )
+            entries = (
+                window
+                if window is not None
+                else await self._files(op.bucket, root, resume=bool(params.after))
+            )
         if root:  # the directory's own folder marker is a key under the prefix too
             marker = await self._marker(op.bucket, root)
             if marker is not None:
@@ -314,6 +328,42 @@ class Gateway:
         except (FileNotFoundError, NotADirectoryError):
             return []
         return _entries(bucket, found, dirs=True)
+
+    async def _files_window(
+        self, bucket: str, root: str, prefix: str, after: str, want: int
+    ) -> list[Entry] | None:
+        """At most ``want`` keys below ``root`` (files and folder markers) that follow ``after``
+        and start with ``prefix``, in key order, read from the worker's paged find only as far as
+        they need; None when the pages hold an escaped name (then only a whole listing can put
+        its key in order)."""
+        held: list[tuple[str, int, Entry]] = []  # keys not yet known to be the smallest left
+        out: list[Entry] = []
+        order = itertools.count()
+        where = f"{bucket}/{root}" if root else bucket
+        size = min(max(want + 16, 64), MAX_FIND_PAGE)
+        start = _path_before(max(after, prefix))
+        last = start
+        async for page in self._client()._find_pages(
+            where, folder_markers=True, size=size, start_after=start
+        ):
+            for info in page:
+                rel = str(info["name"])
+                if keys.is_escaped(rel.rpartition("/")[2]):
+                    return None
+                entry = _entry(info, rel)
+                if entry is not None and entry.key > after and entry.key.startswith(prefix):
+                    heapq.heappush(held, (entry.key, next(order), entry))
+                last = rel
+            # every later path is past ``last``, and a key never sorts before its path
+            while held and held[0][0] <= last:
+                out.append(heapq.heappop(held)[2])
+                if len(out) >= want:
+                    return out
+            if last > prefix and not last.startswith(prefix):
+                break  # past every key with the prefix
+        while held and len(out) < want:
+            out.append(heapq.heappop(held)[2])
+        return out
 
     async def _files(self, bucket: str, root: str, *, resume: bool) -> list[Entry]:
         """Every file below ``root``. The worker lists the origin on every ``find``, so the
@@ -439,6 +489,32 @@ class Gateway:
             raise
         await resp.write_eof()
         return resp
+
+
+def _entry(info: dict[str, Any], rel: str) -> Entry | None:
+    """The key of a find's entry (a file, or a folder marker ``dir/``), None for others."""
+    if info.get("type") == "file":
+        return Entry(keys.to_key(rel), int(info["size"]), str(info["version"]), info.get("mtime"))
+    if info.get("marker"):
+        return Entry(keys.marker_key(rel), 0, str(info["version"]), info.get("mtime"))
+    return None
+
+
+def _path_before(low: str) -> str:
+    """A dataset path before every file or folder marker whose key is ``low`` or later (plain
+    names: a file's key is its path, a marker's is its path and ``/``). A marker ``p/`` follows
+    ``low`` when ``p`` is ``low`` cut before a character that sorts before ``/`` (``a/b`` for
+    ``a/b.txt``); the shortest such cut, less its last character, comes before all of them. Cut
+    again before any segment no path can spell (``x//y``, ``..``): a shorter path is earlier."""
+    cuts = [i for i, ch in enumerate(low) if ch < "/" and i > 0]
+    if low.endswith("/"):
+        cuts.append(len(low) - 1)
+    first = low[: min(cuts)] if cuts else low
+    segments = first[:-1].split("/")
+    plain = 0
+    while plain < len(segments) and keys.is_plain(segments[plain]):
+        plain += 1
+    return "/".join(segments[:plain])
 
 
 def _entries(bucket: str, found: Iterable[dict[str, Any]], *, dirs: bool) -> list[Entry]:

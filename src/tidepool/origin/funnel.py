@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,6 +48,7 @@ from tidepool.origin.backend import (
 )
 from tidepool.origin.diagnose import classify, describe_mount
 from tidepool.origin.health import OriginHealth
+from tidepool.origin.localfs import ConfinedLocalFileSystem
 from tidepool.origin.retry import NOT_RETRYABLE, backoff_delay, error_code, is_retryable
 from tidepool.origin.s3tree import S3Tree, object_headers
 from tidepool.origin.settings import OriginSettings
@@ -56,6 +58,8 @@ __all__ = ["Origin", "OriginSettings", "OriginStats"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FIND_PAGE = 1000
+"""Keys per page of a paged find (S3's largest ``MaxKeys``)."""
 
 
 @dataclass
@@ -280,6 +284,66 @@ class Origin:
             ]
 
         return await self._call("find", rel, go)
+
+    async def find_pages(self, rel: str) -> AsyncIterator[list[FileInfo]]:
+        """:meth:`find` a page at a time (one ``ListObjectsV2`` page of at most 1,000 keys on S3,
+        each through the funnel with its own retries), so a listing of a million keys is never
+        in memory whole. A listing whose keys go backwards (an origin that hands out a cycle of
+        continuation tokens) is an :class:`OriginError`, not an endless loop. A ``file://``
+        origin is walked a directory at a time; others are listed whole (``fsspec`` has no
+        paged find) and handed out in pages."""
+        tree = self._tree()
+        local = getattr(self.fs, "sync_fs", None)
+        if tree is None and isinstance(local, ConfinedLocalFileSystem):
+            async for batch in self._local_find_pages(local, rel):
+                yield batch
+            return
+        if tree is None:
+            found = await self.find(rel)
+            for start in range(0, len(found), FIND_PAGE):
+                yield found[start : start + FIND_PAGE]
+            return
+        token: str | None = None
+        last_key = ""
+        pages = 0
+        while True:
+            page = await self._call("find", rel, functools.partial(tree.find_page, rel, token))
+            pages += 1
+            if page.first_key:
+                if page.first_key <= last_key:
+                    raise OriginError(
+                        errno.EIO,
+                        f"origin listing of dataset {self.dataset!r} path {rel!r} went back "
+                        f"to key {page.first_key[:200]!r} after {last_key[:200]!r} on page "
+                        f"{pages} (a cycle of continuation tokens?); the origin's listing is "
+                        "broken",
+                    )
+                last_key = page.last_key
+            yield page.entries
+            if page.token is None:
+                return
+            token = page.token
+
+    async def _local_find_pages(
+        self, local: ConfinedLocalFileSystem, rel: str
+    ) -> AsyncIterator[list[FileInfo]]:
+        """The files of a local tree, one directory per page, each read in a thread through the
+        funnel. A try that timed out leaves its thread reading: the retry waits for that same
+        read (a generator cannot be resumed twice at once), and a walk that failed fails every
+        retry the same way, so a listing is never cut short silently."""
+        batches = local.find_batches(self._path(rel))
+        pending: asyncio.Future[list[dict[str, Any]] | None] | None = None
+
+        async def one() -> list[FileInfo] | None:
+            nonlocal pending
+            if pending is None:
+                pending = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            batch = await asyncio.shield(pending)
+            pending = None
+            return None if batch is None else [entry_info(self.mount, e) for e in batch]
+
+        while (page := await self._call("find", rel, one)) is not None:
+            yield page
 
     async def sample(self) -> int:
         """Objects found under the mount's root, at most one: a cheap check that the bucket

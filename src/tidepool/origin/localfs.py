@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -149,27 +150,40 @@ class ConfinedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
         """Every file below ``path`` (and directories with ``withdirs``), links inside the root
         followed; a link to a directory that is being walked already (a cycle) is not entered,
         as ``find -L`` does."""
-        path = self._strip_protocol(path)
-        _, st = self._stat(path)
         found: dict[str, dict[str, Any]] = {}
-        if not stat.S_ISDIR(st.st_mode):
-            found[path] = self.info(path)
-        else:
-            stack = [(path, 1, frozenset({(st.st_dev, st.st_ino)}))]
-            while stack:
-                current, depth, ancestors = stack.pop()
-                for info in self.ls(current, detail=True):
-                    if info["type"] != "directory":
-                        found[info["name"]] = info
-                        continue
-                    if withdirs:
-                        found[info["name"]] = info
-                    real_st = os.stat(self.resolve(info["name"]))
-                    ident = (real_st.st_dev, real_st.st_ino)
-                    if ident not in ancestors and (maxdepth is None or depth < maxdepth):
-                        stack.append((info["name"], depth + 1, ancestors | {ident}))
+        for batch in self.find_batches(path, maxdepth=maxdepth, withdirs=withdirs):
+            found.update((info["name"], info) for info in batch)
         names = sorted(found)
         return {n: found[n] for n in names} if detail else names
+
+    def find_batches(
+        self, path: str, *, maxdepth: int | None = None, withdirs: bool = False
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`find` one directory at a time (the infos found in it, sorted by name): a
+        tree of a million files is never listed whole. A missing ``path`` raises at once."""
+        path = self._strip_protocol(path)
+        _, st = self._stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            yield [self.info(path)]
+            return
+        stack = [(path, 1, frozenset({(st.st_dev, st.st_ino)}))]
+        while stack:
+            current, depth, ancestors = stack.pop()
+            batch: list[dict[str, Any]] = []
+            below = []
+            for info in sorted(self.ls(current, detail=True), key=lambda i: str(i["name"])):
+                if info["type"] != "directory":
+                    batch.append(info)
+                    continue
+                if withdirs:
+                    batch.append(info)
+                real_st = os.stat(self.resolve(info["name"]))
+                ident = (real_st.st_dev, real_st.st_ino)
+                if ident not in ancestors and (maxdepth is None or depth < maxdepth):
+                    below.append((info["name"], depth + 1, ancestors | {ident}))
+            stack.extend(reversed(below))  # the first subdirectory is walked next
+            if batch:
+                yield batch
 
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any

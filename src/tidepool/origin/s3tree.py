@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import errno
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tidepool.core import keys
 from tidepool.core.fileinfo import FileInfo, dir_info, file_info
 from tidepool.core.pages import normalize_etag
 from tidepool.core.paths import parent
 
-__all__ = ["S3Tree", "object_headers"]
+__all__ = ["KeyPage", "S3Tree", "object_headers"]
 
 _HEADERS = {
     "ContentType": "Content-Type",
@@ -55,6 +55,17 @@ def object_headers(resp: dict[str, Any]) -> dict[str, str]:
     for name, value in (resp.get("Metadata") or {}).items():
         out[f"x-amz-meta-{name.lower()}"] = str(value)
     return out
+
+
+class KeyPage(NamedTuple):
+    """One page of a recursive listing."""
+
+    entries: list[FileInfo]
+    token: str | None
+    """The continuation token of the next page (None: this was the last)."""
+    first_key: str
+    last_key: str
+    """The raw keys the page began and ended with ("" when it held none)."""
 
 
 def _mtime(value: Any) -> float | None:
@@ -140,6 +151,32 @@ class S3Tree:
                 dirs.add(d)
                 d = parent(d)
         return self._settle(rel, entries, dirs)
+
+    async def find_page(self, rel: str, token: str | None = None, max_keys: int = 1000) -> KeyPage:
+        """One ``ListObjectsV2`` page of :meth:`find` and the token of the next (None: last).
+        Files that are also directories are not moved to their escaped names here: that needs
+        the keys of later pages (:class:`tidepool.worker.findwriter.FindWriter` does it)."""
+        kw: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self._dir_prefix(rel),
+            "MaxKeys": max_keys,
+        }
+        if token:
+            kw["ContinuationToken"] = token
+        resp = await self.fs._call_s3("list_objects_v2", **kw)
+        objects = resp.get("Contents") or []
+        entries: list[FileInfo] = []
+        for obj in objects:
+            placed, info = self._placed(obj)
+            if placed.path != rel:  # not the directory's own folder marker
+                entries.append(info)
+        following = resp.get("NextContinuationToken")
+        return KeyPage(
+            entries,
+            str(following) if resp.get("IsTruncated") and following else None,
+            str(objects[0]["Key"]) if objects else "",
+            str(objects[-1]["Key"]) if objects else "",
+        )
 
     async def ls(self, rel: str) -> list[FileInfo]:
         """The direct children of the directory ``rel``."""

@@ -9,6 +9,12 @@ The last known size of a whole dataset (``total``: bytes and files, as Fluid's `
 kept too, so a restarted worker knows what share of it is cached before the origin answers.
 :meth:`MetadataStore.drop_prefix` forgets a path and everything below it (``tidepool refresh``).
 
+A recursive find is kept as the ``info`` rows of what it found plus one ``finds`` row saying when
+the whole prefix was listed (a table added in place: an older state directory gains it empty).
+:meth:`MetadataStore.info_rows` pages through those rows in path order with the primary key's
+index (``path > ? ORDER BY path LIMIT ?``), so a listing of a million keys is served a page at a
+time and never read into memory whole.
+
 Writes are seen at once by readers (they go to memory first) and committed to SQLite by one
 writer thread, many writes to a transaction: a 20,000-entry listing never stalls the worker's
 event loop on a commit. :meth:`MetadataStore.flush` waits for the writer; ``close`` flushes. A
@@ -58,6 +64,12 @@ CREATE TABLE IF NOT EXISTS listings (
     entries    TEXT NOT NULL,
     fetched_at REAL NOT NULL,
     PRIMARY KEY (dataset, dir)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS finds (
+    dataset    TEXT NOT NULL,
+    prefix     TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (dataset, prefix)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (
     dataset    TEXT NOT NULL PRIMARY KEY,
@@ -155,14 +167,35 @@ class MetadataStore:
 
     # -- listings ------------------------------------------------------------------------
 
+    def put_infos(self, dataset: str, infos: list[dict[str, Any]], fetched_at: float) -> None:
+        """Record the info of many paths (each keyed by its ``"name"``) in one write, keeping
+        none of them in the LRU (a find's pages would flush it: the rows are read by pages,
+        :meth:`info_rows`). The dicts are the store's from now on: do not change them."""
+        raws = [json.dumps(e, separators=(",", ":")) for e in infos]
+        when = float(fetched_at)
+        rows = [(dataset, e["name"], raw, when) for e, raw in zip(infos, raws, strict=True)]
+        self._stage_many(
+            [(("info", dataset, e["name"]), (e, when)) for e in infos],
+            lambda c: c.executemany("INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)", rows),
+            remember=False,
+        )
+
     def put_listing(
-        self, dataset: str, dir: str, entries: list[dict[str, Any]], fetched_at: float
+        self,
+        dataset: str,
+        dir: str,
+        entries: list[dict[str, Any]],
+        fetched_at: float,
+        *,
+        infos: bool = True,
     ) -> None:
-        """Record a directory listing, and the info of each entry that has a ``"name"``."""
+        """Record a directory listing, and the info of each entry that has a ``"name"``
+        (``infos=False``: the caller recorded them already, e.g. a find's pages; the listing is
+        then not kept in the LRU either)."""
         raw = json.dumps(entries, separators=(",", ":"))
         parsed: list[dict[str, Any]] = json.loads(raw)
         when = float(fetched_at)
-        infos = [(e["name"], e) for e in parsed if isinstance(e.get("name"), str)]
+        named = [(e["name"], e) for e in parsed if infos and isinstance(e.get("name"), str)]
 
         def write(c: sqlite3.Connection) -> None:
             c.execute(
@@ -170,12 +203,12 @@ class MetadataStore:
             )
             c.executemany(
                 "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
-                [(dataset, name, json.dumps(e, separators=(",", ":")), when) for name, e in infos],
+                [(dataset, name, json.dumps(e, separators=(",", ":")), when) for name, e in named],
             )
 
         staged: list[tuple[_CacheKey, _Value]] = [(("listing", dataset, dir), (parsed, when))]
-        staged += [(("info", dataset, name), (e, when)) for name, e in infos]
-        self._stage_many(staged, write)
+        staged += [(("info", dataset, name), (e, when)) for name, e in named]
+        self._stage_many(staged, write, remember=infos)
 
     def get_listing(self, dataset: str, dir: str) -> tuple[list[dict[str, Any]], float] | None:
         """``(entries, fetched_at)`` of a directory, or None when never listed."""
@@ -202,6 +235,98 @@ class MetadataStore:
             ),
         )
 
+    # -- recursive finds -------------------------------------------------------------------
+
+    def put_found(self, dataset: str, prefix: str, fetched_at: float) -> None:
+        """Record that everything below ``prefix`` was listed at ``fetched_at`` (call it once
+        the rows are committed: :meth:`flush` first)."""
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO finds VALUES (?, ?, ?)",
+                (dataset, prefix, float(fetched_at)),
+            )
+
+    def found_at(self, dataset: str, prefix: str) -> float | None:
+        """When everything below ``prefix`` was last listed whole, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT fetched_at FROM finds WHERE dataset = ? AND prefix = ?", (dataset, prefix)
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def info_rows(
+        self, dataset: str, prefix: str, after: str, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """At most ``limit`` committed ``(path, info)`` rows strictly below ``prefix`` and after
+        ``after``, in path order (byte order of UTF-8, as S3 orders keys). Rows of every kind:
+        files, directories and paths known to be missing; the caller picks."""
+        low, high = _range(prefix)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT path, info FROM info WHERE dataset = ? AND path > ? AND path >= ?"
+                + (" AND path < ?" if high is not None else "")
+                + " ORDER BY path LIMIT ?",
+                (dataset, after, low, *((high,) if high is not None else ()), int(limit)),
+            ).fetchall()
+        return [(str(path), json.loads(raw)) for path, raw in rows]
+
+    def drop_older(self, dataset: str, prefix: str, before: float) -> int:
+        """Forget the info and listings strictly below ``prefix`` fetched before ``before`` (what
+        a complete new listing did not mention is gone at the origin); returns how many."""
+        self.flush()
+        low, high = _range(prefix)
+        bound = " AND {col} < ?" if high is not None else ""
+        dropped = 0
+        with self._lock:
+            with self._transaction():
+                for table, col in (("info", "path"), ("listings", "dir")):
+                    cur = self._conn.execute(
+                        f"DELETE FROM {table} WHERE dataset = ? AND {col} >= ? AND {col} != ?"
+                        + bound.format(col=col)
+                        + " AND fetched_at < ?",
+                        (
+                            dataset,
+                            low,
+                            prefix,
+                            *((high,) if high is not None else ()),
+                            float(before),
+                        ),
+                    )
+                    dropped += max(cur.rowcount, 0)
+            if dropped:
+                for key, value in list(self._cache.items()):
+                    if (
+                        value is not None
+                        and value[1] < before
+                        and key[1] == dataset
+                        and key[2] != prefix
+                        and _under(key[2], prefix)
+                    ):
+                        del self._cache[key]
+        return dropped
+
+    def drop_found(self, dataset: str, path: str) -> None:
+        """Forget the finds that cover ``path``: its own, those below it and its ancestors'
+        (they no longer hold all of it), so the next find lists again."""
+        self.flush()
+        ancestors = [path[:i] for i, ch in enumerate(path) if ch == "/"] + [""]
+        with self._lock, self._transaction():
+            self._finds_drop(dataset, path, ancestors)
+
+    def _finds_drop(self, dataset: str, path: str, ancestors: list[str]) -> None:
+        low, high = _range(path)
+        self._conn.executemany(
+            "DELETE FROM finds WHERE dataset = ? AND prefix = ?",
+            [(dataset, p) for p in [path, *ancestors]],
+        )
+        if high is None:
+            self._conn.execute("DELETE FROM finds WHERE dataset = ?", (dataset,))
+        else:
+            self._conn.execute(
+                "DELETE FROM finds WHERE dataset = ? AND prefix >= ? AND prefix < ?",
+                (dataset, low, high),
+            )
+
     # -- subtrees and totals --------------------------------------------------------------
 
     def drop_prefix(self, dataset: str, path: str) -> int:
@@ -226,6 +351,8 @@ class MetadataStore:
                             f"DELETE FROM {table} WHERE dataset = ?", (dataset,)
                         )
                     dropped += max(cur.rowcount, 0)
+                ancestors = [path[:i] for i, ch in enumerate(path) if ch == "/"]
+                self._finds_drop(dataset, path, [*ancestors, ""] if path else [])
             for key in [k for k in self._cache if k[1] == dataset and _under(k[2], path)]:
                 del self._cache[key]
         return dropped
@@ -256,6 +383,7 @@ class MetadataStore:
                 self._conn.execute("DELETE FROM info WHERE dataset = ?", (dataset,))
                 self._conn.execute("DELETE FROM listings WHERE dataset = ?", (dataset,))
                 self._conn.execute("DELETE FROM totals WHERE dataset = ?", (dataset,))
+                self._conn.execute("DELETE FROM finds WHERE dataset = ?", (dataset,))
             for key in [k for k in self._cache if k[1] == dataset]:
                 del self._cache[key]
 
@@ -291,15 +419,21 @@ class MetadataStore:
         self,
         values: list[tuple[_CacheKey, _Value]],
         write: Callable[[sqlite3.Connection], object],
+        *,
+        remember: bool = True,
     ) -> None:
-        """Make the values visible now and queue their database write."""
+        """Make the values visible now and queue their database write (``remember``: keep them
+        in the LRU too; else they are read from the database once committed)."""
         if self._closed:
             raise RuntimeError("metadata store is closed")
         with self._lock:
             self._seq += 1
             for key, value in values:
                 self._pending[key] = (value, self._seq)
-                self._remember(key, value)
+                if remember:
+                    self._remember(key, value)
+                else:
+                    self._cache.pop(key, None)
             self._queue.put((write, ([k for k, _ in values], self._seq)))
 
     def _write_loop(self) -> None:
@@ -354,6 +488,12 @@ class MetadataStore:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+
+def _range(prefix: str) -> tuple[str, str | None]:
+    """``[low, high)`` of the paths strictly below ``prefix`` (high None: no bound). "0"
+    follows "/", so "a/b/…" sorts between "a/b/" and "a/b0" byte for byte."""
+    return (prefix + "/", prefix + "0") if prefix else ("", None)
 
 
 def _under(name: str, path: str) -> bool:

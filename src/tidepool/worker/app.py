@@ -9,7 +9,9 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/datasets/{ds}/status              Fluid-style cacheStates
     GET  /v1/datasets/{ds}/info/{path}         stat (file or directory)
     GET  /v1/datasets/{ds}/list/{path}         direct children
-    GET  /v1/datasets/{ds}/find/{path}         every file below path
+    GET  /v1/datasets/{ds}/find/{path}         every file below path, in path order; paged
+                                               with ?limit=N&start_after=P ("next": the
+                                               cursor of the following page)
     GET  /v1/datasets/{ds}/files/{path}        bytes (Range -> 206/416); HEAD: headers only
     POST /v1/datasets/{ds}/load                start a warm-up job {"paths": [...]}
     POST /v1/datasets/{ds}/refresh/{path}      drop the metadata at and below path, ask again
@@ -61,6 +63,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tidepool.core.conditions import parse_if_match
 from tidepool.core.errors import (
     AuthError,
+    BadRequestError,
     ForbiddenError,
     NotCachedError,
     PeerAuthError,
@@ -367,8 +370,21 @@ class WorkerApp:
 
     async def find(self, request: web.Request) -> web.Response:
         svc = self._svc(request)
-        files = await svc.find(requests.rel_path(request), from_peer=PEER_HEADER in request.headers)
-        return _json({"files": files})
+        rel = requests.rel_path(request)
+        query = requests.query(request, requests.FindQuery)
+        from_peer = PEER_HEADER in request.headers
+        if query.limit is None and query.start_after is None:
+            return _json({"files": await _whole_find(svc, rel, from_peer)})
+        page = await svc.find_page(
+            rel,
+            start_after=query.start_after or "",
+            limit=query.limit or requests.MAX_FIND_LIMIT,
+            from_peer=from_peer,
+        )
+        body: dict[str, Any] = {"files": page.files}
+        if page.next is not None:
+            body["next"] = page.next
+        return _json(body)
 
     async def held(self, request: web.Request) -> web.Response:
         """One page of the files this worker holds that a member owns now (its rebalance)."""
@@ -566,6 +582,20 @@ class WorkerApp:
                 404,
             )
         return _json(job.progress.as_dict())
+
+
+async def _whole_find(svc: DatasetService, rel: str, from_peer: bool) -> list[FileInfo]:
+    """A find in one answer (clients that do not page), refused past
+    :data:`~tidepool.worker.requests.MAX_UNPAGED_FIND` entries before the answer is built."""
+    bound = requests.MAX_UNPAGED_FIND
+    page = await svc.find_page(rel, start_after="", limit=bound, from_peer=from_peer)
+    if page.next is not None:
+        raise BadRequestError(
+            f"find of {rel!r} holds more than {bound} entries, more than one answer carries: "
+            f"ask for it in pages (?limit=1..{requests.MAX_FIND_LIMIT}, then "
+            "&start_after=<the answer's next>; the tidepool client does)"
+        )
+    return page.files
 
 
 def _route(request: web.BaseRequest) -> str:

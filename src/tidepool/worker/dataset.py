@@ -52,7 +52,7 @@ from tidepool.serving.sendfile import send_ranges
 from tidepool.spec.config import DatasetConfig
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore
-from tidepool.worker.metadata import MetadataService
+from tidepool.worker.metadata import FoundPage, MetadataService
 from tidepool.worker.metrics import DatasetCounters
 from tidepool.worker.placement import FilePlace, PeerAnswer, PeerError, Placement
 from tidepool.worker.prefetch import Prefetcher
@@ -232,11 +232,18 @@ class DatasetService:
     async def find(self, path: str = "", *, from_peer: bool = False) -> list[FileInfo]:
         return await self.metadata.find(path, forward=not from_peer)
 
+    async def find_page(
+        self, path: str, *, start_after: str, limit: int, from_peer: bool = False
+    ) -> FoundPage:
+        return await self.metadata.find_page(
+            path, start_after=start_after, limit=limit, forward=not from_peer
+        )
+
     async def _all_files(self) -> list[FileInfo]:
         """Every file of the dataset (folder markers left out), for prefetch."""
         return [f for f in await self.metadata.find("") if f["type"] == "file"]
 
-    async def _ask_pool(self, kind: str, rel: str) -> Any:
+    async def _ask_pool(self, kind: str, rel: str, query: dict[str, str] | None) -> Any:
         """Metadata from the member of the pool that owns it (see metadata.AskPool)."""
         if self.placement is None:
             return None
@@ -244,7 +251,7 @@ class DatasetService:
         if owner is None:
             return None
         try:
-            return await self.placement.fetch_json(owner, self.name, kind, rel)
+            return await self.placement.fetch_json(owner, self.name, kind, rel, query)
         except PeerError as exc:
             log.debug(
                 "%s of %s/%s from %s failed (%s): asking the origin",

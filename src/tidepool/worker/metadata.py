@@ -12,8 +12,14 @@ by a clock that ran fast) counts as stale, so a clock that jumped forward and ba
 an entry. If the origin cannot be reached the last known entry is served (edge autonomy) and
 counted in ``stale_served``.
 
-Limits: a ``find`` result is remembered in memory (per path, for the TTL) on top of the
-persisted per-directory listings it writes; after a restart the first ``find`` lists again.
+A recursive ``find`` is streamed into the store a page at a time (:mod:`tidepool.worker.findwriter`:
+one origin page of ~1,000 keys in memory, plus the listings of the directories still open) and
+recorded as complete with its time; pages are then answered by indexed queries of the stored rows
+(:meth:`MetadataService.find_page`), also after a restart, until the TTL says list again.
+
+Limits: the first page of a find that must be listed waits for the whole listing (pages are
+served from a complete one). A find covering a path whose origin object changed under a read is
+forgotten (listed again next time).
 """
 
 from __future__ import annotations
@@ -21,24 +27,31 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tidepool.core.clock import steady_time
-from tidepool.core.errors import OriginUnavailableError
+from tidepool.core.errors import BadRequestError, OriginUnavailableError
 from tidepool.core.fileinfo import FileInfo, dir_info
 from tidepool.core.mounts import MountTable, Route
 from tidepool.core.paths import normalize, parent
 from tidepool.origin.funnel import Origin
 from tidepool.store.metadata import MetadataStore
+from tidepool.worker.findwriter import FindWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-AskPool = Callable[[str, str], Awaitable[Any]]
-"""``(kind, rel) -> answer``: ``info``, ``list`` or ``find`` of ``rel`` from the member of the
-pool that fetches it from the origin for everyone; ``None`` when that is this worker (or it
-cannot be asked: the origin is asked then)."""
+AskPool = Callable[[str, str, "dict[str, str] | None"], Awaitable[Any]]
+"""``(kind, rel, query) -> answer``: ``info``, ``list`` or ``find`` of ``rel`` from the member of
+the pool that fetches it from the origin for everyone (``query``: a page of a find, e.g.
+``{"limit": "5000", "start_after": "a/b"}``); ``None`` when that is this worker (or it cannot be
+asked: the origin is asked then)."""
+FIND_PAGE = 1000
+"""Entries per page where the caller does not say."""
+POOL_PAGE = 5000
+"""Entries per page asked of the pool member that owns a find."""
 
 
 class MetadataService:
@@ -61,8 +74,6 @@ class MetadataService:
         self._clock = clock
         self._ask_pool = ask_pool
         self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        self._found: dict[str, float] = {}
-        """When each ``find`` was last answered by the origin (in this process)."""
         self.stale_served = 0
         """Answers given from the last known state because the origin was down."""
         self.ufs_total: tuple[int, int, float] | None = None
@@ -113,8 +124,10 @@ class MetadataService:
         self.store.put_info(self.dataset, rel, {"name": rel, "missing": True}, self._clock())
 
     def forget(self, rel: str) -> None:
-        """Drop what is known of a path (its origin object changed under a read)."""
+        """Drop what is known of a path (its origin object changed under a read), and the finds
+        that listed it: the next find lists again."""
         self.store.delete_info(self.dataset, rel)
+        self.store.drop_found(self.dataset, rel)
 
     # ---- stat, ls, find --------------------------------------------------------------------
 
@@ -122,7 +135,7 @@ class MetadataService:
         """The pool's answer when another member owns this metadata, else None."""
         if not forward or self._ask_pool is None:
             return None
-        return await self._ask_pool(kind, rel)
+        return await self._ask_pool(kind, rel, None)
 
     async def stat(self, path: str, *, forward: bool = True, full: bool = False) -> FileInfo:
         """Metadata of a file or directory, from the store when fresh, else from the member of
@@ -227,83 +240,161 @@ class MetadataService:
 
     async def find(self, path: str = "", *, forward: bool = True) -> list[FileInfo]:
         """Every file below ``path`` (recursive) and the folder markers below it (directories
-        with ``marker`` set, see :mod:`tidepool.core.keys`), listed at the origin at most once per
-        TTL and once per pool: by the member that owns the directory, which the others ask."""
+        with ``marker`` set, see :mod:`tidepool.core.keys`), in path order, as one list: for
+        callers that need it whole; :meth:`find_pages` walks it a page at a time."""
+        out: list[FileInfo] = []
+        async for page in self.find_pages(path, forward=forward):
+            out.extend(page)
+        return out
+
+    async def find_pages(
+        self, path: str = "", *, forward: bool = True, size: int = FIND_PAGE
+    ) -> AsyncIterator[list[FileInfo]]:
+        """:meth:`find` in pages of at most ``size`` entries (the whole listing never in memory)."""
         rel = normalize(path)
+        await self.ensure_found(rel, forward=forward)
+        after = ""
+        while True:
+            page = self.found_page(rel, after, size)
+            if page.files:
+                yield page.files
+            if page.next is None:
+                return
+            after = page.next
+
+    async def find_page(
+        self, path: str, *, start_after: str = "", limit: int = FIND_PAGE, forward: bool = True
+    ) -> FoundPage:
+        """At most ``limit`` entries of :meth:`find` after the path ``start_after``, and the
+        cursor of the next page when more follow."""
+        rel = normalize(path)
+        await self.ensure_found(rel, forward=forward)
+        return self.found_page(rel, normalize(start_after), limit)
+
+    async def ensure_found(self, rel: str, *, forward: bool = True) -> None:
+        """Make the store hold a find of ``rel``: listed at the origin at most once per TTL and
+        once per pool (by the member that owns the directory, which the others ask, a page at
+        a time); concurrent callers share one listing. With the origin unreachable, what is
+        known (an older find, the per-directory listings of an older version) is served."""
         route = self.route(rel)
         if route is None:
-            out: list[FileInfo] = []
             for child in self.mounts.virtual_children(rel):
-                out.extend(await self.find(child["name"], forward=forward))
-            return out
-        found_at = self._found.get(rel)
+                await self.ensure_found(child["name"], forward=forward)
+            return
+        found_at = self._found_at(rel)
         if found_at is not None and self.fresh(found_at):
-            cached = self._find_cached(rel)
-            if cached is not None:
-                return cached
+            if rel == "" and self.ufs_total is None:  # listed before a restart
+                await self._restarted_total(route)
+            return
         try:
-            return await self._once("find", rel, lambda: self._find_fetch(rel, route, forward))
+            await self._once("find", rel, lambda: self._find_fetch(rel, route, forward))
         except OriginUnavailableError:
-            cached = self._find_cached(rel)
-            if cached is None:
+            if found_at is None and self.store.get_listing(self.dataset, rel) is None:
                 raise
+            log.debug("origin unreachable; last known find of %s/%s", self.dataset, rel)
             self.stale_served += 1
-            return cached
 
-    async def _find_fetch(self, rel: str, route: Route[Origin], forward: bool) -> list[FileInfo]:
-        answer = await self._from_pool("find", rel, forward)
-        if answer is None:
-            return await self._find_origin(rel, route)
-        return self._keep_found(rel, list(answer["files"]), self._clock())
+    async def _restarted_total(self, route: Route[Origin]) -> None:
+        """Whether the origin answers (one 1-key listing, not a whole one), and then the total
+        stored with the listing as this process's: what a status after a restart reports (an
+        origin that does not answer leaves it the last known, from the store)."""
+        try:
+            await route.target.sample()
+        except OriginUnavailableError:
+            self.stale_served += 1
+            return
+        self.ufs_total = self.store.get_total(self.dataset)
 
-    async def _find_origin(self, rel: str, route: Route[Origin]) -> list[FileInfo]:
-        now = self._clock()
-        found = await route.target.find(route.orel)
-        files: list[FileInfo] = []
-        for e in found:
-            entry = dict(e)
-            entry["name"] = route.to_dataset(e["name"])
-            files.append(entry)  # type: ignore[arg-type]
-        return self._keep_found(rel, files, now)
+    def _found_at(self, rel: str) -> float | None:
+        """When the latest find covering ``rel`` (its own or an ancestor's) was listed."""
+        best: float | None = None
+        d: str | None = rel
+        while d is not None:
+            at = self.store.found_at(self.dataset, d)
+            if at is not None and (best is None or at > best):
+                best = at
+            d = parent(d) if d else None
+        return best
 
-    def _keep_found(self, rel: str, files: list[FileInfo], now: float) -> list[FileInfo]:
-        """Persist a find's answer as listings per directory, so offline ls/stat of every file
-        works. ``files`` may hold folder markers (directories with ``marker`` set): each is listed
-        once in its parent, as the directory it is, and gets a listing of its own."""
-        by_dir: dict[str, dict[str, dict[str, Any]]] = {rel: {}}
-        for f in files:
-            by_dir.setdefault(parent(f["name"]), {})[f["name"]] = dict(f)
-            if f["type"] == "directory":
-                by_dir.setdefault(f["name"], {})
-        for d in list(by_dir):
-            while d and d != rel:  # make sure intermediate directories appear in their parents
-                up = parent(d)
-                by_dir.setdefault(up, {}).setdefault(d, dict(dir_info(d)))
-                d = up
-        for d, entries in by_dir.items():
-            if d == rel or d.startswith(rel + "/") or not rel:
-                self.store.put_listing(self.dataset, d, list(entries.values()), now)
-        self._found[rel] = now
-        if rel == "":
-            plain = [f for f in files if f["type"] == "file"]
-            self.ufs_total = (sum(f["size"] for f in plain), len(plain), now)
-        return files
-
-    def _find_cached(self, rel: str) -> list[FileInfo] | None:
-        listing = self.store.get_listing(self.dataset, rel)
-        if listing is None:
-            return None
+    def found_page(self, rel: str, start_after: str, limit: int) -> FoundPage:
+        """A page of the stored find of ``rel``, by indexed queries of the store's rows (files and
+        folder markers; plain directories and paths known missing are skipped)."""
         out: list[FileInfo] = []
-        for e in listing[0]:
-            if e["type"] == "directory":
-                if e.get("marker"):  # a folder marker is an object of its own
-                    out.append(e)  # type: ignore[arg-type]
-                sub = self._find_cached(e["name"])
-                if sub is not None:
-                    out.extend(sub)
-            else:
-                out.append(e)  # type: ignore[arg-type]
-        return out
+        cursor = start_after
+        while len(out) <= limit:
+            want = limit + 1 - len(out)
+            rows = self.store.info_rows(self.dataset, rel, cursor, max(want, 64))
+            for name, info in rows:
+                cursor = name
+                if _is_found(info):
+                    info.pop("headers", None)  # a HEAD's object headers: not part of a listing
+                    out.append(info)  # type: ignore[arg-type]
+                    if len(out) > limit:
+                        break
+            if len(rows) < max(want, 64):
+                break
+        if len(out) > limit:
+            del out[limit:]
+            return FoundPage(out, out[-1]["name"])
+        return FoundPage(out, None)
+
+    async def _find_fetch(self, rel: str, route: Route[Origin], forward: bool) -> None:
+        now = self._clock()
+        writer = FindWriter(self.store, self.dataset, rel, now)
+        async for page in self._find_source(rel, route, forward):
+            writer.add(page)  # type: ignore[arg-type]
+        writer.finish()
+        # off the event loop: a million rows take a while to commit, and the range to scan
+        await asyncio.to_thread(self.store.drop_older, self.dataset, rel, now)  # gone upstream
+        await asyncio.to_thread(self.store.put_found, self.dataset, rel, now)
+        if rel == "":
+            self.ufs_total = (writer.bytes, writer.files, now)
+            total = (self.dataset, writer.bytes, writer.files, now)
+            await asyncio.to_thread(self.store.put_total, *total)
+
+    async def _find_source(
+        self, rel: str, route: Route[Origin], forward: bool
+    ) -> AsyncIterator[list[FileInfo]]:
+        """The pages of a find: from the pool member that owns ``rel`` when there is one that
+        answers (a page at a time), else from the origin."""
+        after = ""
+        while forward and self._ask_pool is not None:
+            query = {"limit": str(POOL_PAGE)} | ({"start_after": after} if after else {})
+            try:
+                answer = await self._ask_pool("find", rel, query)
+            except BadRequestError:  # an owner that does not page: list at the origin
+                answer = None
+            if answer is None:
+                if after:
+                    log.debug("find %s/%s: the owner stopped answering", self.dataset, rel)
+                break
+            yield list(answer["files"])
+            after = answer.get("next") or ""
+            if not after:
+                return
+        async for page in route.target.find_pages(route.orel):
+            files: list[FileInfo] = []
+            for e in page:
+                entry = dict(e)
+                entry["name"] = route.to_dataset(e["name"])
+                files.append(entry)  # type: ignore[arg-type]
+            yield files
+
+
+@dataclass(frozen=True)
+class FoundPage:
+    """One page of a find."""
+
+    files: list[FileInfo]
+    next: str | None
+    """The path to ask after for the next page (None: this was the last)."""
+
+
+def _is_found(info: dict[str, Any]) -> bool:
+    """A row that a find lists: a file, or a folder marker (a directory the origin holds)."""
+    if info.get("missing"):
+        return False
+    return info.get("type") == "file" or bool(info.get("marker"))
 
 
 def _lacks_headers(info: dict[str, Any], route: Route[Origin]) -> bool:

@@ -172,11 +172,16 @@ class Placement:
             return None
         return owner
 
-    async def fetch_json(self, peer: Member, dataset: str, kind: str, rel: str) -> Any:
+    async def fetch_json(
+        self, peer: Member, dataset: str, kind: str, rel: str, query: dict[str, str] | None = None
+    ) -> Any:
         """A peer's answer to ``GET /v1/datasets/{ds}/{kind}/{rel}`` (it never forwards: it
-        answers from its metadata or asks the origin itself). :class:`PeerError` when it cannot
-        answer; the error of the table (``FileNotFoundError`` …) when it answered one."""
+        answers from its metadata or asks the origin itself); ``query``: passed on (a page of a
+        find). :class:`PeerError` when it cannot answer; the error of the table
+        (``FileNotFoundError`` …) when it answered one."""
         url = f"{peer.address}/v1/datasets/{quote(dataset)}/{kind}/{quote(rel)}"
+        if query:
+            url += "?" + urlencode(query)
         return await self._get_json(peer, url, f"{kind} {rel!r}", rel)
 
     async def list_held(

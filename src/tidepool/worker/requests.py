@@ -15,8 +15,8 @@ echoes the bad value cut short and says what is valid. Handlers never read ``req
   ``Content-Type: application/json`` (415 otherwise) — which also keeps a web page in a browser on
   this host from posting to the loopback worker without a CORS preflight the worker never grants.
 * Every number has a hard upper bound (:data:`MAX_LOAD_CONCURRENCY`, :data:`MAX_LOAD_PATHS`,
-  :data:`MAX_LOCAL_HIT_PAGES`, :data:`MAX_HELD_LIMIT`, and ``bytes <= pages * page_size`` for
-  hit reports).
+  :data:`MAX_LOCAL_HIT_PAGES`, :data:`MAX_HELD_LIMIT`, :data:`MAX_FIND_LIMIT`, and
+  ``bytes <= pages * page_size`` for hit reports).
 
 Limits: the bounds are plausibility limits, not a rate limit: a client with the token can still
 send many plausible reports.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
@@ -38,11 +39,14 @@ from tidepool.core.ranges import MAX_HEADER as MAX_RANGE_HEADER
 
 __all__ = [
     "BODY_TIMEOUT",
+    "MAX_FIND_LIMIT",
     "MAX_HELD_LIMIT",
     "MAX_LOAD_CONCURRENCY",
     "MAX_LOAD_PATHS",
     "MAX_LOCAL_HIT_PAGES",
+    "MAX_UNPAGED_FIND",
     "ROUTE_QUERIES",
+    "FindQuery",
     "HeldQuery",
     "InfoQuery",
     "LoadRequest",
@@ -71,6 +75,11 @@ MAX_PREFETCH_PATHS = 100_000
 MAX_LOCAL_HIT_PAGES = 1_000_000
 """Most page reads one local-hits report may claim. Clients report every 2 s; a million pages
 in 2 s is 500,000 page reads a second from one process, well past what a disk delivers."""
+MAX_FIND_LIMIT = 10_000
+"""Most entries of a find one page may ask for."""
+MAX_UNPAGED_FIND = 100_000
+"""Most entries of a find answered without ``limit`` (older clients); larger ones are refused
+with a message that says to page, so no answer holds a million entries in the worker."""
 BODY_TIMEOUT = 30.0
 """Seconds a client has to send a request body once its headers arrived."""
 _LOAD_ID = re.compile(r"load-[0-9]{1,12}", re.ASCII)
@@ -113,8 +122,9 @@ class HistoryQuery(_Query):
     """Only the dashboard history's samples after this Unix time."""
 
 
-MAX_HELD_LIMIT = 10_000
-"""Most entries one ``held`` answer (a rebalancing peer's listing) carries."""
+MAX_HELD_LIMIT = MAX_FIND_LIMIT
+"""Most entries one ``held`` answer (a rebalancing peer's listing) carries (``limit`` is parsed
+once for every route that takes it)."""
 
 
 class HeldQuery(_Query):
@@ -128,11 +138,20 @@ class HeldQuery(_Query):
     """The cursor: only paths after this one (the last path of the previous page)."""
 
 
+class FindQuery(_Query):
+    limit: int | None = None
+    """Entries per page (1 to :data:`MAX_FIND_LIMIT`); absent with ``start_after`` absent: the
+    whole listing in one answer (at most :data:`MAX_UNPAGED_FIND` entries)."""
+    start_after: str | None = None
+    """The dataset path the page starts after (a previous page's ``next``)."""
+
+
 _Q = TypeVar("_Q", bound=_Query)
 
 ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/v1/datasets/{ds}/status": StatusQuery,
     "/v1/datasets/{ds}/info/{path}": InfoQuery,
+    "/v1/datasets/{ds}/find/{path}": FindQuery,
     "/": PageQuery,
     "/v1/history": HistoryQuery,
     "/v1/datasets/{ds}/held": HeldQuery,
@@ -140,11 +159,25 @@ ROUTE_QUERIES: dict[str, type[_Query]] = {
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
 
-def _held_limit(text: str, name: str) -> int:
-    return parse_int(text, f"query parameter {name}", lo=1, hi=MAX_HELD_LIMIT)
+def _parse_limit(text: str, name: str) -> int:
+    """``limit`` of a paged answer (``find``, ``held``): 1 to :data:`MAX_FIND_LIMIT`."""
+    return parse_int(text, f"query parameter {name}", lo=1, hi=MAX_FIND_LIMIT)
 
 
-_QUERY_PARSERS = {"refresh": parse_bool, "headers": parse_bool, "limit": _held_limit}
+def _parse_start_after(text: str, name: str) -> str:
+    """A page's cursor: a dataset path, checked as paths are."""
+    try:
+        return normalize(text)
+    except BadRequestError as exc:
+        raise BadRequestError(f"query parameter {name}: {exc}") from None
+
+
+_QUERY_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "refresh": parse_bool,
+    "headers": parse_bool,
+    "limit": _parse_limit,
+    "start_after": _parse_start_after,
+}
 
 
 def check_query(request: web.Request, route: str) -> None:
