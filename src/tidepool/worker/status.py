@@ -64,7 +64,7 @@ async def _measure(svc: DatasetService) -> tuple[str, str]:
     """List the whole dataset at the origin (refreshing ``svc.ufs_total``); the origin's state."""
     stale_before = svc.stale_served
     try:
-        await svc.find("")
+        await svc.metadata.ensure_found("")  # the totals, without building the whole list
     except (OriginError, FileNotFoundError) as exc:
         return _origin_problem(exc)
     if svc.stale_served > stale_before:  # the origin did not answer: the last listing was used
