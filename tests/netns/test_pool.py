@@ -366,14 +366,17 @@ def test_join_and_sigkill_with_two_replicas(
         # is its first stat of each (a HEAD answer: worker metadata is not shared in the pool)
         assert pool.origin_reads() == {n0: 0, n1: 0, n2: 0}
         assert wan_down(lab) - wan < METADATA_BYTES * len(moved)
-        wait_cached(pool, {n0: len(paths), n1: len(paths), n2: len(moved)})
+        # and, in the background, every file it is one of the two owners of (rebalance)
+        theirs = {p for p in paths if n2 in slots[p]}
+        wait_cached(pool, {n0: len(paths), n1: len(paths), n2: len(theirs)})
 
         # leave: SIGKILL an original member; its keys' next owners copy from a surviving replica
         pool.kill(n1)
         survivors = pool.members([n0, n2])
         lost = {p for p in paths if primary(p, three) == n1}
         assert abs(len(lost) / len(paths) - 1 / 3) < 0.15
-        to_joiner = {p for p in paths if primary(p, survivors) == n2}  # held, or copied now
+        to_joiner = {p for p in paths if primary(p, survivors) == n2}
+        assert to_joiner <= theirs  # the second owner of n1's files: held since the join
         wan, fetched = wan_down(lab), pool.origin_reads()
         reads = assert_read_ok(
             read(reader, pool.endpoint(n0), paths, mode="seq", nodepool="pool-a"), paths
@@ -381,7 +384,7 @@ def test_join_and_sigkill_with_two_replicas(
         assert pool.origin_reads() == fetched
         assert wan_down(lab) - wan < METADATA_BYTES * len(lost)
         assert max(t for _, t in reads.values()) < 2.0
-        wait_cached(pool, {n0: len(paths), n2: len(to_joiner)})
+        wait_cached(pool, {n0: len(paths), n2: len(theirs)})
     finally:
         pool.stop()
 
