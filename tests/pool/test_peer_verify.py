@@ -24,6 +24,7 @@ import pytest
 from tests.pool.poolkit import PEER_TOKEN, per_worker, static_members
 
 from tidepool.core.ring import Member
+from tidepool.worker.placement import PeerError
 from tidepool_lab.testbed.s3server import free_port
 
 pytestmark = pytest.mark.integration
@@ -110,6 +111,7 @@ def pool(make_dataset: Any, start_worker: Any, tmp_path: Path) -> Iterator[tuple
             members=static_members(members),
             state_dir=tmp_path / f"state-{m.name}",
             peer_token=PEER_TOKEN,
+            rebalance_rate=0,  # reads only here; a rebalance copy is called by its own test
         )
         for m, port in zip(members, (p0, p1), strict=True)
     ]
@@ -197,3 +199,29 @@ def test_a_multi_page_file_is_checked_when_complete_and_dropped(pool: Any) -> No
     assert origin_gets(w0) > before
     assert b"".join(p or b"" for p in cached_pages(w0, "big.bin")) == BIG
     assert hashlib.md5(BIG).hexdigest() == svc.metadata.known("big.bin")[0]["version"]
+
+
+def test_a_rebalance_copy_from_a_lying_peer_is_refused_before_a_page_is_kept(pool: Any) -> None:
+    """A copy after a join (:mod:`tidepool.worker.rebalance`) of a multi-page file is checked
+    whole against the origin's MD5 before any page is kept: from the lying member it is refused
+    and counted, so no reader can be served a page of it meanwhile; the file is then never
+    copied from a peer again, and a read takes the origin's bytes."""
+    w0, w1, _relay = pool
+    read(w0, "s0.bin")  # calibrates: this origin's ETags are MD5s
+    assert read(w1, "big.bin") == BIG  # w1 holds it (w0 is reached directly: honest bytes)
+    svc0 = w0.worker.services["ds"]
+    info = w1.worker.services["ds"].metadata.known("big.bin")[0]
+    liar = next(m for m in w0.worker.placement.members() if m.name == "w1")
+    rejected = status(w0)["raw"]["peer_check"]["rejected"]
+    held_before = cached_pages(w1, "big.bin")
+    with pytest.raises(PeerError, match="fail their checksum"):
+        w0.call(svc0.copy_from_peer(liar, info))
+    assert status(w0)["raw"]["peer_check"]["rejected"] == rejected + 1
+    w0.call(svc0.flush_writes())
+    for i in range(-(-len(BIG) // MiB)):  # nothing of the copy was kept: any page w0 holds is right
+        page = svc0.store.get(svc0.reader.key(info, i))
+        assert page is None or bytes(page) == BIG[i * MiB : (i + 1) * MiB], i
+    with pytest.raises(PeerError, match="never copied from a peer"):
+        w0.call(svc0.copy_from_peer(liar, info))
+    assert read(w0, "big.bin") == BIG
+    assert held_before == cached_pages(w1, "big.bin")

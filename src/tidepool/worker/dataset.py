@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_CHECKS = 10_000
 """Multi-page files with bytes from peers waiting to be complete for their check (bounded)."""
+COPY_CHECKED_MAX = 16 << 20
+"""A rebalance copy of a multi-page file up to this size is checked whole against the origin's
+MD5 before any page of it is kept (held in memory meanwhile); a larger one is kept, then checked
+(:meth:`DatasetService._check_copied`)."""
 CHECK_WAITS = 30
 """Seconds a multi-page file's check waits for its pages after its last page came."""
 
@@ -786,6 +790,13 @@ class DatasetService:
             raise PeerError(f"{self.name}: this worker is in no pool to copy from")
         rel = info["name"]
         route = self._route(rel)
+        if (rel, str(info["version"])) in self._distrusted:
+            raise PeerError(
+                f"a peer served wrong bytes of {rel} (version {info['version']}) before: it is "
+                "read from the origin when asked for, never copied from a peer"
+            )
+        if self._copy_checked_first(route, info):
+            return await self._copy_whole(peer, route, info, on_bytes)
 
         async def fetch(want: FileInfo, start: int, end: int) -> Fetched:
             got = await placement.read(
@@ -830,6 +841,59 @@ class DatasetService:
                     on_bytes(len(got.data))
         await self.reader.flush_writes()
         await self._check_copied(info, peer)
+        if self.metadata.known(rel) is None:
+            self.metadata.learn(rel, info)  # a read with the link cut needs no origin call
+        return copied
+
+    def _copy_checked_first(self, route: Route[Origin], info: FileInfo) -> bool:
+        """Whether a copy of ``info`` is checked whole before it is kept: a file of several
+        pages, placed whole, of at most :data:`COPY_CHECKED_MAX` bytes, whose origin's ETags
+        are known MD5s."""
+        size = info["size"]
+        return (
+            self.page_size < size <= COPY_CHECKED_MAX
+            and not (self.chunk_pages and size > self.chunk_pages * self.page_size)
+            and self.peer_check.mode(self._origin_key(route), info["version"]) == MD5
+        )
+
+    async def _copy_whole(
+        self,
+        peer: Member,
+        route: Route[Origin],
+        info: FileInfo,
+        on_bytes: Callable[[int], None] | None,
+    ) -> int:
+        """Copy a multi-page file from ``peer`` checked whole first: every page is fetched into
+        memory, the whole compared with the origin's MD5, and only then are the missing pages
+        kept, so no reader is ever served a page of a copy that turns out wrong."""
+        assert self.placement is not None
+        rel, version, size = info["name"], info["version"], info["size"]
+        spans = [page_span(i, self.page_size, size) for i in range(-(-size // self.page_size))]
+        pages: list[bytes] = []
+        step = self.reader.fetch_window
+        for lo in range(0, len(spans), step):
+            answers = await asyncio.gather(
+                *(
+                    self.placement.read(peer, self.name, rel, version, start, end, cached_only=True)
+                    for start, end in spans[lo : lo + step]
+                )
+            )
+            pages.extend(a.data for a in answers)
+        if not matches(version, size, lambda: pages):
+            self._rejected(info, {peer.name})  # the origin's ETags are MD5s: proven wrong
+            raise PeerError(f"peer {peer.name} sent bytes of {rel} that fail their checksum")
+        self.peer_check.verified += 1
+        self.counters.peer_verified.inc()
+        target = ReadTarget(info, route.target, route.orel, keep=True)
+        missing = set(self.reader.missing_pages(info))
+        copied = 0
+        for i, data in enumerate(pages):
+            if i in missing:
+                self.reader.adopt(target, i, data, Source.PEER)
+                copied += len(data)
+                if on_bytes is not None:
+                    on_bytes(len(data))
+        await self.reader.flush_writes()
         if self.metadata.known(rel) is None:
             self.metadata.learn(rel, info)  # a read with the link cut needs no origin call
         return copied
