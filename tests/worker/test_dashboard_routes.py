@@ -4,12 +4,10 @@ pool health, and the status fields the page shows (origins, watermarks, WAN byte
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fnmatch
 import json
 import os
 import re
-import socket
 import time
 import tomllib
 from pathlib import Path
@@ -17,8 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-
-from tidepool.spec.config import DatasetConfig, TierConfig
+from tests.pool.poolkit import free_ports, per_worker
 
 pytestmark = pytest.mark.integration
 
@@ -189,31 +186,17 @@ def test_history_loads_and_status_fields(make_dataset: Any, start_worker: Any) -
     assert 'tidepool_load_bytes_done{dataset="ds"} 400000.0' in text  # deprecated: latest job
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_pool_view_probes_members(make_dataset: Any, start_worker: Any, tmp_path: Path) -> None:
     """Two workers of a pool: each sees the other up with the files and bytes it holds; a
     stopped member turns "down" (with the error) in the view and in tidepool_pool_member_up."""
     files = {f"f{i:02d}.bin": os.urandom(50_000) for i in range(12)}
     cfg = make_dataset(files, page_size=64 * 1024)
-    ports = _free_ports(2)
+    ports = free_ports(2)
     static = "static:" + ",".join(f"w{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports))
-
-    def own(name: str) -> DatasetConfig:
-        tiers = (TierConfig("SSD", str(tmp_path / f"cache-{name}"), 1 << 30),)
-        return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, tiers=tiers))
 
     workers = [
         start_worker(
-            [own(f"w{i}")],
+            [per_worker(cfg, tmp_path, f"w{i}")],
             port=p,
             nodepool="site-a",
             node_name=f"w{i}",
