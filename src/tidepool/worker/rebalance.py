@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -163,21 +164,7 @@ class RebalanceProgress:
     """The byte-rate bound (0: none)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "files_total": self.files_total,
-            "files_done": self.files_done,
-            "bytes_done": self.bytes_done,
-            "files_skipped": self.files_skipped,
-            "errors": self.errors,
-            "last_errors": list(self.last_errors),
-            "peers": dict(self.peers),
-            "members": list(self.members),
-            "message": self.message,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "rate_bytes_s": self.rate_bytes_s,
-        }
+        return dataclasses.asdict(self)
 
     def error(self, text: str) -> None:
         self.errors += 1
