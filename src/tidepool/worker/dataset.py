@@ -30,10 +30,10 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tidepool.core.clock import steady_time
 from tidepool.core.errors import (
@@ -823,22 +823,16 @@ class DatasetService:
         missing = set(self.reader.missing_pages(info))
         want = [i for i in self.owned_pages(info) if i in missing]
         copied = 0
-        step = self.reader.fetch_window
-        for lo in range(0, len(want), step):
-            # fetched apart from the readers' single flight: a page the peer no longer has
-            # must fail this copy only, never a reader that would have joined it
-            batch = want[lo : lo + step]
-            spans = [page_span(i, self.page_size, info["size"]) for i in batch]
-            done = await asyncio.gather(
-                *(fetch(info, start, end) for start, end in spans), return_exceptions=True
-            )
-            for i, got in zip(batch, done, strict=True):
-                if isinstance(got, BaseException):
-                    raise got
-                self.reader.adopt(target, i, got.data, Source.PEER)
-                copied += len(got.data)
+
+        async def page(start: int, end: int) -> bytes:
+            return (await fetch(info, start, end)).data
+
+        async for batch in self._page_batches(page, want, info["size"]):
+            for i, data in batch:
+                self.reader.adopt(target, i, data, Source.PEER)
+                copied += len(data)
                 if on_bytes is not None:
-                    on_bytes(len(got.data))
+                    on_bytes(len(data))
         await self.reader.flush_writes()
         await self._check_copied(info, peer)
         if self.metadata.known(rel) is None:
@@ -867,18 +861,16 @@ class DatasetService:
         memory, the whole compared with the origin's MD5, and only then are the missing pages
         kept, so no reader is ever served a page of a copy that turns out wrong."""
         assert self.placement is not None
+        placement = self.placement
         rel, version, size = info["name"], info["version"], info["size"]
-        spans = [page_span(i, self.page_size, size) for i in range(-(-size // self.page_size))]
+
+        async def page(start: int, end: int) -> bytes:
+            got = await placement.read(peer, self.name, rel, version, start, end, cached_only=True)
+            return got.data
+
         pages: list[bytes] = []
-        step = self.reader.fetch_window
-        for lo in range(0, len(spans), step):
-            answers = await asyncio.gather(
-                *(
-                    self.placement.read(peer, self.name, rel, version, start, end, cached_only=True)
-                    for start, end in spans[lo : lo + step]
-                )
-            )
-            pages.extend(a.data for a in answers)
+        async for batch in self._page_batches(page, range(-(-size // self.page_size)), size):
+            pages.extend(data for _, data in batch)
         if not matches(version, size, lambda: pages):
             self._rejected(info, {peer.name})  # the origin's ETags are MD5s: proven wrong
             raise PeerError(f"peer {peer.name} sent bytes of {rel} that fail their checksum")
@@ -897,6 +889,29 @@ class DatasetService:
         if self.metadata.known(rel) is None:
             self.metadata.learn(rel, info)  # a read with the link cut needs no origin call
         return copied
+
+    async def _page_batches(
+        self,
+        page: Callable[[int, int], Awaitable[bytes]],
+        indexes: Sequence[int],
+        size: int,
+    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """Pages ``indexes`` of a file of ``size`` bytes from ``page(start, end)``, a window of
+        :attr:`PageReader.fetch_window` at a time, for a copy from a peer: fetched apart from the
+        readers' single flight, so a page the peer no longer has fails this copy only, never a
+        reader that would have joined it. The first error of a window is raised once all of
+        the window's fetches are done."""
+        step = self.reader.fetch_window
+        for lo in range(0, len(indexes), step):
+            batch = indexes[lo : lo + step]
+            done = await asyncio.gather(
+                *(page(*page_span(i, self.page_size, size)) for i in batch),
+                return_exceptions=True,
+            )
+            for got in done:
+                if isinstance(got, BaseException):
+                    raise got
+            yield list(zip(batch, cast("list[bytes]", done), strict=True))
 
     async def _check_copied(self, info: FileInfo, peer: Member) -> None:
         """A copied file of several pages, held whole, checked against the origin's MD5 now
