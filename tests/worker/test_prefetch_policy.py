@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 from tidepool.worker.prefetch import LinkGauge, WalkDetector
 
 KiB = 1024
@@ -36,6 +39,42 @@ def test_gauge_is_bounded() -> None:
     for i in range(50):
         h.sample(1 << 20, 0.5, i * 0.001)  # a fast one
     assert h.target() == 8
+
+
+def _naive_target(samples: list[tuple[int, float, float]], g: LinkGauge) -> int:
+    """The gauge's estimate recomputed from every sample by its definition (windows kept as
+    of the last sample), to check the constant-time bookkeeping against."""
+    if len(samples) < 2:
+        return g.start
+    last = samples[-1][2]
+    rates = []
+    for k, (_, _, at) in enumerate(samples):
+        done = [(t, n) for n, _, t in samples[: k + 1] if at - t <= g.rate_window]
+        if len(done) > 1:
+            span = max(at - done[0][0], 1e-3)
+            rates.append((at, (sum(n for _, n in done) - done[0][1]) / span))
+    best = [r for t, r in rates if last - t <= g.rate_window * 2]
+    delays = [max(s, 1e-4) for _, s, t in samples if last - t <= g.delay_window]
+    if not best:
+        return g.start
+    mean = sum(n for n, _, _ in samples) / len(samples)
+    return max(g.lo, min(g.hi, math.ceil(2 * max(best) * min(delays) / mean)))
+
+
+def test_gauge_matches_its_definition_over_random_samples() -> None:
+    """Sliding-window best rate and shortest delay kept in monotonic deques give the same
+    target as recomputing them from every sample (bursts, gaps longer than the windows)."""
+    rng = random.Random(7)
+    for _ in range(20):
+        g = LinkGauge(start=4, lo=1, hi=10_000, rate_window=1.0, delay_window=5.0)
+        samples: list[tuple[int, float, float]] = []
+        now = 0.0
+        for _ in range(300):
+            now += rng.choice([0.0005, 0.01, 0.2, 1.5, 7.0]) * rng.random()
+            n, secs = rng.randint(1, 1 << 20), rng.uniform(0.001, 0.5)
+            g.sample(n, secs, now)
+            samples.append((n, secs, now))
+            assert g.target() == _naive_target(samples, g)
 
 
 def test_walk_in_order_is_followed_further_and_further() -> None:

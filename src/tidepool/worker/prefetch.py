@@ -87,6 +87,9 @@ class LinkGauge:
         self.start, self.lo, self.hi = start, lo, hi
         self.rate_window, self.delay_window = rate_window, delay_window
         self._done: deque[tuple[float, int]] = deque()  # (finished at, bytes)
+        self._done_bytes = 0  # the sum of _done's bytes
+        # sliding-window extremes as monotonic deques (each sample pushed and popped once):
+        # _delays rises from its shortest request time, _best_rate falls from its best rate
         self._delays: deque[tuple[float, float]] = deque()  # (finished at, seconds)
         self._best_rate: deque[tuple[float, float]] = deque()  # (at, bytes/s)
         self._objects = 0
@@ -99,30 +102,37 @@ class LinkGauge:
         self._objects += 1
         self._object_bytes += nbytes
         self._done.append((now, nbytes))
+        self._done_bytes += nbytes
         while self._done and now - self._done[0][0] > self.rate_window:
-            self._done.popleft()
+            self._done_bytes -= self._done.popleft()[1]
         if len(self._done) > 1:  # delivered since the window's first completion, over that span
             span = max(now - self._done[0][0], 1e-3)
-            rate = (sum(b for _, b in self._done) - self._done[0][1]) / span
+            rate = (self._done_bytes - self._done[0][1]) / span
+            while self._best_rate and self._best_rate[-1][1] <= rate:
+                self._best_rate.pop()
             self._best_rate.append((now, rate))
         while self._best_rate and now - self._best_rate[0][0] > self.rate_window * 2:
             self._best_rate.popleft()
-        self._delays.append((now, max(seconds, 1e-4)))
+        delay = max(seconds, 1e-4)
+        while self._delays and self._delays[-1][1] >= delay:
+            self._delays.pop()
+        self._delays.append((now, delay))
         while self._delays and now - self._delays[0][0] > self.delay_window:
             self._delays.popleft()
 
     def target(self) -> int:
+        """Called before every prefetch is started: constant time."""
         if self._objects < 2 or not self._best_rate:
             return self.start
-        rate = max(r for _, r in self._best_rate)
-        delay = min(d for _, d in self._delays)
+        rate = self._best_rate[0][1]
+        delay = self._delays[0][1]
         mean = self._object_bytes / self._objects
         bdp = rate * delay / mean
         return max(self.lo, min(self.hi, math.ceil(2 * bdp)))
 
     def describe(self) -> dict[str, float]:
-        rate = max((r for _, r in self._best_rate), default=0.0)
-        delay = min((d for _, d in self._delays), default=0.0)
+        rate = self._best_rate[0][1] if self._best_rate else 0.0
+        delay = self._delays[0][1] if self._delays else 0.0
         return {"rate_bytes_s": round(rate, 1), "min_delay_s": round(delay, 4)}
 
 
