@@ -14,9 +14,10 @@ Limits: the message is cut at 500 characters; ids the client sends are at most 6
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 
 from tidepool.core.errors import OriginError, http_status, redact
 
@@ -25,11 +26,16 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_MESSAGE = 500
 
 
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNT = itertools.count(1)
+
+
 def request_id(sent: str | None) -> str:
-    """The client's request id when it is sane, else a fresh one."""
+    """The client's request id when it is sane, else a fresh one: 16 hex digits, this
+    process's random prefix and a counter (a uuid4 per request cost a getrandom call each)."""
     if sent and _SANE_ID.fullmatch(sent):
         return sent
-    return uuid.uuid4().hex[:16]
+    return f"{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFF:08x}"
 
 
 def failure_level(exc: BaseException) -> int:
