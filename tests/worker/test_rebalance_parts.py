@@ -144,3 +144,36 @@ def test_the_status_shows_a_running_or_stopped_rebalance_within_80_columns() -> 
     for state in ("done", "idle", "off"):
         assert rebalance_note("ds", {**running, "state": state}) == ""
     assert rebalance_note("ds", {}) == ""
+
+
+@pytest.mark.integration
+def test_held_listing_pages_share_one_sort(make_dataset: Any, start_worker: Any) -> None:
+    """A pass pages through the held files after a binary search into one sorted snapshot:
+    every file once, in order, and the dataset's files sorted once per pass (not per page)."""
+    from tidepool.client import TidepoolFileSystem
+    from tidepool.worker.rebalance import held_page
+
+    files = {f"d{i % 3}/f{i:03d}": bytes([i]) * (i + 1) for i in range(40)}
+    w = start_worker([make_dataset(files)])
+    fs = TidepoolFileSystem(endpoint=w.endpoint, skip_instance_cache=True)
+    for name, data in files.items():
+        assert fs.cat_file(f"ds/{name}") == data
+    svc = w.worker.services["ds"]
+    w.call(svc.flush_writes())
+    sorts: list[str] = []
+    real_rows = svc.store.file_rows
+    svc.store.file_rows = lambda ds: sorts.append(ds) or real_rows(ds)
+
+    async def walk() -> list[str]:
+        listed: list[str] = []
+        cursor: str | None = ""
+        while cursor is not None:
+            page = held_page(svc, "any", cursor, 7)
+            assert len(page["files"]) <= 7
+            listed += [f["path"] for f in page["files"]]
+            cursor = page["next"]
+        return listed
+
+    assert w.call(walk()) == sorted(files)
+    assert sorts == ["ds"]
+    assert w.call(walk()) == sorted(files) and sorts == ["ds", "ds"]  # a new pass: sorted anew
