@@ -167,6 +167,10 @@ def test_request_bytes(scripted: Any) -> None:
     t.send(Request(srv.base, "/v1/datasets/ds/files/a%20b?x=1", {"Range": "bytes=0-1"}))
     t.send(Request(srv.base, "/v1/load", method="POST", body=b'{"a": 1}'))
     first, second = srv.requests
+    other = scripted([(ANSWERS["length"], False)])  # an address with a user: never in Host
+    t.send(Request(other.base.replace("//", "//user:pw@"), "/x"))
+    assert f"Host: 127.0.0.1:{other.port}\r\n".encode() in other.requests[0]
+    assert b"pw" not in other.requests[0]
     assert first.startswith(b"GET /v1/datasets/ds/files/a%20b?x=1 HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{srv.port}\r\n".encode() in first
     assert b"Authorization: Bearer t\r\n" in first and b"Range: bytes=0-1\r\n" in first

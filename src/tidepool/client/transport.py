@@ -241,7 +241,7 @@ class SyncTransport:
         except OSError as exc:
             sock.close()
             raise Unreachable(f"{base}: {exc}") from exc
-        return _Connection(sock, parts.netloc)
+        return _Connection(sock, parts.netloc.rpartition("@")[2])  # never a user:password@
 
     def send(self, req: Request) -> Response:
         pool = self._pool()
