@@ -180,3 +180,48 @@ def test_pools_are_isolated_until_connected(lab: Lab) -> None:
             a.call(socket.create_connection, target, 5)
     finally:
         listener.close()
+
+
+def test_reset_connections_ends_what_a_pulled_cable_left_half_open(lab: Lab) -> None:
+    """An edge process gone while the cable is pulled leaves the cloud side holding a connection
+    with unacknowledged data; once the link is back the cloud resends it (new bytes on the WAN,
+    seconds later, inside another test's counts) until the edge answers with a reset.
+    ``Origin.reset_connections`` ends such connections at once: nothing crosses afterwards."""
+    import contextlib
+    import threading
+
+    host = lab.hosts["pool-b"][1]
+    server = lab.origin.call(socket.create_server, (lab.origin.address, 0))
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        accepted.append(conn)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"x" * (8 << 20))  # more than the link carries in the second below
+
+    sender = threading.Thread(target=serve, daemon=True)
+    sender.start()
+    client = host.call(socket.create_connection, (lab.origin.address, port), 5)
+    try:
+        assert client.recv(65536)  # the transfer is under way
+        lab.wan.set_link(False, mode="drop")
+        client.close()  # the edge process is gone; its FIN is lost with the link
+        time.sleep(1.0)  # the cloud's resends back off (next one about 1.4 s after the cut)
+        assert lab.origin.connections_to(host.address)  # half-open on the cloud side
+        lab.wan.set_link(True)
+        lab.origin.reset_connections(host.address)
+        assert not lab.origin.connections_to(host.address)
+        stats = lab.wan.stats()
+        before = stats["payload_down"] - stats["resent_down"]
+        time.sleep(1.5)
+        stats = lab.wan.stats()
+        assert stats["payload_down"] - stats["resent_down"] == before
+    finally:
+        lab.wan.set_link(True)
+        client.close()
+        for conn in accepted:
+            conn.close()
+        server.close()
+        sender.join(5)

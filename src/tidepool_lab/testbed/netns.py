@@ -378,6 +378,33 @@ class Origin:
         """Run ``fn`` in a thread inside the cloud namespace (next to the origin: no WAN)."""
         return call_in_netns(self.netns, fn, *args, **kwargs)
 
+    def connections_to(self, address: str) -> str:
+        """The cloud side's TCP connections to edge host ``address`` (``ss`` lines; time-wait
+        ones left out: they send nothing)."""
+        filt = ["state", "all", "exclude", "time-wait", "exclude", "listening", "dst", address]
+        return _run(["ip", "netns", "exec", self.netns, "ss", "-tnH", *filt]).strip()
+
+    def reset_connections(self, address: str, timeout: float = 30.0) -> None:
+        """Destroy the origin's connections to edge host ``address`` (``ss -K`` in the cloud
+        namespace) and make sure none is left; call it once that host's workers are stopped.
+
+        A worker killed, or one that gave up on a connection, while the cable was pulled leaves
+        the origin holding a connection with data the edge never acknowledged. The origin
+        resends it with exponential backoff until the host answers with a reset, which happens
+        only once the link is back: seconds later, one full segment per connection, inside
+        whatever the next test counts as WAN bytes (the pool test's "0 bytes on node B"
+        failed that way under load: 2 and 3 segments of 1,448 bytes)."""
+        filt = ["state", "all", "exclude", "time-wait", "exclude", "listening", "dst", address]
+        deadline = time.monotonic() + timeout
+        while True:
+            _run(["ip", "netns", "exec", self.netns, "ss", "-K", "-tnH", *filt], check=False)
+            left = self.connections_to(address)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"the origin still holds connections to {address}:\n{left}")
+            time.sleep(0.1)  # a kernel without SOCK_DESTROY: they end at the next resend
+
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name`` if it does not exist; return ``name``."""
         client = self.boto3_client()
