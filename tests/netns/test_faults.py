@@ -230,8 +230,7 @@ def wait_for(pred: Any, timeout: float, what: str) -> Any:
 
 def payload_down(lab: Lab) -> int:
     """New bytes towards the edge (TCP retransmissions of delivered bytes left out)."""
-    stats = lab.wan.stats()
-    return int(stats["payload_down"] - stats["resent_down"])
+    return lab.wan.new_bytes_down()
 
 
 @pytest.fixture(scope="module")

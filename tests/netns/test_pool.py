@@ -178,11 +178,8 @@ def wait_cached(pool: Pool, want: dict[str, int]) -> None:
 
 
 def wan_down(lab: Lab) -> int:
-    """New bytes that crossed the WAN towards the edge: TCP's retransmissions of bytes already
-    delivered are left out (a tail-loss probe may resend the last segment of node A's transfer
-    after A had every byte, while B reads: that is not B's traffic)."""
-    stats = lab.wan.stats()
-    return int(stats["payload_down"] - stats["resent_down"])
+    """New bytes that crossed the WAN towards the edge (resends of delivered bytes left out)."""
+    return lab.wan.new_bytes_down()
 
 
 @dataclass

@@ -378,11 +378,16 @@ class Origin:
         """Run ``fn`` in a thread inside the cloud namespace (next to the origin: no WAN)."""
         return call_in_netns(self.netns, fn, *args, **kwargs)
 
+    def _ss(self, address: str, *flags: str) -> str:
+        """``ss`` in the cloud namespace over its TCP connections to edge host ``address``
+        (time-wait ones left out: they send nothing)."""
+        argv = ["ip", "netns", "exec", self.netns, "ss", "-tnH", *flags, "state", "all"]
+        argv += ["exclude", "time-wait", "exclude", "listening", "dst", address]
+        return _run(argv, check=not flags).strip()
+
     def connections_to(self, address: str) -> str:
-        """The cloud side's TCP connections to edge host ``address`` (``ss`` lines; time-wait
-        ones left out: they send nothing)."""
-        filt = ["state", "all", "exclude", "time-wait", "exclude", "listening", "dst", address]
-        return _run(["ip", "netns", "exec", self.netns, "ss", "-tnH", *filt]).strip()
+        """The cloud side's TCP connections to edge host ``address`` (``ss`` lines)."""
+        return self._ss(address)
 
     def reset_connections(self, address: str, timeout: float = 30.0) -> None:
         """Destroy the origin's connections to edge host ``address`` (``ss -K`` in the cloud
@@ -394,10 +399,9 @@ class Origin:
         only once the link is back: seconds later, one full segment per connection, inside
         whatever the next test counts as WAN bytes (the pool test's "0 bytes on node B"
         failed that way under load: 2 and 3 segments of 1,448 bytes)."""
-        filt = ["state", "all", "exclude", "time-wait", "exclude", "listening", "dst", address]
         deadline = time.monotonic() + timeout
         while True:
-            _run(["ip", "netns", "exec", self.netns, "ss", "-K", "-tnH", *filt], check=False)
+            self._ss(address, "-K")  # not checked: a kernel without SOCK_DESTROY refuses it
             left = self.connections_to(address)
             if not left:
                 return
@@ -451,6 +455,12 @@ class Wan:
     def stats(self) -> TunRelayStats:
         """Bytes and packets that crossed the WAN each way (``up`` = edge -> cloud), link state."""
         return self.link.stats()
+
+    def new_bytes_down(self) -> int:
+        """Payload that crossed towards the edge, TCP's resends of bytes already delivered left
+        out (a tail-loss probe may resend the end of a transfer after the reader had it all)."""
+        stats = self.link.stats()
+        return int(stats["payload_down"] - stats["resent_down"])
 
     def set_link(self, up: bool, mode: CutMode = "reset") -> None:
         """Cut or restore the link (``mode="drop"``: a silent black hole instead of resets)."""
