@@ -80,6 +80,31 @@ def test_info(fs: TidepoolFileSystem) -> None:
     assert fs.ukey("ds/a.txt") == fs.info("ds/a.txt")["version"] != ""
 
 
+def test_open_of_a_listed_file_asks_nothing_more_until_its_ttl_ends(
+    fs: TidepoolFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``open`` (and ``info``) of a file the client learned from a listing is answered from what
+    it holds, without a call through fsspec's I/O thread; once the TTL ends, the worker is asked
+    again, and ``info`` with options always asks."""
+    fs.find("ds")
+    real, asked = fs._info, []
+
+    async def counting(path: str, **kw: Any) -> dict[str, Any]:
+        asked.append((path, kw))
+        return await real(path, **kw)
+
+    monkeypatch.setattr(fs, "_info", counting)
+    for rel, data in FILES.items():
+        with fs.open(f"ds/{rel}") as f:
+            assert f.read() == data
+        assert fs.info(f"ds/{rel}")["size"] == len(data)
+    assert asked == []
+    fs._infos["ds/a.txt"] = (fs._infos["ds/a.txt"][0], 0.0)  # its TTL ended
+    assert fs.info("ds/a.txt")["size"] == len(FILES["a.txt"])
+    assert fs.info("ds/dir/b.bin", headers=True)["size"] == len(FILES["dir/b.bin"])
+    assert asked == [("ds/a.txt", {}), ("ds/dir/b.bin", {"headers": True})]
+
+
 def test_find_glob_exists_isdir(fs: TidepoolFileSystem) -> None:
     assert fs.find("ds") == sorted(f"ds/{k}" for k in FILES)
     assert fs.find("tidepool://ds/dir") == ["ds/dir/b.bin", "ds/dir/sub/c.bin", "ds/dir/sub/d.csv"]
