@@ -151,7 +151,7 @@ def test_held_listing_pages_share_one_sort(make_dataset: Any, start_worker: Any)
     """A pass pages through the held files after a binary search into one sorted snapshot:
     every file once, in order, and the dataset's files sorted once per pass (not per page)."""
     from tidepool.client import TidepoolFileSystem
-    from tidepool.worker.rebalance import held_page
+    from tidepool.worker.held import held_page
 
     files = {f"d{i % 3}/f{i:03d}": bytes([i]) * (i + 1) for i in range(40)}
     w = start_worker([make_dataset(files)])

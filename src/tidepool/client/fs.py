@@ -27,6 +27,7 @@ own modules; splitting the surface would scatter one user-visible API over sever
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -43,7 +44,13 @@ from fsspec.asyn import AsyncFileSystem, get_loop, sync
 
 from tidepool.client.admin import WorkerAdmin, pool_status
 from tidepool.client.file import TidepoolFile
-from tidepool.client.local import HitReporter, LocalLayout, LocalReader, fork_generation
+from tidepool.client.local import (
+    HeldWindows,
+    HitReporter,
+    LocalLayout,
+    LocalReader,
+    fork_generation,
+)
 from tidepool.client.reads import Answer, Steps, json_steps, read_steps, run_async, run_sync
 from tidepool.client.routing import PoolView
 from tidepool.client.transport import AsyncTransport, SyncTransport
@@ -62,6 +69,8 @@ INFO_TTL_CAP = 60.0
 CONNECT_TIMEOUT = 2.0
 FIND_PAGE = 5000
 """Entries per page of a find asked of the worker."""
+HELD_WINDOW = 1000
+"""Files one window of what this host's worker holds lists at most (see :meth:`_local_info`)."""
 HINT_CHUNK = 50_000
 """Paths per prefetch hint request (a worker takes at most 100,000 at once)."""
 
@@ -75,6 +84,19 @@ def _env_flag(name: str, default: bool) -> bool:
 
 def _ignore(_base: str) -> None:
     return None
+
+
+def _held_entry(e: Any) -> dict[str, Any]:
+    """One file of a worker's ``cached`` window, checked: a file with a name, size and version
+    (``TypeError``/``ValueError`` otherwise)."""
+    name, size, version, mtime = e["name"], e["size"], e["version"], e.get("mtime")
+    if not isinstance(name, str) or not name or not isinstance(version, str) or not version:
+        raise ValueError(f"entry {str(e)[:200]!r} has no name or version")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"entry {name[:200]!r} has size {size!r}")
+    if mtime is not None and not isinstance(mtime, int | float):
+        raise ValueError(f"entry {name[:200]!r} has mtime {mtime!r}")
+    return {"name": name, "type": "file", "size": size, "version": version, "mtime": mtime}
 
 
 class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
@@ -124,6 +146,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._local: LocalReader | None = None
         self._local_endpoint = self.endpoint
         """The worker whose page files the fast path reads (the one on this host)."""
+        self._held = HeldWindows(time.monotonic)
+        self._held_flights: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._reporter: HitReporter | None = None
         self._reporter_forks = 0
         self._readahead: ThreadPoolExecutor | None = None
@@ -289,10 +313,95 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         fsspec's I/O thread that every other call makes: that hop was a third of the client's
         time in a warm epoch of small files (``open`` asks ``info`` first; py-spy)."""
         if not kwargs:
-            cached = self._cached_info(self._strip_protocol(path))
+            stripped = self._strip_protocol(path)
+            cached = self._cached_info(stripped) or self._local_info(stripped)
             if cached is not None:
                 return cached
         return sync(self.loop, self._info, path, **kwargs)  # type: ignore[no-any-return]
+
+    # ---- files held on this host -----------------------------------------------------------
+
+    def _window_start(self, path: str) -> tuple[str, str, str] | None:
+        """``(dataset, rel, start)`` when a read of ``path`` that has no metadata should first
+        ask this host's worker which files it holds (the fast path is on for the dataset and no
+        live window spans the path): from the start of the path's directory the first time,
+        so one window serves a directory's files read in any order; else from the path."""
+        if self._local is None:
+            return None
+        ds, rel = self._split(path)
+        if not rel or ds in self._direct or ds not in self._local.layouts:
+            return None
+        if self._held.covers(ds, rel):
+            return None
+        folder = rel.rpartition("/")[0]
+        start = f"{folder}/" if folder else ""
+        return ds, rel, (rel if self._held.covers(ds, start) else start)
+
+    def _window_steps(self, ds: str, start: str, path: str) -> Steps[Any]:
+        query = urlencode({"start_at": start, "limit": str(HELD_WINDOW)})
+        target = f"/v1/datasets/{quote(ds)}/cached?{query}"
+        return json_steps([self._local_endpoint], target, path, _ignore)
+
+    def _learn_window(self, ds: str, start: str, answer: Any) -> None:
+        """Remember a window's files (their metadata, for the TTL) and its span. An answer that
+        is not a window (an older worker, a failure: None) spans everything for the TTL, so the
+        reads go on over HTTP without asking again."""
+        ttl = min(self._ttls.get(ds, 5.0), INFO_TTL_CAP)
+        try:
+            through = answer["through"]
+            entries = [_held_entry(e) for e in answer["files"]]
+            if through is not None and not isinstance(through, str):
+                raise TypeError(f"through is {type(through).__name__}")
+        except (KeyError, TypeError, ValueError) as exc:
+            if answer is not None:
+                log.debug("worker %s: not a window of held files (%s)", self._local_endpoint, exc)
+            self._held.add(ds, "", None, ttl)
+            return
+        for entry in entries:
+            self._remember(ds, entry)
+        self._held.add(ds, start, through, ttl)
+
+    def _local_info(self, path: str) -> dict[str, Any] | None:
+        """Metadata of a file that the worker on this host holds whole, for a read that has
+        none (a first epoch that never listed): asks that worker once for a window of the files
+        it holds (``GET …/cached``, up to :data:`HELD_WINDOW` of them from the path's directory
+        on, with fresh metadata), so each of those is then read from its page files, not over
+        HTTP. One request per window and metadata TTL; None when the file is not held here."""
+        due = self._window_start(path)
+        if due is None:
+            return None
+        ds, _, start = due
+        answer: Any = None
+        try:
+            answer = run_sync(self._window_steps(ds, start, path), self.transport_sync.send)
+        except Exception as exc:  # only a shortcut: the read itself reports what is wrong
+            log.debug("no window of held files from %s: %s", self._local_endpoint, exc)
+        self._learn_window(ds, start, answer)
+        return self._cached_info(path)
+
+    async def _local_info_async(self, path: str) -> dict[str, Any] | None:
+        """:meth:`_local_info` for the I/O loop; concurrent reads (``cat_ranges``) that need the
+        same window share one request."""
+        due = self._window_start(path)
+        if due is None:
+            return None
+        ds, _, start = due
+        flight = self._held_flights.get((ds, start))
+        if flight is None:
+            flight = asyncio.get_running_loop().create_future()
+            self._held_flights[(ds, start)] = flight
+            answer: Any = None
+            try:
+                answer = await self._call(self._window_steps(ds, start, path))
+            except Exception as exc:  # only a shortcut: the read itself reports what is wrong
+                log.debug("no window of held files from %s: %s", self._local_endpoint, exc)
+            finally:
+                self._learn_window(ds, start, answer)
+                del self._held_flights[(ds, start)]
+                flight.set_result(None)
+        else:
+            await asyncio.shield(flight)
+        return self._cached_info(path)
 
     def _last_known(self, path: str, exc: ConnectionError) -> dict[str, Any]:
         """The worker cannot be reached: the file's last known metadata however old, so its
@@ -603,7 +712,7 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if ds in self._direct:
             return sync(self.loop, self._cat_file, path, start, end)  # type: ignore[no-any-return]
         self._ensure_node_sync()
-        info = self._cached_info(path)
+        info = self._cached_info(path) or self._local_info(path)
         if info is None:
             if start is None and end is None and rel:
                 # a whole file whose metadata we don't hold: one request returns both (the
@@ -637,6 +746,8 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         path = self._strip_protocol(path)
+        if self._cached_info(path) is None:
+            await self._local_info_async(path)
         if start is None and end is None and "/" in path and self._cached_info(path) is None:
             try:
                 return await self._read_remote(path, None, 0, None)

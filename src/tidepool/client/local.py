@@ -299,6 +299,41 @@ class LocalReader:
             view.release()
 
 
+MAX_WINDOWS = 256
+"""Windows of held files remembered per dataset (the oldest are forgotten first)."""
+
+
+class HeldWindows:
+    """Which paths of a dataset this host's worker was asked about, through its ``cached``
+    windows: a window ``[start, through]`` (``through`` None: to the end) lists every file in that
+    span the worker holds whole, so a path inside a live window that was not listed is not held
+    here, and a read of it goes over HTTP without asking again. Windows end with the metadata
+    TTL of what they listed. Thread-safe (a lock around the bookkeeping, never around a request).
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._spans: dict[str, list[tuple[str, str | None, float]]] = {}
+
+    def covers(self, dataset: str, rel: str) -> bool:
+        """Whether a live window of ``dataset`` spans ``rel``."""
+        now = self._clock()
+        with self._lock:
+            spans = self._spans.get(dataset)
+            if not spans:
+                return False
+            spans[:] = [s for s in spans if s[2] > now]
+            return any(lo <= rel and (hi is None or rel <= hi) for lo, hi, _ in spans)
+
+    def add(self, dataset: str, start: str, through: str | None, ttl: float) -> None:
+        """Remember a window the worker answered, live for ``ttl`` seconds."""
+        with self._lock:
+            spans = self._spans.setdefault(dataset, [])
+            spans.append((start, through, self._clock() + ttl))
+            del spans[:-MAX_WINDOWS]
+
+
 def _bytes_filler() -> Callable[[int], tuple[bytes, memoryview]] | None:
     """CPython: a new, uninitialised ``bytes`` object of ``n`` bytes and a writable view of
     its storage, for the kernel to fill (what C code does with ``PyBytes_FromStringAndSize(NULL,

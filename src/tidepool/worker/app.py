@@ -22,6 +22,9 @@ Routes (all JSON unless noted; a bearer token guards everything but ``/healthz``
     GET  /v1/datasets/{ds}/held                pool peers only: what this worker holds cached
                                                that ?member= owns (paged: limit, start_after;
                                                :mod:`tidepool.worker.rebalance`)
+    GET  /v1/datasets/{ds}/cached              files held whole here with fresh metadata, from
+                                               ?start_at=P (at most ?limit=N; "through": the
+                                               last path covered): same-host clients
     GET  /v1/loads/{id}                        progress of a warm-up job
     GET  /, /v1/history, /v1/loads, /v1/pool   the dashboard and its views (worker.dashboard)
 
@@ -81,11 +84,11 @@ from tidepool.serving.sendfile import SendStalled, raw_socket
 from tidepool.worker import requests
 from tidepool.worker.dashboard import DashboardRoutes
 from tidepool.worker.dataset import DatasetService, ReadPlan
+from tidepool.worker.held import cached_window, held_page
 from tidepool.worker.loads import LoadJob, LoadTable
 from tidepool.worker.metrics import WorkerMetrics
 from tidepool.worker.placement import CHUNK_HEADER, PEER_HEADER, SOURCE_HEADER
 from tidepool.worker.reads import Chunk
-from tidepool.worker.rebalance import held_page
 from tidepool.worker.refresh import refresh_path
 from tidepool.worker.requestlog import REQUEST_ID_HEADER, log_failure, request_id
 from tidepool.worker.status import dataset_status
@@ -210,6 +213,7 @@ class WorkerApp:
         r.add_post("/v1/datasets/{ds}/local-hits", self.local_hits)
         r.add_post("/v1/datasets/{ds}/prefetch", self.prefetch)
         r.add_get("/v1/datasets/{ds}/held", self.held)
+        r.add_get("/v1/datasets/{ds}/cached", self.cached)
         r.add_get("/v1/loads/{id}", self.load_status)
         if self.dashboard is not None:
             self.dashboard.register(r, self.loads.jobs)
@@ -385,6 +389,14 @@ class WorkerApp:
         if page.next is not None:
             body["next"] = page.next
         return _json(body)
+
+    async def cached(self, request: web.Request) -> web.Response:
+        """A window of the files this worker holds whole, with fresh metadata (see
+        :func:`~tidepool.worker.held.cached_window`): a client on this host reads them from the
+        page files without asking for each."""
+        svc = self._svc(request)
+        q = requests.query(request, requests.CachedQuery)
+        return _json(cached_window(svc, q.start_at, q.limit))
 
     async def held(self, request: web.Request) -> web.Response:
         """One page of the files this worker holds that a member owns now (its rebalance)."""

@@ -3,10 +3,10 @@ members that hold them, in the background, over the LAN only.
 
 Two halves, one per side of the LAN:
 
-* :func:`held_page` answers a peer's ``GET /v1/datasets/{ds}/held?member=NAME``: one page (sorted
-  by path, after ``start_after``, at most ``limit``) of the files this worker holds cached — the
-  current version, every page that ``NAME`` owns under the current ring — with path, version,
-  size and mtime.
+* :func:`~tidepool.worker.held.held_page` answers a peer's ``GET /v1/datasets/{ds}/held?member=
+  NAME``: one page (sorted by path, after ``start_after``, at most ``limit``) of the files this
+  worker holds cached — the current version, every page that ``NAME`` owns under the current
+  ring — with path, version, size and mtime.
 * :class:`Rebalancer` runs a pass at start and whenever the members change (a newer change
   restarts the pass): for each dataset it pages through every other member's answer and copies
   what it lacks through the ordinary peer read, asked only if cached
@@ -24,30 +24,25 @@ startup removes), so what is in the store is whole and checked, and the new pass
 of several pages copied partly before the kill is checked against the origin's MD5 once the new
 pass completed it.
 
-Limits: each answer sorts the paths of the dataset's cached files (a snapshot of the index held
-in memory), so a listing of N cached files costs O(N log N) per page asked; the metadata of a
-copied file is taken from its holder and counts as fresh from the copy on; a file whose version
-changed at the origin since its holder read it is copied as that older version (as a lazy read
-from the holder would be).
+Limits: the metadata of a copied file is taken from its holder and counts as fresh from the copy
+on; a file whose version changed at the origin since its holder read it is copied as that older
+version (as a lazy read from the holder would be).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
-import itertools
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from tidepool.core.errors import BadRequestError, NotCachedError, redact
 from tidepool.core.fileinfo import FileInfo
-from tidepool.core.pages import HEADER_SIZE, file_key, page_count
+from tidepool.core.pages import HEADER_SIZE, page_count
 from tidepool.core.paths import normalize
 from tidepool.core.ring import Member
 from tidepool.worker.dataset import DatasetService
@@ -69,64 +64,6 @@ WATCH_INTERVAL = 1.0
 MAX_ERRORS_KEPT = 10
 
 State = Literal["idle", "running", "done", "stopped-full", "off"]
-
-
-class HeldFile(TypedDict):
-    """One entry of a ``held`` answer."""
-
-    path: str
-    version: str
-    size: int
-    mtime: float | None
-
-
-# ---- the answering side ----------------------------------------------------------------------
-
-
-HELD_SNAPSHOT_TTL = 10.0
-"""Seconds the sorted list of held files is reused by the pages of one pass that follow."""
-_held_snapshots: weakref.WeakKeyDictionary[DatasetService, tuple[float, list[tuple[str, str]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _held_rows(svc: DatasetService, fresh: bool) -> list[tuple[str, str]]:
-    """``(path, version)`` of every file with a cached page, sorted by path: sorted once per
-    pass (the first page, ``fresh``, or after :data:`HELD_SNAPSHOT_TTL`) and reused by the
-    pages after it, instead of sorting the whole dataset on the event loop for every page."""
-    now = time.monotonic()
-    snap = _held_snapshots.get(svc)
-    if fresh or snap is None or now - snap[0] > HELD_SNAPSHOT_TTL:
-        rows = sorted((r.path, r.version) for r in svc.store.file_rows(svc.name))
-        snap = _held_snapshots[svc] = (now, rows)
-    return snap[1]
-
-
-def held_page(svc: DatasetService, member: str, start_after: str, limit: int) -> dict[str, Any]:
-    """The files ``svc`` holds whole (every page ``member`` owns, current version), sorted by
-    path after ``start_after``, at most ``limit``; ``next`` is the cursor of the next page (None
-    when this is the last). A page is a binary search into a snapshot of the sorted listing
-    (:func:`_held_rows`): a file cached during a pass may be missed by it, never listed twice."""
-    rows = _held_rows(svc, fresh=not start_after)
-    files: list[HeldFile] = []
-    first = bisect.bisect_right(rows, start_after, key=lambda r: r[0])
-    for path, version in itertools.islice(rows, first, None):
-        if len(files) >= limit:
-            return {"files": files, "next": files[-1]["path"]}
-        known = svc.metadata.known(path)
-        info = known[0] if known is not None else None
-        if info is None or info["version"] != version:
-            continue  # not the version this worker serves now
-        wanted = svc.owned_pages(info, member)
-        held = svc.store.pages_of(svc.name, file_key(svc.name, path, version))
-        if wanted and all(i in held for i in wanted):
-            files.append(
-                {"path": path, "version": version, "size": info["size"], "mtime": info["mtime"]}
-            )
-    return {"files": files, "next": None}
-
-
-# ---- the copying side ------------------------------------------------------------------------
 
 
 class RateLimit:
@@ -433,4 +370,4 @@ def _entry_info(entry: Any) -> FileInfo | None:
     return {"name": rel, "type": "file", "size": size, "version": version, "mtime": mtime}
 
 
-__all__ = ["HeldFile", "RateLimit", "RebalanceProgress", "Rebalancer", "held_page"]
+__all__ = ["RateLimit", "RebalanceProgress", "Rebalancer"]

@@ -138,6 +138,15 @@ class HeldQuery(_Query):
     """The cursor: only paths after this one (the last path of the previous page)."""
 
 
+class CachedQuery(_Query):
+    """``GET /v1/datasets/{ds}/cached``: a window of the files this worker holds whole."""
+
+    start_at: str = Field("", max_length=4096)
+    """The first path the window may list (a dataset path; "": from the first)."""
+    limit: int = 1000
+    """Most entries (1 to :data:`MAX_FIND_LIMIT`; checked by its parser)."""
+
+
 class FindQuery(_Query):
     limit: int | None = None
     """Entries per page (1 to :data:`MAX_FIND_LIMIT`); absent with ``start_after`` absent: the
@@ -155,6 +164,7 @@ ROUTE_QUERIES: dict[str, type[_Query]] = {
     "/": PageQuery,
     "/v1/history": HistoryQuery,
     "/v1/datasets/{ds}/held": HeldQuery,
+    "/v1/datasets/{ds}/cached": CachedQuery,
 }
 """Route (aiohttp's canonical path) -> its query model; routes not listed take none."""
 
@@ -177,6 +187,7 @@ _QUERY_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "headers": parse_bool,
     "limit": _parse_limit,
     "start_after": _parse_start_after,
+    "start_at": _parse_start_after,
 }
 
 
