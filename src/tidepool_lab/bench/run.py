@@ -150,6 +150,12 @@ def _cat(fs: TidepoolFileSystem, dataset: str, path: str) -> bytes:
     return fs.cat_file(f"{dataset}/{path}")
 
 
+def _open_read(fs: TidepoolFileSystem, path: str) -> bytes:
+    with fs.open(f"bench/{path}") as f:
+        data: bytes = f.read()
+    return data
+
+
 def peak_rss_mib(pid: int) -> float:
     """The peak resident memory (``VmHWM``) of a process, MiB."""
     with open(f"/proc/{pid}/status") as f:
@@ -295,6 +301,19 @@ def run_bench(args: argparse.Namespace) -> int:
                     for _ in range(3)
                 ]
                 res[f"warm_big_{label}"] = sorted(bigs, key=lambda r: r["mb_per_s"])[1]
+            # as many loaders read: fsspec.open(...).read(), no listing first (a fresh client
+            # each pass: what it learns of the files comes from the worker as it reads)
+            runs = [
+                epoch(
+                    names,
+                    functools.partial(
+                        _open_read, TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+                    ),
+                    md5s,
+                )
+                for _ in range(3)
+            ]
+            res["warm_small_open"] = sorted(runs, key=lambda r: r["seconds"])[1]
 
             # ---- threads sharing one client ------------------------------------------------------
             console.print(f"{args.threads} threads sharing one client …")
@@ -367,6 +386,7 @@ def _report(res: dict[str, Any], console: Console) -> None:
         ("cold_small", "Tidepool cold"),
         ("warm_small_http", "Tidepool warm, HTTP"),
         ("warm_small_local", "Tidepool warm, same-host"),
+        ("warm_small_open", "  same-host, open().read(), never listed"),
     ):
         r = res.get(key)
         if r:
