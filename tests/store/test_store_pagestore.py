@@ -567,3 +567,23 @@ def test_invalid_tiers_are_refused(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="at least one tier"):
         PageStore([], tmp_path / "s", dataset="ds", page_size=PAGE)
+
+
+def test_files_from_reads_the_index_by_range_in_batches(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing windows over the files with a cached page: path order, batch boundaries that
+    fall between two versions of one path lose neither, ``start`` inclusive or strict, other
+    datasets' files never mixed in."""
+    monkeypatch.setattr(pagestore, "FILES_BATCH", 3)
+    store = make_store()
+    rows = [(f"d/{c}", "v1") for c in "abcdefg"] + [("d/c", "v2"), ("d/c", "v0")]
+    for n, (path, version) in enumerate(rows):
+        k = PageKey("ds", f"{n:032x}", 0)
+        assert store.put(k, payload(k, 10), path=path, version=version)
+    want = sorted(rows)
+    assert list(store.files_from("ds", "")) == want
+    assert list(store.files_from("ds", "d/c")) == [r for r in want if r[0] >= "d/c"]
+    assert list(store.files_from("ds", "d/c", strict=True)) == [r for r in want if r[0] > "d/c"]
+    assert list(store.files_from("ds", "d/zz")) == []
+    assert list(store.files_from("other", "")) == []

@@ -8,7 +8,8 @@ monotonically increasing counter, not wall time, written in batches by the store
 Tables::
 
     pages(dataset, file_key, idx, tier, size, checksum, atime)   -- one row per page file
-    files(file_key PRIMARY KEY, dataset, path, version)          -- for introspection only
+    files(file_key PRIMARY KEY, dataset, path, version)          -- what a key stands for;
+                                                                 -- indexed by path for listings
 
 ``tier`` is the tier's absolute root path, so reordering tiers in the spec does not confuse it;
 ``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS files (
     path     TEXT NOT NULL,
     version  TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS files_dataset ON files (dataset);
+DROP INDEX IF EXISTS files_dataset;
+CREATE INDEX IF NOT EXISTS files_by_path ON files (dataset, path, version);
 """
 
 _U64 = 1 << 64
@@ -171,6 +173,24 @@ class PageIndex:
                 "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
             )
             self._conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params)
+
+    def files_from(
+        self, dataset: str, start: str, limit: int, *, strict: bool, row: tuple[str, str] | None
+    ) -> list[tuple[str, str]]:
+        """At most ``limit`` ``(path, version)`` of the dataset's files in path order: after the
+        row ``row`` when given (the last of a previous batch), else from the path ``start`` on
+        (``strict``: after it). An index range, whatever the dataset's size."""
+        args: tuple[str, ...]
+        if row is not None:
+            where, args = "(path, version) > (?, ?)", row
+        else:
+            where, args = ("path > ?" if strict else "path >= ?"), (start,)
+        with self._lock:
+            return self._conn.execute(
+                f"SELECT path, version FROM files WHERE dataset = ? AND {where}"
+                " ORDER BY path, version LIMIT ?",
+                (dataset, *args, limit),
+            ).fetchall()
 
     def set_tier(self, key: PageKey, tier: str) -> None:
         with self._lock, self._transaction():

@@ -58,7 +58,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +89,8 @@ log = logging.getLogger(__name__)
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 SQLITE_FULL = 13
 """SQLite's "database or disk is full" result code."""
+FILES_BATCH = 512
+"""Rows of the files index read at a time by :meth:`PageStore.files_from`."""
 FLUSH_INTERVAL = 2.0
 """Seconds between flushes of touched recency counters."""
 FLUSH_TOUCHES = 1000
@@ -349,6 +351,20 @@ class PageStore:
         with self._lock:
             keys = self._dataset_files.get(dataset, ())
             return [self._files[fk] for fk in keys if fk in self._files]
+
+    def files_from(
+        self, dataset: str, start: str, *, strict: bool = False
+    ) -> Iterator[tuple[str, str]]:
+        """``(path, version)`` of the dataset's files with a cached page, in path order, from the
+        path ``start`` on (``strict``: after it), read from the index :data:`FILES_BATCH` rows at
+        a time: a window into a listing of any size, never sorted or held whole in memory."""
+        row: tuple[str, str] | None = None
+        while True:
+            rows = self._index.files_from(dataset, start, FILES_BATCH, strict=strict, row=row)
+            yield from rows
+            if len(rows) < FILES_BATCH:
+                return
+            row = rows[-1]
 
     def usage(self) -> list[TierUsage]:
         with self._lock:

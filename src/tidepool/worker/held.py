@@ -12,19 +12,13 @@ this host.
   and reads the ones held here from the page files itself instead of asking for each over HTTP
   (:mod:`tidepool.client.local`); a path in the window that is not listed is not held here.
 
-Both are binary searches into one snapshot of the sorted ``(path, version)`` rows of the
-dataset's cached files (:func:`_held_rows`), taken at most every :data:`HELD_SNAPSHOT_TTL`
-seconds, or at the first page of a peer's pass: a file cached since the snapshot may be missed
-(a client then reads it over HTTP, a peer's next pass copies it), never listed twice. Limit:
-the snapshot costs O(N log N) for N cached files, on the event loop.
+Both read the page index's files a range at a time, in path order
+(:meth:`~tidepool.store.pagestore.PageStore.files_from`): an answer costs what it looks at,
+whatever the number of cached files, and nothing is sorted or held whole in memory.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import time
-import weakref
 from typing import Any, TypedDict
 
 from tidepool.core.pages import file_key, page_count
@@ -40,36 +34,17 @@ class HeldFile(TypedDict):
     mtime: float | None
 
 
-HELD_SNAPSHOT_TTL = 10.0
-"""Seconds the sorted list of held files is reused by the pages of one pass that follow."""
-_held_snapshots: weakref.WeakKeyDictionary[DatasetService, tuple[float, list[tuple[str, str]]]] = (
-    weakref.WeakKeyDictionary()
-)
 SCAN_FACTOR = 4
 """A ``cached`` window looks at most this many cached files per entry it may return (files not
 held whole, or whose metadata is stale, are skipped), so one answer's cost stays bounded."""
-
-
-def _held_rows(svc: DatasetService, fresh: bool) -> list[tuple[str, str]]:
-    """``(path, version)`` of every file with a cached page, sorted by path: sorted once per
-    pass (the first page, ``fresh``, or after :data:`HELD_SNAPSHOT_TTL`) and reused by the
-    pages after it, instead of sorting the whole dataset on the event loop for every page."""
-    now = time.monotonic()
-    snap = _held_snapshots.get(svc)
-    if fresh or snap is None or now - snap[0] > HELD_SNAPSHOT_TTL:
-        rows = sorted((r.path, r.version) for r in svc.store.file_rows(svc.name))
-        snap = _held_snapshots[svc] = (now, rows)
-    return snap[1]
 
 
 def held_page(svc: DatasetService, member: str, start_after: str, limit: int) -> dict[str, Any]:
     """The files ``svc`` holds whole (every page ``member`` owns, current version), sorted by
     path after ``start_after``, at most ``limit``; ``next`` is the cursor of the next page (None
     when this is the last)."""
-    rows = _held_rows(svc, fresh=not start_after)
     files: list[HeldFile] = []
-    first = bisect.bisect_right(rows, start_after, key=lambda r: r[0])
-    for path, version in itertools.islice(rows, first, None):
+    for path, version in svc.store.files_from(svc.name, start_after, strict=bool(start_after)):
         if len(files) >= limit:
             return {"files": files, "next": files[-1]["path"]}
         known = svc.metadata.known(path)
@@ -91,11 +66,9 @@ def cached_window(svc: DatasetService, start_at: str, limit: int) -> dict[str, A
     dataset), at most ``limit``; ``through`` is the last path the answer covers (every path in
     ``[start_at, through]`` that is not listed is not held whole here; None: to the end).
     At most ``SCAN_FACTOR * limit`` cached files are looked at."""
-    rows = _held_rows(svc, fresh=False)
     files: list[dict[str, Any]] = []
-    first = bisect.bisect_left(rows, start_at, key=lambda r: r[0])
     budget, last = SCAN_FACTOR * limit, start_at
-    for path, version in itertools.islice(rows, first, None):
+    for path, version in svc.store.files_from(svc.name, start_at):
         if len(files) >= limit or budget == 0:
             return {"files": files, "through": last}
         budget, last = budget - 1, path
