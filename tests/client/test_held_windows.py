@@ -193,13 +193,11 @@ def test_a_worker_without_windows_is_asked_once_per_ttl(
     monkeypatch.setattr(
         fs, "_window_steps", lambda ds, start, path: real(ds + "-gone", start, path)
     )
-    missing, reads = requests_to(worker, "unmatched", 404), file_reads(worker)
-    missing += requests_to(worker, "/v1/datasets/{ds}/cached", 404)
+    missing, reads = requests_to(worker, WINDOW_ROUTE, 404), file_reads(worker)
     for rel in ["a/f001.bin", "b/f002.bin", "top.bin"]:
         fs._infos.pop(f"ds/{rel}", None)
         assert fs.cat_file(f"ds/{rel}") == FILES[rel]
-    asked = requests_to(worker, "unmatched", 404) + requests_to(worker, WINDOW_ROUTE, 404)
-    assert asked - missing == 1
+    assert requests_to(worker, WINDOW_ROUTE, 404) - missing == 1
     assert file_reads(worker) - reads == 3
 
 

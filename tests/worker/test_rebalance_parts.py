@@ -147,10 +147,13 @@ def test_the_status_shows_a_running_or_stopped_rebalance_within_80_columns() -> 
 
 
 @pytest.mark.integration
-def test_held_listing_pages_read_the_index_by_range(make_dataset: Any, start_worker: Any) -> None:
+def test_held_listing_pages_read_the_index_by_range(
+    make_dataset: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A pass pages through the held files in path order, every file once, each page a range
     of the page index: the dataset's files are never listed whole (nor sorted) for a page."""
     from tidepool.client import TidepoolFileSystem
+    from tidepool.store import pagestore
     from tidepool.worker.held import held_page
 
     files = {f"d{i % 3}/f{i:03d}": bytes([i]) * (i + 1) for i in range(40)}
@@ -160,14 +163,24 @@ def test_held_listing_pages_read_the_index_by_range(make_dataset: Any, start_wor
         assert fs.cat_file(f"ds/{name}") == data
     svc = w.worker.services["ds"]
     w.call(svc.flush_writes())
-    whole: list[str] = []
-    real_rows = svc.store.file_rows
-    svc.store.file_rows = lambda ds: whole.append(ds) or real_rows(ds)
+    read: list[int] = []  # rows of each range read of the page index
+    real_range = svc.store._index.files_from
+
+    def counted(*args: Any, **kw: Any) -> list[tuple[str, str]]:
+        rows = real_range(*args, **kw)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(pagestore, "FILES_BATCH", 8)
+    monkeypatch.setattr(svc.store._index, "files_from", counted)
+    pages = 0
 
     async def walk() -> list[str]:
         listed: list[str] = []
         cursor: str | None = ""
         while cursor is not None:
+            nonlocal pages
+            pages += 1
             page = held_page(svc, "any", cursor, 7)
             assert len(page["files"]) <= 7
             listed += [f["path"] for f in page["files"]]
@@ -175,4 +188,5 @@ def test_held_listing_pages_read_the_index_by_range(make_dataset: Any, start_wor
         return listed
 
     assert w.call(walk()) == sorted(files)
-    assert whole == []
+    # a page of 7 reads a batch or two of 8 rows, never the dataset's 40
+    assert max(read) <= 8 and sum(read) <= 2 * 8 * pages

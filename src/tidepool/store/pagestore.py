@@ -345,13 +345,6 @@ class PageStore:
         with self._lock:
             return self._files.get(file_key)
 
-    def file_rows(self, dataset: str) -> list[FileRow]:
-        """What each file of a dataset with a cached page stands for (a snapshot; its pages
-        may be partial: see :meth:`pages_of`)."""
-        with self._lock:
-            keys = self._dataset_files.get(dataset, ())
-            return [self._files[fk] for fk in keys if fk in self._files]
-
     def files_from(
         self, dataset: str, start: str, *, strict: bool = False
     ) -> Iterator[tuple[str, str]]:

@@ -150,8 +150,8 @@ def _cat(fs: TidepoolFileSystem, dataset: str, path: str) -> bytes:
     return fs.cat_file(f"{dataset}/{path}")
 
 
-def _open_read(fs: TidepoolFileSystem, path: str) -> bytes:
-    with fs.open(f"bench/{path}") as f:
+def _open_read(fs: TidepoolFileSystem, dataset: str, path: str) -> bytes:
+    with fs.open(f"{dataset}/{path}") as f:
         data: bytes = f.read()
     return data
 
@@ -307,7 +307,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 epoch(
                     names,
                     functools.partial(
-                        _open_read, TidepoolFileSystem(worker.endpoint, skip_instance_cache=True)
+                        _open_read,
+                        TidepoolFileSystem(worker.endpoint, skip_instance_cache=True),
+                        "bench",
                     ),
                     md5s,
                 )
