@@ -161,6 +161,8 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
         self, fs: TidepoolFileSystem, path: str, info: dict[str, Any], block_size: int
     ) -> None:
         self.info = info
+        local = fs.local_file(path, info)
+        self._local = local
         super().__init__(
             fs,
             path,
@@ -169,7 +171,7 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
             cache_type=ReadAheadCache.name,
             cache_options={
                 "executor": fs.readahead_pool(),
-                "local": lambda s, e: fs.read_local(path, info, s, e),
+                "local": lambda s, e: fs.read_local(path, info, s, e, local),
             },
             size=info["size"],
         )
@@ -182,4 +184,9 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
         cache = getattr(self, "cache", None)
         if isinstance(cache, ReadAheadCache):
             cache.close()
-        super().close()
+        try:
+            super().close()
+        finally:
+            local, self._local = getattr(self, "_local", None), None
+            if local is not None:
+                local.close()

@@ -47,6 +47,7 @@ from tidepool.client.file import TidepoolFile
 from tidepool.client.local import (
     HeldWindows,
     HitReporter,
+    LocalFile,
     LocalLayout,
     LocalReader,
     fork_generation,
@@ -616,15 +617,33 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     # ---- data ------------------------------------------------------------------------------
 
-    def read_local(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes | None:
+    def read_local(
+        self,
+        path: str,
+        info: dict[str, Any],
+        start: int,
+        end: int,
+        opened: LocalFile | None = None,
+    ) -> bytes | None:
         """``[start, end)`` of version ``info['version']`` from page files on this host, or None
-        when any page is not there (then read it with :meth:`read_range`)."""
+        when any page is not there (then read it with :meth:`read_range`). ``opened``: the
+        file's :meth:`local_file`, when an open file reads."""
+        if self._local is None or info.get("type") != "file":
+            return None
+        if self._reporter is None or self._reporter_forks != fork_generation():
+            self._hit_reporter()  # before the read: a forked child first drops inherited counts
+        if opened is not None:
+            return opened.read(start, end)
+        ds, rel = self._split(path)
+        return self._local.read(ds, rel, info["version"], info["size"], start, end)
+
+    def local_file(self, path: str, info: dict[str, Any]) -> LocalFile | None:
+        """Same-host reads of one open file (its extent kept open until it is closed), or None
+        when this client has no fast path for it."""
         if self._local is None or info.get("type") != "file":
             return None
         ds, rel = self._split(path)
-        if self._reporter is None or self._reporter_forks != fork_generation():
-            self._hit_reporter()  # before the read: a forked child first drops inherited counts
-        return self._local.read(ds, rel, info["version"], info["size"], start, end)
+        return LocalFile(self._local, ds, rel, info["version"], info["size"])
 
     def read_range(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
         """``[start, end)`` of version ``info['version']`` from the pool (blocking, pinned:

@@ -27,6 +27,13 @@ replaced since is checked again. A read that spans pages is read by the kernel s
 makes; a read within one page is one ``pread``. The limit: a page that rots on disk after this
 process checked it is served as it is until the worker reads it (the worker checks every read).
 
+A large file the worker holds whole is one extent file (:mod:`tidepool.core.pages`): a read of a
+file of two pages or more tries it first, and is then one ``pread`` of one file, straight into the
+``bytes`` returned. The extent's trailer (its per-page checksums) is read once per process and
+extent file; each page is checked against it the first time this process reads it (from the bytes
+just read when the read covers the page), and remembered. With no extent (not whole yet, or too
+small to be one) the read goes to the page files as above.
+
 The worker itself verifies every page against the checksum its index recorded when it wrote the
 page, so a planted file is never served over HTTP either.
 
@@ -59,8 +66,14 @@ from tidepool.core.pages import (
     PAGES_DIR,
     PageKey,
     checksum,
+    decode_extent_trailer,
     decode_header,
+    extent_length,
+    extent_relpath,
+    extent_trailer_at,
     file_key,
+    page_count,
+    page_span,
     pages_for,
 )
 
@@ -72,6 +85,9 @@ _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 MAX_CHECKED = 1 << 16
 """Page files remembered as checked (about 150 bytes each): a file read again after that many
 other pages is checked again."""
+MAX_EXTENTS = 4096
+"""Extent files remembered with their checksums and checked pages (a file read again after that
+many other extents is checked again)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,9 @@ class LocalReader:
         self.misses = 0
         self._checked: dict[str, tuple[int, int, int, int]] = {}
         """Page files verified by this process: relative path -> (device, inode, size, mtime)."""
+        self._extents: dict[str, tuple[tuple[int, int, int, int], tuple[int, ...], bytearray]] = {}
+        """Extent files read by this process: relative path -> (identity as above, the
+        trailer's page checksums, a flag per page: checked)."""
         self._served: deque[tuple[str, int, int]] = deque()
         """(dataset, pages, bytes) of each read served here and not yet reported to the worker
         (``deque.append`` is atomic: no lock on the read path)."""
@@ -169,8 +188,23 @@ class LocalReader:
         end = min(end, size)
         if end <= start:
             return b""
-        ps = layout.page_size
         fkey = file_key(dataset, rel, version)
+        if size > layout.page_size:
+            extent = self.open_extent(layout, dataset, fkey, size)
+            if extent is not None:
+                try:
+                    whole = self.read_extent(extent, start, end)
+                finally:
+                    extent.close()
+                if whole is not None:
+                    return whole
+        return self.read_pages(layout, dataset, fkey, size, start, end)
+
+    def read_pages(
+        self, layout: LocalLayout, dataset: str, fkey: str, size: int, start: int, end: int
+    ) -> bytes | None:
+        """Bytes ``[start, end)`` (within the file) from its page files, or None."""
+        ps = layout.page_size
         idxs = pages_for(start, end, ps)
         if len(idxs) == 1:
             # one page (every small file, and the mount's page-sized reads): one pread, no join
@@ -236,6 +270,64 @@ class LocalReader:
                 self._checked.pop(next(iter(self._checked)))
         return data
 
+    def open_extent(
+        self, layout: LocalLayout, dataset: str, fkey: str, size: int
+    ) -> OpenExtent | None:
+        """The file's extent, open, when there is one this process may trust whose trailer
+        names this file (see the module docstring); the caller closes it."""
+        rel = extent_relpath(dataset, fkey)
+        opened = self._open(layout, rel)
+        if opened is None:
+            return None
+        fd, st = opened
+        ps = layout.page_size
+        try:
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            known = self._extents.get(rel)
+            if known is None or known[0] != ident:
+                n = page_count(size, ps)
+                if st.st_size != extent_length(size, n):
+                    os.close(fd)
+                    return None
+                at = extent_trailer_at(size)
+                sums = decode_extent_trailer(os.pread(fd, st.st_size - at, at), size, ps)
+                known = (ident, sums, bytearray(n))
+                self._extents[rel] = known
+                if len(self._extents) > MAX_EXTENTS:
+                    with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                        self._extents.pop(next(iter(self._extents)))
+        except (OSError, ValueError):
+            os.close(fd)
+            return None
+        return OpenExtent(fd, dataset, rel, size, ps, known[1], known[2])
+
+    def read_extent(self, extent: OpenExtent, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)`` (within the file) from its open extent, each page checked
+        the first time this process reads it; None when a page fails its check."""
+        ps, size = extent.page_size, extent.size
+        try:
+            data = os.pread(extent.fd, end - start, start)
+            if len(data) != end - start:
+                return None
+            idxs = pages_for(start, end, ps)
+            for idx in idxs:
+                if extent.checked[idx]:
+                    continue
+                lo, hi = page_span(idx, ps, size)
+                if start <= lo and hi <= end:
+                    page: bytes | memoryview = memoryview(data)[lo - start : hi - start]
+                else:
+                    page = os.pread(extent.fd, hi - lo, lo)
+                if checksum(page) != extent.sums[idx]:
+                    log.debug("fast path: extent %s page %d failed its checksum", extent.rel, idx)
+                    return None
+                extent.checked[idx] = 1
+        except OSError:
+            return None
+        self.hits += 1
+        self._served.append((extent.dataset, len(idxs), len(data)))
+        return data
+
     def _page_part(
         self, layout: LocalLayout, rel_page: str, plen: int, lo: int, hi: int
     ) -> bytes | None:
@@ -297,6 +389,70 @@ class LocalReader:
             return None
         finally:
             view.release()
+
+
+@dataclass
+class OpenExtent:
+    """An open, trusted extent file and what this process knows of it (shared by every open
+    of the same extent: the trailer's checksums and the pages checked so far)."""
+
+    fd: int
+    dataset: str
+    rel: str
+    size: int
+    page_size: int
+    sums: tuple[int, ...]
+    checked: bytearray
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class LocalFile:
+    """Same-host reads of one open file at one version (:class:`~tidepool.client.file.
+    TidepoolFile`): its key is computed once, and its extent, once found, stays open until
+    :meth:`close`, as a plain open file keeps its inode: one ``pread`` per read, no open. An
+    extent the worker evicts meanwhile keeps serving the bytes this process checked (they are
+    this version's; a version never changes), and its disk space returns when the file closes.
+    A lock keeps :meth:`close` from closing the descriptor under a read in another thread (whose
+    ``pread`` could otherwise meet a file opened meanwhile under the same number)."""
+
+    def __init__(self, reader: LocalReader, dataset: str, rel: str, version: str, size: int):
+        self._reader = reader
+        self.dataset = dataset
+        self.size = size
+        self._fkey = file_key(dataset, rel, version)
+        self._extent: OpenExtent | None = None
+        self._lock = threading.Lock()
+
+    def read(self, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)``, or None when they are not all on this host's disk."""
+        reader = self._reader
+        layout = reader.layouts.get(self.dataset)
+        if layout is None:
+            return None
+        end = min(end, self.size)
+        if end <= start:
+            return b""
+        if self.size > layout.page_size:
+            with self._lock:
+                if self._extent is None:
+                    self._extent = reader.open_extent(layout, self.dataset, self._fkey, self.size)
+                if self._extent is not None:
+                    data = reader.read_extent(self._extent, start, end)
+                    if data is not None:
+                        return data
+                    self._extent.close()  # a bad page: read the pages, or over HTTP
+                    self._extent = None
+        return reader.read_pages(layout, self.dataset, self._fkey, self.size, start, end)
+
+    def close(self) -> None:
+        with self._lock:
+            extent, self._extent = self._extent, None
+            if extent is not None:
+                extent.close()
 
 
 MAX_WINDOWS = 256

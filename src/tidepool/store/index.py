@@ -7,13 +7,14 @@ monotonically increasing counter, not wall time, written in batches by the store
 
 Tables::
 
-    pages(dataset, file_key, idx, tier, size, checksum, atime)   -- one row per page file
+    pages(dataset, file_key, idx, tier, size, checksum, atime, extent)  -- one row per page
     files(file_key PRIMARY KEY, dataset, path, version)          -- what a key stands for;
                                                                  -- indexed by path for listings
 
 ``tier`` is the tier's absolute root path, so reordering tiers in the spec does not confuse it;
 ``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
-signed 64-bit integer.
+signed 64-bit integer; ``extent`` 1 when the page lives in its file's extent
+(:mod:`tidepool.core.pages`) rather than a page file of its own (schema 2 added the column).
 
 Limits: one process owns the index at a time (the page store holds the state directory's lock,
 :mod:`tidepool.store.tierdir`). An unreadable database file is moved aside
@@ -38,7 +39,7 @@ from tidepool.store.tierdir import private_dir
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS pages (
     size     INTEGER NOT NULL,
     checksum INTEGER NOT NULL,
     atime    INTEGER NOT NULL,
+    extent   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (dataset, file_key, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
@@ -82,6 +84,8 @@ class PageRow:
     size: int
     checksum: int
     atime: int
+    extent: bool = False
+    """The page lives in its file's extent, not in a page file of its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,9 @@ class PageIndex:
         self._conn = connect(path)
         try:
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(pages)")}
+            if "extent" not in columns:  # an index of schema 1
+                self._conn.execute("ALTER TABLE pages ADD COLUMN extent INTEGER NOT NULL DEFAULT 0")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self._conn.close()
@@ -140,9 +147,9 @@ class PageIndex:
         """All page rows and file rows."""
         with self._lock:
             pages = [
-                PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime)
-                for ds, fk, idx, tier, size, digest, atime in self._conn.execute(
-                    "SELECT dataset, file_key, idx, tier, size, checksum, atime FROM pages"
+                PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent))
+                for ds, fk, idx, tier, size, digest, atime, extent in self._conn.execute(
+                    "SELECT dataset, file_key, idx, tier, size, checksum, atime, extent FROM pages"
                 )
             ]
             files = {
@@ -164,13 +171,14 @@ class PageIndex:
                 r.size,
                 _to_sql(r.checksum),
                 r.atime,
+                int(r.extent),
             )
             for r in rows
         ]
         file_params = [(fk, f.dataset, f.path, f.version) for fk, f in files.items()]
         with self._lock, self._transaction():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
+                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", page_params
             )
             self._conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params)
 
@@ -192,11 +200,20 @@ class PageIndex:
                 (dataset, *args, limit),
             ).fetchall()
 
-    def set_tier(self, key: PageKey, tier: str) -> None:
+    def set_tier(self, keys: Iterable[PageKey], tier: str) -> None:
+        """Record that pages moved to another tier (one transaction)."""
         with self._lock, self._transaction():
-            self._conn.execute(
+            self._conn.executemany(
                 "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
-                (tier, key.dataset, key.file_key, key.index),
+                [(tier, k.dataset, k.file_key, k.index) for k in keys],
+            )
+
+    def set_extent(self, keys: Iterable[PageKey]) -> None:
+        """Record that pages now live in their file's extent (one transaction)."""
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE pages SET extent = 1 WHERE dataset = ? AND file_key = ? AND idx = ?",
+                [(k.dataset, k.file_key, k.index) for k in keys],
             )
 
     def delete_pages(self, keys: Iterable[PageKey]) -> None:

@@ -24,6 +24,16 @@ SIGKILL loses no page whose ``put`` returned. Startup removes leftover temp file
 the index vouches for and deletes page files it does not know (:mod:`tidepool.store.recovery`
 says why nothing is adopted), and evicts down if quotas were lowered.
 
+Extents (issue 18, :mod:`tidepool.core.pages`): a put that completes a large file (``file_size`` at
+least ``extent_min_bytes``, every page in one tier) rewrites the file as one extent file and removes
+its page files, so a warm large read is one file's read. Its pages stay indexed one by one (rows
+flagged ``extent``; reads checked against each page's recorded checksum, at the page's offset in the
+extent); they are evicted, demoted and dropped together, as the extent they share. The extent is
+written beside the pages before they go, with its length reserved in the tier first, so the quota
+holds while both exist; afterwards the pages' accounted bytes stand for it (within 4 KiB).
+Consolidation holds the space lock (no eviction or drop runs meanwhile) and is given up, leaving the
+page files, when the tier has no room for a second copy.
+
 Concurrency: ``get`` (event-loop thread) and ``put`` (worker threads) may run at once. One
 ``threading.Lock`` guards the in-memory index and accounting and is never held across I/O; a
 second, re-entrant lock serialises the slow work of making room (eviction/demotion) and drops.
@@ -63,7 +73,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tidepool.core.pages import HEADER_SIZE, PageKey, decode_header, encode_header
+from tidepool.core.pages import (
+    EXTENT_MIN_BYTES,
+    HEADER_SIZE,
+    PageKey,
+    decode_header,
+    encode_extent_trailer,
+    encode_header,
+    extent_length,
+    extent_trailer_at,
+    page_count,
+)
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
@@ -73,14 +93,17 @@ from tidepool.store.tiers import (
     Buffer,
     Tier,
     TierUsage,
+    check_extent_fd,
     check_page_fd,
     install_file,
     open_page_file,
     proves_no_page,
+    read_extent_page,
     read_page,
     read_page_file,
     scan_pages,
     unlink_quiet,
+    write_extent_file,
     write_page_file,
 )
 
@@ -122,10 +145,24 @@ class StoreStats:
 class _Entry:
     """An indexed page. ``moving``: claimed by an eviction or drop in progress."""
 
-    __slots__ = ("alive", "atime", "checksum", "key", "moving", "size", "tier", "verified")
+    __slots__ = (
+        "alive",
+        "atime",
+        "checksum",
+        "extent",
+        "key",
+        "moving",
+        "size",
+        "tier",
+        "verified",
+    )
 
-    def __init__(self, key: PageKey, tier: int, size: int, checksum: int, atime: int) -> None:
+    def __init__(
+        self, key: PageKey, tier: int, size: int, checksum: int, atime: int, extent: bool = False
+    ) -> None:
         self.key = key
+        self.extent = extent
+        """The page lives in its file's extent (at ``index * page_size``), not a file of its own."""
         self.tier = tier
         self.size = size
         self.checksum = checksum
@@ -143,7 +180,8 @@ class PageStore:
     ``tiers`` are ordered top (fastest) first; ``dataset`` is the one dataset whose pages the
     store holds (in ``<tier>/<dataset>``); ``state_dir`` holds ``index.sqlite3``; ``page_size``
     is the largest page accepted. ``flush_interval`` (seconds, None: no background thread) sets
-    how often touched recency is written; ``policy`` builds each tier's eviction policy.
+    how often touched recency is written; ``policy`` builds each tier's eviction policy;
+    ``extent_min_bytes`` is the smallest file kept as one extent once whole (None: never).
 
     Raises :class:`tidepool.core.errors.ConfigError` when a tier directory is not Tidepool's, is
     another dataset's, or is in use by another worker (:mod:`tidepool.store.tierdir`).
@@ -158,6 +196,7 @@ class PageStore:
         page_size: int,
         flush_interval: float | None = FLUSH_INTERVAL,
         policy: Callable[[], EvictionPolicy[PageKey]] = LRUPolicy,
+        extent_min_bytes: int | None = EXTENT_MIN_BYTES,
     ) -> None:
         if not tiers:
             raise ValueError("a page store needs at least one tier")
@@ -169,6 +208,7 @@ class PageStore:
                 raise ValueError(f"tier path {path!r} is used by two tiers")
         self.page_size = page_size
         self.dataset = dataset
+        self.extent_min_bytes = extent_min_bytes
         self._claims: list[TierClaim] = []
         self._state_lock: DirLock | None = None
         try:
@@ -238,23 +278,28 @@ class PageStore:
                     self._misses += 1
                     return None
                 tier = self._tiers[entry.tier]
-            path = tier.page_path(key)
+                in_extent = entry.extent
+                path, offset = self._where(tier, entry)
             error: OSError | None = None
             try:
-                data = read_page(path, entry.size, entry.checksum)
+                if in_extent:
+                    data = read_extent_page(path, offset, entry.size - HEADER_SIZE, entry.checksum)
+                else:
+                    data = read_page(path, entry.size, entry.checksum)
             except OSError as exc:
                 data, error = None, exc
             with self._lock:
                 if data is not None:
                     self._hit(tier, entry)
                     return data
-                if entry.alive and entry.tier != tier.index:
-                    continue
+                if entry.alive and (entry.tier != tier.index or entry.extent != in_extent):
+                    continue  # demoted, or moved into an extent, while it was read
                 self._misses += 1
                 if not entry.alive or entry.moving:
                     return None  # an eviction or drop got there first
                 transient = error is not None and not proves_no_page(error)
                 warn, count = False, self._read_errors
+                victims: list[_Entry] = []
                 if transient:
                     self._read_errors = count = count + 1
                     warn = time.monotonic() - self._read_warned >= WARN_INTERVAL
@@ -262,7 +307,7 @@ class PageStore:
                         self._read_warned = time.monotonic()
                 else:
                     self._corrupt += 1
-                    self._claim(entry)
+                    victims = self._claim_group(entry)
             if transient:
                 if warn:
                     log.warning(
@@ -282,15 +327,16 @@ class PageStore:
                 if error
                 else "corrupt (header, length or checksum differs from the index)",
             )
-            self._delete([entry])
+            self._delete(victims)
             return None
         with self._lock:
             self._misses += 1
         return None
 
-    def open_page(self, key: PageKey) -> int | None:
-        """An open descriptor of a cached page's file, for ``sendfile`` (its data starts at
-        ``HEADER_SIZE``; the caller closes it), counted as a hit like :meth:`get`; None when
+    def open_page(self, key: PageKey) -> tuple[int, int] | None:
+        """An open descriptor of the file holding a cached page, and the offset of the page's
+        data in it (``HEADER_SIZE`` in a page file, ``index * page_size`` in an extent), for
+        ``sendfile`` (the caller closes it), counted as a hit like :meth:`get`; None when
         the page is not indexed or its file is not the page the index recorded (then read it
         with :meth:`get`, which counts and drops a bad page).
 
@@ -305,15 +351,21 @@ class PageStore:
             if entry is None or entry.moving:
                 return None
             tier = self._tiers[entry.tier]
+            in_extent = entry.extent
+            path, offset = self._where(tier, entry)
         try:
-            fd = open_page_file(tier.page_path(key))
+            fd = open_page_file(path)
         except OSError:
             return None
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if entry.verified != ident:
-                if check_page_fd(fd, entry.size, entry.checksum) is None:
+                if in_extent:
+                    good = check_extent_fd(fd, offset, entry.size - HEADER_SIZE, entry.checksum)
+                else:
+                    good = check_page_fd(fd, entry.size, entry.checksum)
+                if good is None:
                     os.close(fd)
                     return None
                 entry.verified = ident
@@ -322,7 +374,7 @@ class PageStore:
             return None
         with self._lock:
             self._hit(tier, entry)
-        return fd
+        return fd, offset
 
     def contains(self, key: PageKey) -> bool:
         """Whether the page is indexed (it may still fail verification on ``get``)."""
@@ -333,7 +385,7 @@ class PageStore:
         """Where the page file is, for diagnostics."""
         with self._lock:
             entry = self._entries.get(key)
-            return None if entry is None else Path(self._tiers[entry.tier].page_path(key))
+            return None if entry is None else Path(self._where(self._tiers[entry.tier], entry)[0])
 
     def pages_of(self, dataset: str, file_key: str) -> set[int]:
         """Indexes of the cached pages of one file."""
@@ -387,11 +439,21 @@ class PageStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def put(self, key: PageKey, data: Buffer, *, path: str, version: str) -> bool:
+    def put(
+        self,
+        key: PageKey,
+        data: Buffer,
+        *,
+        path: str,
+        version: str,
+        file_size: int | None = None,
+    ) -> bool:
         """Cache a page; False when it could not be cached (too big, disk full, I/O error).
 
         A page already cached (or being cached by another thread) is a no-op returning True.
         ``path``/``version`` are recorded for the page's file key, for introspection.
+        ``file_size`` (the file's size, when known): a put that completes a large file makes it
+        an extent (:meth:`make_extent`).
         """
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
@@ -432,7 +494,112 @@ class PageStore:
             with self._lock:
                 self._pending.discard(key)
         self._enforce_watermarks()
+        if file_size is not None and self._wants_extent(file_size):
+            with self._lock:
+                held = len(self._by_file.get((key.dataset, key.file_key), ()))
+            if held == page_count(file_size, self.page_size):
+                self.make_extent(key.dataset, key.file_key, file_size)
         return True
+
+    def make_extent(self, dataset: str, fkey: str, size: int) -> bool:
+        """Rewrite the pages of a whole cached file of ``size`` bytes as one extent file and
+        remove its page files (see the module docstring); True when the file is an extent now.
+        False (nothing changed) when the file is too small, not whole, not in one tier, already
+        being moved, or the tier has no room for the second copy while it is written."""
+        if not self._wants_extent(size):
+            return False
+        ps = self.page_size
+        n = page_count(size, ps)
+        length = extent_length(size, n)
+        with self._space_lock:
+            with self._lock:
+                if self._closed:
+                    return False
+                got = [self._entries.get(PageKey(dataset, fkey, i)) for i in range(n)]
+                entries = [e for e in got if e is not None and not e.moving and not e.extent]
+                if len(entries) != n or len({e.tier for e in entries}) != 1:
+                    return False
+                lengths = [e.size - HEADER_SIZE for e in entries]
+                if lengths != [min(ps, size - i * ps) for i in range(n)]:
+                    return False
+                tier = self._tiers[entries[0].tier]
+                if tier.used + length > tier.quota:
+                    return False
+                tier.used += length
+            final = tier.extent_path(entries[0].key)
+            if not self._write_extent(tier, tier, entries, size, final):
+                self._release(tier, length)
+                return False
+            with self._lock:  # a page dropped while it was copied: give up
+                ok = all(e.alive and not e.moving for e in entries)
+                if ok:
+                    for e in entries:
+                        e.moving = True  # out of a corrupt-drop's reach until it is switched
+            if ok:
+                try:
+                    self._index.set_extent([e.key for e in entries])
+                except sqlite3.Error as exc:
+                    log.warning("could not record the extent of %s/%s: %s", dataset, fkey, exc)
+                    ok = False
+            with self._lock:
+                for e in entries:
+                    if ok:
+                        e.extent = True
+                        e.verified = None
+                    e.moving = False
+            if not ok:
+                unlink_quiet(final)
+                self._release(tier, length)
+                return False
+            for e in entries:
+                unlink_quiet(tier.page_path(e.key))
+            self._release(tier, length)  # the pages' bytes now stand for the extent
+        log.debug("%s/%s: %d pages now one extent in %s", dataset, fkey, n, tier.root_str)
+        return True
+
+    def _wants_extent(self, size: int) -> bool:
+        return (
+            self.extent_min_bytes is not None
+            and size >= self.extent_min_bytes
+            and page_count(size, self.page_size) >= 2
+        )
+
+    def _write_extent(
+        self, src: Tier, tier: Tier, entries: Sequence[_Entry], size: int, final: str
+    ) -> bool:
+        """Write the extent of ``entries`` (every page of a file, in order, each read back from
+        ``src`` and checked against the index) to ``final`` in ``tier``; False (nothing left
+        behind) on failure."""
+        tmp = tier.tmp_path()
+        try:
+            write_extent_file(tmp, self._extent_parts(src, entries, size))
+            install_file(tmp, final, tier.root_str)
+            return True
+        except (OSError, LookupError) as exc:
+            unlink_quiet(tmp)
+            if isinstance(exc, OSError):
+                self._write_failed(tier, entries[0].key, exc)
+            else:
+                log.info("not making an extent of %s: page %s is not readable", final, exc)
+            return False
+
+    def _extent_parts(
+        self, tier: Tier, entries: Sequence[_Entry], size: int
+    ) -> Iterator[memoryview | bytes]:
+        """The bytes of an extent of ``entries``, one verified page at a time (LookupError when
+        a page cannot be read as the index recorded it)."""
+        for e in entries:
+            path, offset = self._where(tier, e)
+            if e.extent:
+                data = read_extent_page(path, offset, e.size - HEADER_SIZE, e.checksum)
+            else:
+                raw = read_page(path, e.size, e.checksum)
+                data = raw
+            if data is None:
+                raise LookupError(e.key.index)
+            yield data
+        yield bytes(extent_trailer_at(size) - size)
+        yield encode_extent_trailer(size, self.page_size, [e.checksum for e in entries])
 
     def drop_file(self, dataset: str, file_key: str) -> None:
         """Remove every cached page of one file (e.g. its origin version changed)."""
@@ -563,7 +730,11 @@ class PageStore:
                 return entry
 
     def _evict(self, tier: Tier, entry: _Entry) -> None:
-        """Demote a claimed page to the next tier, or delete it (holding ``_space_lock``)."""
+        """Demote a claimed page to the next tier, or delete it (holding ``_space_lock``); a
+        page of an extent goes with the whole extent."""
+        if entry.extent:
+            self._evict_extent(tier, entry)
+            return
         src = tier.page_path(entry.key)
         if tier.index + 1 < len(self._tiers):
             lower = self._tiers[tier.index + 1]
@@ -600,7 +771,7 @@ class PageStore:
             self._write_failed(lower, key, exc)
             return False
         try:
-            self._index.set_tier(key, lower.root_str)
+            self._index.set_tier([key], lower.root_str)
         except sqlite3.Error as exc:  # a restart drops the page: its row names the upper tier
             log.warning("could not record demotion of %s: %s", key, exc)
         with self._lock:
@@ -612,6 +783,77 @@ class PageStore:
         log.debug("demoted %s from %s to %s", key, upper.config.medium, lower.config.medium)
         return True
 
+    def _evict_extent(self, tier: Tier, entry: _Entry) -> None:
+        """Evict an extent whose page ``entry`` was claimed as a victim: demote it whole to the
+        next tier when that has room, else delete it (holding ``_space_lock``)."""
+        with self._lock:
+            group = [entry, *(e for e in self._extent_of(entry) if self._claim(e))]
+        group.sort(key=lambda e: e.key.index)
+        if tier.index + 1 < len(self._tiers) and self._demote_extent(
+            tier, self._tiers[tier.index + 1], group
+        ):
+            return
+        with self._lock:
+            self._evictions += len(group)
+        self._delete(group)
+
+    def _demote_extent(self, upper: Tier, lower: Tier, group: list[_Entry]) -> bool:
+        """Copy a claimed extent (``group``: its pages, in order) to ``lower``; False when it
+        stayed where it is (no room, a page unreadable, a write failed)."""
+        total = sum(e.size for e in group)
+        size = total - HEADER_SIZE * len(group)
+        whole = [e.key.index for e in group] == list(range(page_count(size, self.page_size)))
+        if not whole or lower.quota < total or not self._reserve(lower, total):
+            return False
+        src = upper.extent_path(group[0].key)
+        if not self._write_extent(upper, lower, group, size, lower.extent_path(group[0].key)):
+            self._release(lower, total)
+            return False
+        keys = [e.key for e in group]
+        try:
+            self._index.set_tier(keys, lower.root_str)
+        except sqlite3.Error as exc:  # a restart drops the extent: its rows name the upper tier
+            log.warning("could not record demotion of the extent of %s: %s", keys[0], exc)
+        with self._lock:
+            for e in group:
+                upper.pages -= 1
+                e.tier = lower.index
+                e.verified = None
+                lower.pages += 1
+                lower.policy.add(e.key, e.size)
+            self._demotions += len(group)
+        unlink_quiet(src)
+        with self._lock:
+            upper.used -= total
+            for e in group:
+                e.moving = False
+        return True
+
+    def _extent_of(self, entry: _Entry) -> list[_Entry]:
+        """The other pages in ``entry``'s extent (lock held)."""
+        key = entry.key
+        return [
+            e
+            for i in self._by_file.get((key.dataset, key.file_key), ())
+            if (e := self._entries[PageKey(key.dataset, key.file_key, i)]) is not entry
+            and e.extent
+            and e.tier == entry.tier
+        ]
+
+    def _claim_group(self, entry: _Entry) -> list[_Entry]:
+        """Claim a page found bad, and the rest of its extent if it has one (lock held)."""
+        if not self._claim(entry):
+            return []
+        if not entry.extent:
+            return [entry]
+        return [entry, *(e for e in self._extent_of(entry) if self._claim(e))]
+
+    def _where(self, tier: Tier, entry: _Entry) -> tuple[str, int]:
+        """The file holding ``entry``'s data in ``tier``, and the data's offset in it."""
+        if entry.extent:
+            return tier.extent_path(entry.key), entry.key.index * self.page_size
+        return tier.page_path(entry.key), HEADER_SIZE
+
     def _delete(self, entries: Sequence[_Entry]) -> None:
         """Remove claimed pages: index row, then file, then memory and accounting."""
         if not entries:
@@ -620,8 +862,8 @@ class PageStore:
             self._index.delete_pages([e.key for e in entries])
         except sqlite3.Error as exc:  # stale rows are dropped by the restart scan
             log.warning("could not delete %d page rows: %s", len(entries), exc)
-        for e in entries:
-            unlink_quiet(self._tiers[e.tier].page_path(e.key))
+        for path in dict.fromkeys(self._where(self._tiers[e.tier], e)[0] for e in entries):
+            unlink_quiet(path)
         with self._lock:
             for e in entries:
                 self._forget(e)
@@ -802,17 +1044,22 @@ class PageStore:
         self._index = index
 
         found: dict[tuple[int, PageKey], tuple[str, int]] = {}
+        extents: dict[tuple[int, str], tuple[str, int]] = {}
         foreign: list[str] = []
         for tier in self._tiers:
             scan = scan_pages(tier.root, self.dataset)
             foreign += scan.foreign
             for fpath, key, fsize in scan.pages:
                 found[(tier.index, key)] = (fpath, fsize)
-        plan = plan_recovery(rows, found, [t.root_str for t in self._tiers])
+            for fpath, fkey, fsize in scan.extents:
+                extents[(tier.index, fkey)] = (fpath, fsize)
+        plan = plan_recovery(
+            rows, found, [t.root_str for t in self._tiers], extents, self.page_size
+        )
         for tier_index, row in plan.keep:
             tier = self._tiers[tier_index]
             tier.used += row.size
-            self._link(_Entry(row.key, tier_index, row.size, row.checksum, row.atime))
+            self._link(_Entry(row.key, tier_index, row.size, row.checksum, row.atime, row.extent))
         for fpath in plan.delete:
             unlink_quiet(fpath)
 

@@ -18,7 +18,12 @@ function of what the index says and what the disk holds:
    demotion, a planted file, and every page of a tier whose index was unreadable and rebuilt.
    In the last case the cache is lost and refills from the origin: a correct cache is worth more
    than a warm one.
-4. Anything that is not a page file of this dataset (other names, links, directories, other
+4. The rows of a file kept as one extent (:mod:`tidepool.core.pages`) stand or fall together: all
+   are kept when the extent file is there with exactly the length those rows imply (every page
+   from 0 on, each but the last a full page), else all are dropped. An extent no rows account for
+   is deleted like an unknown page file (e.g. one written just before a crash, its pages still
+   indexed as page files), and so are the page files of rows that moved into an extent.
+5. Anything that is not a page file of this dataset (other names, links, directories, other
    datasets' directories) is **left alone** and reported: it is not Tidepool's to delete.
 
 Limits: a row is trusted to be Tidepool's own because the index lives in a directory only the
@@ -28,10 +33,11 @@ rewrite the worker.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tidepool.core.pages import HEADER_SIZE, PageKey
+from tidepool.core.pages import HEADER_SIZE, PageKey, extent_length
 from tidepool.store.index import PageRow
 
 
@@ -51,17 +57,26 @@ def plan_recovery(
     rows: Iterable[PageRow],
     found: Mapping[tuple[int, PageKey], tuple[str, int]],
     tier_roots: Sequence[str],
+    extents: Mapping[tuple[int, str], tuple[str, int]] | None = None,
+    page_size: int = 0,
 ) -> RecoveryPlan:
-    """Reconcile index ``rows`` with the page files ``found`` on disk.
+    """Reconcile index ``rows`` with the page files ``found`` and the ``extents`` on disk.
 
-    ``found`` maps ``(tier index, key)`` to ``(path, size)`` of each page-named regular file;
-    ``tier_roots`` are the configured tiers' root paths, as rows record them.
+    ``found`` maps ``(tier index, key)`` to ``(path, size)`` of each page-named regular file,
+    ``extents`` ``(tier index, file key)`` to ``(path, size)`` of each extent-named one;
+    ``tier_roots`` are the configured tiers' root paths, as rows record them; ``page_size`` the
+    store's page size (the stride of an extent's pages).
     """
+    extents = extents or {}
     plan = RecoveryPlan()
     tier_of = {root: i for i, root in enumerate(tier_roots)}
     accounted: set[tuple[int, PageKey]] = set()
+    in_extents: dict[tuple[int, str], list[PageRow]] = defaultdict(list)
     for row in rows:
         tier = tier_of.get(row.tier)
+        if row.extent and tier is not None:
+            in_extents[(tier, row.key.file_key)].append(row)
+            continue
         slot = (tier, row.key) if tier is not None else None
         hit = found.get(slot) if slot is not None else None
         if slot is None or hit is None or hit[1] != row.size or row.size < HEADER_SIZE:
@@ -69,5 +84,29 @@ def plan_recovery(
             continue
         accounted.add(slot)
         plan.keep.append((slot[0], row))
+    kept_extents: set[tuple[int, str]] = set()
+    for (tier, fkey), members in in_extents.items():
+        hit = extents.get((tier, fkey))
+        if hit is not None and hit[1] == _extent_length(members, page_size):
+            kept_extents.add((tier, fkey))
+            plan.keep += [(tier, row) for row in members]
+        else:
+            plan.drop += [row.key for row in members]
     plan.delete = [path for slot, (path, _) in found.items() if slot not in accounted]
+    plan.delete += [path for slot, (path, _) in extents.items() if slot not in kept_extents]
     return plan
+
+
+def _extent_length(rows: list[PageRow], page_size: int) -> int | None:
+    """The length of the extent ``rows`` describe, or None when they describe none (a page
+    missing, a page other than the last not full, or a page size unknown)."""
+    rows = sorted(rows, key=lambda r: r.key.index)
+    lengths = [r.size - HEADER_SIZE for r in rows]
+    if (
+        page_size <= 0
+        or [r.key.index for r in rows] != list(range(len(rows)))
+        or any(n != page_size for n in lengths[:-1])
+        or not 0 < lengths[-1] <= page_size
+    ):
+        return None
+    return extent_length(sum(lengths), len(rows))

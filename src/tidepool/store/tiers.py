@@ -4,8 +4,9 @@ A tier's root is the dataset's subdirectory of the tier directory (``<tier>/<dat
 by :mod:`tidepool.store.tierdir`). It holds ``pages/`` (the page files, laid out by
 :meth:`tidepool.core.pages.PageKey.relpath` — a contract with the client's same-host fast path)
 and ``tmp/`` (pages being written, named ``tp-<pid>-<n>.part``, renamed into ``pages/`` when
-complete). A MEM tier is the same thing on a tmpfs such as ``/dev/shm``. Directories are created
-0700 and page files 0600.
+complete). A large file held whole is one extent file beside where its pages were
+(``<key>.x``, :mod:`tidepool.core.pages`), written and installed the same way. A MEM tier is
+the same thing on a tmpfs such as ``/dev/shm``. Directories are created 0700 and page files 0600.
 
 The functions here do the file I/O and nothing else: no index, no locking. :func:`write_page_file`
 is the single place page bytes hit a disk, which is what tests monkeypatch to simulate a full disk.
@@ -30,11 +31,20 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey, checksum, decode_header
+from tidepool.core.pages import (
+    EXTENT_SUFFIX,
+    HEADER_SIZE,
+    PAGES_DIR,
+    TMP_DIR,
+    PageKey,
+    checksum,
+    decode_header,
+    extent_relpath,
+)
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.tierdir import FILE_MODE, make_dirs
@@ -130,6 +140,10 @@ class Tier:
         """Absolute path of ``key``'s page file in this tier."""
         return f"{self.root_str}/{key.relpath()}"
 
+    def extent_path(self, key: PageKey) -> str:
+        """Absolute path of the extent file of ``key``'s file in this tier."""
+        return f"{self.root_str}/{extent_relpath(key.dataset, key.file_key)}"
+
     def tmp_path(self) -> str:
         """A fresh, unique temp file name in this tier's ``tmp/``."""
         return f"{self.root_str}/{TMP_DIR}/tp-{os.getpid()}-{next(_tmp_names)}.part"
@@ -203,6 +217,46 @@ def write_page_file(path: str, chunks: Sequence[Buffer]) -> None:
             written = os.writev(fd, views)
     finally:
         os.close(fd)
+
+
+EXTENT_WRITE = 4 << 20
+"""Bytes gathered per ``writev`` while writing an extent (large writes: large folios)."""
+
+
+def write_extent_file(path: str, parts: Iterable[Buffer]) -> None:
+    """Create ``path`` (must not exist) holding the concatenated ``parts``, written in batches of
+    about :data:`EXTENT_WRITE` bytes so that only one batch of a large file is in memory.
+    Raises ``OSError`` like :func:`write_page_file`; no fsync, as for pages.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW, FILE_MODE)
+    try:
+        batch: list[memoryview] = []
+        held = 0
+        for part in parts:
+            view = memoryview(part).cast("B")
+            batch.append(view)
+            held += len(view)
+            if held >= EXTENT_WRITE:
+                _write_all(fd, batch)
+                batch, held = [], 0
+        _write_all(fd, batch)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, views: list[memoryview]) -> None:
+    total = sum(len(v) for v in views)
+    while total:
+        written = os.writev(fd, views)
+        total -= written
+        rest: list[memoryview] = []
+        for v in views:
+            if written >= len(v):
+                written -= len(v)
+                continue
+            rest.append(v[written:])
+            written = 0
+        views = rest
 
 
 def install_file(tmp: str, final: str, top: str) -> None:
@@ -282,6 +336,25 @@ def check_page_fd(fd: int, size: int, digest: int) -> bytes | None:
     return buf
 
 
+def read_extent_page(path: str, offset: int, length: int, digest: int) -> memoryview | None:
+    """The ``length`` bytes at ``offset`` of the extent at ``path`` if their checksum is
+    ``digest`` (None otherwise); ``OSError`` as :func:`read_page`."""
+    fd = open_page_file(path)
+    try:
+        data = check_extent_fd(fd, offset, length, digest)
+    finally:
+        os.close(fd)
+    return None if data is None else memoryview(data)
+
+
+def check_extent_fd(fd: int, offset: int, length: int, digest: int) -> bytes | None:
+    """:func:`read_extent_page` on an open descriptor."""
+    data = os.pread(fd, length, offset)
+    if len(data) != length or checksum(data) != digest:
+        return None
+    return data
+
+
 def parse_page_path(dataset: str, shard: str, name: str) -> PageKey | None:
     """The key of ``pages/<dataset>/<shard>/<name>``, or None when it is not a page file name."""
     file_key, dot, idx = name.rpartition(".")
@@ -293,12 +366,24 @@ def parse_page_path(dataset: str, shard: str, name: str) -> PageKey | None:
     return key
 
 
+def parse_extent_path(dataset: str, shard: str, name: str) -> str | None:
+    """The file key of the extent ``pages/<dataset>/<shard>/<name>``, or None."""
+    file_key, dot, suffix = name.rpartition(".")
+    if not dot or suffix != EXTENT_SUFFIX or not file_key or not dataset:
+        return None
+    if extent_relpath(dataset, file_key) != f"{PAGES_DIR}/{dataset}/{shard}/{name}":
+        return None
+    return file_key
+
+
 @dataclass
 class TierScan:
     """What :func:`scan_pages` found in a tier root."""
 
     pages: list[tuple[str, PageKey, int]] = field(default_factory=list)
     """Regular files named like a page of the dataset: ``(path, key, size)``."""
+    extents: list[tuple[str, str, int]] = field(default_factory=list)
+    """Regular files named like an extent of the dataset: ``(path, file key, size)``."""
     foreign: list[str] = field(default_factory=list)
     """Everything else under ``pages/`` (other names, links, other datasets' directories)."""
 
@@ -317,14 +402,18 @@ def scan_pages(root: Path, dataset: str) -> TierScan:
                 continue
             for f in _scandir(shard.path):
                 key = parse_page_path(dataset, shard.name, f.name)
-                if key is None or not f.is_file(follow_symlinks=False):
+                fkey = None if key else parse_extent_path(dataset, shard.name, f.name)
+                if (key is None and fkey is None) or not f.is_file(follow_symlinks=False):
                     scan.foreign.append(f.path)
                     continue
                 try:
                     size = f.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue
-                scan.pages.append((f.path, key, size))
+                if key is not None:
+                    scan.pages.append((f.path, key, size))
+                elif fkey is not None:
+                    scan.extents.append((f.path, fkey, size))
     return scan
 
 

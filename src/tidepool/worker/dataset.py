@@ -720,13 +720,12 @@ class DatasetService:
         while pos < end:
             pstart = pos - pos % ps
             stop = min(end, pstart + ps)
-            fd = self.reader.open_stored(plan.target, pos // ps, stop - pos, counted=counted)
-            if fd is None:
+            opened = self.reader.open_stored(plan.target, pos // ps, stop - pos, counted=counted)
+            if opened is None:
                 return pos
+            fd, base = opened
             try:
-                await send_ranges(
-                    sock_fd, [(fd, HEADER_SIZE + pos - pstart, stop - pos)], idle_timeout
-                )
+                await send_ranges(sock_fd, [(fd, base + pos - pstart, stop - pos)], idle_timeout)
             finally:
                 os.close(fd)
             pos = stop

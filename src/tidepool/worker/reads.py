@@ -242,7 +242,7 @@ class PageReader:
             return
         self.unwritten += len(data) + HEADER_SIZE
         fut = asyncio.get_running_loop().run_in_executor(
-            self._io_pool, self._write, key, data, info["name"], info["version"]
+            self._io_pool, self._write, key, data, info
         )
         self._writes.add(fut)
         fut.add_done_callback(self._writes.discard)
@@ -252,11 +252,13 @@ class PageReader:
     def _written(self, size: int) -> None:
         self.unwritten -= size
 
-    def _write(self, key: PageKey, data: bytes, path: str, version: str) -> None:
+    def _write(self, key: PageKey, data: bytes, info: FileInfo) -> None:
         try:
-            self.store.put(key, data, path=path, version=version)
+            self.store.put(
+                key, data, path=info["name"], version=info["version"], file_size=info["size"]
+            )
         except Exception:
-            log.exception("could not cache page %s of %s/%s", key.index, self.dataset, path)
+            log.exception("could not cache page %s of %s/%s", key.index, self.dataset, info["name"])
         finally:
             self._inflight.pop(key, None)  # dict.pop is atomic; the loop only reads this dict
 
@@ -351,10 +353,12 @@ class PageReader:
                 return False
         return True
 
-    def open_stored(self, t: ReadTarget, idx: int, nbytes: int, *, counted: bool) -> int | None:
-        """An open descriptor of page ``idx``'s file when it is in the store and checked (see
-        :meth:`PageStore.open_page`), its ``nbytes`` counted as a cache read; None otherwise (then
-        read it with :meth:`read`)."""
+    def open_stored(
+        self, t: ReadTarget, idx: int, nbytes: int, *, counted: bool
+    ) -> tuple[int, int] | None:
+        """An open descriptor of the file holding page ``idx`` and the page's offset in it, when
+        it is in the store and checked (see :meth:`PageStore.open_page`), its ``nbytes`` counted
+        as a cache read; None otherwise (then read it with :meth:`read`)."""
         key = self.key(t.info, idx)
         if key in self._inflight:
             return None

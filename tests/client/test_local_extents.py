@@ -1,0 +1,139 @@
+"""A large file held whole becomes one extent file (issue 18): the same-host fast path reads it as
+one file, the worker serves it over HTTP (sendfile and buffered) from it, and a damaged extent is
+never served by either: the fast path falls back, the worker drops the extent and refetches."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from tests.conftest import ThreadWorker
+
+from tidepool.client import TidepoolFileSystem
+from tidepool.core.pages import extent_relpath, file_key
+
+from .conftest import Serve, client, flush
+
+pytestmark = pytest.mark.integration
+
+PAGE = 64 << 10
+SIZE = 5 * PAGE + 777
+DATA = random.Random(18).randbytes(SIZE)
+RANGES = [(None, None), (0, 1), (PAGE - 2, PAGE + 2), (3 * PAGE, 4 * PAGE), (-100, None), (5, -5)]
+
+
+def extent_of(worker: ThreadWorker, fs: TidepoolFileSystem) -> Path:
+    svc = worker.worker.services["ds"]
+    version = fs.info("ds/model.bin")["version"]
+    (tier,) = svc.store.tier_roots()
+    return Path(tier) / extent_relpath("ds", file_key("ds", "model.bin", version))
+
+
+@pytest.fixture
+def cold(serve: Serve) -> tuple[ThreadWorker, TidepoolFileSystem]:
+    """A worker whose store makes extents of files of two pages or more, having read the model
+    once (cold) for a fast-path client."""
+    worker = serve({"ds": {"model.bin": DATA}}, page_size=PAGE)
+    worker.worker.services["ds"].store.extent_min_bytes = 2 * PAGE
+    fs = client(worker, local_reads=True)
+    assert fs.cat_file("ds/model.bin") == DATA
+    flush(worker)
+    return worker, fs
+
+
+def test_a_whole_large_file_is_read_from_its_extent(
+    cold: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    worker, fs = cold
+    svc = worker.worker.services["ds"]
+    ext = extent_of(worker, fs)
+    assert ext.is_file()
+    assert [p for p in ext.parent.iterdir()] == [ext], "the page files were not removed"
+    assert fs._local is not None
+    hits, local_hits = svc.hits, fs._local.hits
+    for start, end in RANGES:
+        assert fs.cat_file("ds/model.bin", start, end) == DATA[start:end]
+    with fs.open("ds/model.bin", block_size=PAGE) as f:
+        f.seek(PAGE + 3)
+        assert f.read(2 * PAGE) == DATA[PAGE + 3 : 3 * PAGE + 3]
+        f.seek(0)
+        assert f.read() == DATA
+    assert svc.hits == hits, "a warm same-host read went to the worker"
+    assert fs._local.hits > local_hits
+
+    # over HTTP: the worker serves the extent's pages (sendfile for the large read)
+    remote = client(worker, local_reads=False)
+    for start, end in RANGES:
+        assert remote.cat_file("ds/model.bin", start, end) == DATA[start:end]
+    assert svc.hits > hits
+
+
+@pytest.mark.parametrize("where", [0, 3 * PAGE + 5, SIZE - 1])
+def test_a_damaged_extent_is_never_served(
+    cold: tuple[ThreadWorker, TidepoolFileSystem], where: int
+) -> None:
+    worker, fs = cold
+    ext = extent_of(worker, fs)
+    assert fs._local is not None
+    with open(ext, "r+b") as f:
+        f.seek(where)
+        byte = f.read(1)
+        f.seek(where)
+        f.write(bytes([byte[0] ^ 0x5A]))
+    fresh = client(worker, local_reads=True)  # a process that has not checked the extent yet
+    assert fresh.cat_file("ds/model.bin") == DATA
+    assert fresh._local is not None and fresh._local.misses >= 1
+    assert not ext.exists(), "the worker kept a damaged extent"
+    flush(worker)
+    assert client(worker, local_reads=False).cat_file("ds/model.bin") == DATA
+    flush(worker)
+    assert ext.is_file(), "the refetched file did not become an extent again"
+    assert fresh.cat_file("ds/model.bin") == DATA
+
+
+def test_an_extent_another_user_could_write_is_not_read(
+    cold: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    worker, fs = cold
+    ext = extent_of(worker, fs)
+    os.chmod(ext, 0o666)
+    try:
+        fresh = client(worker, local_reads=True)
+        assert fresh.cat_file("ds/model.bin", 10, 3 * PAGE) == DATA[10 : 3 * PAGE]
+        assert fresh._local is not None and fresh._local.hits == 0
+    finally:
+        os.chmod(ext, 0o600)
+
+
+def open_fds_to(path: Path) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith(str(path))
+    return n
+
+
+def test_an_open_file_keeps_its_extent_until_it_is_closed(
+    cold: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    """One open per open file, not per read; an extent evicted meanwhile keeps serving this
+    version's checked bytes from the open descriptor; closing the file lets its space go."""
+    worker, fs = cold
+    svc = worker.worker.services["ds"]
+    ext = extent_of(worker, fs)
+    assert fs._local is not None
+    with fs.open("ds/model.bin", block_size=PAGE) as f:
+        assert f.read(PAGE + 5) == DATA[: PAGE + 5]
+        assert open_fds_to(ext) == 1
+        svc.store.drop_file("ds", file_key("ds", "model.bin", fs.info("ds/model.bin")["version"]))
+        assert not ext.exists()
+        hits = svc.hits
+        assert f.read(2 * PAGE) == DATA[PAGE + 5 : 3 * PAGE + 5]
+        assert f.read() == DATA[3 * PAGE + 5 :]
+        assert svc.hits == hits, "the open file's reads went to the worker"
+    assert open_fds_to(ext) == 0
