@@ -94,7 +94,8 @@ def test_a_damaged_extent_is_never_served(
     idx = where // PAGE
     got = svc.store.get(PageKey("ds", file_key("ds", "model.bin", version), idx))
     assert got is None or bytes(got) == DATA[idx * PAGE : (idx + 1) * PAGE]
-    assert not ext.exists(), "the worker kept a damaged extent"
+    # (the whole file may have been refetched and made an extent again: a good one)
+    assert not ext.exists() or ext.read_bytes()[:SIZE] == DATA, "a damaged extent was kept"
     flush(worker)
     assert client(worker, local_reads=False).cat_file("ds/model.bin") == DATA
     flush(worker)
