@@ -32,4 +32,5 @@ def test_large_file_benchmark_smoke(tmp_path: Path) -> None:
         "tidepool_warm_http", "tidepool_warm_mount", "random_local", "random_mount",
     ):  # fmt: skip
         assert res[case]["verified"], case
+    assert res["layout"]["pages"]["verified"] and res["layout"]["extent"]["verified"]
     assert set(large.targets(res)) >= {"cold_first_byte", "warm_local", "warm_mount"}

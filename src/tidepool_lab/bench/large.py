@@ -13,6 +13,9 @@ loop, through:
   first (every byte crosses FUSE);
 * random 4 KiB reads of the warm file (issue 14): through ``tidepool://`` on the worker's host and
   through the mount (a ``pread`` loop, and ``fio --rw=randread --bs=4k`` when fio is installed);
+* layout (issue 18): the same file stored both ways a worker stores it, as page files and as one
+  extent, by one page store in this process, one after the other (same memory state), then read
+  through the client's same-host reader as ``tidepool://`` reads it, alternating;
 * memory: a ``--huge-gib`` GiB file read cold through a worker whose only tier is a MEM tier of
   ``--mem-gib`` GiB (origin on loopback, not the WAN, so it takes a minute, not an hour): the
   peak RSS of the worker and of the reading client process.
@@ -48,6 +51,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
+from tidepool.client.local import LocalFile, LocalLayout, LocalReader
+from tidepool.core.pages import PageKey, file_key
+from tidepool.spec.config import TierConfig
+from tidepool.store import PageStore
 from tidepool_lab.bench.fuse import drop_kernel_pages, fuse_process
 from tidepool_lab.bench.run import bench_spec, big_read, peak_rss_mib, workdir
 from tidepool_lab.testbed.s3server import S3Server
@@ -206,6 +213,69 @@ print(n, h.intdigest(), int(hwm) // 1024)
 """
 
 
+def layout_case(work: Path, size: int, repeats: int) -> dict[str, Any]:
+    """The same ``size``-byte file as page files and as one extent, read alike (see the module
+    docstring): ``{"pages": run, "extent": run, "ratio": extent/pages}``."""
+    blob = b"".join(_blocks(size, 19))
+    digest = xxhash.xxh3_64_intdigest(blob)
+    root = work / "layout"
+    store = PageStore(
+        [TierConfig("SSD", str(root / "tier"), quota=4 * size, high=1.0, low=1.0)],
+        root / "state",
+        dataset="ab",
+        page_size=MiB,
+        flush_interval=None,
+        extent_min_bytes=2 * MiB,
+    )
+    try:
+        for name, whole in (("pages.bin", None), ("extent.bin", size)):
+            fkey = file_key("ab", name, "v1")
+            for i in range(-(-size // MiB)):
+                page = blob[i * MiB : (i + 1) * MiB]
+                store.put(PageKey("ab", fkey, i), page, path=name, version="v1", file_size=whole)
+            where = store.locate(PageKey("ab", fkey, 0))
+            if where is None or (where.suffix == ".x") != (whole is not None):
+                raise RuntimeError(f"layout case: {name} is not stored as intended ({where})")
+        del blob
+        reader = LocalReader({"ab": LocalLayout("ab", MiB, tuple(store.tier_roots()))})
+
+        def opener(name: str) -> Callable[[], Any]:
+            return lambda: _LocalFileReader(LocalFile(reader, "ab", name, "v1", size))
+
+        runs: dict[str, list[dict[str, Any]]] = {"pages": [], "extent": []}
+        read_through(opener("pages.bin"), size, digest)  # each page checked once, uncounted
+        read_through(opener("extent.bin"), size, digest)
+        for _ in range(repeats):
+            for case in runs:
+                runs[case].append(read_through(opener(f"{case}.bin"), size, digest))
+        out: dict[str, Any] = {case: median_run(r) for case, r in runs.items()}
+        out["ratio"] = round(out["extent"]["mb_per_s"] / out["pages"]["mb_per_s"], 3)
+        return out
+    finally:
+        store.close()
+
+
+class _LocalFileReader:
+    """``read(n)`` over a :class:`LocalFile`, as an open ``tidepool://`` file reads it."""
+
+    def __init__(self, local: LocalFile) -> None:
+        self._local = local
+        self._pos = 0
+
+    def read(self, n: int) -> bytes:
+        data = self._local.read(self._pos, self._pos + n)
+        if data is None:
+            raise RuntimeError("the layout case's file is not on local disk")
+        self._pos += len(data)
+        return data
+
+    def __enter__(self) -> _LocalFileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.close()
+
+
 def huge_case(
     server: S3Server, work: Path, gib: int, mem_gib: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -348,6 +418,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                     res["random_mount"]["fio_iops"] = fio["iops"]
         res["worker_peak_rss_mib"] = peak_rss_mib(worker.pid)
         res["cold_link_fraction"] = round(res["tidepool_cold"]["mb_per_s"] * 1e6 / link_bps, 3)
+        log("layout: the same file as page files and as one extent, read alike …")
+        res["layout"] = layout_case(work, size, args.repeats)
         if args.huge_gib:
             res["huge"] = huge_case(server, work, args.huge_gib, args.mem_gib, log)
     res["verified"] = all(v.get("verified", True) for v in res.values() if isinstance(v, dict))
@@ -419,6 +491,12 @@ def report(res: dict[str, Any], console: Console) -> None:
                 f"random 4 KiB reads, warm, {label}: {r['reads_per_s']:,}/s{fio}, "
                 f"verified {r['verified']}"
             )
+    if "layout" in res:
+        lay = res["layout"]
+        console.print(
+            f"layout, same host, same process: page files {lay['pages']['mb_per_s']:,.0f} MB/s, "
+            f"one extent {lay['extent']['mb_per_s']:,.0f} MB/s ({lay['ratio']:.2f}x)"
+        )
     if "huge" in res:
         h = res["huge"]
         console.print(
