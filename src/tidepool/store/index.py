@@ -7,14 +7,18 @@ monotonically increasing counter, not wall time, written in batches by the store
 
 Tables::
 
-    pages(dataset, file_key, idx, tier, size, checksum, atime, extent)  -- one row per page
+    pages(dataset, file_key, idx, tier, size, checksum, atime)   -- one row per page
     files(file_key PRIMARY KEY, dataset, path, version)          -- what a key stands for;
                                                                  -- indexed by path for listings
+    extents(dataset, file_key, tier)                             -- files kept as one extent
 
 ``tier`` is the tier's absolute root path, so reordering tiers in the spec does not confuse it;
 ``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
-signed 64-bit integer; ``extent`` 1 when the page lives in its file's extent
-(:mod:`tidepool.core.pages`) rather than a page file of its own (schema 2 added the column).
+signed 64-bit integer. A file with a row in ``extents`` has its pages in that tier's extent file
+(:mod:`tidepool.core.pages`) rather than in page files of their own. Schema 2 added that table
+and changed nothing else: the previous release, rolled back to, still writes this index (it never
+reads ``extents``, so it sees those pages' files missing, drops their rows and leaves the extent
+files alone), and an index of schema 1 is one of schema 2 without extents.
 
 Limits: one process owns the index at a time (the page store holds the state directory's lock,
 :mod:`tidepool.store.tierdir`). An unreadable database file is moved aside
@@ -50,7 +54,6 @@ CREATE TABLE IF NOT EXISTS pages (
     size     INTEGER NOT NULL,
     checksum INTEGER NOT NULL,
     atime    INTEGER NOT NULL,
-    extent   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (dataset, file_key, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
@@ -59,6 +62,12 @@ CREATE TABLE IF NOT EXISTS files (
     path     TEXT NOT NULL,
     version  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS extents (
+    dataset  TEXT NOT NULL,
+    file_key TEXT NOT NULL,
+    tier     TEXT NOT NULL,
+    PRIMARY KEY (dataset, file_key)
+) WITHOUT ROWID;
 DROP INDEX IF EXISTS files_dataset;
 CREATE INDEX IF NOT EXISTS files_by_path ON files (dataset, path, version);
 """
@@ -135,9 +144,6 @@ class PageIndex:
         self._conn = connect(path)
         try:
             self._conn.executescript(_SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(pages)")}
-            if "extent" not in columns:  # an index of schema 1
-                self._conn.execute("ALTER TABLE pages ADD COLUMN extent INTEGER NOT NULL DEFAULT 0")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self._conn.close()
@@ -149,7 +155,9 @@ class PageIndex:
             pages = [
                 PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent))
                 for ds, fk, idx, tier, size, digest, atime, extent in self._conn.execute(
-                    "SELECT dataset, file_key, idx, tier, size, checksum, atime, extent FROM pages"
+                    "SELECT p.dataset, p.file_key, p.idx, p.tier, p.size, p.checksum, p.atime,"
+                    " e.tier IS NOT NULL FROM pages p LEFT JOIN extents e"
+                    " ON e.dataset = p.dataset AND e.file_key = p.file_key AND e.tier = p.tier"
                 )
             ]
             files = {
@@ -171,14 +179,13 @@ class PageIndex:
                 r.size,
                 _to_sql(r.checksum),
                 r.atime,
-                int(r.extent),
             )
             for r in rows
         ]
         file_params = [(fk, f.dataset, f.path, f.version) for fk, f in files.items()]
         with self._lock, self._transaction():
             self._conn.executemany(
-                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", page_params
+                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
             )
             self._conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params)
 
@@ -201,19 +208,25 @@ class PageIndex:
             ).fetchall()
 
     def set_tier(self, keys: Iterable[PageKey], tier: str) -> None:
-        """Record that pages moved to another tier (one transaction)."""
+        """Record that pages moved to another tier (one transaction); an extent moves with
+        its pages."""
+        keys = list(keys)
+        files = {(k.dataset, k.file_key) for k in keys}
         with self._lock, self._transaction():
             self._conn.executemany(
                 "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
                 [(tier, k.dataset, k.file_key, k.index) for k in keys],
             )
-
-    def set_extent(self, keys: Iterable[PageKey]) -> None:
-        """Record that pages now live in their file's extent (one transaction)."""
-        with self._lock, self._transaction():
             self._conn.executemany(
-                "UPDATE pages SET extent = 1 WHERE dataset = ? AND file_key = ? AND idx = ?",
-                [(k.dataset, k.file_key, k.index) for k in keys],
+                "UPDATE extents SET tier = ? WHERE dataset = ? AND file_key = ?",
+                [(tier, ds, fk) for ds, fk in files],
+            )
+
+    def set_extent(self, dataset: str, file_key: str, tier: str) -> None:
+        """Record that the file's pages in ``tier`` now live in its extent there."""
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", (dataset, file_key, tier)
             )
 
     def delete_pages(self, keys: Iterable[PageKey]) -> None:
@@ -229,6 +242,11 @@ class PageIndex:
                 "DELETE FROM files WHERE file_key = ? AND NOT EXISTS "
                 "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
                 [(fk, ds, fk) for ds, fk in files],
+            )
+            self._conn.executemany(
+                "DELETE FROM extents WHERE dataset = ? AND file_key = ? AND NOT EXISTS "
+                "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
+                [(ds, fk, ds, fk) for ds, fk in files],
             )
 
     def delete_files(self, file_keys: Iterable[str]) -> None:

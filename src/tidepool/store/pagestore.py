@@ -537,7 +537,7 @@ class PageStore:
                         e.moving = True  # out of a corrupt-drop's reach until it is switched
             if ok:
                 try:
-                    self._index.set_extent([e.key for e in entries])
+                    self._index.set_extent(dataset, fkey, tier.root_str)
                 except sqlite3.Error as exc:
                     log.warning("could not record the extent of %s/%s: %s", dataset, fkey, exc)
                     ok = False
