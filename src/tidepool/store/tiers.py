@@ -199,22 +199,9 @@ def write_page_file(path: str, chunks: Sequence[Buffer]) -> None:
     caller to remove.
     """
     views = [memoryview(c).cast("B") for c in chunks]
-    total = sum(len(v) for v in views)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW, FILE_MODE)
     try:
-        written = os.writev(fd, views)
-        while written < total:  # a short write: resume after what went out
-            rest: list[memoryview] = []
-            skip = written
-            for v in views:
-                if skip >= len(v):
-                    skip -= len(v)
-                    continue
-                rest.append(v[skip:])
-                skip = 0
-            views = rest
-            total -= written
-            written = os.writev(fd, views)
+        _write_all(fd, views)
     finally:
         os.close(fd)
 
@@ -245,9 +232,12 @@ def write_extent_file(path: str, parts: Iterable[Buffer]) -> None:
 
 
 def _write_all(fd: int, views: list[memoryview]) -> None:
+    """``writev`` all of ``views``; a short write resumes after what went out."""
     total = sum(len(v) for v in views)
     while total:
         written = os.writev(fd, views)
+        if not written:
+            raise OSError(errno.EIO, "writev wrote nothing")
         total -= written
         rest: list[memoryview] = []
         for v in views:
