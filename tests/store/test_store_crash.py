@@ -46,12 +46,15 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_and_kill(tmp_path: Path, quotas: tuple[int, int], start: int, kill_after: int) -> list[int]:
-    """Run the writer child until it reported ``kill_after`` puts, SIGKILL it, return its puts."""
+def run_and_kill(
+    tmp_path: Path, quotas: tuple[int, int], start: int, kill_after: int, child: str = CHILD
+) -> list[int]:
+    """Run the writer ``child`` until it reported ``kill_after`` puts, SIGKILL it, return its
+    puts."""
     args = [
         sys.executable,
         "-c",
-        CHILD,
+        child,
         str(Path(__file__).parent),
         str(tmp_path / "mem"),
         str(tmp_path / "ssd"),
