@@ -285,3 +285,40 @@ def test_bad_arguments_and_unknown_dataset(
     )
     assert res.returncode == 1 and "does not exist" in res.stderr
     assert not fuse_mounted(mp)
+
+
+def _fds_to(pid: int, suffix: str) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(suffix)
+        except OSError:
+            continue
+    return n
+
+
+def test_an_open_file_reads_its_extent_through_one_descriptor(
+    make_dataset: Any, start_worker: Any, mount: MountFactory
+) -> None:
+    """A large file held whole is one extent (issue 18): the mount keeps it open while the file
+    is, reads every byte from it, and lets it go on release."""
+    blob = os.urandom(5 * PAGE + 777)
+    w = start_worker([make_dataset({"model.bin": blob}, name="ds", page_size=PAGE)])
+    svc = w.worker.services["ds"]
+    svc.store.extent_min_bytes = 2 * PAGE
+    from tidepool.client import TidepoolFileSystem
+
+    cold = TidepoolFileSystem(w.endpoint, local_reads=False, skip_instance_cache=True)
+    assert cold.cat_file("ds/model.bin") == blob  # the worker fetches and keeps it
+    w.call(svc.flush_writes())
+    m = mount(["ds"], w.endpoint)
+    extents = [p for root in svc.store.tier_roots() for p in Path(root).rglob("*.x")]
+    assert len(extents) == 1
+    with open(m.path / "model.bin", "rb", buffering=0) as f:
+        assert os.pread(f.fileno(), 100, 3 * PAGE) == blob[3 * PAGE : 3 * PAGE + 100]
+        assert _fds_to(m.proc.pid, ".x") == 1
+        assert f.read() == blob
+    deadline = time.monotonic() + 10
+    while _fds_to(m.proc.pid, ".x") and time.monotonic() < deadline:
+        time.sleep(0.05)  # release reaches the mount after close returns
+    assert _fds_to(m.proc.pid, ".x") == 0

@@ -53,6 +53,7 @@ from typing import Any, TypeVar, cast
 import pyfuse3
 import trio
 
+from tidepool.client.local import LocalFile
 from tidepool.core.errors import OriginError
 from tidepool.fuse.inodes import Entry, InodeTable, child_path
 from tidepool.fuse.source import Source, describe, errno_for
@@ -98,6 +99,8 @@ class Handle:
     buf: bytes = b""
     buf_start: int = 0
     next_off: int = 0
+    local: LocalFile | None = None
+    """Same-host reads of this file (its extent kept open until the file is released)."""
 
 
 class WorkerDown(Exception):
@@ -334,7 +337,8 @@ class TidepoolOperations(pyfuse3.Operations):
         keep = self.table.note_open(entry)
         fh: int = next(self._fhs)
         info = {"type": "file", "size": entry.size, "version": entry.version}
-        self._files[fh] = Handle(entry, info, self.source.page_size(entry.path))
+        local = self.source.local_file(entry.path, info)
+        self._files[fh] = Handle(entry, info, self.source.page_size(entry.path), local=local)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     @guarded
@@ -356,7 +360,7 @@ class TidepoolOperations(pyfuse3.Operations):
             stop = min(fsize, -(-end // ps) * ps)
         else:  # a seek (SQLite, Parquet footers, memmaps): read what is asked, no more
             start, stop = off, end
-        data = self.source.read_local(path, h.info, start, stop)
+        data = self.source.read_local(path, h.info, start, stop, h.local)
         if data is None:
             if off == h.next_off:  # sequential over HTTP: fetch ahead of the kernel
                 stop = min(fsize, max(stop, start + HTTP_WINDOW))
@@ -365,7 +369,9 @@ class TidepoolOperations(pyfuse3.Operations):
         return data[off - start : end - start]
 
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        h = self._files.pop(fh, None)
+        if h is not None and h.local is not None:
+            h.local.close()
 
     async def flush(self, fh: int) -> None:
         # ENOSYS once makes the kernel stop sending FLUSH on every close(): one round trip

@@ -26,6 +26,7 @@ import logging
 from typing import Any
 
 from tidepool.client import TidepoolFileSystem
+from tidepool.client.local import LocalFile
 from tidepool.core.errors import (
     AuthError,
     BadRequestError,
@@ -124,11 +125,23 @@ class Source:
 
     # ---- data --------------------------------------------------------------------------------
 
-    def read_local(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes | None:
-        """Sync fast path: bytes from the page files on this host, or None if any is missing."""
+    def read_local(
+        self,
+        path: str,
+        info: dict[str, Any],
+        start: int,
+        end: int,
+        opened: LocalFile | None = None,
+    ) -> bytes | None:
+        """Sync fast path: bytes from the page files on this host, or None if any is missing.
+        ``opened``: the open file's :meth:`local_file`."""
         if not self.has_local:
             return None
-        return self.fs.read_local(path, info, start, end)
+        return self.fs.read_local(path, info, start, end, opened)
+
+    def local_file(self, path: str, info: dict[str, Any]) -> LocalFile | None:
+        """Same-host reads of one open file (its extent kept open until closed), or None."""
+        return self.fs.local_file(path, info) if self.has_local else None
 
     def fetch(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
         """Blocking read of ``[start, end)`` of version ``info['version']`` over HTTP."""
