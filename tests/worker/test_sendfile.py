@@ -85,3 +85,49 @@ def test_a_page_gone_from_disk_falls_back_to_the_read_path(warm: Any) -> None:
     warm.sent.clear()
     assert get(warm, (0, len(DATA))) == DATA
     assert sum(warm.sent) == 3 * PAGE  # pages 0-2 sent from files, the rest read
+
+
+@pytest.fixture
+def warm_extent(make_dataset: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """As ``warm``, the file held as one extent (issue 18)."""
+    w = start_worker([make_dataset({"big.bin": DATA}, page_size=PAGE)])
+    w.worker.services["ds"].store.extent_min_bytes = 2 * PAGE
+    assert get(w, None) == DATA
+    w.call(w.worker.services["ds"].reader.settle())
+    assert page_path(w, 0).endswith(".x")
+    sent: list[int] = []
+    real = dataset_mod.send_ranges
+
+    async def counting(sock_fd: int, ranges: Any, idle_timeout: float) -> int:
+        sent.append(sum(count for _fd, _offset, count in ranges))
+        return await real(sock_fd, ranges, idle_timeout)
+
+    monkeypatch.setattr(dataset_mod, "send_ranges", counting)
+    w.sent = sent
+    return w
+
+
+@pytest.mark.parametrize("span", [None, (PAGE - 7, 3 * PAGE + 11), (4 * PAGE + 5, len(DATA))])
+def test_a_range_of_an_extent_leaves_in_one_sendfile(
+    warm_extent: Any, span: tuple[int, int] | None
+) -> None:
+    lo, hi = span or (0, len(DATA))
+    assert get(warm_extent, span) == DATA[lo:hi]
+    assert warm_extent.sent == [hi - lo], "not one sendfile run from the extent"
+
+
+def test_a_bad_page_in_an_extent_ends_the_run_before_it(warm_extent: Any) -> None:
+    path = page_path(warm_extent, 2)
+    with open(path, "r+b") as f:  # damage page 2 in place: same inode, new mtime
+        f.seek(2 * PAGE + 100)
+        f.write(b"\x00" * 8)
+    assert get(warm_extent, None) == DATA
+    assert warm_extent.sent[0] == 2 * PAGE  # pages 0-1, checked again, sent; 2 refused
+    assert sum(warm_extent.sent) < len(DATA)
+    # the bad page dropped the extent; pages 0-1 (already sent) come back with the next read
+    for _ in range(2):
+        warm_extent.call(warm_extent.worker.services["ds"].reader.settle())
+        warm_extent.sent.clear()
+        assert get(warm_extent, None) == DATA
+    assert page_path(warm_extent, 0).endswith(".x")  # whole again: an extent, one run
+    assert warm_extent.sent == [len(DATA)]

@@ -334,25 +334,38 @@ class PageStore:
         return None
 
     def open_page(self, key: PageKey) -> tuple[int, int] | None:
-        """An open descriptor of the file holding a cached page, and the offset of the page's
-        data in it (``HEADER_SIZE`` in a page file, ``index * page_size`` in an extent), for
-        ``sendfile`` (the caller closes it), counted as a hit like :meth:`get`; None when
-        the page is not indexed or its file is not the page the index recorded (then read it
-        with :meth:`get`, which counts and drops a bad page).
+        """:meth:`open_run` of one page: ``(descriptor, offset of its data)`` or None."""
+        opened = self.open_run([key])
+        return None if opened is None else (opened[0], opened[1])
 
-        The file is checked against the index's checksum the first time it is opened this way
-        and remembered by device, inode, size and mtime: page files are immutable once renamed
-        into place, and a file replaced or rewritten since is checked again. So a warm large
-        read pays the checksum once, not on every read."""
+    def open_run(self, keys: Sequence[PageKey]) -> tuple[int, int, int] | None:
+        """An open descriptor of the file holding the cached page ``keys[0]``, the offset of
+        that page's data in it (``HEADER_SIZE`` in a page file, ``index * page_size`` in an
+        extent), and how many of ``keys`` (consecutive pages of one file) that file holds in a
+        row from there: one for a page file, up to all of them in an extent. For ``sendfile``
+        (the caller closes it); each page counted as a hit like :meth:`get`. None when the
+        first page is not indexed or its file is not what the index recorded (then read it with
+        :meth:`get`, which counts and drops a bad page).
+
+        Each page is checked against the index's checksum the first time it is opened this way
+        and remembered by the file's device, inode, size and mtime: page files and extents are
+        immutable once renamed into place, and a file replaced or rewritten since is checked
+        again. So a warm large read pays the checksum once, not on every read."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("page store is closed")
-            entry = self._entries.get(key)
+            entry = self._entries.get(keys[0])
             if entry is None or entry.moving:
                 return None
             tier = self._tiers[entry.tier]
-            in_extent = entry.extent
             path, offset = self._where(tier, entry)
+            run = [(entry, offset)]
+            if entry.extent:
+                for key in keys[1:]:
+                    e = self._entries.get(key)
+                    if e is None or e.moving or not e.extent or e.tier != entry.tier:
+                        break
+                    run.append((e, self._where(tier, e)[1]))
         try:
             fd = open_page_file(path)
         except OSError:
@@ -360,21 +373,27 @@ class PageStore:
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            if entry.verified != ident:
-                if in_extent:
-                    good = check_extent_fd(fd, offset, entry.size - HEADER_SIZE, entry.checksum)
+            good = len(run)
+            for i, (e, at) in enumerate(run):
+                if e.verified == ident:
+                    continue
+                if e.extent:
+                    checked = check_extent_fd(fd, at, e.size - HEADER_SIZE, e.checksum)
                 else:
-                    good = check_page_fd(fd, entry.size, entry.checksum)
-                if good is None:
-                    os.close(fd)
-                    return None
-                entry.verified = ident
+                    checked = check_page_fd(fd, e.size, e.checksum)
+                if checked is None:
+                    good = i  # serve the pages before it; get() drops the bad one
+                    break
+                e.verified = ident
         except OSError:
+            good = 0
+        if not good:
             os.close(fd)
             return None
         with self._lock:
-            self._hit(tier, entry)
-        return fd, offset
+            for e, _ in run[:good]:
+                self._hit(tier, e)
+        return fd, offset, good
 
     def contains(self, key: PageKey) -> bool:
         """Whether the page is indexed (it may still fail verification on ``get``)."""

@@ -716,16 +716,17 @@ class DatasetService:
         as the pages are in the store; the offset it stopped at (``end`` when all was sent; the
         caller reads the rest)."""
         ps = self.page_size
+        last = (end - 1) // ps
         pos = start
         while pos < end:
-            pstart = pos - pos % ps
-            stop = min(end, pstart + ps)
-            opened = self.reader.open_stored(plan.target, pos // ps, stop - pos, counted=counted)
+            idx = pos // ps
+            opened = self.reader.open_stored(plan.target, idx, last, pos, end, counted=counted)
             if opened is None:
                 return pos
-            fd, base = opened
+            fd, base, pages = opened  # a page file, or a run of pages of one extent
+            stop = min(end, (idx + pages) * ps)
             try:
-                await send_ranges(sock_fd, [(fd, base + pos - pstart, stop - pos)], idle_timeout)
+                await send_ranges(sock_fd, [(fd, base + pos - idx * ps, stop - pos)], idle_timeout)
             finally:
                 os.close(fd)
             pos = stop

@@ -354,20 +354,28 @@ class PageReader:
         return True
 
     def open_stored(
-        self, t: ReadTarget, idx: int, nbytes: int, *, counted: bool
-    ) -> tuple[int, int] | None:
-        """An open descriptor of the file holding page ``idx`` and the page's offset in it, when
-        it is in the store and checked (see :meth:`PageStore.open_page`), its ``nbytes`` counted
-        as a cache read; None otherwise (then read it with :meth:`read`)."""
-        key = self.key(t.info, idx)
-        if key in self._inflight:
+        self, t: ReadTarget, first: int, last: int, start: int, end: int, *, counted: bool
+    ) -> tuple[int, int, int] | None:
+        """An open descriptor of the file holding page ``first`` when it is in the store and
+        checked, the page's offset in it, and how many pages from ``first`` (up to ``last``)
+        it holds in a row (see :meth:`PageStore.open_run`); the bytes of ``[start, end)`` in
+        them counted as cache reads. None otherwise (then read it with :meth:`read`)."""
+        keys = []
+        for idx in range(first, last + 1):
+            key = self.key(t.info, idx)
+            if key in self._inflight:
+                break
+            keys.append(key)
+        if not keys:
             return None
-        fd = self.store.open_page(key)
-        if fd is not None and counted:
-            self.counts.record(Source.CACHE, nbytes)
-            if self.prefetched:
-                self._prefetch_used(t, idx)
-        return fd
+        opened = self.store.open_run(keys)
+        if opened is not None and counted:
+            ps = self.page_size
+            for idx in range(first, first + opened[2]):
+                self.counts.record(Source.CACHE, min(end, (idx + 1) * ps) - max(start, idx * ps))
+                if self.prefetched:
+                    self._prefetch_used(t, idx)
+        return opened
 
     def holds(self, info: FileInfo, start: int, end: int) -> bool:
         """Whether every page of ``[start, end)`` is in the store or fetched into memory."""
