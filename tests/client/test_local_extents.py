@@ -172,3 +172,41 @@ def test_a_large_read_is_not_kept_by_the_file(serve: Serve, local_reads: bool) -
         assert f.read(100) == big[PAGE + 5 : PAGE + 105]
         f.seek(0)
         assert f.read() == big
+
+
+def test_large_same_host_reads_skip_the_buffered_layers_and_keep_reading_right(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of a megabyte or more that this host's disk holds goes straight to it (not
+    through fsspec's buffered file and the read-ahead cache); small reads, seeks and reads past
+    the end around it still return the right bytes."""
+    from tidepool.client.file import ReadAheadCache
+
+    big = random.Random(8).randbytes(3 << 20)
+    worker = serve({"ds": {"big.bin": big}}, page_size=PAGE)
+    worker.worker.services["ds"].store.extent_min_bytes = 2 * PAGE
+    fs = client(worker, local_reads=True)
+    assert fs.cat_file("ds/big.bin") == big
+    flush(worker)
+    fetched: list[tuple[int, int]] = []
+    real = ReadAheadCache._fetch
+
+    def counting(self: ReadAheadCache, start: int | None, stop: int | None) -> bytes:
+        fetched.append((start or 0, stop or 0))
+        return real(self, start, stop)
+
+    monkeypatch.setattr(ReadAheadCache, "_fetch", counting)
+    with fs.open("ds/big.bin") as f:
+        assert f.read(1 << 20) == big[: 1 << 20]
+        assert f.read(1 << 20) == big[1 << 20 : 2 << 20]
+        assert fetched == [], "a large same-host read went through the cache"
+        assert f.read(10) == big[2 << 20 : (2 << 20) + 10]  # small: through the cache
+        assert len(fetched) == 1
+        f.seek(5)
+        assert f.read(1 << 20) == big[5 : 5 + (1 << 20)]
+        assert f.read() == big[5 + (1 << 20) :]
+        assert f.read(1 << 20) == b""
+        assert f.tell() == len(big)
+    # only the small read, and fsspec's read at the end of the file, went through the cache
+    assert fetched[:1] == [(2 << 20, (2 << 20) + 10)]
+    assert all(start >= len(big) for start, _ in fetched[1:])

@@ -148,6 +148,16 @@ class ReadAheadCache(BaseCache):  # type: ignore[misc]
             nxt = stop
             self._step = min(self.blocksize, self._step * 2)
 
+    def moved_to(self, start: int, end: int) -> None:
+        """The file read ``[start, end)`` without this cache (a large same-host read): carry on
+        from ``end`` as if the cache had served it (sequential, nothing kept)."""
+        if self._ahead and self._ahead[0][0] != end:
+            self._cancel_ahead()
+        if start != self._buf_start + len(self._buf):
+            self._step = MIN_FETCH
+        self._buf, self._buf_start = b"", end
+        self._read_size = end - start
+
     def _cancel_ahead(self) -> None:
         while self._ahead:
             self._ahead.popleft()[2].cancel()
@@ -162,6 +172,8 @@ register_cache(ReadAheadCache, clobber=True)
 
 class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
     """A read-only file pinned to the version it was opened at."""
+
+    loc: int
 
     def __init__(
         self, fs: TidepoolFileSystem, path: str, info: dict[str, Any], block_size: int
@@ -181,6 +193,27 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
             },
             size=info["size"],
         )
+
+    def read(self, length: int = -1) -> bytes:
+        """fsspec's ``read``, but a read of :data:`ALIGN_MIN` bytes or more that this host's
+        disk holds (an extent kept open, or page files) is served straight from there: about
+        50 Python calls fewer per read than through fsspec's buffered file and the cache, which
+        is 3 % of a 4 MiB read at page-cache speed."""
+        local = self._local
+        if local is not None and self.mode == "rb" and not self.closed:
+            start = self.loc
+            end: int = self.size if length is None or length < 0 else min(self.size, start + length)
+            if end - start >= ALIGN_MIN:
+                fs: TidepoolFileSystem = self.fs
+                data = fs.read_local(self.path, self.info, start, end, local)
+                if data is not None:
+                    self.loc = end
+                    cache = self.cache
+                    if isinstance(cache, ReadAheadCache):
+                        cache.moved_to(start, end)
+                    return data
+        out: bytes = super().read(length)
+        return out
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         fs: TidepoolFileSystem = self.fs
