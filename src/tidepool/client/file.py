@@ -202,7 +202,8 @@ class TidepoolFile(AbstractBufferedFile):  # type: ignore[misc]
         local = self._local
         if local is not None and self.mode == "rb" and not self.closed:
             start = self.loc
-            end: int = self.size if length is None or length < 0 else min(self.size, start + length)
+            n = -1 if length is None else int(length)
+            end: int = self.size if n < 0 else min(self.size, start + n)
             if end - start >= ALIGN_MIN:
                 fs: TidepoolFileSystem = self.fs
                 data = fs.read_local(self.path, self.info, start, end, local)
