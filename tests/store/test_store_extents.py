@@ -76,11 +76,11 @@ def test_the_put_that_completes_a_large_file_makes_it_one_extent(
 
     assert read_back(store, 1) == data
     for i in range(6):
-        opened = store.open_page(key(1, i))
+        opened = store.open_run(key(1, i), 5)
         assert opened is not None
-        fd, offset = opened
+        fd, offset, pages = opened
         try:
-            assert offset == i * PAGE
+            assert (offset, pages) == (i * PAGE, 6 - i)  # the rest of the file, in one run
             assert os.pread(fd, 100, offset) == data[i * PAGE : i * PAGE + 100]
         finally:
             os.close(fd)
@@ -199,10 +199,11 @@ def test_a_corrupt_page_is_also_refused_to_sendfile(
     with open(extent_file(one_tier[0].path, 1), "r+b") as f:
         f.seek(4 * PAGE)
         f.write(b"\x00\x01")
-    assert store.open_page(key(1, 4)) is None
-    opened = store.open_page(key(1, 0))  # another page of it is still good
+    assert store.open_run(key(1, 4), 4) is None
+    opened = store.open_run(key(1, 0), 5)  # the pages before it are good
     assert opened is not None
     os.close(opened[0])
+    assert opened[1:] == (0, 4)
 
 
 def test_eviction_takes_an_extent_whole_and_keeps_the_quota(

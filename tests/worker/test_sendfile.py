@@ -25,6 +25,11 @@ def warm(make_dataset: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch) 
     w = start_worker([make_dataset({"big.bin": DATA}, page_size=PAGE)])
     assert get(w, None) == DATA  # cold: read through, cached
     w.call(w.worker.services["ds"].reader.settle())  # prefetch and read-ahead included
+    return count_sends(w, monkeypatch)
+
+
+def count_sends(w: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``w`` with ``w.sent``: the bytes of each ``send_ranges`` call (one per sendfile run)."""
     sent: list[int] = []
     real = dataset_mod.send_ranges
 
@@ -95,16 +100,7 @@ def warm_extent(make_dataset: Any, start_worker: Any, monkeypatch: pytest.Monkey
     assert get(w, None) == DATA
     w.call(w.worker.services["ds"].reader.settle())
     assert page_path(w, 0).endswith(".x")
-    sent: list[int] = []
-    real = dataset_mod.send_ranges
-
-    async def counting(sock_fd: int, ranges: Any, idle_timeout: float) -> int:
-        sent.append(sum(count for _fd, _offset, count in ranges))
-        return await real(sock_fd, ranges, idle_timeout)
-
-    monkeypatch.setattr(dataset_mod, "send_ranges", counting)
-    w.sent = sent
-    return w
+    return count_sends(w, monkeypatch)
 
 
 @pytest.mark.parametrize("span", [None, (PAGE - 7, 3 * PAGE + 11), (4 * PAGE + 5, len(DATA))])

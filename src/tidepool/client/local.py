@@ -60,6 +60,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tidepool.core.pages import (
     HEADER_SIZE,
@@ -78,6 +79,7 @@ from tidepool.core.pages import (
 )
 
 log = logging.getLogger(__name__)
+_V = TypeVar("_V")
 
 
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -181,7 +183,9 @@ class LocalReader:
     def read(
         self, dataset: str, rel: str, version: str, size: int, start: int, end: int
     ) -> bytes | None:
-        """Bytes ``[start, end)`` of the file, or None if any page is not on local disk."""
+        """Bytes ``[start, end)`` of the file, or None if any page is not on local disk. The
+        same steps as :meth:`LocalFile.read`, without building one: this is every small file's
+        read (a ``LocalFile`` per call costs 0.7 µs of 5)."""
         layout = self.layouts.get(dataset)
         if layout is None:
             return None
@@ -263,11 +267,7 @@ class LocalReader:
         if length != plen or len(data) != plen or checksum(data) != digest:
             log.debug("fast path: page %s is short or failed its checksum", rel_page)
             return None
-        self._checked[rel_page] = ident
-        if len(self._checked) > MAX_CHECKED:
-            # oldest first (dicts keep order); another thread may be trimming at the same time
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                self._checked.pop(next(iter(self._checked)))
+        _remember(self._checked, rel_page, ident, MAX_CHECKED)
         return data
 
     def open_extent(
@@ -292,10 +292,7 @@ class LocalReader:
                 at = extent_trailer_at(size)
                 sums = decode_extent_trailer(os.pread(fd, st.st_size - at, at), size, ps)
                 known = (ident, sums, bytearray(n))
-                self._extents[rel] = known
-                if len(self._extents) > MAX_EXTENTS:
-                    with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                        self._extents.pop(next(iter(self._extents)))
+                _remember(self._extents, rel, known, MAX_EXTENTS)
         except (OSError, ValueError):
             os.close(fd)
             return None
@@ -389,6 +386,15 @@ class LocalReader:
             return None
         finally:
             view.release()
+
+
+def _remember(memo: dict[str, _V], key: str, value: _V, limit: int) -> None:
+    """``memo[key] = value``, forgetting the oldest entry past ``limit`` (dicts keep order;
+    another thread may be trimming at the same time)."""
+    memo[key] = value
+    if len(memo) > limit:
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+            memo.pop(next(iter(memo)))
 
 
 @dataclass

@@ -133,15 +133,13 @@ class Source:
         end: int,
         opened: LocalFile | None = None,
     ) -> bytes | None:
-        """Sync fast path: bytes from the page files on this host, or None if any is missing.
-        ``opened``: the open file's :meth:`local_file`."""
-        if not self.has_local:
-            return None
+        """Sync fast path: bytes from the page files on this host, or None if any is missing
+        (always, without the fast path). ``opened``: the open file's :meth:`local_file`."""
         return self.fs.read_local(path, info, start, end, opened)
 
     def local_file(self, path: str, info: dict[str, Any]) -> LocalFile | None:
         """Same-host reads of one open file (its extent kept open until closed), or None."""
-        return self.fs.local_file(path, info) if self.has_local else None
+        return self.fs.local_file(path, info)
 
     def fetch(self, path: str, info: dict[str, Any], start: int, end: int) -> bytes:
         """Blocking read of ``[start, end)`` of version ``info['version']`` over HTTP."""

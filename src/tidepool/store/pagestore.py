@@ -142,6 +142,17 @@ class StoreStats:
     """``get`` calls that met a transient error (EMFILE, EIO …): a miss, the page kept."""
 
 
+def _read_data(
+    path: str, offset: int, size: int, digest: int, in_extent: bool
+) -> memoryview | None:
+    """The verified data of a page of ``size`` bytes (header included) at ``path``/``offset``
+    (see :meth:`PageStore._where`): None when it does not match ``digest``; ``OSError`` when
+    the file cannot be read."""
+    if in_extent:
+        return read_extent_page(path, offset, size - HEADER_SIZE, digest)
+    return read_page(path, size, digest)
+
+
 class _Entry:
     """An indexed page. ``moving``: claimed by an eviction or drop in progress."""
 
@@ -170,7 +181,7 @@ class _Entry:
         self.moving = False
         self.alive = True
         self.verified: tuple[int, int, int, int] | None = None
-        """(device, inode, size, mtime) of the page file when :meth:`PageStore.open_page` last
+        """(device, inode, size, mtime) of the page file when :meth:`PageStore.open_run` last
         checked it against ``checksum``."""
 
 
@@ -282,10 +293,7 @@ class PageStore:
                 path, offset = self._where(tier, entry)
             error: OSError | None = None
             try:
-                if in_extent:
-                    data = read_extent_page(path, offset, entry.size - HEADER_SIZE, entry.checksum)
-                else:
-                    data = read_page(path, entry.size, entry.checksum)
+                data = _read_data(path, offset, entry.size, entry.checksum, in_extent)
             except OSError as exc:
                 data, error = None, exc
             with self._lock:
@@ -333,16 +341,11 @@ class PageStore:
             self._misses += 1
         return None
 
-    def open_page(self, key: PageKey) -> tuple[int, int] | None:
-        """:meth:`open_run` of one page: ``(descriptor, offset of its data)`` or None."""
-        opened = self.open_run([key])
-        return None if opened is None else (opened[0], opened[1])
-
-    def open_run(self, keys: Sequence[PageKey]) -> tuple[int, int, int] | None:
-        """An open descriptor of the file holding the cached page ``keys[0]``, the offset of
+    def open_run(self, first: PageKey, last: int) -> tuple[int, int, int] | None:
+        """An open descriptor of the file holding the cached page ``first``, the offset of
         that page's data in it (``HEADER_SIZE`` in a page file, ``index * page_size`` in an
-        extent), and how many of ``keys`` (consecutive pages of one file) that file holds in a
-        row from there: one for a page file, up to all of them in an extent. For ``sendfile``
+        extent), and how many pages of its file from ``first`` up to index ``last`` that file
+        holds in a row: one for a page file, up to all of them in an extent. For ``sendfile``
         (the caller closes it); each page counted as a hit like :meth:`get`. None when the
         first page is not indexed or its file is not what the index recorded (then read it with
         :meth:`get`, which counts and drops a bad page).
@@ -354,15 +357,15 @@ class PageStore:
         with self._lock:
             if self._closed:
                 raise RuntimeError("page store is closed")
-            entry = self._entries.get(keys[0])
+            entry = self._entries.get(first)
             if entry is None or entry.moving:
                 return None
             tier = self._tiers[entry.tier]
             path, offset = self._where(tier, entry)
             run = [(entry, offset)]
             if entry.extent:
-                for key in keys[1:]:
-                    e = self._entries.get(key)
+                for i in range(first.index + 1, last + 1):
+                    e = self._entries.get(PageKey(first.dataset, first.file_key, i))
                     if e is None or e.moving or not e.extent or e.tier != entry.tier:
                         break
                     run.append((e, self._where(tier, e)[1]))
@@ -609,11 +612,7 @@ class PageStore:
         a page cannot be read as the index recorded it)."""
         for e in entries:
             path, offset = self._where(tier, e)
-            if e.extent:
-                data = read_extent_page(path, offset, e.size - HEADER_SIZE, e.checksum)
-            else:
-                raw = read_page(path, e.size, e.checksum)
-                data = raw
+            data = _read_data(path, offset, e.size, e.checksum, e.extent)
             if data is None:
                 raise LookupError(e.key.index)
             yield data

@@ -359,16 +359,13 @@ class PageReader:
         """An open descriptor of the file holding page ``first`` when it is in the store and
         checked, the page's offset in it, and how many pages from ``first`` (up to ``last``)
         it holds in a row (see :meth:`PageStore.open_run`); the bytes of ``[start, end)`` in
-        them counted as cache reads. None otherwise (then read it with :meth:`read`)."""
-        keys = []
-        for idx in range(first, last + 1):
-            key = self.key(t.info, idx)
-            if key in self._inflight:
-                break
-            keys.append(key)
-        if not keys:
+        them counted as cache reads. None otherwise (then read it with :meth:`read`). Only
+        ``first`` can be a page being written: the others of a run share an extent, which is
+        made of written pages."""
+        key = self.key(t.info, first)
+        if key in self._inflight:
             return None
-        opened = self.store.open_run(keys)
+        opened = self.store.open_run(key, last)
         if opened is not None and counted:
             ps = self.page_size
             for idx in range(first, first + opened[2]):

@@ -131,7 +131,7 @@ def read_into(path: Path, size: int, digest: int) -> dict[str, Any]:
     }
 
 
-def settle(worker: WorkerProcess, cache: Path, timeout: float = 30.0) -> None:
+def settle(cache: Path, timeout: float = 30.0) -> None:
     """Wait until the worker has written what the cold read fetched (no temp file left in its
     tiers for a second: pages written, the extent made)."""
     deadline = time.monotonic() + timeout
@@ -410,7 +410,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         res["tidepool_cold"] = read_through(lambda: local.open(path), size, digest)
         local.invalidate_cache()
         log("Tidepool warm: same host (alternating with fsspec filecache), HTTP, the mount …")
-        settle(worker, work / "cache")
+        settle(work / "cache")
         refill_page_cache([work / "cache", work / "filecache"])
         read_through(lambda: local.open(path), size, digest)  # pages checked once, uncounted
         if filecache is not None:
