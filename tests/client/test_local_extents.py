@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -210,3 +211,124 @@ def test_large_same_host_reads_skip_the_buffered_layers_and_keep_reading_right(
     # only the small read, and fsspec's read at the end of the file, went through the cache
     assert fetched[:1] == [(2 << 20, (2 << 20) + 10)]
     assert all(start >= len(big) for start, _ in fetched[1:])
+
+
+def mapped_regions(path: Path) -> list[tuple[int, int]]:
+    """The address ranges of this process mapping ``path`` (``/proc/self/maps``)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith(str(path)):
+                lo, hi = line.split()[0].split("-")
+                out.append((int(lo, 16), int(hi, 16)))
+    return out
+
+
+@pytest.fixture
+def small_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Map reads of a page or more, two pages at a time (1 MiB and 64 MiB in use); an open
+    file sends reads of a page or more straight to the fast path."""
+    from tidepool.client import file, local
+
+    monkeypatch.setattr(file, "ALIGN_MIN", PAGE)
+    monkeypatch.setattr(local, "MAP_MIN", PAGE)
+    monkeypatch.setattr(local, "MAP_WINDOW", 2 * PAGE)
+    monkeypatch.setitem(local._populate, "ok", True)
+
+
+def test_large_reads_are_copied_from_a_window_that_moves_along(
+    cold: tuple[ThreadWorker, TidepoolFileSystem], small_windows: None
+) -> None:
+    """Reads of an open extent large enough are copied out of a mapped window of it: right
+    bytes wherever the read falls (across a window's edge, the file's last partial page), one
+    window mapped at a time, no larger than a window and the read, gone when the file closes."""
+    from tidepool.client.local import OpenExtent
+
+    worker, fs = cold
+    svc = worker.worker.services["ds"]
+    ext = extent_of(worker, fs)
+    copied: list[tuple[int, int]] = []
+    real = OpenExtent.copy_mapped
+
+    def spy(self: OpenExtent, start: int, end: int) -> bytes | None:
+        out = real(self, start, end)
+        if out is not None:
+            copied.append((start, end))
+            regions = mapped_regions(ext)
+            assert len(regions) == 1, regions
+            assert regions[0][1] - regions[0][0] <= 2 * (2 * PAGE)  # a window and a read
+        return out
+
+    hits = svc.hits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(OpenExtent, "copy_mapped", spy)
+        with fs.open("ds/model.bin", block_size=PAGE) as f:
+            for start, n in [(0, PAGE), (PAGE + 3, PAGE + 9), (2 * PAGE - 1, 2 * PAGE), (5, PAGE)]:
+                f.seek(start)
+                assert f.read(n) == DATA[start : start + n]
+            f.seek(SIZE - PAGE - 10)
+            assert f.read(2 * PAGE) == DATA[SIZE - PAGE - 10 :]  # to the end: not the trailer
+            assert f.read(PAGE) == b""
+        assert mapped_regions(ext) == [], "the window outlived the file"
+        assert fs.cat_file("ds/model.bin", PAGE, 3 * PAGE) == DATA[PAGE : 3 * PAGE]
+        assert mapped_regions(ext) == []
+    assert len(copied) == 6, copied
+    assert svc.hits == hits, "a mapped read went to the worker"
+
+
+def test_without_madv_populate_read_the_fast_path_reads_instead(
+    cold: tuple[ThreadWorker, TidepoolFileSystem],
+    small_windows: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel that does not know ``MADV_POPULATE_READ`` (before 5.14: EINVAL) turns the windows
+    off for the process; reads go on with ``pread``."""
+    from tidepool.client import local
+
+    _, fs = cold
+    monkeypatch.setattr(local, "MADV_POPULATE_READ", 0x7FFF)  # no such advice: EINVAL
+    with fs.open("ds/model.bin", block_size=PAGE) as f:
+        assert f.read(2 * PAGE) == DATA[: 2 * PAGE]
+        assert local._populate["ok"] is False
+        assert f.read() == DATA[2 * PAGE :]
+    assert fs._local is not None and fs._local.misses == 0
+
+
+_CUT_SHORT = """
+import os, sys
+from tidepool.client import file, local, TidepoolFileSystem
+endpoint, ext, page, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+file.ALIGN_MIN = local.MAP_MIN = page
+local.MAP_WINDOW = 2 * page
+fs = TidepoolFileSystem(endpoint, skip_instance_cache=True, local_reads=True)
+with fs.open("ds/model.bin", block_size=page) as f:
+    head = f.read(page)  # the window is mapped (pages 0 and 1)
+    os.truncate(ext, page // 2)
+    f.seek(page // 2 + 100)
+    middle = f.read(page)
+    rest = f.read()
+sys.stdout.buffer.write(head + middle + rest)
+"""
+
+
+def test_an_extent_cut_short_under_an_open_file_is_never_a_sigbus(
+    cold: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    """Touching a mapped page past the end of a file cut short raises ``SIGBUS``, which kills
+    the reader's process (so the reader here is a child). The window's pages are mapped with
+    ``MADV_POPULATE_READ`` first, which fails instead: the read goes to ``pread`` (short: not
+    served), then to the worker, which finds its extent damaged too, drops it and refetches.
+    Right bytes, no signal."""
+    worker, fs = cold
+    ext = extent_of(worker, fs)
+    out = subprocess.run(
+        [sys.executable, "-c", _CUT_SHORT, worker.endpoint, str(ext), str(PAGE), str(SIZE)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, (
+        f"exit {out.returncode}: {out.stderr.decode(errors='replace')[-2000:]}"
+    )
+    assert out.stdout == DATA[:PAGE] + DATA[PAGE // 2 + 100 :]
+    flush(worker)
+    assert client(worker, local_reads=True).cat_file("ds/model.bin") == DATA
