@@ -151,8 +151,63 @@ def test_a_link_swapped_in_after_the_check_is_not_followed(
         return real
 
     monkeypatch.setattr(fs, "resolve", resolve_then_swap)
+    with pytest.raises(FileNotFoundError):  # through a link: resolved, then opened
+        fs.cat_file(f"{tree}/subdir-link/b.txt")
+
+
+def test_a_link_swapped_in_during_a_plain_open_is_not_followed(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path with no link is opened along its own components (no ``realpath``); one that
+    becomes a link out while it is walked is not followed (``O_NOFOLLOW``): the path is then
+    resolved, and leads out."""
+    import tidepool.origin.localfs as localfs
+
+    fs = ConfinedLocalFileSystem(str(tree))
+    real_open = os.open
+    opened: list[str] = []
+
+    def swap_then_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        opened.append(str(path))
+        if path == "sub" and not (tree / "sub").is_symlink():
+            os.rename(tree / "sub", tree / "sub-old")
+            (tree / "sub").symlink_to("../outside/dir")
+            (tree.parent / "outside" / "dir" / "b.txt").write_bytes(SECRET)
+        return real_open(path, flags, *args, **kw)
+
+    assert fs.cat_file(f"{tree}/sub/b.txt") == b"b"  # plain: no realpath
+    monkeypatch.setattr(os.path, "realpath", lambda *a, **k: pytest.fail("realpath called"))
+    assert fs.cat_file(f"{tree}/sub/b.txt") == b"b"
+    monkeypatch.undo()
+    monkeypatch.setattr(localfs.os, "open", swap_then_open)
     with pytest.raises(FileNotFoundError):
         fs.cat_file(f"{tree}/sub/b.txt")
+    assert "sub" in opened
+
+
+@pytest.mark.parametrize(
+    "rel", ["a.txt", "sub/b.txt", "inside", "subdir-link/b.txt", "loop/loop/a.txt", "sub", *ABSENT]
+)
+def test_a_plain_open_answers_as_a_resolved_one(
+    tree: Path, rel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differential: a path opened along its own components answers the same bytes or the
+    same error as the same path resolved whole first (what every open did before)."""
+
+    def outcome(fs: ConfinedLocalFileSystem) -> Any:
+        try:
+            fd = fs.open_beneath(f"{tree}/{rel}")
+        except OSError as exc:
+            return type(exc)
+        try:
+            return os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
+
+    plain = outcome(ConfinedLocalFileSystem(str(tree)))
+    resolved_only = ConfinedLocalFileSystem(str(tree))
+    monkeypatch.setattr(resolved_only, "_open_plain", lambda path: None)
+    assert plain == outcome(resolved_only)
 
 
 def test_the_origin_is_read_only(tree: Path) -> None:
