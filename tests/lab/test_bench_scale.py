@@ -30,7 +30,16 @@ def test_scale_benchmark_smoke(tmp_path: Path) -> None:
         assert row["warm_verified"] and row["warm_same_host_hits"] >= row["warm_files"] == 200
         assert row["restart_served_from_cache"]
         assert row["disk_mib"] > 0 and row["worker_rss_after_load_mib"] > 0
-        assert set(scale.targets(row)) == {"worker_rss", "disk", "restart", "find", "load", "warm"}
+        assert row["gateway"]["keys"] == row["files"]
+        assert set(scale.targets(row)) == {
+            "worker_rss",
+            "disk",
+            "restart",
+            "find",
+            "load",
+            "warm",
+            "gateway_rss",
+        }
     assert not (tmp_path / "work" / "n300").exists(), "a case's files were kept"
 
 

@@ -40,7 +40,11 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def _gateway(endpoint: str, key: str, secret: str, log_path: Path) -> Iterator[str]:
+def gateway_process(
+    endpoint: str, key: str, secret: str, log_path: Path
+) -> Iterator[tuple[str, int]]:
+    """A ``tidepool gateway`` child in front of ``endpoint``, signing with ``key``/``secret``:
+    its URL and PID, stopped at the end."""
     from tidepool_lab.testbed import log_tail, stop_process_group
     from tidepool_lab.testbed.s3server import free_port
 
@@ -59,7 +63,7 @@ def _gateway(endpoint: str, key: str, secret: str, log_path: Path) -> Iterator[s
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway did not start:\n{log_tail(log_path)}")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         stop_process_group(proc)
 
@@ -140,8 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             watermarks=("0.95", "0.7"),
         ).write(work / "gw.yaml")
         worker = stack.enter_context(WorkerProcess.start([spec], work / "worker.log"))
-        gateway = _gateway(worker.endpoint, "bench", "bench-secret", work / "gw.log")
-        url = stack.enter_context(gateway)
+        gateway = gateway_process(worker.endpoint, "bench", "bench-secret", work / "gw.log")
+        url, _ = stack.enter_context(gateway)
         client = s3util.boto3_client(url, "bench", "bench-secret")
         print("warming the cache through the gateway …", flush=True)
         for key in small:

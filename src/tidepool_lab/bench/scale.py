@@ -10,6 +10,8 @@ tier) and measures, in this order:
   the tier and state directories) against the data's bytes;
 * ``fs.find`` of the whole dataset through the fsspec client, in a child process: seconds, and the
   child's peak RSS; the worker's RSS after it;
+* ``ListObjectsV2`` of the whole dataset through the S3 gateway (boto3's paginator, as
+  ``aws s3 ls --recursive``): seconds, and the gateway's peak RSS;
 * warm same-host reads (``cat_file`` through ``tidepool://`` on the worker's host, a child process
   that lists the dataset first, as a data loader does, untimed) of ``--sample`` files picked at
   random: files/s, every file's bytes checked against the origin's;
@@ -55,6 +57,7 @@ TARGETS = {
     "find_client_rss_mib": 500.0,
     "load_files_per_s": 10_000.0,
     "warm_files_per_s": 50_000.0,
+    "gateway_rss_mib": 300.0,
 }
 """At 1,000,000 files of 1 KiB (the issue's table)."""
 
@@ -177,6 +180,22 @@ def served_from_cache(endpoint: str, path: str, digest: int, deadline: float) ->
     return False
 
 
+def gateway_listing(endpoint: str, log_path: Path) -> dict[str, Any]:
+    """``aws s3 ls --recursive`` as boto3 does it (ListObjectsV2, 1,000 keys a page) through
+    a ``tidepool gateway`` in front of the worker: keys, seconds, the gateway's peak RSS."""
+    from tidepool_lab.bench.gateway import gateway_process
+    from tidepool_lab.testbed import s3util
+
+    with gateway_process(endpoint, "scale", "scale-secret", log_path) as (url, pid):
+        s3 = s3util.boto3_client(url, "scale", "scale-secret")
+        t0 = time.perf_counter()
+        keys = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=DATASET):
+            keys += page.get("KeyCount", 0)
+        seconds = time.perf_counter() - t0
+        return {"keys": keys, "seconds": round(seconds, 2), "peak_rss_mib": peak_rss_mib(pid)}
+
+
 def run_case(files: int, args: argparse.Namespace, work: Path, log: Any) -> dict[str, Any]:
     """One dataset of ``files`` files, every measurement above."""
     case = work / f"n{files}"
@@ -220,6 +239,9 @@ def run_case(files: int, args: argparse.Namespace, work: Path, log: Any) -> dict
         res["find_files"] = int(n)
         res["worker_rss_after_find_mib"] = round(rss_mib(worker.pid), 1)
 
+        log(f"{files:,} files: the S3 gateway, ListObjectsV2 of the whole bucket …")
+        res["gateway"] = gateway_listing(worker.endpoint, case / "gateway.log")
+
         log(f"{files:,} files: warm same-host reads …")
         picked = random.Random(7).sample(range(files), min(args.sample, files))
         paths_file, got_file = case / "paths.txt", case / "got.txt"
@@ -257,6 +279,7 @@ def run_case(files: int, args: argparse.Namespace, work: Path, log: Any) -> dict
         res["warm_verified"]
         and res["restart_served_from_cache"]
         and res["find_files"] == files
+        and res["gateway"]["keys"] == files
         and res["warm_same_host_hits"] >= res["warm_files"]
     )
     res["per_file"] = {
@@ -283,6 +306,7 @@ def targets(row: dict[str, Any]) -> dict[str, bool]:
         and row["find_client_rss_mib"] <= t["find_client_rss_mib"],
         "load": row["load_files_per_s"] >= t["load_files_per_s"],
         "warm": row["warm_files_per_s"] >= t["warm_files_per_s"],
+        "gateway_rss": row["gateway"]["peak_rss_mib"] <= t["gateway_rss_mib"],
     }
 
 
@@ -296,6 +320,8 @@ def report(res: dict[str, Any], console: Console) -> None:
         ("disk MiB (data)", lambda r: f"{r['disk_mib']:,.0f} ({r['data_mib']:,.0f})"),
         ("find s (client MiB)", lambda r: f"{r['find_s']:.1f} ({r['find_client_rss_mib']:.0f})"),
         ("warm files/s", lambda r: f"{r['warm_files_per_s']:,}"),
+        ("S3 list s (gw MiB)", lambda r: f"{r['gateway']['seconds']:.1f} "
+         f"({r['gateway']['peak_rss_mib']:.0f})"),
         ("restart s", lambda r: f"{r['restart_s']:.1f}"),
         ("verified", lambda r: str(r["verified"])),
     ]  # fmt: skip
