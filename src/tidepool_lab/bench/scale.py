@@ -314,22 +314,26 @@ def report(res: dict[str, Any], console: Console) -> None:
     t = Table(title=f"many small files ({res['size']} B each), local origin, one worker")
     cols: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("files", lambda r: f"{r['files']:,}"),
-        ("load files/s", lambda r: f"{r['load_files_per_s']:,}"),
-        ("worker MiB load/find/restart", lambda r: f"{r['worker_rss_after_load_mib']:.0f}/"
+        ("load/s", lambda r: f"{r['load_files_per_s']:,}"),
+        ("worker MiB¹", lambda r: f"{r['worker_rss_after_load_mib']:.0f}/"
          f"{r['worker_rss_after_find_mib']:.0f}/{r['worker_rss_after_restart_mib']:.0f}"),
-        ("disk MiB (data)", lambda r: f"{r['disk_mib']:,.0f} ({r['data_mib']:,.0f})"),
-        ("find s (client MiB)", lambda r: f"{r['find_s']:.1f} ({r['find_client_rss_mib']:.0f})"),
-        ("warm files/s", lambda r: f"{r['warm_files_per_s']:,}"),
-        ("S3 list s (gw MiB)", lambda r: f"{r['gateway']['seconds']:.1f} "
+        ("disk MiB²", lambda r: f"{r['disk_mib']:,.0f} ({r['data_mib']:,.0f})"),
+        ("find s³", lambda r: f"{r['find_s']:.1f} ({r['find_client_rss_mib']:.0f})"),
+        ("warm/s", lambda r: f"{r['warm_files_per_s']:,}"),
+        ("S3 list s³", lambda r: f"{r['gateway']['seconds']:.1f} "
          f"({r['gateway']['peak_rss_mib']:.0f})"),
         ("restart s", lambda r: f"{r['restart_s']:.1f}"),
-        ("verified", lambda r: str(r["verified"])),
+        ("ok", lambda r: str(r["verified"])),
     ]  # fmt: skip
     for name, _ in cols:
         t.add_column(name, justify="right")
     for row in res["rows"]:
         t.add_row(*(fmt(row) for _, fmt in cols))
     console.print(t)
+    console.print(
+        "¹ after the load / after find / after a restart; ² the cache (data); ³ (peak RSS MiB of "
+        "the client / the S3 gateway)"
+    )
     for row in res["rows"]:
         p = row["per_file"]
         met = targets(row)
