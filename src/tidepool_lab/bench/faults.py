@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from rich.table import Table
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.core.errors import OriginUnavailableError
-from tidepool_lab.bench.run import bench_spec, workdir
+from tidepool_lab.bench.run import bench_spec, workdir, write_results
 from tidepool_lab.testbed.s3server import S3Server
 from tidepool_lab.testbed.s3util import upload
 from tidepool_lab.testbed.wan import WanRelay
@@ -205,9 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spec, work / "w2.log", relay, files, r["cached_before_kill"]
         )
     _report(res, console)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=2))
-    console.print(f"results written to {args.json}")
+    write_results(res, args.json, console)
     return res
 
 

@@ -58,7 +58,7 @@ from tidepool.core.pages import PageKey, file_key
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
 from tidepool_lab.bench.fuse import drop_kernel_pages, fuse_process
-from tidepool_lab.bench.run import bench_spec, big_read, peak_rss_mib, workdir
+from tidepool_lab.bench.run import bench_spec, big_read, peak_rss_mib, workdir, write_results
 from tidepool_lab.testbed.s3server import S3Server
 from tidepool_lab.testbed.s3util import storage_options
 from tidepool_lab.testbed.wan import WanRelay
@@ -570,9 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 110)
     res = run(args, lambda m: console.print(m))
     report(res, console)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=2) + "\n")
-    console.print(f"results written to {args.json}")
+    write_results(res, args.json, console)
     return 0 if res["verified"] else 1
 
 

@@ -156,13 +156,25 @@ def _open_read(fs: TidepoolFileSystem, dataset: str, path: str) -> bytes:
     return data
 
 
-def peak_rss_mib(pid: int) -> float:
-    """The peak resident memory (``VmHWM``) of a process, MiB."""
+def status_mib(pid: int, field: str) -> float:
+    """A memory figure of ``/proc/PID/status`` (``VmHWM``, ``VmRSS``...), MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory (``VmHWM``) of a process, MiB."""
+    return status_mib(pid, "VmHWM")
+
+
+def write_results(res: dict[str, Any], path: Path, console: Console) -> None:
+    """A benchmark's results as JSON at ``path`` (its directory made), and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    console.print(f"results written to {path}")
 
 
 @contextlib.contextmanager
@@ -366,9 +378,7 @@ def run_bench(args: argparse.Namespace) -> int:
             res["worker_peak_rss_mib"] = round(peak_rss_mib(worker.pid), 1)
 
     _report(res, console)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=2))
-    console.print(f"results written to {args.json}")
+    write_results(res, args.json, console)
     if plot is not None:
         console.print(f"chart drawn in {plot_bench(res, plot)}")
     ok = all(v.get("verified", True) for v in res.values() if isinstance(v, dict))

@@ -26,7 +26,6 @@ machine's at this moment: compare rows of one run. Targets are the issue's, at 1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -43,7 +42,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tidepool_lab.bench.run import peak_rss_mib, workdir
+from tidepool_lab.bench.run import peak_rss_mib, status_mib, workdir, write_results
 from tidepool_lab.testbed.workerproc import WorkerProcess
 
 DATASET = "scale"
@@ -109,11 +108,7 @@ def spec_text(origin: Path, cache: Path, quota_bytes: int) -> str:
 
 def rss_mib(pid: int) -> float:
     """The resident memory (``VmRSS``) of a process now, MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mib(pid, "VmRSS")
 
 
 def disk_bytes(*roots: Path) -> int:
@@ -369,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             res["rows"].append(run_case(n, args, work, lambda m: console.print(m)))
     res["verified"] = all(r["verified"] for r in res["rows"])
     report(res, console)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=2) + "\n")
-    console.print(f"results written to {args.json}")
+    write_results(res, args.json, console)
     return 0 if res["verified"] else 1
 
 
