@@ -153,6 +153,20 @@ def _read_data(
     return read_page(path, size, digest)
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A page file written into its tier (space reserved), not yet in the index."""
+
+    slot: int
+    """Its position in the batch being put."""
+    tier: Tier
+    key: PageKey
+    size: int
+    digest: int
+    path: str
+    version: str
+
+
 class _Entry:
     """An indexed page. ``moving``: claimed by an eviction or drop in progress."""
 
@@ -477,6 +491,60 @@ class PageStore:
         ``file_size`` (the file's size, when known): a put that completes a large file makes it
         an extent (:meth:`make_extent`).
         """
+        view = self._page_view(key, data)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("page store is closed")
+            if key in self._entries or key in self._pending:
+                return True
+            self._pending.add(key)
+        try:
+            stored = self._put_pages([(key, view, path, version)])[0]
+        finally:
+            with self._lock:
+                self._pending.discard(key)
+        if not stored:
+            return False
+        self._enforce_watermarks()
+        if file_size is not None and self._wants_extent(file_size):
+            with self._lock:
+                held = len(self._by_file.get((key.dataset, key.file_key), ()))
+            if held == page_count(file_size, self.page_size):
+                self.make_extent(key.dataset, key.file_key, file_size)
+        return True
+
+    def put_many(self, pages: Sequence[tuple[PageKey, Buffer, str, str]]) -> list[bool]:
+        """Cache several pages, ``(key, data, path, version)`` each, as :meth:`put` would one by
+        one, with one index transaction for all of them: a load of many small files pays one
+        commit per batch instead of one per file. A page already cached (or being cached, or
+        given twice) counts as cached. No extent is made (for files of one page, which is what
+        this is for, none ever is). One result per page, in order."""
+        views = [self._page_view(key, data) for key, data, _, _ in pages]
+        todo: list[int] = []
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("page store is closed")
+            for i, (key, _, _, _) in enumerate(pages):
+                if key not in self._entries and key not in self._pending:
+                    self._pending.add(key)
+                    todo.append(i)
+        results = [True] * len(pages)
+        try:
+            stored = self._put_pages(
+                [(pages[i][0], views[i], pages[i][2], pages[i][3]) for i in todo]
+            )
+            for i, ok in zip(todo, stored, strict=True):
+                results[i] = ok
+        finally:
+            with self._lock:
+                for i in todo:
+                    self._pending.discard(pages[i][0])
+        if todo:
+            self._enforce_watermarks()
+        return results
+
+    def _page_view(self, key: PageKey, data: Buffer) -> memoryview:
+        """``data`` as bytes, checked to be a page this store may hold."""
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
@@ -488,40 +556,32 @@ class PageStore:
             raise ValueError(
                 f"page {key} belongs to dataset {key.dataset!r}; this store caches {self.dataset!r}"
             )
-        size = HEADER_SIZE + view.nbytes
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("page store is closed")
-            if key in self._entries or key in self._pending:
-                return True
-            self._pending.add(key)
-        try:
+        return view
+
+    def _put_pages(self, pages: Sequence[tuple[PageKey, memoryview, str, str]]) -> list[bool]:
+        """Write pages claimed in ``_pending`` to the first tier with room each, then commit
+        them to the index together; which were cached."""
+        written: list[_Written] = []
+        results = [False] * len(pages)
+        for i, (key, view, path, version) in enumerate(pages):
+            size = HEADER_SIZE + view.nbytes
             header = encode_header(view)
             _, digest = decode_header(header)
-            stored = False
             for tier in self._tiers:
                 if tier.quota < size or not self._reserve(tier, size):
                     continue
-                if self._write(tier, key, (header, view), size) and self._record(
-                    tier, key, size, digest, path, version
-                ):
-                    stored = True
+                if self._write(tier, key, (header, view), size):
+                    written.append(_Written(i, tier, key, size, digest, path, version))
                     break
-            if not stored:
-                with self._lock:
-                    self._put_failures += 1
-                log.debug("page %s (%d bytes) not cached", key, size)
-                return False
-        finally:
+        if written and self._record(written):
+            for w in written:
+                results[w.slot] = True
+        failed = results.count(False)
+        if failed:
             with self._lock:
-                self._pending.discard(key)
-        self._enforce_watermarks()
-        if file_size is not None and self._wants_extent(file_size):
-            with self._lock:
-                held = len(self._by_file.get((key.dataset, key.file_key), ()))
-            if held == page_count(file_size, self.page_size):
-                self.make_extent(key.dataset, key.file_key, file_size)
-        return True
+                self._put_failures += failed
+            log.debug("%d of %d pages not cached", failed, len(pages))
+        return results
 
     def make_extent(self, dataset: str, fkey: str, size: int) -> bool:
         """Rewrite the pages of a whole cached file of ``size`` bytes as one extent file and
@@ -944,32 +1004,46 @@ class PageStore:
                 exc,
             )
 
-    def _record(
-        self, tier: Tier, key: PageKey, size: int, digest: int, path: str, version: str
-    ) -> bool:
-        """Commit a written page to the index, then make it visible."""
+    def _record(self, written: Sequence[_Written]) -> bool:
+        """Commit written pages to the index in one transaction, then make them visible; on
+        failure remove their files and release their space."""
         with self._lock:
-            atime = self._tick()
-            known = key.file_key in self._files
-        row = PageRow(key, tier.root_str, size, digest, atime)
-        file_row = FileRow(key.dataset, path, version)
+            atimes = [self._tick() for _ in written]
+            new_files = {
+                w.key.file_key: FileRow(w.key.dataset, w.path, w.version)
+                for w in written
+                if w.key.file_key not in self._files
+            }
+        rows = [
+            PageRow(w.key, w.tier.root_str, w.size, w.digest, atime)
+            for w, atime in zip(written, atimes, strict=True)
+        ]
         for attempt in range(2):
             try:
-                self._index.add_pages([row], {} if known else {key.file_key: file_row})
+                self._index.add_pages(rows, new_files)
                 break
             except sqlite3.Error as exc:
                 # The index may share its disk with the pages: when that disk is full, evict a
-                # little (this page held back, so it is not its own victim) and try once more.
+                # little (these pages held back, so none is its own victim) and try once more.
                 if not attempt and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
-                    self._make_disk_room(tier, size)
+                    self._make_disk_room(written[0].tier, sum(w.size for w in written))
                     continue
-                log.warning("could not record page %s in the index: %s", key, exc)
-                unlink_quiet(tier.page_path(key))
-                self._release(tier, size)
+                log.warning(
+                    "could not record %d page(s) (%s …) in the index: %s",
+                    len(written),
+                    written[0].key,
+                    exc,
+                )
+                for w in written:
+                    unlink_quiet(w.tier.page_path(w.key))
+                    self._release(w.tier, w.size)
                 return False
         with self._lock:
-            self._files.setdefault(key.file_key, file_row)
-            self._link(_Entry(key, tier.index, size, digest, atime))
+            for w, atime in zip(written, atimes, strict=True):
+                row = new_files.get(w.key.file_key)
+                if row is not None:
+                    self._files.setdefault(w.key.file_key, row)
+                self._link(_Entry(w.key, w.tier.index, w.size, w.digest, atime))
         return True
 
     # -- in-memory index (callers hold _lock) --------------------------------------------

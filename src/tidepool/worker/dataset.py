@@ -777,6 +777,31 @@ class DatasetService:
             self.metadata.forget(plan.info["name"])
             raise
 
+    def batch_loads(self) -> bool:
+        """Whether a load may warm small files many at a time (:meth:`warm_batch`): only
+        without a pool (in a pool each file has its owners, and one at a time finds them)."""
+        return self.placement is None
+
+    async def warm_batch(self, infos: Sequence[FileInfo]) -> list[int | None]:
+        """Warm-up of many small files at once where that is safe (see :meth:`batch_loads`;
+        files of one page of a ``file://`` origin): :meth:`PageReader.warm_whole`. Per file the
+        bytes fetched, or None for each file to :meth:`warm` one by one."""
+        results: list[int | None] = [None] * len(infos)
+        if not self.batch_loads():
+            return results
+        groups: dict[int, tuple[Origin, list[int], list[tuple[FileInfo, str]]]] = {}
+        for i, info in enumerate(infos):
+            route = self.mounts.route(info["name"])
+            if route is None or route.target.has_etags:
+                continue
+            group = groups.setdefault(id(route.target), (route.target, [], []))
+            group[1].append(i)
+            group[2].append((info, route.orel))
+        for origin, slots, files in groups.values():
+            for i, n in zip(slots, await self.reader.warm_whole(origin, files), strict=True):
+                results[i] = n
+        return results
+
     async def copy_from_peer(
         self, peer: Member, info: FileInfo, on_bytes: Callable[[int], None] | None = None
     ) -> int:

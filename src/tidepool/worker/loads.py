@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 State = Literal["Pending", "Executing", "Complete", "Incomplete", "Failed"]
 MAX_CONCURRENCY = 256
 """Most files one job fetches at once, whatever it asks for."""
+BATCH_FILE_MAX = 256 * 1024
+"""Files up to this size are loaded many at a time where the dataset allows (no pool, a
+``file://`` origin: :meth:`DatasetService.warm_batch`)."""
+BATCH_FILES = 64
+BATCH_BYTES = 4 * 1024 * 1024
+"""A batch holds at most this many files and bytes (in memory until it is written)."""
+BATCH_LANES = 2
+"""Batches of one job in flight at once: one reading while the other is written."""
 _ids = itertools.count(1)
 
 
@@ -120,25 +128,51 @@ class LoadJob:
             targets = await self._targets()
             p.files_total = len(targets)
             p.bytes_total = sum(f["size"] for f in targets)
-            queue = iter(sorted(targets, key=lambda f: f["name"]))
-
+            targets.sort(key=lambda f: f["name"])
+            batched = self.svc.batch_loads()
+            small = [f for f in targets if batched and 0 < f["size"] <= BATCH_FILE_MAX]
+            queue = iter([f for f in targets if not (batched and 0 < f["size"] <= BATCH_FILE_MAX)])
+            batches = iter(_batches(small))
             counters = self.svc.counters
+
+            def done(info: FileInfo, fetched: int) -> None:
+                cached = max(0, info["size"] - fetched)  # what was cached already
+                p.bytes_done += cached
+                counters.load_bytes.inc(cached)
+                p.files_done += 1
+
+            async def one(info: FileInfo) -> None:
+                try:
+                    done(info, await self.svc.warm(info["name"], on_bytes=self._progress))
+                except Exception as exc:  # one bad file must not stop the job
+                    p.error_count += 1
+                    p.files_done += 1
+                    counters.load_failed_files.inc()
+                    if len(p.errors) < 20:
+                        p.errors.append(redact(f"{info['name']}: {exc}"))
 
             async def worker() -> None:
                 for info in queue:
-                    try:
-                        fetched = await self.svc.warm(info["name"], on_bytes=self._progress)
-                        cached = max(0, info["size"] - fetched)  # what was cached already
-                        p.bytes_done += cached
-                        counters.load_bytes.inc(cached)
-                    except Exception as exc:  # one bad file must not stop the job
-                        p.error_count += 1
-                        counters.load_failed_files.inc()
-                        if len(p.errors) < 20:
-                            p.errors.append(redact(f"{info['name']}: {exc}"))
-                    p.files_done += 1
+                    await one(info)
 
-            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+            async def lane() -> None:
+                for batch in batches:
+                    try:
+                        got = await self.svc.warm_batch(batch)
+                    except Exception as exc:  # the files are then loaded one by one
+                        log.debug("load %s: batch of %d files failed: %s", p.id, len(batch), exc)
+                        got = [None] * len(batch)
+                    for info, fetched in zip(batch, got, strict=True):
+                        if fetched is None:
+                            await one(info)
+                        else:
+                            self._progress(fetched)
+                            done(info, fetched)
+
+            await asyncio.gather(
+                *(worker() for _ in range(self.concurrency)),
+                *(lane() for _ in range(BATCH_LANES if small else 0)),
+            )
             await self.svc.flush_writes()
             self._check_cached(targets)
             if p.error_count:
@@ -194,6 +228,20 @@ class LoadJob:
             "runtime's tieredstore.levels[].quota (and its high watermark) to more than "
             f"{format_bytes(p.bytes_checked)}, or load fewer paths"
         )
+
+
+def _batches(files: list[FileInfo]) -> Iterator[list[FileInfo]]:
+    """``files`` in runs of at most :data:`BATCH_FILES` files and :data:`BATCH_BYTES` bytes."""
+    batch: list[FileInfo] = []
+    size = 0
+    for info in files:
+        if batch and (len(batch) >= BATCH_FILES or size + info["size"] > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(info)
+        size += info["size"]
+    if batch:
+        yield batch
 
 
 class LoadTable:

@@ -30,7 +30,7 @@ import asyncio
 import errno
 import logging
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
@@ -445,6 +445,45 @@ class PageReader:
                 if on_bytes is not None:
                     on_bytes(n)
         return total
+
+    async def warm_whole(
+        self, origin: Origin, files: Sequence[tuple[FileInfo, str]]
+    ) -> list[int | None]:
+        """Warm-up of whole one-page files, ``(info, path at the origin)`` each, many at once:
+        read in one thread hop (:meth:`Origin.read_whole`, ``file://`` origins) and cached with
+        one index commit (:meth:`PageStore.put_many`), uncounted like :meth:`warm`. Per file the
+        bytes fetched (0: cached already), or None when it must be warmed one by one with
+        :meth:`warm`: not a file of one page, being fetched already, changed since it was
+        listed, unreadable, or an origin that is not on this machine."""
+        results: list[int | None] = [None] * len(files)
+        todo: list[tuple[int, PageKey, FileInfo, str]] = []
+        for i, (info, orel) in enumerate(files):
+            if info["type"] != "file" or not 0 < info["size"] <= self.page_size:
+                continue
+            key = self.key(info, 0)
+            if key in self._inflight:
+                continue
+            if self.store.contains(key):
+                results[i] = 0
+                continue
+            todo.append((i, key, info, orel))
+        if not todo:
+            return results
+        got = await origin.read_whole(
+            [(orel, info["version"], info["size"]) for *_, info, orel in todo]
+        )
+        if got is None:
+            return results
+        pages: list[tuple[PageKey, Chunk, str, str]] = []
+        for (i, key, info, _), data in zip(todo, got, strict=True):
+            if data is not None:
+                pages.append((key, data, info["name"], info["version"]))
+                results[i] = len(data)
+        if pages:
+            self.counters.origin_requests.inc(len(pages))
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._io_pool, self.store.put_many, pages)
+        return results
 
     def forget_version(self, info: FileInfo) -> None:
         """Drop the cached pages of a version the origin no longer has."""
