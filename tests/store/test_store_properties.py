@@ -74,7 +74,10 @@ def test_quota_holds_and_reads_are_exact(
     real_write = tiers_mod.write_page_file
 
     def checked_write(path: str, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
-        tier_root = path.rsplit("/tmp/", 1)[0]
+        # a page is written in place (pages/...), a demoted copy in the tier's tmp/ first
+        tier_root = (
+            path.rsplit("/pages/", 1)[0] if "/pages/" in path else path.rsplit("/tmp/", 1)[0]
+        )
         incoming = sum(memoryview(c).nbytes for c in chunks)
         assert disk_bytes(tier_root) + incoming <= quotas[tier_root], "quota exceeded"
         real_write(path, chunks)

@@ -239,3 +239,18 @@ def test_put_many_keeps_the_quota(tmp_path: Path) -> None:
         for key, data, _, _ in pages:
             got = store.get(key)
             assert got is None or bytes(got) == data
+
+
+def test_a_stale_file_at_a_page_path_is_replaced_not_served(tmp_path: Path) -> None:
+    """Pages are written in place (``O_EXCL``): a file no index row vouches for at the path (an
+    eviction whose unlink failed, a planted file) is replaced by the page being put."""
+    tiers = (TierConfig("SSD", str(tmp_path / "tier"), 1 << 20),)
+    key = PageKey("ds", file_key("ds", "f", "v"), 0)
+    with PageStore(tiers, tmp_path / "state", dataset="ds", page_size=4096) as store:
+        path = Path(store._tiers[0].page_path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"stale bytes of nobody's page")
+        assert store.put_many([(key, b"fresh" * 10, "f", "v")]) == [True]
+        got = store.get(key)
+        assert got is not None and bytes(got) == b"fresh" * 10
+        assert store.stats().put_failures == 0

@@ -20,8 +20,8 @@ So the fast path reads only from directories no one but the worker's user (and r
   only if it is a regular file owned by that user that nobody else may write to.
 
 Speed (issue 18). A page file is checked (header, length, checksum) the first time this process
-reads it, and remembered by device, inode, size and mtime: page files are immutable once renamed
-into place, so later reads of the same file skip the checksum, and a file that was rewritten or
+reads it, and remembered by device, inode, size and mtime: page files are immutable once
+complete, so later reads of the same file skip the checksum, and a file that was rewritten or
 replaced since is checked again. A read that spans pages is read by the kernel straight into the
 ``bytes`` object returned (``preadv`` into a fresh object), one copy as a plain file's ``read``
 makes; a read within one page is one ``pread``. The limit: a page that rots on disk after this
@@ -39,9 +39,10 @@ small to be one) the read goes to the page files as above.
 The worker itself verifies every page against the checksum its index recorded when it wrote the
 page, so a planted file is never served over HTTP either.
 
-Page files are immutable once renamed into place and named by version, so a reader never sees a
-half-written page or bytes of another version; an eviction that unlinks a file after it was opened
-does not disturb the read.
+Page files are immutable once complete and named by version, so a reader never serves bytes of
+another version; a page still being written (in place, :mod:`tidepool.store.tiers`) fails its
+length or checksum and that read goes to the worker; an eviction that unlinks a file after it
+was opened does not disturb the read.
 
 The worker never sees these reads, so its hit counters (and Fluid's ``cacheHitRatio`` built from
 them) would miss them: :class:`HitReporter` tells it, every few seconds, how many pages and bytes
@@ -270,8 +271,8 @@ class LocalReader:
     def _verified(self, fd: int, st: os.stat_result, rel_page: str, plen: int) -> bytes | None:
         """Check a page file once per process: its header, length and checksum. Returns the
         page's bytes when it read them to check (None when the file is not a good page); a page
-        file already checked (same inode, size and mtime: page files are immutable once renamed
-        into place) returns b"" without reading."""
+        file already checked (same inode, size and mtime: page files are immutable once
+        complete) returns b"" without reading."""
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if self._checked.get(rel_page) == ident:
             return b""

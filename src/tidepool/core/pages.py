@@ -22,7 +22,7 @@ padding to a 4 KiB boundary, then a trailer::
     magic "TPEX" | format u8 | 3 pad | file size u64 | page size u64 | pages u32 | 4 pad
     then one xxh3_64 u64 per page (the same checksums as the page headers)
 
-An extent is immutable once renamed into place, like a page file.
+An extent is immutable once renamed into place; a page file once complete.
 """
 
 from __future__ import annotations

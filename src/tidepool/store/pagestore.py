@@ -88,7 +88,7 @@ from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
 from tidepool.store.recovery import plan_recovery
-from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier
+from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier, make_dirs
 from tidepool.store.tiers import (
     Buffer,
     Tier,
@@ -366,7 +366,7 @@ class PageStore:
 
         Each page is checked against the index's checksum the first time it is opened this way
         and remembered by the file's device, inode, size and mtime: page files and extents are
-        immutable once renamed into place, and a file replaced or rewritten since is checked
+        immutable once indexed, and a file replaced or rewritten since is checked
         again. So a warm large read pays the checksum once, not on every read."""
         with self._lock:
             if self._closed:
@@ -947,16 +947,25 @@ class PageStore:
                 self._forget(e)
 
     def _write(self, tier: Tier, key: PageKey, chunks: Sequence[Buffer], size: int) -> bool:
-        """Write a page file into a tier whose space is reserved; releases it on failure."""
+        """Write a page file in place into a tier whose space is reserved (see
+        :mod:`tidepool.store.tiers`); releases the space on failure."""
         final = tier.page_path(key)
         for attempt in range(2):
-            tmp = tier.tmp_path()
             try:
-                write_page_file(tmp, chunks)
-                install_file(tmp, final, tier.root_str)
+                try:
+                    write_page_file(final, chunks)
+                except FileNotFoundError:
+                    make_dirs(os.path.dirname(final), tier.root_str)
+                    write_page_file(final, chunks)
                 return True
+            except FileExistsError:
+                # not indexed, so no one's page (an eviction whose unlink failed, a file left
+                # by a crash): replaced, never served
+                unlink_quiet(final)
+                if attempt:
+                    break
             except OSError as exc:
-                unlink_quiet(tmp)
+                unlink_quiet(final)
                 self._write_failed(tier, key, exc)
                 if exc.errno not in DISK_FULL or attempt:
                     break

@@ -14,8 +14,9 @@ function of what the index says and what the disk holds:
 3. A page file the index does not know is **deleted, never adopted**. Its bytes could only be
    checked against its own header, which whoever wrote the file also wrote, so adopting it would
    serve a file planted at a predictable page path. Such files are: a page whose ``put`` was
-   interrupted between the rename and the index commit, the second copy left by an interrupted
-   demotion, a planted file, and every page of a tier whose index was unreadable and rebuilt.
+   interrupted before the index commit (whole or half-written), the second copy left by an
+   interrupted demotion, a planted file, and every page of a tier whose index was unreadable and
+   rebuilt.
    In the last case the cache is lost and refills from the origin: a correct cache is worth more
    than a warm one.
 4. The rows of a file kept as one extent (:mod:`tidepool.core.pages`) stand or fall together: all

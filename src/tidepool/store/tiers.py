@@ -3,10 +3,14 @@
 A tier's root is the dataset's subdirectory of the tier directory (``<tier>/<dataset>``, claimed
 by :mod:`tidepool.store.tierdir`). It holds ``pages/`` (the page files, laid out by
 :meth:`tidepool.core.pages.PageKey.relpath` — a contract with the client's same-host fast path)
-and ``tmp/`` (pages being written, named ``tp-<pid>-<n>.part``, renamed into ``pages/`` when
-complete). A large file held whole is one extent file beside where its pages were
-(``<key>.x``, :mod:`tidepool.core.pages`), written and installed the same way. A MEM tier is
-the same thing on a tmpfs such as ``/dev/shm``. Directories are created 0700 and page files 0600.
+and ``tmp/`` (copies being made, named ``tp-<pid>-<n>.part``, renamed into ``pages/`` when
+complete: demoted pages and extents). A new page is written in place instead (``O_EXCL``, no
+rename: the load of many small files pays one file creation each, not two directory operations);
+it is indexed only once complete, and a reader that meets it half-written finds its length or
+checksum wrong and gives up that read. A large file held whole is one extent file beside where
+its pages were (``<key>.x``, :mod:`tidepool.core.pages`), written in ``tmp/`` and installed. A
+MEM tier is the same thing on a tmpfs such as ``/dev/shm``. Directories are created 0700 and page
+files 0600.
 
 The functions here do the file I/O and nothing else: no index, no locking. :func:`write_page_file`
 is the single place page bytes hit a disk, which is what tests monkeypatch to simulate a full disk.
@@ -195,8 +199,8 @@ class Tier:
 def write_page_file(path: str, chunks: Sequence[Buffer]) -> None:
     """Create ``path`` (must not exist) holding the concatenated ``chunks``; no fsync.
 
-    Raises ``OSError`` (``ENOSPC``/``EDQUOT`` on a full disk); the partial file is left for the
-    caller to remove.
+    Raises ``OSError`` (``ENOSPC``/``EDQUOT`` on a full disk; ``FileNotFoundError`` when its
+    directory does not exist yet); the partial file is left for the caller to remove.
     """
     views = [memoryview(c).cast("B") for c in chunks]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW, FILE_MODE)
