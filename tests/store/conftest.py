@@ -70,15 +70,19 @@ def tiers(tmp_path: Path) -> list[TierConfig]:
 
 @pytest.fixture
 def make_store(tmp_path: Path, tiers: list[TierConfig]) -> Iterator[StoreFactory]:
-    """Open page stores (default: the two tiers above) and close them after the test."""
+    """Open page stores (default: the two tiers above) and close them after the test; each is
+    returned once its restart check is done (``verified=False``: at once)."""
     opened: list[PageStore] = []
 
     def factory(tier_configs: list[TierConfig] | None = None, **kwargs: Any) -> PageStore:
         kwargs.setdefault("page_size", PAGE)
         kwargs.setdefault("flush_interval", None)
         kwargs.setdefault("dataset", DS)
+        verified = kwargs.pop("verified", True)
         store = PageStore(tier_configs or tiers, tmp_path / "state", **kwargs)
         opened.append(store)
+        if verified:  # the restart check runs in the background: most tests want it done
+            assert store.wait_verified(30)
         return store
 
     yield factory

@@ -82,6 +82,7 @@ def run_and_kill(
 
 def check_consistent(tmp_path: Path, tiers: list[TierConfig]) -> PageStore:
     store = PageStore(tiers, tmp_path / "state", dataset="ds", page_size=PAGE, flush_interval=None)
+    assert store.wait_verified(30)  # the restart check runs in the background
     for tier, usage in zip(tiers, store.usage(), strict=True):
         assert not list((store_root(tier.path) / TMP_DIR).iterdir())
         assert usage.used == disk_bytes(tier.path) <= usage.capacity

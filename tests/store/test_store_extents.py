@@ -439,6 +439,7 @@ def test_sigkill_while_extents_are_made_evicted_and_demoted_stays_consistent(
         store = PageStore(
             tiers, tmp_path / "state", dataset=DS, page_size=STRESS_PAGE, flush_interval=None
         )
+        assert store.wait_verified(30)  # the restart check runs in the background
         try:
             for tier, usage in zip(tiers, store.usage(), strict=True):
                 assert not list((store_root(tier.path) / TMP_DIR).iterdir())

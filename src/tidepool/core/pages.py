@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 
@@ -52,13 +52,14 @@ PAGES_DIR = "pages"
 TMP_DIR = "tmp"
 
 
-@dataclass(frozen=True, slots=True)
-class PageKey:
-    """One page of one version of one file of one dataset."""
+class PageKey(NamedTuple):
+    """One page of one version of one file of one dataset. A tuple: the page store keys dicts
+    and its eviction order by it, a million times on a restart, and a tuple hashes and compares
+    in C (a dataclass's ``__hash__`` and ``__eq__`` are Python calls)."""
 
     dataset: str
     file_key: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which no caller uses
 
     def relpath(self) -> str:
         """Where the page lives below a tier root (``pages/<ds>/<k2>/<key>.<index>``)."""

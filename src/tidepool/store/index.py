@@ -149,24 +149,34 @@ class PageIndex:
             self._conn.close()
             raise
 
-    def load(self) -> tuple[list[PageRow], dict[str, FileRow]]:
-        """All page rows and file rows."""
+    def load(self) -> list[PageRow]:
+        """All page rows (file rows stay on disk: :meth:`file_row`)."""
+        names: dict[str, str] = {}  # one str per dataset and tier name, not one per row
         with self._lock:
             pages = [
-                PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent))
+                PageRow(
+                    PageKey(names.setdefault(ds, ds), fk, idx),
+                    names.setdefault(tier, tier),
+                    size,
+                    _from_sql(digest),
+                    atime,
+                    bool(extent),
+                )
                 for ds, fk, idx, tier, size, digest, atime, extent in self._conn.execute(
                     "SELECT p.dataset, p.file_key, p.idx, p.tier, p.size, p.checksum, p.atime,"
                     " e.tier IS NOT NULL FROM pages p LEFT JOIN extents e"
                     " ON e.dataset = p.dataset AND e.file_key = p.file_key AND e.tier = p.tier"
                 )
             ]
-            files = {
-                fk: FileRow(ds, path, version)
-                for fk, ds, path, version in self._conn.execute(
-                    "SELECT file_key, dataset, path, version FROM files"
-                )
-            }
-        return pages, files
+        return pages
+
+    def file_row(self, file_key: str) -> FileRow | None:
+        """What a file key stands for, if any page of it was put."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT dataset, path, version FROM files WHERE file_key = ?", (file_key,)
+            ).fetchone()
+        return None if row is None else FileRow(*row)
 
     def add_pages(self, rows: Iterable[PageRow], files: dict[str, FileRow]) -> None:
         """Insert (or replace) pages and insert the missing file rows, in one transaction."""
@@ -249,12 +259,14 @@ class PageIndex:
                 [(ds, fk, ds, fk) for ds, fk in files],
             )
 
-    def delete_files(self, file_keys: Iterable[str]) -> None:
-        """Delete file rows (those left without pages after a rebuild)."""
+    def delete_orphan_files(self) -> int:
+        """Delete the file rows no page row refers to any more (after recovery dropped some
+        pages); how many."""
         with self._lock, self._transaction():
-            self._conn.executemany(
-                "DELETE FROM files WHERE file_key = ?", [(fk,) for fk in file_keys]
-            )
+            return self._conn.execute(
+                "DELETE FROM files WHERE NOT EXISTS (SELECT 1 FROM pages p"
+                " WHERE p.dataset = files.dataset AND p.file_key = files.file_key)"
+            ).rowcount
 
     def set_atimes(self, items: Iterable[tuple[PageKey, int]]) -> None:
         with self._lock, self._transaction():
@@ -286,8 +298,8 @@ class PageIndex:
         self._conn.execute("COMMIT")
 
 
-def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], dict[str, FileRow], bool]:
-    """Open and load the index, moving an unreadable one aside: ``(index, pages, files, fresh)``.
+def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], bool]:
+    """Open and load the index, moving an unreadable one aside: ``(index, pages, fresh)``.
 
     ``fresh`` is True when the database was replaced by an empty one, so the caller knows to
     rebuild from the tiers.
@@ -297,11 +309,11 @@ def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], dict[str, Fil
     try:
         index = PageIndex(path)
         try:
-            pages, files = index.load()
+            pages = index.load()
         except BaseException:
             index.close()
             raise
-        return index, pages, files, False
+        return index, pages, False
     except sqlite3.DatabaseError as exc:
         aside = move_aside(path)
         log.warning(
@@ -311,4 +323,4 @@ def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], dict[str, Fil
             aside,
         )
     index = PageIndex(path)
-    return index, [], {}, True
+    return index, [], True

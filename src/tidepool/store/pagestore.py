@@ -87,9 +87,11 @@ from tidepool.core.pages import (
 from tidepool.spec.config import TierConfig
 from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
-from tidepool.store.recovery import plan_recovery
+from tidepool.store.recovery import extent_backed, page_backed, unvouched
 from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier, make_dirs
 from tidepool.store.tiers import (
+    EXTENT,
+    FOREIGN,
     Buffer,
     Tier,
     TierUsage,
@@ -101,8 +103,8 @@ from tidepool.store.tiers import (
     read_extent_page,
     read_page,
     read_page_file,
-    scan_pages,
     unlink_quiet,
+    walk_tier,
     write_extent_file,
     write_page_file,
 )
@@ -260,10 +262,10 @@ class PageStore:
         self._lock = threading.Lock()
         self._space_lock = threading.RLock()
         self._entries: dict[PageKey, _Entry] = {}
-        self._by_file: dict[tuple[str, str], set[int]] = {}
-        self._dataset_files: dict[str, set[str]] = {}
+        self._by_file: dict[str, int] = {}
+        """The cached pages of each file key, as a bitmask of page indexes (one dataset per
+        store; for a file of one page the mask is the shared small int 1: no object per file)."""
         self._dataset_bytes: dict[str, int] = {}
-        self._files: dict[str, FileRow] = {}
         self._pending: set[PageKey] = set()
         self._dirty: set[_Entry] = set()
         self._clock = 0
@@ -274,11 +276,17 @@ class PageStore:
         self._closed = False
         self._wake = threading.Event()
         self._stopping = False
+        self._opened_ns = time.time_ns()
+        self._verified = threading.Event()
         try:
             self._index: PageIndex = self._recover(Path(state_dir))
         except BaseException:
             self._release_claims()
             raise
+        self._verifier = threading.Thread(
+            target=self._verify, name="tidepool-store-verify", daemon=True
+        )
+        self._verifier.start()
         self._flusher: threading.Thread | None = None
         if flush_interval is not None:
             self._flusher = threading.Thread(
@@ -426,12 +434,12 @@ class PageStore:
     def pages_of(self, dataset: str, file_key: str) -> set[int]:
         """Indexes of the cached pages of one file."""
         with self._lock:
-            return set(self._by_file.get((dataset, file_key), ()))
+            return set(self._indexes(dataset, file_key))
 
     def file_info(self, file_key: str) -> FileRow | None:
-        """``(dataset, path, version)`` recorded for a file key when its first page was put."""
-        with self._lock:
-            return self._files.get(file_key)
+        """``(dataset, path, version)`` recorded for a file key when its first page was put
+        (read from the index: none is kept in memory)."""
+        return self._index.file_row(file_key)
 
     def files_from(
         self, dataset: str, start: str, *, strict: bool = False
@@ -459,7 +467,7 @@ class PageStore:
     def dataset_files(self, dataset: str) -> int:
         """Number of files of a dataset with at least one cached page."""
         with self._lock:
-            return len(self._dataset_files.get(dataset, ()))
+            return len(self._by_file) if dataset == self.dataset else 0
 
     def stats(self) -> StoreStats:
         with self._lock:
@@ -508,7 +516,7 @@ class PageStore:
         self._enforce_watermarks()
         if file_size is not None and self._wants_extent(file_size):
             with self._lock:
-                held = len(self._by_file.get((key.dataset, key.file_key), ()))
+                held = self._by_file.get(key.file_key, 0).bit_count()
             if held == page_count(file_size, self.page_size):
                 self.make_extent(key.dataset, key.file_key, file_size)
         return True
@@ -685,7 +693,7 @@ class PageStore:
             with self._lock:
                 entries = [
                     self._entries[PageKey(dataset, file_key, i)]
-                    for i in self._by_file.get((dataset, file_key), ())
+                    for i in self._indexes(dataset, file_key)
                 ]
                 entries = [e for e in entries if self._claim(e)]
             self._delete(entries)
@@ -696,8 +704,8 @@ class PageStore:
             with self._lock:
                 entries = [
                     self._entries[PageKey(dataset, fk, i)]
-                    for fk in self._dataset_files.get(dataset, ())
-                    for i in self._by_file.get((dataset, fk), ())
+                    for fk in (list(self._by_file) if dataset == self.dataset else ())
+                    for i in self._indexes(dataset, fk)
                 ]
                 entries = [e for e in entries if self._claim(e)]
             self._delete(entries)
@@ -723,6 +731,7 @@ class PageStore:
         self._wake.set()
         if self._flusher is not None:
             self._flusher.join()
+        self._verifier.join()
         if flush:
             self.flush()
         with self._space_lock, self._lock:
@@ -912,7 +921,7 @@ class PageStore:
         key = entry.key
         return [
             e
-            for i in self._by_file.get((key.dataset, key.file_key), ())
+            for i in self._indexes(key.dataset, key.file_key)
             if (e := self._entries[PageKey(key.dataset, key.file_key, i)]) is not entry
             and e.extent
             and e.tier == entry.tier
@@ -1018,10 +1027,11 @@ class PageStore:
         failure remove their files and release their space."""
         with self._lock:
             atimes = [self._tick() for _ in written]
-            new_files = {
+            known = self._by_file
+            new_files = {  # a file already holding a page has its row (INSERT OR IGNORE anyway)
                 w.key.file_key: FileRow(w.key.dataset, w.path, w.version)
                 for w in written
-                if w.key.file_key not in self._files
+                if w.key.file_key not in known
             }
         rows = [
             PageRow(w.key, w.tier.root_str, w.size, w.digest, atime)
@@ -1049,9 +1059,6 @@ class PageStore:
                 return False
         with self._lock:
             for w, atime in zip(written, atimes, strict=True):
-                row = new_files.get(w.key.file_key)
-                if row is not None:
-                    self._files.setdefault(w.key.file_key, row)
                 self._link(_Entry(w.key, w.tier.index, w.size, w.digest, atime))
         return True
 
@@ -1071,6 +1078,13 @@ class PageStore:
         self._clock += 1
         return self._clock
 
+    def _indexes(self, dataset: str, file_key: str) -> list[int]:
+        """The indexes of the cached pages of a file, in order (lock held)."""
+        if dataset != self.dataset:
+            return []
+        mask = self._by_file.get(file_key, 0)
+        return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
     def _link(self, entry: _Entry) -> None:
         """Index a page whose bytes are already counted in its tier's ``used``."""
         key = entry.key
@@ -1078,8 +1092,8 @@ class PageStore:
         self._entries[key] = entry
         tier.pages += 1
         tier.policy.add(key, entry.size)
-        self._by_file.setdefault((key.dataset, key.file_key), set()).add(key.index)
-        self._dataset_files.setdefault(key.dataset, set()).add(key.file_key)
+        by_file = self._by_file
+        by_file[key.file_key] = by_file.get(key.file_key, 0) | (1 << key.index)
         self._dataset_bytes[key.dataset] = (
             self._dataset_bytes.get(key.dataset, 0) + entry.size - HEADER_SIZE
         )
@@ -1106,18 +1120,13 @@ class PageStore:
         if self._entries.get(key) is entry:
             del self._entries[key]
         self._dirty.discard(entry)
-        fkey = (key.dataset, key.file_key)
-        indexes = self._by_file.get(fkey)
-        if indexes is not None:
-            indexes.discard(key.index)
-            if not indexes:
-                del self._by_file[fkey]
-                self._files.pop(key.file_key, None)
-                files = self._dataset_files.get(key.dataset)
-                if files is not None:
-                    files.discard(key.file_key)
-                    if not files:
-                        del self._dataset_files[key.dataset]
+        mask = self._by_file.get(key.file_key)
+        if mask is not None:
+            mask &= ~(1 << key.index)
+            if mask:
+                self._by_file[key.file_key] = mask
+            else:
+                del self._by_file[key.file_key]
         left = self._dataset_bytes.get(key.dataset, 0) - (entry.size - HEADER_SIZE)
         if left > 0:
             self._dataset_bytes[key.dataset] = left
@@ -1141,60 +1150,69 @@ class PageStore:
         """Reconcile the persisted index with the page files on disk (:mod:`.recovery`)."""
         for tier in self._tiers:
             tier.prepare()
-        index, rows, files, fresh = open_index(state_dir)
+        index, rows, fresh = open_index(state_dir)
         self._index = index
 
-        found: dict[tuple[int, PageKey], tuple[str, int]] = {}
-        extents: dict[tuple[int, str], tuple[str, int]] = {}
-        foreign: list[str] = []
-        for tier in self._tiers:
-            scan = scan_pages(tier.root, self.dataset)
-            foreign += scan.foreign
-            for fpath, key, fsize in scan.pages:
-                found[(tier.index, key)] = (fpath, fsize)
-            for fpath, fkey, fsize in scan.extents:
-                extents[(tier.index, fkey)] = (fpath, fsize)
-        plan = plan_recovery(
-            rows, found, [t.root_str for t in self._tiers], extents, self.page_size
-        )
-        for tier_index, row in plan.keep:
-            tier = self._tiers[tier_index]
+        tier_of = {t.root_str: t.index for t in self._tiers}
+        gone = [row.key for row in rows if row.tier not in tier_of]  # tier no longer configured
+        rows = [row for row in rows if row.tier in tier_of]
+        rows.sort(key=lambda row: row.atime)  # linked in eviction order
+        for row in rows:
+            tier = self._tiers[tier_of[row.tier]]
             tier.used += row.size
-            self._link(_Entry(row.key, tier_index, row.size, row.checksum, row.atime, row.extent))
-        for fpath in plan.delete:
-            unlink_quiet(fpath)
-
-        live = {fk for _, fk in self._by_file}
-        self._files = {fk: f for fk, f in files.items() if fk in live}
-        if plan.drop:
-            index.delete_pages(plan.drop)
-        index.delete_files([fk for fk in files if fk not in live])
-
-        # rebuild eviction order from the persisted recency
-        ordered = sorted(self._entries.values(), key=lambda e: e.atime)
-        for tier in self._tiers:
-            for _ in range(len(tier.policy)):
-                tier.policy.pop_victim()
-        for entry in ordered:
-            self._tiers[entry.tier].policy.add(entry.key, entry.size)
-        self._clock = ordered[-1].atime if ordered else 0
-
-        if plan.drop or plan.delete or fresh:
+            self._link(_Entry(row.key, tier.index, row.size, row.checksum, row.atime, row.extent))
+        if gone:
+            index.delete_pages(gone)
+        if gone or fresh:
+            index.delete_orphan_files()
+        self._clock = rows[-1].atime if rows else 0
+        log.info(
+            "page store %s: %d pages in %d tiers%s; checking them against the tiers' files in "
+            "the background",
+            self.dataset,
+            len(self._entries),
+            len(self._tiers),
+            f" ({len(gone)} rows of tiers no longer configured dropped)" if gone else "",
+        )
+        if fresh:
             log.warning(
-                "page store %s recovery: %d pages kept, %d index rows dropped (file missing or "
-                "wrong size), %d page files the index does not vouch for removed%s",
+                "page store %s: the index was unreadable; the cache refills from the origin "
+                "(its page files are removed in the background)",
                 self.dataset,
-                len(self._entries),
-                len(plan.drop),
-                len(plan.delete),
-                " (the index was unreadable: the cache refills from the origin)" if fresh else "",
             )
-        else:
-            log.info(
-                "page store %s: %d pages in %d tiers",
+        self._enforce_watermarks()
+        for tier in self._tiers:  # the watermark may be 1.0: still honour the quota
+            if tier.used > tier.quota:
+                self._shrink(tier, tier.quota)
+        return index
+
+    def wait_verified(self, timeout: float | None = None) -> bool:
+        """Wait until the background check of the index against the tiers' files
+        (:mod:`.recovery`) is done; whether it is."""
+        return self._verified.wait(timeout)
+
+    def _verify(self) -> None:
+        """The background check of a restarted store (:mod:`.recovery`): files no row vouches
+        for removed, then rows whose file is missing or of the wrong size dropped. A directory
+        of files, or a thousand rows, at a time: no list of the whole cache is built."""
+        try:
+            removed, foreign = self._remove_unvouched()
+            dropped = self._drop_unbacked()
+        except Exception:
+            log.exception(
+                "page store %s: checking the index against the tiers failed", self.dataset
+            )
+            return
+        finally:
+            self._verified.set()
+        if removed or dropped:
+            log.warning(
+                "page store %s check: %d pages kept, %d index rows dropped (file missing or "
+                "wrong size), %d page files the index does not vouch for removed",
                 self.dataset,
                 len(self._entries),
-                len(self._tiers),
+                dropped,
+                removed,
             )
         if foreign:
             log.warning(
@@ -1204,8 +1222,100 @@ class PageStore:
                 len(foreign),
                 ", ".join(sorted(foreign)[:3]),
             )
-        self._enforce_watermarks()
-        for tier in self._tiers:  # the watermark may be 1.0: still honour the quota
-            if tier.used > tier.quota:
-                self._shrink(tier, tier.quota)
-        return index
+
+    def _remove_unvouched(self) -> tuple[int, list[str]]:
+        """Delete the page and extent files no row vouches for (rule 3); how many, and the
+        paths that are not Tidepool's (rule 5, left alone)."""
+        removed = 0
+        foreign: list[str] = []
+        for tier in self._tiers:
+            for kind, path, key in walk_tier(tier.root, self.dataset, lambda: self._stopping):
+                if kind == FOREIGN:
+                    foreign.append(path)
+                    continue
+                with self._lock:
+                    if self._vouched(tier, kind, key):
+                        continue
+                # a candidate: judged again with no demotion or extent in progress (they hold
+                # the space lock) and no put writing it (claimed like a put claims a page)
+                with self._space_lock:
+                    with self._lock:
+                        if self._vouched(tier, kind, key):
+                            continue
+                        claim = key if isinstance(key, PageKey) else None
+                        if claim is not None:
+                            self._pending.add(claim)
+                    try:
+                        mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+                        if unvouched(False, False, mtime, self._opened_ns):
+                            os.unlink(path)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        log.warning("could not remove %s: %s", path, exc)
+                    finally:
+                        if claim is not None:
+                            with self._lock:
+                                self._pending.discard(claim)
+        return removed, foreign
+
+    def _vouched(self, tier: Tier, kind: str, key: PageKey | str | None) -> bool:
+        """Whether a row vouches for a page or extent file found in ``tier``, or a put is
+        writing it (lock held)."""
+        if kind == EXTENT:
+            first = self._entries.get(PageKey(self.dataset, str(key), 0))
+            return first is not None and first.extent and first.tier == tier.index
+        assert isinstance(key, PageKey)
+        if key in self._pending:
+            return True
+        entry = self._entries.get(key)
+        return entry is not None and not entry.extent and entry.tier == tier.index
+
+    def _drop_unbacked(self) -> int:
+        """Drop the rows whose file is missing or of the wrong size (rules 1, 2 and 4), unless
+        the page changed since it was looked at; how many."""
+        with self._lock:
+            entries = list(self._entries.values())
+        dropped = 0
+        seen: set[tuple[str, int]] = set()
+        for start in range(0, len(entries), 1000):
+            if self._stopping:
+                break
+            for entry in entries[start : start + 1000]:
+                with self._lock:
+                    if not entry.alive or entry.moving:
+                        continue
+                    tier, extent = entry.tier, entry.extent
+                    path = self._where(self._tiers[tier], entry)[0]
+                    group: list[_Entry] = []
+                    if extent:
+                        if (entry.key.file_key, tier) in seen:
+                            continue
+                        seen.add((entry.key.file_key, tier))
+                        group = [entry, *self._extent_of(entry)]
+                try:
+                    size: int | None = os.stat(path, follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    size = None
+                except OSError:
+                    continue  # cannot tell: reads will
+                if extent:
+                    good = extent_backed(
+                        [(e.key.index, e.size) for e in group], size, self.page_size
+                    )
+                else:
+                    good = page_backed(entry.size, size)
+                if good:
+                    continue
+                with self._lock:
+                    if (
+                        not entry.alive
+                        or entry.moving
+                        or (entry.tier, entry.extent) != (tier, extent)
+                    ):
+                        continue
+                    victims = self._claim_group(entry)
+                self._delete(victims)
+                dropped += len(victims)
+        return dropped

@@ -35,8 +35,8 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tidepool.core.pages import (
@@ -370,45 +370,37 @@ def parse_extent_path(dataset: str, shard: str, name: str) -> str | None:
     return file_key
 
 
-@dataclass
-class TierScan:
-    """What :func:`scan_pages` found in a tier root."""
-
-    pages: list[tuple[str, PageKey, int]] = field(default_factory=list)
-    """Regular files named like a page of the dataset: ``(path, key, size)``."""
-    extents: list[tuple[str, str, int]] = field(default_factory=list)
-    """Regular files named like an extent of the dataset: ``(path, file key, size)``."""
-    foreign: list[str] = field(default_factory=list)
-    """Everything else under ``pages/`` (other names, links, other datasets' directories)."""
+PAGE, EXTENT, FOREIGN = "page", "extent", "foreign"
 
 
-def scan_pages(root: Path, dataset: str) -> TierScan:
-    """Every page-named regular file of ``dataset`` under ``root/pages``, and what else is there."""
-    scan = TierScan()
+def walk_tier(
+    root: Path, dataset: str, stop: Callable[[], bool] = lambda: False
+) -> Iterator[tuple[str, str, PageKey | str | None]]:
+    """Every entry under ``root/pages``, one directory at a time (a tier of a million pages is
+    never listed whole): ``(kind, path, key)`` where ``kind`` is :data:`PAGE` (``key`` a
+    :class:`PageKey`) or :data:`EXTENT` (``key`` a file key) for a regular file named like one
+    of ``dataset``'s, else :data:`FOREIGN` (other names, links, other datasets' directories).
+    Ends early once ``stop()`` is true (checked per directory)."""
     base = root / PAGES_DIR
     for top in _scandir(str(base)):
         if top.name != dataset or not top.is_dir(follow_symlinks=False):
-            scan.foreign.append(top.path)
+            yield FOREIGN, top.path, None
             continue
         for shard in _scandir(top.path):
+            if stop():
+                return
             if not shard.is_dir(follow_symlinks=False):
-                scan.foreign.append(shard.path)
+                yield FOREIGN, shard.path, None
                 continue
             for f in _scandir(shard.path):
                 key = parse_page_path(dataset, shard.name, f.name)
                 fkey = None if key else parse_extent_path(dataset, shard.name, f.name)
                 if (key is None and fkey is None) or not f.is_file(follow_symlinks=False):
-                    scan.foreign.append(f.path)
-                    continue
-                try:
-                    size = f.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue
-                if key is not None:
-                    scan.pages.append((f.path, key, size))
-                elif fkey is not None:
-                    scan.extents.append((f.path, fkey, size))
-    return scan
+                    yield FOREIGN, f.path, None
+                elif key is not None:
+                    yield PAGE, f.path, key
+                else:
+                    yield EXTENT, f.path, fkey
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
