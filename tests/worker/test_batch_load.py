@@ -254,3 +254,26 @@ def test_a_stale_file_at_a_page_path_is_replaced_not_served(tmp_path: Path) -> N
         got = store.get(key)
         assert got is not None and bytes(got) == b"fresh" * 10
         assert store.stats().put_failures == 0
+
+
+async def test_overlapping_paths_load_each_file_once(start_worker: Any, tmp_path: Path) -> None:
+    """Paths below a requested directory (and repeats) are left out: the job streams each
+    directory's listing a page at a time and never keeps a set of the names it has seen."""
+    files = _files()
+    w = start_worker([_dataset(tmp_path, files)])
+    async with aiohttp.ClientSession() as s:
+        body = {"paths": ["d1", "d1/f0001.bin", "d1/", "d2", "big/over.bin", "d2/f0002.bin"]}
+        async with s.post(f"{w.endpoint}/v1/datasets/ds/load", json=body) as r:
+            assert r.status == 202, await r.text()
+            job = await r.json()
+        while job["phase"] not in ("Complete", "Incomplete", "Failed"):
+            await asyncio.sleep(0.05)
+            async with s.get(f"{w.endpoint}/v1/loads/{job['id']}") as r:
+                job = await r.json()
+    wanted = {n: v for n, v in files.items() if n.startswith(("d1/", "d2/")) or n == "big/over.bin"}
+    assert job["phase"] == "Complete", job
+    assert job["files_total"] == job["files_done"] == job["files_checked"] == len(wanted)
+    assert job["bytes_total"] == job["bytes_done"] == sum(len(v) for v in wanted.values())
+    store = w.worker.services["ds"].store
+    _check_cached(store, wanted, _versions(tmp_path / "origin", wanted))
+    assert store.dataset_files("ds") == len(wanted)

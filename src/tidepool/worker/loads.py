@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -108,32 +108,65 @@ class LoadJob:
     def finished(self) -> bool:
         return self.progress.phase in ("Complete", "Incomplete", "Failed")
 
-    async def _targets(self) -> list[FileInfo]:
-        files: dict[str, FileInfo] = {}
-        for path in self.progress.paths:
+    async def _roots(self) -> list[FileInfo]:
+        """The requested paths, stat'ed, each once; a path below a requested directory is left
+        out (that directory's listing holds it), so no file is listed twice."""
+        infos: dict[str, FileInfo] = {}
+        for path in sorted(set(self.progress.paths)):
             info = await self.svc.stat(path)
-            if info["type"] == "directory":
-                for f in await self.svc.find(path):
-                    if f["type"] == "file":  # not a folder marker
-                        files[f["name"]] = f
-            else:
-                files[info["name"]] = info
-        return list(files.values())
+            infos[info["name"]] = info
+        dirs = [name for name, info in infos.items() if info["type"] == "directory"]
+
+        def below(name: str) -> bool:
+            return any(name != d and (d == "" or name.startswith(f"{d}/")) for d in dirs)
+
+        return [info for name, info in infos.items() if not below(name)]
+
+    async def _files(self, roots: list[FileInfo], *, listed: bool) -> AsyncIterator[list[FileInfo]]:
+        """The job's files, a listing page at a time (a million files are never in memory at
+        once), in path order under each root. ``listed``: the roots' listings are in the
+        metadata store already (the job's first pass made them), read as stored: every pass of
+        one job sees the same files, whatever the metadata TTL."""
+        metadata = self.svc.metadata
+        for info in roots:
+            if info["type"] != "directory":
+                yield [info]
+                continue
+            rel = info["name"]
+            pages = metadata.stored_find_pages(rel) if listed else metadata.find_pages(rel)
+            async for page in pages:
+                files = [f for f in page if f["type"] == "file"]  # not folder markers
+                if files:
+                    yield files
 
     async def run(self) -> None:
         p = self.progress
         p.started_at = time.time()
         p.phase = "Executing"
         try:
-            targets = await self._targets()
-            p.files_total = len(targets)
-            p.bytes_total = sum(f["size"] for f in targets)
-            targets.sort(key=lambda f: f["name"])
+            roots = await self._roots()
+            async for page in self._files(roots, listed=False):
+                p.files_total += len(page)
+                p.bytes_total += sum(f["size"] for f in page)
             batched = self.svc.batch_loads()
-            small = [f for f in targets if batched and 0 < f["size"] <= BATCH_FILE_MAX]
-            queue = iter([f for f in targets if not (batched and 0 < f["size"] <= BATCH_FILE_MAX)])
-            batches = iter(_batches(small))
+            singles: asyncio.Queue[FileInfo | None] = asyncio.Queue(maxsize=4 * self.concurrency)
+            batches: asyncio.Queue[list[FileInfo] | None] = asyncio.Queue(maxsize=2 * BATCH_LANES)
             counters = self.svc.counters
+
+            async def produce() -> None:
+                try:
+                    async for page in self._files(roots, listed=True):
+                        small = [f for f in page if batched and 0 < f["size"] <= BATCH_FILE_MAX]
+                        for batch in _batches(small):
+                            await batches.put(batch)
+                        for info in page:
+                            if not (batched and 0 < info["size"] <= BATCH_FILE_MAX):
+                                await singles.put(info)
+                finally:
+                    for _ in range(BATCH_LANES):
+                        await batches.put(None)
+                    for _ in range(self.concurrency):
+                        await singles.put(None)
 
             def done(info: FileInfo, fetched: int) -> None:
                 cached = max(0, info["size"] - fetched)  # what was cached already
@@ -152,11 +185,11 @@ class LoadJob:
                         p.errors.append(redact(f"{info['name']}: {exc}"))
 
             async def worker() -> None:
-                for info in queue:
+                while (info := await singles.get()) is not None:
                     await one(info)
 
             async def lane() -> None:
-                for batch in batches:
+                while (batch := await batches.get()) is not None:
                     try:
                         got = await self.svc.warm_batch(batch)
                     except Exception as exc:  # the files are then loaded one by one
@@ -170,11 +203,13 @@ class LoadJob:
                             done(info, fetched)
 
             await asyncio.gather(
+                produce(),
                 *(worker() for _ in range(self.concurrency)),
-                *(lane() for _ in range(BATCH_LANES if small else 0)),
+                *(lane() for _ in range(BATCH_LANES)),
             )
             await self.svc.flush_writes()
-            self._check_cached(targets)
+            async for page in self._files(roots, listed=True):
+                self._check_cached(page)
             if p.error_count:
                 p.phase = "Failed"
                 p.message = f"{p.error_count} file(s) could not be read; see errors"

@@ -262,6 +262,20 @@ class MetadataService:
                 return
             after = page.next
 
+    async def stored_find_pages(
+        self, rel: str, *, size: int = FIND_PAGE
+    ) -> AsyncIterator[list[FileInfo]]:
+        """:meth:`find_pages` of what the store holds for ``rel`` now, without listing again
+        however old it is (a second pass over a find just made)."""
+        after = ""
+        while True:
+            page = self.found_page(normalize(rel), after, size)
+            if page.files:
+                yield page.files
+            if page.next is None:
+                return
+            after = page.next
+
     async def find_page(
         self, path: str, *, start_after: str = "", limit: int = FIND_PAGE, forward: bool = True
     ) -> FoundPage:
