@@ -170,3 +170,15 @@ def test_close_stops_a_check_in_progress(
     store.close()
     assert time.monotonic() - t0 < 10
     assert store.wait_verified(0)
+
+
+def test_the_check_can_start_later_and_close_does_not_wait_for_it(
+    make_store: StoreFactory,
+) -> None:
+    """A worker lets its start-up go first (``verify_after``); closing meanwhile is immediate."""
+    store = make_store(verify_after=30.0, verified=False)
+    assert not store.wait_verified(0.2)
+    t0 = time.monotonic()
+    store.close()
+    assert time.monotonic() - t0 < 5
+    assert store.wait_verified(0)

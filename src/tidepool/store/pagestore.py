@@ -208,7 +208,9 @@ class PageStore:
     store holds (in ``<tier>/<dataset>``); ``state_dir`` holds ``index.sqlite3``; ``page_size``
     is the largest page accepted. ``flush_interval`` (seconds, None: no background thread) sets
     how often touched recency is written; ``policy`` builds each tier's eviction policy;
-    ``extent_min_bytes`` is the smallest file kept as one extent once whole (None: never).
+    ``extent_min_bytes`` is the smallest file kept as one extent once whole (None: never);
+    ``verify_after`` how many seconds after opening the background check of the tiers starts
+    (:mod:`.recovery`; a worker lets its start-up finish first).
 
     Raises :class:`tidepool.core.errors.ConfigError` when a tier directory is not Tidepool's, is
     another dataset's, or is in use by another worker (:mod:`tidepool.store.tierdir`).
@@ -224,6 +226,7 @@ class PageStore:
         flush_interval: float | None = FLUSH_INTERVAL,
         policy: Callable[[], EvictionPolicy[PageKey]] = LRUPolicy,
         extent_min_bytes: int | None = EXTENT_MIN_BYTES,
+        verify_after: float = 0.0,
     ) -> None:
         if not tiers:
             raise ValueError("a page store needs at least one tier")
@@ -278,6 +281,8 @@ class PageStore:
         self._stopping = False
         self._opened_ns = time.time_ns()
         self._verified = threading.Event()
+        self._verify_after = verify_after
+        self._closing = threading.Event()
         try:
             self._index: PageIndex = self._recover(Path(state_dir))
         except BaseException:
@@ -729,6 +734,7 @@ class PageStore:
                 return
             self._stopping = True
         self._wake.set()
+        self._closing.set()
         if self._flusher is not None:
             self._flusher.join()
         self._verifier.join()
@@ -1161,11 +1167,11 @@ class PageStore:
             tier = self._tiers[tier_of[row.tier]]
             tier.used += row.size
             self._link(_Entry(row.key, tier.index, row.size, row.checksum, row.atime, row.extent))
+        self._clock = rows[-1].atime if rows else 0
         if gone:
             index.delete_pages(gone)
         if gone or fresh:
             index.delete_orphan_files()
-        self._clock = rows[-1].atime if rows else 0
         log.info(
             "page store %s: %d pages in %d tiers%s; checking them against the tiers' files in "
             "the background",
@@ -1196,6 +1202,8 @@ class PageStore:
         for removed, then rows whose file is missing or of the wrong size dropped. A directory
         of files, or a thousand rows, at a time: no list of the whole cache is built."""
         try:
+            if self._closing.wait(self._verify_after):
+                return
             removed, foreign = self._remove_unvouched()
             dropped = self._drop_unbacked()
         except Exception:

@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8433
+VERIFY_AFTER = 2.0
+"""Seconds after a page store opens before its background check of the tiers starts
+(:mod:`tidepool.store.recovery`): the worker's start-up and first reads go first."""
 
 
 @dataclass
@@ -298,7 +301,11 @@ class Worker:
             for name, cfg in self.configs.items():
                 state = state_dir_for(cfg, self.settings)
                 self.stores[name] = PageStore(
-                    cfg.runtime.tiers, state, dataset=name, page_size=cfg.runtime.page_size
+                    cfg.runtime.tiers,
+                    state,
+                    dataset=name,
+                    page_size=cfg.runtime.page_size,
+                    verify_after=VERIFY_AFTER,
                 )
                 self.metas[name] = MetadataStore(state)
         except BaseException:  # release the tiers claimed so far: a retry must not find them locked
