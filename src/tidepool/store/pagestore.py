@@ -63,6 +63,7 @@ directories, index persistence and recovery are in their own modules.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import sqlite3
@@ -283,11 +284,16 @@ class PageStore:
         self._verified = threading.Event()
         self._verify_after = verify_after
         self._closing = threading.Event()
+        collecting = gc.isenabled()
+        gc.disable()  # millions of new objects, none garbage: no cyclic collections meanwhile
         try:
             self._index: PageIndex = self._recover(Path(state_dir))
         except BaseException:
             self._release_claims()
             raise
+        finally:
+            if collecting:
+                gc.enable()
         self._verifier = threading.Thread(
             target=self._verify, name="tidepool-store-verify", daemon=True
         )
