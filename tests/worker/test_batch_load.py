@@ -277,3 +277,32 @@ async def test_overlapping_paths_load_each_file_once(start_worker: Any, tmp_path
     store = w.worker.services["ds"].store
     _check_cached(store, wanted, _versions(tmp_path / "origin", wanted))
     assert store.dataset_files("ds") == len(wanted)
+
+
+async def test_small_files_of_an_s3_origin_keep_the_jobs_concurrency(
+    make_dataset: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only files a batch can take go to the batch lanes: small files of an S3 origin are
+    fetched ``concurrency`` at a time (the WAN is latency-bound), not one per lane."""
+    from tidepool.worker.dataset import DatasetService
+
+    files = {f"s/{i:03d}.bin": os.urandom(100 + i) for i in range(40)}
+    w = start_worker([make_dataset(files, page_size=PAGE)])
+    in_flight, most = 0, 0
+    real = DatasetService.warm
+
+    async def counted(self: DatasetService, path: str, *args: Any, **kw: Any) -> int:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.05)  # the file's WAN round trip, long enough to overlap
+            return await real(self, path, *args, **kw)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(DatasetService, "warm", counted)
+    job = await _load(w.endpoint)
+    assert job["phase"] == "Complete", job
+    assert job["files_done"] == len(files)
+    assert most > 2, most  # 32 by default; the two batch lanes alone would give 2

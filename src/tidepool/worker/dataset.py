@@ -777,22 +777,25 @@ class DatasetService:
             self.metadata.forget(plan.info["name"])
             raise
 
-    def batch_loads(self) -> bool:
-        """Whether a load may warm small files many at a time (:meth:`warm_batch`): only
-        without a pool (in a pool each file has its owners, and one at a time finds them)."""
-        return self.placement is None
+    def batchable(self, info: FileInfo, largest: int) -> bool:
+        """Whether a load may warm this file with others (:meth:`warm_batch`): a file of one
+        page, at most ``largest`` bytes, of a ``file://`` origin, in a dataset without a pool
+        (in a pool each file has its owners, and one at a time finds them; an S3 origin is
+        latency-bound, so its files are fetched many at once one by one)."""
+        if self.placement is not None or not 0 < info["size"] <= min(largest, self.page_size):
+            return False
+        route = self.mounts.route(info["name"])
+        return route is not None and not route.target.has_etags
 
     async def warm_batch(self, infos: Sequence[FileInfo]) -> list[int | None]:
-        """Warm-up of many small files at once where that is safe (see :meth:`batch_loads`;
-        files of one page of a ``file://`` origin): :meth:`PageReader.warm_whole`. Per file the
-        bytes fetched, or None for each file to :meth:`warm` one by one."""
+        """Warm-up of many small :meth:`batchable` files at once: :meth:`PageReader.warm_whole`.
+        Per file the bytes fetched, or None for each file to :meth:`warm` one by one (changed
+        since it was listed, unreadable)."""
         results: list[int | None] = [None] * len(infos)
-        if not self.batch_loads():
-            return results
         groups: dict[int, tuple[Origin, list[int], list[tuple[FileInfo, str]]]] = {}
         for i, info in enumerate(infos):
             route = self.mounts.route(info["name"])
-            if route is None or route.target.has_etags:
+            if route is None:
                 continue
             group = groups.setdefault(id(route.target), (route.target, [], []))
             group[1].append(i)

@@ -46,7 +46,7 @@ MAX_CONCURRENCY = 256
 """Most files one job fetches at once, whatever it asks for."""
 BATCH_FILE_MAX = 256 * 1024
 """Files up to this size are loaded many at a time where the dataset allows (no pool, a
-``file://`` origin: :meth:`DatasetService.warm_batch`)."""
+``file://`` origin: :meth:`DatasetService.batchable`)."""
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
 """A batch holds at most this many files and bytes (in memory until it is written)."""
@@ -148,7 +148,6 @@ class LoadJob:
             async for page in self._files(roots, listed=False):
                 p.files_total += len(page)
                 p.bytes_total += sum(f["size"] for f in page)
-            batched = self.svc.batch_loads()
             singles: asyncio.Queue[FileInfo | None] = asyncio.Queue(maxsize=4 * self.concurrency)
             batches: asyncio.Queue[list[FileInfo] | None] = asyncio.Queue(maxsize=2 * BATCH_LANES)
             counters = self.svc.counters
@@ -156,12 +155,14 @@ class LoadJob:
             async def produce() -> None:
                 try:
                     async for page in self._files(roots, listed=True):
-                        small = [f for f in page if batched and 0 < f["size"] <= BATCH_FILE_MAX]
+                        small: list[FileInfo] = []
+                        for info in page:
+                            if self.svc.batchable(info, BATCH_FILE_MAX):
+                                small.append(info)
+                            else:
+                                await singles.put(info)
                         for batch in _batches(small):
                             await batches.put(batch)
-                        for info in page:
-                            if not (batched and 0 < info["size"] <= BATCH_FILE_MAX):
-                                await singles.put(info)
                 finally:
                     for _ in range(BATCH_LANES):
                         await batches.put(None)
