@@ -166,19 +166,18 @@ def test_close_stops_a_check_in_progress(
     monkeypatch.setattr(pagestore_mod, "walk_tier", slow_walk)
     store = make_store(verified=False)
     assert started.wait(10)
-    t0 = time.monotonic()
-    store.close()
-    assert time.monotonic() - t0 < 10
+    store.close()  # the walk ends only when close() says stop: a close that did not would hang
+    assert not store._verifier.is_alive()  # (until the suite's per-test timeout fails it)
     assert store.wait_verified(0)
 
 
 def test_the_check_can_start_later_and_close_does_not_wait_for_it(
     make_store: StoreFactory,
 ) -> None:
-    """A worker lets its start-up go first (``verify_after``); closing meanwhile is immediate."""
-    store = make_store(verify_after=30.0, verified=False)
+    """A worker lets its start-up go first (``verify_after``); closing meanwhile does not wait
+    out the delay (an hour here: a close that did would hit the suite's per-test timeout)."""
+    store = make_store(verify_after=3600.0, verified=False)
     assert not store.wait_verified(0.2)
-    t0 = time.monotonic()
     store.close()
-    assert time.monotonic() - t0 < 5
+    assert not store._verifier.is_alive()
     assert store.wait_verified(0)

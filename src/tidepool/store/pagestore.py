@@ -510,18 +510,9 @@ class PageStore:
         ``file_size`` (the file's size, when known): a put that completes a large file makes it
         an extent (:meth:`make_extent`).
         """
-        view = self._page_view(key, data)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("page store is closed")
-            if key in self._entries or key in self._pending:
-                return True
-            self._pending.add(key)
-        try:
-            stored = self._put_pages([(key, view, path, version)])[0]
-        finally:
-            with self._lock:
-                self._pending.discard(key)
+        stored = self._put_claimed([(key, data, path, version)])[0]
+        if stored is None:
+            return True  # cached already, or being cached by another thread
         if not stored:
             return False
         self._enforce_watermarks()
@@ -538,6 +529,14 @@ class PageStore:
         commit per batch instead of one per file. A page already cached (or being cached, or
         given twice) counts as cached. No extent is made (for files of one page, which is what
         this is for, none ever is). One result per page, in order."""
+        results = self._put_claimed(pages)
+        if any(r is not None for r in results):
+            self._enforce_watermarks()
+        return [r is not False for r in results]
+
+    def _put_claimed(self, pages: Sequence[tuple[PageKey, Buffer, str, str]]) -> list[bool | None]:
+        """Claim each page in ``_pending`` unless it is cached or claimed already (None), and
+        write and index the claimed ones together (whether each was cached)."""
         views = [self._page_view(key, data) for key, data, _, _ in pages]
         todo: list[int] = []
         with self._lock:
@@ -547,7 +546,7 @@ class PageStore:
                 if key not in self._entries and key not in self._pending:
                     self._pending.add(key)
                     todo.append(i)
-        results = [True] * len(pages)
+        results: list[bool | None] = [None] * len(pages)
         try:
             stored = self._put_pages(
                 [(pages[i][0], views[i], pages[i][2], pages[i][3]) for i in todo]
@@ -558,8 +557,6 @@ class PageStore:
             with self._lock:
                 for i in todo:
                     self._pending.discard(pages[i][0])
-        if todo:
-            self._enforce_watermarks()
         return results
 
     def _page_view(self, key: PageKey, data: Buffer) -> memoryview:
@@ -1247,23 +1244,26 @@ class PageStore:
                 if kind == FOREIGN:
                     foreign.append(path)
                     continue
-                with self._lock:
-                    if self._vouched(tier, kind, key):
+                with self._lock:  # most files are indexed: no stat for them
+                    if any(self._holders(tier, kind, key)):
                         continue
-                # a candidate: judged again with no demotion or extent in progress (they hold
-                # the space lock) and no put writing it (claimed like a put claims a page)
+                # a candidate: judged with no demotion or extent in progress (they hold the
+                # space lock), then claimed like a put claims a page while it is removed
                 with self._space_lock:
                     with self._lock:
-                        if self._vouched(tier, kind, key):
+                        indexed, writing = self._holders(tier, kind, key)
+                        try:
+                            mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+                        except FileNotFoundError:
+                            continue
+                        if not unvouched(indexed, writing, mtime, self._opened_ns):
                             continue
                         claim = key if isinstance(key, PageKey) else None
                         if claim is not None:
                             self._pending.add(claim)
                     try:
-                        mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
-                        if unvouched(False, False, mtime, self._opened_ns):
-                            os.unlink(path)
-                            removed += 1
+                        os.unlink(path)
+                        removed += 1
                     except FileNotFoundError:
                         pass
                     except OSError as exc:
@@ -1274,17 +1274,16 @@ class PageStore:
                                 self._pending.discard(claim)
         return removed, foreign
 
-    def _vouched(self, tier: Tier, kind: str, key: PageKey | str | None) -> bool:
-        """Whether a row vouches for a page or extent file found in ``tier``, or a put is
-        writing it (lock held)."""
+    def _holders(self, tier: Tier, kind: str, key: PageKey | str | None) -> tuple[bool, bool]:
+        """For a page or extent file found in ``tier``: whether a row vouches for it, and
+        whether a put is writing it (lock held)."""
         if kind == EXTENT:
             first = self._entries.get(PageKey(self.dataset, str(key), 0))
-            return first is not None and first.extent and first.tier == tier.index
+            return first is not None and first.extent and first.tier == tier.index, False
         assert isinstance(key, PageKey)
-        if key in self._pending:
-            return True
         entry = self._entries.get(key)
-        return entry is not None and not entry.extent and entry.tier == tier.index
+        indexed = entry is not None and not entry.extent and entry.tier == tier.index
+        return indexed, key in self._pending
 
     def _drop_unbacked(self) -> int:
         """Drop the rows whose file is missing or of the wrong size (rules 1, 2 and 4), unless

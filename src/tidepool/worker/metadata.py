@@ -253,14 +253,8 @@ class MetadataService:
         """:meth:`find` in pages of at most ``size`` entries (the whole listing never in memory)."""
         rel = normalize(path)
         await self.ensure_found(rel, forward=forward)
-        after = ""
-        while True:
-            page = self.found_page(rel, after, size)
-            if page.files:
-                yield page.files
-            if page.next is None:
-                return
-            after = page.next
+        async for page in self.stored_find_pages(rel, size=size):
+            yield page
 
     async def stored_find_pages(
         self, rel: str, *, size: int = FIND_PAGE
