@@ -92,11 +92,11 @@ class _Commits:
         index = store._index
         original = index.add_pages
 
-        def counted(rows: Any, files: Any) -> None:
+        def counted(rows: Any, files: Any) -> int:
             rows = list(rows)
             self.calls += 1
             self.rows += len(rows)
-            original(rows, files)
+            return original(rows, files)
 
         index.add_pages = counted  # type: ignore[method-assign]
 

@@ -2,8 +2,15 @@
 
 SQLite in WAL mode with ``synchronous=NORMAL``: every change is committed right away, and a
 committed transaction survives a process kill (SIGKILL) — WAL only risks the last transactions on a
-power cut or OS crash, which the startup scan of the tiers repairs. Recency (``atime``) is a
+power cut or OS crash, which the background check of the tiers repairs. Recency (``atime``) is a
 monotonically increasing counter, not wall time, written in batches by the store.
+
+The index is the authority and is *not* loaded into memory (issue 16: a worker of a million
+pages keeps no object per page): the store asks it for one page (:meth:`PageIndex.row`), the pages
+of one file, the least recently used pages of a tier (``pages_lru``) or a window of all rows, and
+keeps only per-tier totals (:meth:`PageIndex.totals`) in memory. Lookups go through a second
+connection, so a read never waits behind a put's transaction (WAL: readers see every committed
+transaction).
 
 Tables::
 
@@ -11,6 +18,7 @@ Tables::
     files(file_key PRIMARY KEY, dataset, path, version)          -- what a key stands for;
                                                                  -- indexed by path for listings
     extents(dataset, file_key, tier)                             -- files kept as one extent
+    pages_lru ON pages(tier, atime)                              -- eviction order per tier
 
 ``tier`` is the tier's absolute root path, so reordering tiers in the spec does not confuse it;
 ``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
@@ -18,7 +26,8 @@ signed 64-bit integer. A file with a row in ``extents`` has its pages in that ti
 (:mod:`tidepool.core.pages`) rather than in page files of their own. Schema 2 added that table
 and changed nothing else: the previous release, rolled back to, still writes this index (it never
 reads ``extents``, so it sees those pages' files missing, drops their rows and leaves the extent
-files alone), and an index of schema 1 is one of schema 2 without extents.
+files alone), and an index of schema 1 is one of schema 2 without extents. Schema 3 added the index
+``pages_lru`` (built once when an older index is opened; a release before it ignores it).
 
 Limits: one process owns the index at a time (the page store holds the state directory's lock,
 :mod:`tidepool.store.tierdir`). An unreadable database file is moved aside
@@ -43,7 +52,7 @@ from tidepool.store.tierdir import private_dir
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -70,7 +79,15 @@ CREATE TABLE IF NOT EXISTS extents (
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS files_dataset;
 CREATE INDEX IF NOT EXISTS files_by_path ON files (dataset, path, version);
+CREATE INDEX IF NOT EXISTS pages_lru ON pages (tier, atime);
 """
+
+_ROW = (
+    "SELECT p.dataset, p.file_key, p.idx, p.tier, p.size, p.checksum, p.atime,"
+    " e.tier IS NOT NULL FROM pages p LEFT JOIN extents e"
+    " ON e.dataset = p.dataset AND e.file_key = p.file_key AND e.tier = p.tier"
+)
+"""A page row and whether it lives in its file's extent."""
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -145,30 +162,119 @@ class PageIndex:
         try:
             self._conn.executescript(_SCHEMA)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._conn.execute("SELECT COUNT(*) FROM pages WHERE idx < 0").fetchone()
         except BaseException:
             self._conn.close()
             raise
+        self._read_lock = threading.Lock()
+        self._reader = connect(path)
+        self._names: dict[str, str] = {}
+        """One str per dataset and tier name, not one per row looked up."""
 
-    def load(self) -> list[PageRow]:
-        """All page rows (file rows stay on disk: :meth:`file_row`)."""
-        names: dict[str, str] = {}  # one str per dataset and tier name, not one per row
-        with self._lock:
-            pages = [
-                PageRow(
-                    PageKey(names.setdefault(ds, ds), fk, idx),
-                    names.setdefault(tier, tier),
-                    size,
-                    _from_sql(digest),
-                    atime,
-                    bool(extent),
-                )
-                for ds, fk, idx, tier, size, digest, atime, extent in self._conn.execute(
-                    "SELECT p.dataset, p.file_key, p.idx, p.tier, p.size, p.checksum, p.atime,"
-                    " e.tier IS NOT NULL FROM pages p LEFT JOIN extents e"
-                    " ON e.dataset = p.dataset AND e.file_key = p.file_key AND e.tier = p.tier"
+    def _rows(self, where: str, args: tuple[object, ...]) -> list[PageRow]:
+        """Page rows matching ``where`` (on ``p``), through the read connection."""
+        names = self._names
+        with self._read_lock:
+            found = self._reader.execute(f"{_ROW} WHERE {where}", args).fetchall()
+        return [
+            PageRow(
+                PageKey(names.setdefault(ds, ds), fk, idx),
+                names.setdefault(tier, tier),
+                size,
+                _from_sql(digest),
+                atime,
+                bool(extent),
+            )
+            for ds, fk, idx, tier, size, digest, atime, extent in found
+        ]
+
+    def row(self, key: PageKey) -> PageRow | None:
+        """The row of one page, if it is indexed."""
+        rows = self._rows(
+            "p.dataset = ? AND p.file_key = ? AND p.idx = ?", (key.dataset, key.file_key, key.index)
+        )
+        return rows[0] if rows else None
+
+    def has(self, key: PageKey) -> bool:
+        with self._read_lock:
+            return (
+                self._reader.execute(
+                    "SELECT 1 FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?",
+                    (key.dataset, key.file_key, key.index),
+                ).fetchone()
+                is not None
+            )
+
+    def file_pages(
+        self, dataset: str, file_key: str, first: int = 0, last: int | None = None
+    ) -> list[PageRow]:
+        """The rows of a file's pages from index ``first`` to ``last`` (all: None), in order."""
+        return self._rows(
+            "p.dataset = ? AND p.file_key = ? AND p.idx BETWEEN ? AND ? ORDER BY p.idx",
+            (dataset, file_key, first, _I64_MAX if last is None else last),
+        )
+
+    def indexes(self, dataset: str, file_key: str) -> list[int]:
+        """The indexes of a file's indexed pages, in order."""
+        with self._read_lock:
+            return [
+                i
+                for (i,) in self._reader.execute(
+                    "SELECT idx FROM pages WHERE dataset = ? AND file_key = ? ORDER BY idx",
+                    (dataset, file_key),
                 )
             ]
-        return pages
+
+    def oldest(self, tier: str, limit: int) -> list[PageRow]:
+        """The ``limit`` least recently used pages of a tier, oldest first (``pages_lru``)."""
+        return self._rows("p.tier = ? ORDER BY p.atime LIMIT ?", (tier, limit))
+
+    def window(self, after: PageKey | None, limit: int) -> list[PageRow]:
+        """At most ``limit`` rows in key order after the key ``after`` (None: from the first):
+        a walk over the whole index that holds one window in memory at a time."""
+        if after is None:
+            return self._rows("1 ORDER BY p.dataset, p.file_key, p.idx LIMIT ?", (limit,))
+        return self._rows(
+            "(p.dataset, p.file_key, p.idx) > (?, ?, ?) ORDER BY p.dataset, p.file_key, p.idx"
+            " LIMIT ?",
+            (*after, limit),
+        )
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """``tier -> (pages, bytes)`` over the whole index (one scan, in SQLite)."""
+        with self._read_lock:
+            return {
+                tier: (n, size)
+                for tier, n, size in self._reader.execute(
+                    "SELECT tier, COUNT(*), SUM(size) FROM pages GROUP BY tier"
+                )
+            }
+
+    def last_atime(self) -> int:
+        """The highest recency counter recorded (0 for an empty index)."""
+        with self._read_lock:
+            (atime,) = self._reader.execute("SELECT MAX(atime) FROM pages").fetchone()
+        return atime or 0
+
+    def file_count(self, dataset: str) -> int:
+        """How many files of the dataset have a row (every file row has a page)."""
+        with self._read_lock:
+            (n,) = self._reader.execute(
+                "SELECT COUNT(*) FROM files WHERE dataset = ?", (dataset,)
+            ).fetchone()
+        return int(n)
+
+    def delete_tiers_except(self, tiers: Iterable[str]) -> int:
+        """Delete the rows of tiers not in ``tiers`` (no longer configured), with their extents
+        and the file rows left without pages; how many page rows."""
+        keep = list(tiers)
+        marks = ", ".join("?" * len(keep))
+        with self._lock, self._transaction():
+            n = self._conn.execute(f"DELETE FROM pages WHERE tier NOT IN ({marks})", keep).rowcount
+            self._conn.execute(f"DELETE FROM extents WHERE tier NOT IN ({marks})", keep)
+        if n:
+            self.delete_orphan_files()
+        return n
 
     def file_row(self, file_key: str) -> FileRow | None:
         """What a file key stands for, if any page of it was put."""
@@ -178,8 +284,9 @@ class PageIndex:
             ).fetchone()
         return None if row is None else FileRow(*row)
 
-    def add_pages(self, rows: Iterable[PageRow], files: dict[str, FileRow]) -> None:
-        """Insert (or replace) pages and insert the missing file rows, in one transaction."""
+    def add_pages(self, rows: Iterable[PageRow], files: dict[str, FileRow]) -> int:
+        """Insert (or replace) pages and insert the missing file rows, in one transaction; how
+        many file rows were new."""
         page_params = [
             (
                 r.key.dataset,
@@ -197,7 +304,9 @@ class PageIndex:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
             )
-            self._conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params)
+            return self._conn.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params
+            ).rowcount
 
     def files_from(
         self, dataset: str, start: str, limit: int, *, strict: bool, row: tuple[str, str] | None
@@ -239,8 +348,9 @@ class PageIndex:
                 "INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", (dataset, file_key, tier)
             )
 
-    def delete_pages(self, keys: Iterable[PageKey]) -> None:
-        """Delete pages, and the rows of their files when no page of the file is left."""
+    def delete_pages(self, keys: Iterable[PageKey]) -> int:
+        """Delete pages, and the rows of their files when no page of the file is left; how many
+        file rows went."""
         keys = list(keys)
         files = {(k.dataset, k.file_key) for k in keys}
         with self._lock, self._transaction():
@@ -248,16 +358,17 @@ class PageIndex:
                 "DELETE FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?",
                 [(k.dataset, k.file_key, k.index) for k in keys],
             )
-            self._conn.executemany(
+            gone = self._conn.executemany(
                 "DELETE FROM files WHERE file_key = ? AND NOT EXISTS "
                 "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
                 [(fk, ds, fk) for ds, fk in files],
-            )
+            ).rowcount
             self._conn.executemany(
                 "DELETE FROM extents WHERE dataset = ? AND file_key = ? AND NOT EXISTS "
                 "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
                 [(ds, fk, ds, fk) for ds, fk in files],
             )
+        return gone
 
     def delete_orphan_files(self) -> int:
         """Delete the file rows no page row refers to any more (after recovery dropped some
@@ -282,6 +393,8 @@ class PageIndex:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -298,8 +411,8 @@ class PageIndex:
         self._conn.execute("COMMIT")
 
 
-def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], bool]:
-    """Open and load the index, moving an unreadable one aside: ``(index, pages, fresh)``.
+def open_index(state_dir: Path) -> tuple[PageIndex, bool]:
+    """Open the index, moving an unreadable one aside: ``(index, fresh)``.
 
     ``fresh`` is True when the database was replaced by an empty one, so the caller knows to
     rebuild from the tiers.
@@ -307,13 +420,7 @@ def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], bool]:
     private_dir(state_dir)
     path = state_dir / INDEX_FILE
     try:
-        index = PageIndex(path)
-        try:
-            pages = index.load()
-        except BaseException:
-            index.close()
-            raise
-        return index, pages, False
+        return PageIndex(path), False
     except sqlite3.DatabaseError as exc:
         aside = move_aside(path)
         log.warning(
@@ -322,5 +429,4 @@ def open_index(state_dir: Path) -> tuple[PageIndex, list[PageRow], bool]:
             exc,
             aside,
         )
-    index = PageIndex(path)
-    return index, [], True
+    return PageIndex(path), True

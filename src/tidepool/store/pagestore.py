@@ -2,7 +2,7 @@
 
 Pages go to the top tier (MEM) first. Space is *reserved before a page is written*, and a tier's
 byte count drops only *after* a page file is unlinked, so a tier's quota holds at every moment, not
-eventually. Making room evicts the least recently used pages (pluggable, see ``eviction.py``);
+eventually. Making room evicts the least recently used pages (the index's ``pages_lru`` order);
 an evicted page is demoted to the next lower tier when there is one (whose quota is kept the same
 way), else deleted. After each put, a tier above its high watermark is evicted down to its low one.
 
@@ -11,7 +11,7 @@ directories, claimed and locked by :mod:`tidepool.store.tierdir` (the state dire
 index is locked too), so a second worker on the same tiers fails at once and datasets sharing a
 tier never touch each other's pages.
 
-Reads are served from an in-memory index (no filesystem probe): one ``pread`` of header and data,
+Reads look the page up in the index (no filesystem probe): one ``pread`` of header and data,
 length and checksum verified against the checksum the index recorded when the page was written
 (not only against the file's own header), the data returned as a memoryview of the read buffer.
 A page is dropped and deleted only on proof that it is bad: a wrong header, length or checksum,
@@ -19,10 +19,13 @@ or no page file at its path. An error that may pass — out of file descriptors 
 out of memory, an interrupted call, EIO from a flaky disk, a permission problem — makes that
 read a miss (counted in ``read_errors``) and keeps the page for the next one.
 
-Persistence (``index.py``): every put is committed to SQLite before it becomes visible, so a
-SIGKILL loses no page whose ``put`` returned. Startup removes leftover temp files, then keeps what
-the index vouches for and deletes page files it does not know (:mod:`tidepool.store.recovery`
-says why nothing is adopted), and evicts down if quotas were lowered.
+Persistence (``index.py``): the SQLite index is the authority, not a copy of memory (issue 16).
+A put becomes visible by its commit, so a SIGKILL loses no page whose ``put`` returned; the store
+keeps only per-tier totals, the recency of pages read since the last flush, the pages claimed by a
+move or drop in progress (``_pinned``) and a bounded memo of checked files — nothing per cached
+page, so memory and restart time do not grow with the page count. Startup removes leftover temp
+files, reads the totals, evicts down if quotas were lowered and serves; the page files are checked
+against the index in the background (:mod:`tidepool.store.recovery` says why nothing is adopted).
 
 Extents (issue 18, :mod:`tidepool.core.pages`): a put that completes a large file (``file_size`` at
 least ``extent_min_bytes``, every page in one tier) rewrites the file as one extent file and removes
@@ -35,16 +38,20 @@ Consolidation holds the space lock (no eviction or drop runs meanwhile) and is g
 page files, when the tier has no room for a second copy.
 
 Concurrency: ``get`` (event-loop thread) and ``put`` (worker threads) may run at once. One
-``threading.Lock`` guards the in-memory index and accounting and is never held across I/O; a
-second, re-entrant lock serialises the slow work of making room (eviction/demotion) and drops.
+``threading.Lock`` guards the accounting and the claims and is never held across file I/O (index
+lookups, microseconds, are made under it: every change to an existing row is made while its page
+is claimed, so a lookup under the lock sees either the claim or the finished change); a second,
+re-entrant lock serialises the slow work of making room (eviction/demotion) and drops.
 
 Limits:
 - Recency is persisted in batches (every 2 s or every 1000 hits, and by :meth:`PageStore.flush`
   and :meth:`PageStore.close`); a crash loses at most that much recency, never pages.
-- A demoted page becomes the most recently used of its new tier.
+- A demoted page keeps its recency: the lower tier evicts it by when it was last read.
+- Eviction order follows recency as flushed: touches are flushed before a victim is chosen, but a
+  page read while a victim is being chosen may still be chosen.
 - Page files are not fsync'ed: a power cut may tear a page; the checksum catches it on read.
-- The index lives in memory (~500 bytes per page: 0.5 GB per TiB of 1 MiB pages) and startup
-  stats every page file.
+- Each lookup is an SQLite query (a few microseconds); a worker serving a page over HTTP makes two
+  or three. Same-host readers (:mod:`tidepool.client.local`) make none.
 - If the disk under a tier fills before its quota (``ENOSPC``/``EDQUOT``), a put evicts some pages
   of that tier and retries once, then tries the next tier, and otherwise returns False.
 - ``drop_file``/``drop_dataset`` racing with a ``put`` of the same file may leave that page cached.
@@ -55,7 +62,7 @@ Limits:
   stays indexed, and every read of it goes to the origin, until it is evicted.
 
 Why this module is longer than ~400 lines: the quota, eviction, demotion and verification rules
-share one lock and one in-memory index, and their invariants (a tier's bytes never over quota, a
+share one lock and one index, and their invariants (a tier's bytes never over quota, a
 page dropped only on proof) are checked against each other here; the file format, tier
 directories, index persistence and recovery are in their own modules.
 """
@@ -63,13 +70,13 @@ directories, index persistence and recovery are in their own modules.
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -86,7 +93,6 @@ from tidepool.core.pages import (
     page_count,
 )
 from tidepool.spec.config import TierConfig
-from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
 from tidepool.store.recovery import extent_backed, page_backed, unvouched
 from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier, make_dirs
@@ -121,6 +127,10 @@ FLUSH_INTERVAL = 2.0
 """Seconds between flushes of touched recency counters."""
 FLUSH_TOUCHES = 1000
 """Touched pages that trigger an early flush."""
+VERIFIED_PAGES = 1 << 16
+"""Pages whose checked file :meth:`PageStore.open_run` remembers."""
+WINDOW_ROWS = 1000
+"""Index rows handled at a time by the background check and by a dataset drop."""
 WARN_INTERVAL = 60.0
 """A full disk is logged at most once per tier per this many seconds."""
 
@@ -171,22 +181,14 @@ class _Written:
 
 
 class _Entry:
-    """An indexed page. ``moving``: claimed by an eviction or drop in progress."""
+    """A page as the index has it, looked up for one operation; ``moving``: claimed by an
+    eviction, move or drop in progress (then the store keeps it in ``_pinned`` until done, and
+    every lookup of the page returns this object)."""
 
-    __slots__ = (
-        "alive",
-        "atime",
-        "checksum",
-        "extent",
-        "key",
-        "moving",
-        "size",
-        "tier",
-        "verified",
-    )
+    __slots__ = ("alive", "checksum", "extent", "key", "moving", "size", "tier")
 
     def __init__(
-        self, key: PageKey, tier: int, size: int, checksum: int, atime: int, extent: bool = False
+        self, key: PageKey, tier: int, size: int, checksum: int, extent: bool = False
     ) -> None:
         self.key = key
         self.extent = extent
@@ -194,12 +196,8 @@ class _Entry:
         self.tier = tier
         self.size = size
         self.checksum = checksum
-        self.atime = atime
         self.moving = False
         self.alive = True
-        self.verified: tuple[int, int, int, int] | None = None
-        """(device, inode, size, mtime) of the page file when :meth:`PageStore.open_run` last
-        checked it against ``checksum``."""
 
 
 class PageStore:
@@ -208,7 +206,7 @@ class PageStore:
     ``tiers`` are ordered top (fastest) first; ``dataset`` is the one dataset whose pages the
     store holds (in ``<tier>/<dataset>``); ``state_dir`` holds ``index.sqlite3``; ``page_size``
     is the largest page accepted. ``flush_interval`` (seconds, None: no background thread) sets
-    how often touched recency is written; ``policy`` builds each tier's eviction policy;
+    how often touched recency is written (and so the eviction order, the index's ``atime``);
     ``extent_min_bytes`` is the smallest file kept as one extent once whole (None: never);
     ``verify_after`` how many seconds after opening the background check of the tiers starts
     (:mod:`.recovery`; a worker lets its start-up finish first).
@@ -225,7 +223,6 @@ class PageStore:
         dataset: str,
         page_size: int,
         flush_interval: float | None = FLUSH_INTERVAL,
-        policy: Callable[[], EvictionPolicy[PageKey]] = LRUPolicy,
         extent_min_bytes: int | None = EXTENT_MIN_BYTES,
         verify_after: float = 0.0,
     ) -> None:
@@ -250,7 +247,7 @@ class PageStore:
             self._release_claims()
             raise
         self._tiers = [
-            Tier(i, cfg, claim.root, policy())
+            Tier(i, cfg, claim.root)
             for i, (cfg, claim) in enumerate(zip(tiers, self._claims, strict=True))
         ]
         self._by_root = {tier.root_str: tier for tier in self._tiers}
@@ -265,13 +262,18 @@ class PageStore:
                 )
         self._lock = threading.Lock()
         self._space_lock = threading.RLock()
-        self._entries: dict[PageKey, _Entry] = {}
-        self._by_file: dict[str, int] = {}
-        """The cached pages of each file key, as a bitmask of page indexes (one dataset per
-        store; for a file of one page the mask is the shared small int 1: no object per file)."""
-        self._dataset_bytes: dict[str, int] = {}
+        self._pinned: dict[PageKey, _Entry] = {}
+        """Pages claimed by a move or drop in progress (a handful at a time)."""
+        self._checked: OrderedDict[PageKey, tuple[int, int, int, int]] = OrderedDict()
+        """(device, inode, size, mtime) of the file of each page :meth:`open_run` last checked
+        against the index's checksum: the last :data:`VERIFIED_PAGES` pages."""
+        self._files = 0
+        """Files with a page in the index (kept in step with it; read from it at open)."""
+        self._bytes = 0
+        """Data bytes of the indexed pages (headers not counted)."""
         self._pending: set[PageKey] = set()
-        self._dirty: set[_Entry] = set()
+        self._dirty: dict[PageKey, int] = {}
+        """Recency of pages read since the last flush."""
         self._clock = 0
         self._hits = self._misses = self._evictions = self._demotions = 0
         self._corrupt = self._put_failures = self._read_errors = 0
@@ -284,16 +286,11 @@ class PageStore:
         self._verified = threading.Event()
         self._verify_after = verify_after
         self._closing = threading.Event()
-        collecting = gc.isenabled()
-        gc.disable()  # millions of new objects, none garbage: no cyclic collections meanwhile
         try:
             self._index: PageIndex = self._recover(Path(state_dir))
         except BaseException:
             self._release_claims()
             raise
-        finally:
-            if collecting:
-                gc.enable()
         self._verifier = threading.Thread(
             target=self._verify, name="tidepool-store-verify", daemon=True
         )
@@ -317,7 +314,7 @@ class PageStore:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("page store is closed")
-                entry = self._entries.get(key)
+                entry = self._lookup(key)
                 if entry is None:
                     self._misses += 1
                     return None
@@ -331,12 +328,13 @@ class PageStore:
                 data, error = None, exc
             with self._lock:
                 if data is not None:
-                    self._hit(tier, entry)
+                    self._hit(key)
                     return data
-                if entry.alive and (entry.tier != tier.index or entry.extent != in_extent):
+                now = self._lookup(key)
+                if now is not None and (now.tier != tier.index or now.extent != in_extent):
                     continue  # demoted, or moved into an extent, while it was read
                 self._misses += 1
-                if not entry.alive or entry.moving:
+                if now is None or now.moving:
                     return None  # an eviction or drop got there first
                 transient = error is not None and not proves_no_page(error)
                 warn, count = False, self._read_errors
@@ -348,7 +346,7 @@ class PageStore:
                         self._read_warned = time.monotonic()
                 else:
                     self._corrupt += 1
-                    victims = self._claim_group(entry)
+                    victims = self._claim_group(now)
             if transient:
                 if warn:
                     log.warning(
@@ -384,34 +382,44 @@ class PageStore:
         :meth:`get`, which counts and drops a bad page).
 
         Each page is checked against the index's checksum the first time it is opened this way
-        and remembered by the file's device, inode, size and mtime: page files and extents are
-        immutable once indexed, and a file replaced or rewritten since is checked
-        again. So a warm large read pays the checksum once, not on every read."""
+        and remembered (the last :data:`VERIFIED_PAGES`) by the file's device, inode, size and
+        mtime: page files and extents are immutable once indexed, and a file replaced or
+        rewritten since is checked again. So a warm large read pays the checksum once, not on
+        every read."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("page store is closed")
-            entry = self._entries.get(first)
+            entry = self._lookup(first)
             if entry is None or entry.moving:
                 return None
             tier = self._tiers[entry.tier]
             path, offset = self._where(tier, entry)
             run = [(entry, offset)]
-            if entry.extent:
-                for i in range(first.index + 1, last + 1):
-                    e = self._entries.get(PageKey(first.dataset, first.file_key, i))
-                    if e is None or e.moving or not e.extent or e.tier != entry.tier:
+            if entry.extent and last > first.index:
+                for row in self._index.file_pages(
+                    first.dataset, first.file_key, first.index + 1, last
+                ):
+                    e = self._entry_of(row)
+                    if (
+                        e.key.index != run[-1][0].key.index + 1
+                        or e.moving
+                        or not e.extent
+                        or e.tier != entry.tier
+                    ):
                         break
                     run.append((e, self._where(tier, e)[1]))
+            known = [self._checked.get(e.key) for e, _ in run]
         try:
             fd = open_page_file(path)
         except OSError:
             return None
+        checked_now: list[PageKey] = []
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             good = len(run)
             for i, (e, at) in enumerate(run):
-                if e.verified == ident:
+                if known[i] == ident:
                     continue
                 if e.extent:
                     checked = check_extent_fd(fd, at, e.size - HEADER_SIZE, e.checksum)
@@ -420,32 +428,37 @@ class PageStore:
                 if checked is None:
                     good = i  # serve the pages before it; get() drops the bad one
                     break
-                e.verified = ident
+                checked_now.append(e.key)
         except OSError:
             good = 0
         if not good:
             os.close(fd)
             return None
         with self._lock:
+            verified = self._checked
+            for k in checked_now:
+                verified[k] = ident
+                if len(verified) > VERIFIED_PAGES:
+                    verified.popitem(last=False)
             for e, _ in run[:good]:
-                self._hit(tier, e)
+                self._hit(e.key)
         return fd, offset, good
 
     def contains(self, key: PageKey) -> bool:
         """Whether the page is indexed (it may still fail verification on ``get``)."""
-        with self._lock:
-            return key in self._entries
+        if self._closed:
+            return False
+        return key in self._pinned or self._index.has(key)
 
     def locate(self, key: PageKey) -> Path | None:
         """Where the page file is, for diagnostics."""
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._lookup(key)
             return None if entry is None else Path(self._where(self._tiers[entry.tier], entry)[0])
 
     def pages_of(self, dataset: str, file_key: str) -> set[int]:
-        """Indexes of the cached pages of one file."""
-        with self._lock:
-            return set(self._indexes(dataset, file_key))
+        """Indexes of the cached pages of one file (read from the index)."""
+        return set(self._indexes(dataset, file_key))
 
     def file_info(self, file_key: str) -> FileRow | None:
         """``(dataset, path, version)`` recorded for a file key when its first page was put
@@ -473,12 +486,12 @@ class PageStore:
     def dataset_bytes(self, dataset: str) -> int:
         """Cached data bytes of a dataset (page headers not counted)."""
         with self._lock:
-            return self._dataset_bytes.get(dataset, 0)
+            return max(0, self._bytes) if dataset == self.dataset else 0
 
     def dataset_files(self, dataset: str) -> int:
         """Number of files of a dataset with at least one cached page."""
         with self._lock:
-            return len(self._by_file) if dataset == self.dataset else 0
+            return max(0, self._files) if dataset == self.dataset else 0
 
     def stats(self) -> StoreStats:
         with self._lock:
@@ -517,8 +530,7 @@ class PageStore:
             return False
         self._enforce_watermarks()
         if file_size is not None and self._wants_extent(file_size):
-            with self._lock:
-                held = self._by_file.get(key.file_key, 0).bit_count()
+            held = len(self._indexes(key.dataset, key.file_key))
             if held == page_count(file_size, self.page_size):
                 self.make_extent(key.dataset, key.file_key, file_size)
         return True
@@ -543,7 +555,11 @@ class PageStore:
             if self._closed:
                 raise RuntimeError("page store is closed")
             for i, (key, _, _, _) in enumerate(pages):
-                if key not in self._entries and key not in self._pending:
+                if (
+                    key not in self._pending
+                    and key not in self._pinned
+                    and not self._index.has(key)
+                ):
                     self._pending.add(key)
                     todo.append(i)
         results: list[bool | None] = [None] * len(pages)
@@ -613,9 +629,12 @@ class PageStore:
             with self._lock:
                 if self._closed:
                     return False
-                got = [self._entries.get(PageKey(dataset, fkey, i)) for i in range(n)]
-                entries = [e for e in got if e is not None and not e.moving and not e.extent]
-                if len(entries) != n or len({e.tier for e in entries}) != 1:
+                entries = [self._entry_of(r) for r in self._index.file_pages(dataset, fkey)]
+                if (
+                    [e.key.index for e in entries] != list(range(n))
+                    or any(e.moving or e.extent for e in entries)
+                    or len({e.tier for e in entries}) != 1
+                ):
                     return False
                 lengths = [e.size - HEADER_SIZE for e in entries]
                 if lengths != [min(ps, size - i * ps) for i in range(n)]:
@@ -624,33 +643,28 @@ class PageStore:
                 if tier.used + length > tier.quota:
                     return False
                 tier.used += length
+                for e in entries:  # out of reach of eviction, drops and corrupt-drops
+                    self._pin(e)
             final = tier.extent_path(entries[0].key)
-            if not self._write_extent(tier, tier, entries, size, final):
-                self._release(tier, length)
-                return False
-            with self._lock:  # a page dropped while it was copied: give up
-                ok = all(e.alive and not e.moving for e in entries)
-                if ok:
-                    for e in entries:
-                        e.moving = True  # out of a corrupt-drop's reach until it is switched
+            ok = self._write_extent(tier, tier, entries, size, final)
             if ok:
                 try:
                     self._index.set_extent(dataset, fkey, tier.root_str)
                 except sqlite3.Error as exc:
                     log.warning("could not record the extent of %s/%s: %s", dataset, fkey, exc)
+                    unlink_quiet(final)
                     ok = False
             with self._lock:
                 for e in entries:
-                    if ok:
-                        e.extent = True
-                        e.verified = None
-                    e.moving = False
+                    self._unpin(e)
             if not ok:
-                unlink_quiet(final)
                 self._release(tier, length)
                 return False
             for e in entries:
                 unlink_quiet(tier.page_path(e.key))
+            with self._lock:
+                for e in entries:
+                    self._checked.pop(e.key, None)
             self._release(tier, length)  # the pages' bytes now stand for the extent
         log.debug("%s/%s: %d pages now one extent in %s", dataset, fkey, n, tier.root_str)
         return True
@@ -697,36 +711,40 @@ class PageStore:
 
     def drop_file(self, dataset: str, file_key: str) -> None:
         """Remove every cached page of one file (e.g. its origin version changed)."""
+        if dataset != self.dataset:
+            return
         with self._space_lock:
             with self._lock:
                 entries = [
-                    self._entries[PageKey(dataset, file_key, i)]
-                    for i in self._indexes(dataset, file_key)
+                    e
+                    for row in self._index.file_pages(dataset, file_key)
+                    if self._claim(e := self._entry_of(row))
                 ]
-                entries = [e for e in entries if self._claim(e)]
             self._delete(entries)
 
     def drop_dataset(self, dataset: str) -> None:
-        """Remove every cached page of a dataset."""
+        """Remove every cached page of a dataset, a window of the index at a time."""
+        if dataset != self.dataset:
+            return
         with self._space_lock:
-            with self._lock:
-                entries = [
-                    self._entries[PageKey(dataset, fk, i)]
-                    for fk in (list(self._by_file) if dataset == self.dataset else ())
-                    for i in self._indexes(dataset, fk)
-                ]
-                entries = [e for e in entries if self._claim(e)]
-            self._delete(entries)
+            after: PageKey | None = None
+            while True:
+                with self._lock:
+                    rows = self._index.window(after, WINDOW_ROWS)
+                    entries = [e for row in rows if self._claim(e := self._entry_of(row))]
+                self._delete(entries)
+                if len(rows) < WINDOW_ROWS:
+                    return
+                after = rows[-1].key
 
     def flush(self) -> None:
         """Persist the recency of pages read since the last flush."""
         with self._lock:
-            dirty, self._dirty = self._dirty, set()
-            items = [(e.key, e.atime) for e in dirty if e.alive]
-        if not items:
+            dirty, self._dirty = self._dirty, {}
+        if not dirty:
             return
         try:
-            self._index.set_atimes(items)
+            self._index.set_atimes(dirty.items())
         except sqlite3.Error as exc:
             log.warning("could not persist page recency: %s", exc)
 
@@ -784,6 +802,7 @@ class PageStore:
                 return True
         with self._space_lock:
             while True:
+                self._flush_touched()
                 with self._lock:
                     if tier.used + size <= tier.quota:
                         tier.used += size
@@ -801,6 +820,7 @@ class PageStore:
         """Evict from ``tier`` until it uses at most ``target`` bytes (or has no victim left)."""
         with self._space_lock:
             while True:
+                self._flush_touched()
                 with self._lock:
                     if tier.used <= target:
                         return
@@ -809,21 +829,24 @@ class PageStore:
                     return
                 self._evict(tier, victim)
 
+    def _flush_touched(self) -> None:
+        """Persist recency before choosing a victim by it (the index orders by ``atime``)."""
+        if self._dirty:
+            self.flush()
+
     def _enforce_watermarks(self) -> None:
         for tier in self._tiers:  # top first, so demotions are accounted for below
             if tier.used > tier.high_bytes:
                 self._shrink(tier, tier.low_bytes)
 
     def _take_victim(self, tier: Tier) -> _Entry | None:
-        """Claim the policy's first victim (called under ``_lock``)."""
-        while True:
-            popped = tier.policy.pop_victim()
-            if popped is None:
-                return None
-            entry = self._entries.get(popped[0])
-            if entry is not None and not entry.moving:
-                entry.moving = True
+        """Claim the least recently used page of ``tier`` no one else has claimed (lock
+        held)."""
+        for row in self._index.oldest(tier.root_str, len(self._pinned) + 1):
+            entry = self._entry_of(row)
+            if self._claim(entry):
                 return entry
+        return None
 
     def _evict(self, tier: Tier, entry: _Entry) -> None:
         """Demote a claimed page to the next tier, or delete it (holding ``_space_lock``); a
@@ -838,7 +861,7 @@ class PageStore:
                 unlink_quiet(src)
                 with self._lock:
                     tier.used -= entry.size
-                    entry.moving = False
+                    self._unpin(entry)
                 return
         with self._lock:
             self._evictions += 1
@@ -874,7 +897,6 @@ class PageStore:
             upper.pages -= 1
             entry.tier = lower.index
             lower.pages += 1
-            lower.policy.add(key, entry.size)
             self._demotions += 1
         log.debug("demoted %s from %s to %s", key, upper.config.medium, lower.config.medium)
         return True
@@ -914,27 +936,25 @@ class PageStore:
             for e in group:
                 upper.pages -= 1
                 e.tier = lower.index
-                e.verified = None
                 lower.pages += 1
-                lower.policy.add(e.key, e.size)
+                self._checked.pop(e.key, None)
             self._demotions += len(group)
         unlink_quiet(src)
         with self._lock:
             upper.used -= total
             for e in group:
-                e.moving = False
+                self._unpin(e)
         return True
 
     def _extent_of(self, entry: _Entry) -> list[_Entry]:
         """The other pages in ``entry``'s extent (lock held)."""
         key = entry.key
-        return [
-            e
-            for i in self._indexes(key.dataset, key.file_key)
-            if (e := self._entries[PageKey(key.dataset, key.file_key, i)]) is not entry
-            and e.extent
-            and e.tier == entry.tier
+        others = [
+            self._entry_of(row)
+            for row in self._index.file_pages(key.dataset, key.file_key)
+            if row.key.index != key.index and row.extent
         ]
+        return [e for e in others if e.extent and e.tier == entry.tier]
 
     def _claim_group(self, entry: _Entry) -> list[_Entry]:
         """Claim a page found bad, and the rest of its extent if it has one (lock held)."""
@@ -951,16 +971,18 @@ class PageStore:
         return tier.page_path(entry.key), HEADER_SIZE
 
     def _delete(self, entries: Sequence[_Entry]) -> None:
-        """Remove claimed pages: index row, then file, then memory and accounting."""
+        """Remove claimed pages: index row, then file, then accounting."""
         if not entries:
             return
+        gone = 0
         try:
-            self._index.delete_pages([e.key for e in entries])
-        except sqlite3.Error as exc:  # stale rows are dropped by the restart scan
+            gone = self._index.delete_pages([e.key for e in entries])
+        except sqlite3.Error as exc:  # their reads find no file and drop them then
             log.warning("could not delete %d page rows: %s", len(entries), exc)
         for path in dict.fromkeys(self._where(self._tiers[e.tier], e)[0] for e in entries):
             unlink_quiet(path)
         with self._lock:
+            self._files -= gone
             for e in entries:
                 self._forget(e)
 
@@ -1032,23 +1054,18 @@ class PageStore:
             )
 
     def _record(self, written: Sequence[_Written]) -> bool:
-        """Commit written pages to the index in one transaction, then make them visible; on
-        failure remove their files and release their space."""
+        """Commit written pages to the index in one transaction (from then on they are cached);
+        on failure remove their files and release their space."""
         with self._lock:
             atimes = [self._tick() for _ in written]
-            known = self._by_file
-            new_files = {  # a file already holding a page has its row (INSERT OR IGNORE anyway)
-                w.key.file_key: FileRow(w.key.dataset, w.path, w.version)
-                for w in written
-                if w.key.file_key not in known
-            }
+        files = {w.key.file_key: FileRow(w.key.dataset, w.path, w.version) for w in written}
         rows = [
             PageRow(w.key, w.tier.root_str, w.size, w.digest, atime)
             for w, atime in zip(written, atimes, strict=True)
         ]
         for attempt in range(2):
             try:
-                self._index.add_pages(rows, new_files)
+                new_files = self._index.add_pages(rows, files)
                 break
             except sqlite3.Error as exc:
                 # The index may share its disk with the pages: when that disk is full, evict a
@@ -1067,80 +1084,80 @@ class PageStore:
                     self._release(w.tier, w.size)
                 return False
         with self._lock:
-            for w, atime in zip(written, atimes, strict=True):
-                self._link(_Entry(w.key, w.tier.index, w.size, w.digest, atime))
+            self._files += new_files
+            for w in written:
+                w.tier.pages += 1
+                self._bytes += w.size - HEADER_SIZE
         return True
 
-    # -- in-memory index (callers hold _lock) --------------------------------------------
+    # -- index lookups and accounting (callers hold _lock) --------------------------------
 
-    def _hit(self, tier: Tier, entry: _Entry) -> None:
-        """Count a verified read of ``entry`` and make it the most recent (lock held)."""
+    def _lookup(self, key: PageKey) -> _Entry | None:
+        """The page as it is now: claimed by a move or drop in progress, else its row (lock
+        held: every change to an existing row is made while its page is claimed)."""
+        entry = self._pinned.get(key)
+        if entry is not None:
+            return entry
+        row = self._index.row(key)
+        return None if row is None else self._entry(row)
+
+    def _entry_of(self, row: PageRow) -> _Entry:
+        """The claimed entry of ``row``'s page if there is one, else a new one (lock held)."""
+        entry = self._pinned.get(row.key)
+        return entry if entry is not None else self._entry(row)
+
+    def _entry(self, row: PageRow) -> _Entry:
+        tier = self._by_root.get(row.tier)
+        if tier is None:  # rows of unconfigured tiers are deleted at open
+            raise LookupError(f"page {row.key} is in {row.tier!r}, not a tier of this store")
+        return _Entry(row.key, tier.index, row.size, row.checksum, row.extent)
+
+    def _hit(self, key: PageKey) -> None:
+        """Count a verified read of a page and make it the most recent (lock held)."""
         self._hits += 1
-        if entry.alive:
-            tier.policy.touch(entry.key)
-            entry.atime = self._tick()
-            self._dirty.add(entry)
-            if len(self._dirty) >= FLUSH_TOUCHES:
-                self._wake.set()
+        self._dirty[key] = self._tick()
+        if len(self._dirty) >= FLUSH_TOUCHES:
+            self._wake.set()
 
     def _tick(self) -> int:
         self._clock += 1
         return self._clock
 
     def _indexes(self, dataset: str, file_key: str) -> list[int]:
-        """The indexes of the cached pages of a file, in order (lock held)."""
+        """The indexes of the cached pages of a file, in order."""
         if dataset != self.dataset:
             return []
-        mask = self._by_file.get(file_key, 0)
-        return [i for i in range(mask.bit_length()) if mask >> i & 1]
+        return self._index.indexes(dataset, file_key)
 
-    def _link(self, entry: _Entry) -> None:
-        """Index a page whose bytes are already counted in its tier's ``used``."""
-        key = entry.key
-        tier = self._tiers[entry.tier]
-        self._entries[key] = entry
-        tier.pages += 1
-        tier.policy.add(key, entry.size)
-        by_file = self._by_file
-        by_file[key.file_key] = by_file.get(key.file_key, 0) | (1 << key.index)
-        self._dataset_bytes[key.dataset] = (
-            self._dataset_bytes.get(key.dataset, 0) + entry.size - HEADER_SIZE
-        )
+    def _pin(self, entry: _Entry) -> None:
+        entry.moving = True
+        self._pinned[entry.key] = entry
+
+    def _unpin(self, entry: _Entry) -> None:
+        entry.moving = False
+        if self._pinned.get(entry.key) is entry:
+            del self._pinned[entry.key]
 
     def _claim(self, entry: _Entry) -> bool:
         """Take a page out of eviction's reach before deleting it; False if already claimed."""
-        if entry.moving or not entry.alive:
+        if entry.moving or not entry.alive or entry.key in self._pinned:
             return False
-        entry.moving = True
-        self._tiers[entry.tier].policy.remove(entry.key)
+        self._pin(entry)
         return True
 
     def _forget(self, entry: _Entry) -> None:
-        """Unindex a page whose file is gone, and uncount its bytes."""
+        """Uncount a claimed page whose row and file are gone."""
         if not entry.alive:
             return
         entry.alive = False
-        entry.moving = False
+        self._unpin(entry)
         key = entry.key
         tier = self._tiers[entry.tier]
-        tier.policy.remove(key)
         tier.pages -= 1
         tier.used -= entry.size
-        if self._entries.get(key) is entry:
-            del self._entries[key]
-        self._dirty.discard(entry)
-        mask = self._by_file.get(key.file_key)
-        if mask is not None:
-            mask &= ~(1 << key.index)
-            if mask:
-                self._by_file[key.file_key] = mask
-            else:
-                del self._by_file[key.file_key]
-        left = self._dataset_bytes.get(key.dataset, 0) - (entry.size - HEADER_SIZE)
-        if left > 0:
-            self._dataset_bytes[key.dataset] = left
-        else:
-            self._dataset_bytes.pop(key.dataset, None)
+        self._dirty.pop(key, None)
+        self._checked.pop(key, None)
+        self._bytes -= entry.size - HEADER_SIZE
 
     # -- background and startup ----------------------------------------------------------
 
@@ -1156,32 +1173,28 @@ class PageStore:
                 log.exception("flushing page recency failed")
 
     def _recover(self, state_dir: Path) -> PageIndex:
-        """Reconcile the persisted index with the page files on disk (:mod:`.recovery`)."""
+        """Open the persisted index and take the tiers' totals from it; the page files are
+        checked against it in the background (:mod:`.recovery`)."""
         for tier in self._tiers:
             tier.prepare()
-        index, rows, fresh = open_index(state_dir)
+        index, fresh = open_index(state_dir)
         self._index = index
-
-        tier_of = {t.root_str: t.index for t in self._tiers}
-        gone = [row.key for row in rows if row.tier not in tier_of]  # tier no longer configured
-        rows = [row for row in rows if row.tier in tier_of]
-        rows.sort(key=lambda row: row.atime)  # linked in eviction order
-        for row in rows:
-            tier = self._tiers[tier_of[row.tier]]
-            tier.used += row.size
-            self._link(_Entry(row.key, tier.index, row.size, row.checksum, row.atime, row.extent))
-        self._clock = rows[-1].atime if rows else 0
-        if gone:
-            index.delete_pages(gone)
-        if gone or fresh:
-            index.delete_orphan_files()
+        gone = index.delete_tiers_except(self._by_root)  # tier no longer configured
+        pages = size = 0
+        for root, (n, used) in index.totals().items():
+            tier = self._by_root[root]
+            tier.pages, tier.used = n, used
+            pages, size = pages + n, size + used
+        self._bytes = size - HEADER_SIZE * pages
+        self._files = index.file_count(self.dataset)
+        self._clock = index.last_atime()
         log.info(
             "page store %s: %d pages in %d tiers%s; checking them against the tiers' files in "
             "the background",
             self.dataset,
-            len(self._entries),
+            pages,
             len(self._tiers),
-            f" ({len(gone)} rows of tiers no longer configured dropped)" if gone else "",
+            f" ({gone} rows of tiers no longer configured dropped)" if gone else "",
         )
         if fresh:
             log.warning(
@@ -1221,7 +1234,7 @@ class PageStore:
                 "page store %s check: %d pages kept, %d index rows dropped (file missing or "
                 "wrong size), %d page files the index does not vouch for removed",
                 self.dataset,
-                len(self._entries),
+                sum(t.pages for t in self._tiers),
                 dropped,
                 removed,
             )
@@ -1278,34 +1291,35 @@ class PageStore:
         """For a page or extent file found in ``tier``: whether a row vouches for it, and
         whether a put is writing it (lock held)."""
         if kind == EXTENT:
-            first = self._entries.get(PageKey(self.dataset, str(key), 0))
+            first = self._lookup(PageKey(self.dataset, str(key), 0))
             return first is not None and first.extent and first.tier == tier.index, False
         assert isinstance(key, PageKey)
-        entry = self._entries.get(key)
+        entry = self._lookup(key)
         indexed = entry is not None and not entry.extent and entry.tier == tier.index
         return indexed, key in self._pending
 
     def _drop_unbacked(self) -> int:
         """Drop the rows whose file is missing or of the wrong size (rules 1, 2 and 4), unless
-        the page changed since it was looked at; how many."""
-        with self._lock:
-            entries = list(self._entries.values())
+        the page changed since it was looked at; how many. A window of the index at a time."""
         dropped = 0
         seen: set[tuple[str, int]] = set()
-        for start in range(0, len(entries), 1000):
-            if self._stopping:
-                break
-            for entry in entries[start : start + 1000]:
+        after: PageKey | None = None
+        while not self._stopping:
+            rows = self._index.window(after, WINDOW_ROWS)
+            for row in rows:
+                if self._stopping:
+                    break
                 with self._lock:
-                    if not entry.alive or entry.moving:
+                    entry = self._lookup(row.key)
+                    if entry is None or entry.moving:
                         continue
                     tier, extent = entry.tier, entry.extent
                     path = self._where(self._tiers[tier], entry)[0]
                     group: list[_Entry] = []
                     if extent:
-                        if (entry.key.file_key, tier) in seen:
+                        if (row.key.file_key, tier) in seen:
                             continue
-                        seen.add((entry.key.file_key, tier))
+                        seen.add((row.key.file_key, tier))
                         group = [entry, *self._extent_of(entry)]
                 try:
                     size: int | None = os.stat(path, follow_symlinks=False).st_size
@@ -1322,13 +1336,13 @@ class PageStore:
                 if good:
                     continue
                 with self._lock:
-                    if (
-                        not entry.alive
-                        or entry.moving
-                        or (entry.tier, entry.extent) != (tier, extent)
-                    ):
+                    now = self._lookup(row.key)
+                    if now is None or now.moving or (now.tier, now.extent) != (tier, extent):
                         continue
-                    victims = self._claim_group(entry)
+                    victims = self._claim_group(now)
                 self._delete(victims)
                 dropped += len(victims)
+            if len(rows) < WINDOW_ROWS:
+                break
+            after = rows[-1].key
         return dropped

@@ -50,7 +50,6 @@ from tidepool.core.pages import (
     extent_relpath,
 )
 from tidepool.spec.config import TierConfig
-from tidepool.store.eviction import EvictionPolicy, LRUPolicy
 from tidepool.store.tierdir import FILE_MODE, make_dirs
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,6 @@ class Tier:
         index: int,
         config: TierConfig,
         root: Path,
-        policy: EvictionPolicy[PageKey] | None = None,
     ) -> None:
         if config.quota < 0:
             raise ValueError(f"tier {config.medium} {config.path!r}: quota {config.quota} < 0")
@@ -117,7 +115,6 @@ class Tier:
         self.root = Path(os.path.abspath(root))
         """The dataset's directory in this tier (``<tier>/<dataset>``)."""
         self.root_str = str(self.root)
-        self.policy: EvictionPolicy[PageKey] = policy if policy is not None else LRUPolicy()
         self.used = 0
         self.pages = 0
         self.disk_limit: int | None = None

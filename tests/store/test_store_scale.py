@@ -1,0 +1,106 @@
+"""The page store keeps nothing per cached page in memory (issue 16): its index is SQLite.
+
+Allocation counts (tracemalloc), not time: a store of 200,000 pages opens with the memory of one
+of 2,000, answers lookups, evicts in LRU order and drops a dataset without building a list of it.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+from tests.store.conftest import DS, PAGE, StoreFactory, key, payload
+
+from tidepool.core.pages import HEADER_SIZE
+from tidepool.spec.config import TierConfig
+from tidepool.store.index import FileRow, PageRow, open_index
+
+BIG = 200_000
+SMALL = 2_000
+
+
+def fill_index(state: Path, tier_root: Path, n: int) -> None:
+    """``n`` one-page files of 1 KiB written straight into the index (no page files: the
+    background check, which would drop them, is kept from starting)."""
+    index, fresh = open_index(state)
+    assert fresh is False
+    rows = [PageRow(key(i), str(tier_root), HEADER_SIZE + 1024, i, i + 1) for i in range(n)]
+    files = {key(i).file_key: FileRow(DS, f"d/{i:07d}", "v1") for i in range(n)}
+    assert index.add_pages(rows, files) == n
+    index.close()
+
+
+def kept_after_open(make_store: StoreFactory, tmp_path: Path, n: int) -> tuple[int, int]:
+    """Bytes still allocated once a store of ``n`` pages is open, and its page count."""
+    tiers = [TierConfig("SSD", str(tmp_path / f"t{n}"), quota=10**12, high=1.0, low=1.0)]
+    first = make_store(tiers, verified=False, verify_after=3600)  # makes the tier directory
+    root = Path(first.tier_roots()[0])
+    first.close()
+    fill_index(tmp_path / "state", root, n)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = make_store(tiers, verified=False, verify_after=3600)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    pages = store.usage()[0].pages
+    assert store.dataset_files(DS) == n
+    assert store.dataset_bytes(DS) == 1024 * n
+    assert store.contains(key(n - 1)) and not store.contains(key(n))
+    assert store.pages_of(DS, key(7).file_key) == {0}
+    assert store.file_info(key(3).file_key) == FileRow(DS, "d/0000003", "v1")
+    store.close()
+    (tmp_path / "state" / "index.sqlite3").unlink()
+    return kept, pages
+
+
+def test_opening_a_store_keeps_no_memory_per_page(make_store: StoreFactory, tmp_path: Path) -> None:
+    small, small_pages = kept_after_open(make_store, tmp_path, SMALL)
+    big, big_pages = kept_after_open(make_store, tmp_path, BIG)
+    assert (small_pages, big_pages) == (SMALL, BIG)
+    # the old in-memory index kept ~500 bytes a page: 100 MB here
+    assert big - small < 2 << 20, (small, big)
+    assert big < 8 << 20, big
+
+
+def test_eviction_follows_recency_persisted_in_the_index(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """Victims come from the index's LRU order, with reads flushed first: the page read last
+    survives, in a tier that holds three pages, across a restart too."""
+    full = PAGE + HEADER_SIZE
+    tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
+    store = make_store(tiers)
+    for i in range(3):
+        store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+    assert store.get(key(0)) is not None  # 0 is now the most recent, 1 the oldest
+    store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
+    assert [store.contains(key(i)) for i in range(4)] == [True, False, True, True]
+    store.close()
+    store = make_store(tiers)
+    assert store.get(key(2)) is not None  # order now 0, 3, 2
+    store.put(key(4), payload(key(4), PAGE), path="f4", version="v")
+    assert [store.contains(key(i)) for i in range(5)] == [False, False, True, True, True]
+    for i in (2, 3, 4):
+        assert bytes(store.get(key(i)) or b"") == payload(key(i), PAGE)
+    assert store.usage()[0].used == 3 * full
+
+
+def test_dropping_a_large_dataset_goes_a_window_at_a_time(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """drop_dataset over more rows than one window removes every row and page file."""
+    tiers = [TierConfig("SSD", str(tmp_path / "drop"), quota=10**9, high=1.0, low=1.0)]
+    store = make_store(tiers)
+    n = 2_500
+    store.put_many([(key(i), payload(key(i), 64), f"f{i}", "v") for i in range(n)])
+    assert store.dataset_files(DS) == n
+    root = Path(store.tier_roots()[0])
+    store.drop_dataset(DS)
+    assert store.usage()[0].pages == 0 and store.usage()[0].used == 0
+    assert store.dataset_files(DS) == 0 and store.dataset_bytes(DS) == 0
+    assert not [p for p in (root / "pages").rglob("*") if p.is_file()]
+    store.close()
+    store = make_store(tiers)
+    assert store.usage()[0].pages == 0 and not store.contains(key(0))
