@@ -205,6 +205,27 @@ class PageIndex:
                 is not None
             )
 
+    def held(self, keys: Iterable[PageKey]) -> set[PageKey]:
+        """Which of ``keys`` are indexed: one query per dataset and 500 files, not one a key."""
+        by_dataset: dict[str, set[str]] = {}
+        wanted = set(keys)
+        for k in wanted:
+            by_dataset.setdefault(k.dataset, set()).add(k.file_key)
+        found: set[PageKey] = set()
+        for ds, fkeys in by_dataset.items():
+            names = sorted(fkeys)
+            for start in range(0, len(names), 500):
+                part = names[start : start + 500]
+                marks = ", ".join("?" * len(part))
+                with self._read_lock:
+                    rows = self._reader.execute(
+                        "SELECT file_key, idx FROM pages"
+                        f" WHERE dataset = ? AND file_key IN ({marks})",
+                        (ds, *part),
+                    ).fetchall()
+                found.update(k for fk, i in rows if (k := PageKey(ds, fk, i)) in wanted)
+        return found
+
     def file_pages(
         self, dataset: str, file_key: str, first: int = 0, last: int | None = None
     ) -> list[PageRow]:

@@ -554,12 +554,12 @@ class PageStore:
         with self._lock:
             if self._closed:
                 raise RuntimeError("page store is closed")
-            for i, (key, _, _, _) in enumerate(pages):
-                if (
-                    key not in self._pending
-                    and key not in self._pinned
-                    and not self._index.has(key)
-                ):
+            keys = [key for key, _, _, _ in pages]
+            held = (
+                self._index.held(keys) if len(keys) > 1 else {k for k in keys if self._index.has(k)}
+            )
+            for i, key in enumerate(keys):
+                if key not in self._pending and key not in self._pinned and key not in held:
                     self._pending.add(key)
                     todo.append(i)
         results: list[bool | None] = [None] * len(pages)
