@@ -10,11 +10,13 @@ import asyncio
 import os
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tidepool.core.errors import OriginUnavailableError
 from tidepool.core.fileinfo import FileInfo
 from tidepool.origin.funnel import Origin
 from tidepool.origin.localfs import ConfinedLocalFileSystem
@@ -272,3 +274,60 @@ def test_a_worker_serves_nothing_from_outside_the_root(
     with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/find/") as r:
         listing = r.read()
     assert b"secret" not in listing and b"deep" not in listing and b"inside" in listing
+
+
+def test_a_missing_root_is_an_unavailable_origin_not_deleted_files(
+    tree: Path, tmp_path: Path
+) -> None:
+    """A file missing under the root is missing; with the root itself gone (an unmounted disk,
+    a renamed directory) the origin is unavailable, so a worker serves what it knows."""
+    away = tmp_path / "away"
+
+    async def go() -> None:
+        origin = Origin("loc", local_config(tree, tmp_path / "cache").mounts[0])
+        await origin.start()
+        try:
+            with pytest.raises(FileNotFoundError):
+                await origin.info("no-such-file")
+            tree.rename(away)
+            for call in (
+                lambda: origin.info("a.txt"),
+                lambda: origin.read("a.txt", 0, 1),
+                lambda: origin.find(""),
+            ):
+                with pytest.raises(OriginUnavailableError, match=r"root directory .* is missing"):
+                    await call()
+            away.rename(tree)
+            assert await origin.read("a.txt", 0, 1) == b"a"
+        finally:
+            await origin.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.integration
+def test_a_worker_serves_its_cache_when_the_root_is_gone(
+    tree: Path, tmp_path: Path, start_worker: Any
+) -> None:
+    """Metadata always stale (TTL 0): with the root moved away, a cached file is still served
+    and the dataset still listed; a file never cached is unavailable (503), not missing."""
+    cfg = local_config(tree, tmp_path / "cache")
+    cfg = replace(cfg, runtime=replace(cfg.runtime, metadata_ttl=0.0))
+    w = start_worker([cfg])
+
+    def get(rel: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/files/{rel}") as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    assert get("a.txt") == (200, b"a")
+    with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/find/") as r:
+        assert b"sub/b.txt" in r.read()
+    tree.rename(tmp_path / "away")
+    assert get("a.txt") == (200, b"a")
+    status, body = get("inside")
+    assert status == 503, body
+    with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/find/") as r:
+        assert b"sub/b.txt" in r.read()

@@ -150,6 +150,9 @@ class Origin:
                 if named is not None:
                     raise named from exc
                 if isinstance(exc, FileNotFoundError):
+                    gone = self._root_gone()
+                    if gone is not None:
+                        raise OriginUnavailableError(self.dataset, rel, gone) from None
                     raise self._not_found(rel) from None
                 raise
             except asyncio.CancelledError:
@@ -215,6 +218,19 @@ class Origin:
             if better is not None and type(better) is not OriginRefusedError:
                 return better
         return refused
+
+    def _root_gone(self) -> str | None:
+        """Why a ``file://`` origin is unavailable when its root directory itself is missing
+        (an unmounted disk or share, a renamed directory): then every file of it is unknown, not
+        deleted, and what is cached is served (edge autonomy). None when it is there, or the
+        origin is not local (a file missing under a present root is missing)."""
+        local = getattr(self.fs, "sync_fs", None)
+        if not isinstance(local, ConfinedLocalFileSystem):
+            return None
+        root = local.confined_root
+        if os.path.isdir(root):
+            return None
+        return f"the origin's root directory {root} is missing (an unmounted disk or share?)"
 
     def _not_found(self, rel: str) -> FileNotFoundError:
         if rel:

@@ -101,10 +101,15 @@ async def probe_mount(
         tls = await _speaks_tls(target.endpoint) if s3 else None
         if tls:
             return result("tls", tls)
+        check = (
+            "the endpoint's host and port and the network"
+            if s3
+            else "that the directory is there (mounted)"
+        )
         return result(
             "unreachable",
-            f"cannot reach {target.endpoint if s3 else mount.url}: {exc.reason}; check the "
-            "endpoint's host and port and the network (the worker still serves what it cached)",
+            f"cannot reach {target.endpoint if s3 else mount.url}: {exc.reason}; check "
+            f"{check} (the worker still serves what it cached)",
         )
     except FileNotFoundError:
         found = 0
