@@ -6,6 +6,7 @@ of 2,000, answers lookups, evicts in LRU order and drops a dataset without build
 
 from __future__ import annotations
 
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
@@ -22,7 +23,7 @@ SMALL = 2_000
 def fill_index(state: Path, tier_root: Path, n: int) -> None:
     """``n`` one-page files of 1 KiB written straight into the index (no page files: the
     background check, which would drop them, is kept from starting)."""
-    index, fresh = open_index(state)
+    index, _, fresh = open_index(state)
     assert fresh is False
     rows = [PageRow(key(i), str(tier_root), HEADER_SIZE + 1024, i, i + 1) for i in range(n)]
     files = {key(i).file_key: FileRow(DS, f"d/{i:07d}", "v1") for i in range(n)}
@@ -104,3 +105,33 @@ def test_dropping_a_large_dataset_goes_a_window_at_a_time(
     store.close()
     store = make_store(tiers)
     assert store.usage()[0].pages == 0 and not store.contains(key(0))
+
+
+def test_an_index_of_schema_2_gets_its_recency_index_and_keeps_its_pages(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """An index written before the recency index existed (schema 2), or with the first one of
+    schema 3 (``pages_lru``, without ``size``), opens with its pages, totals and LRU order."""
+    full = PAGE + HEADER_SIZE
+    tiers = [TierConfig("SSD", str(tmp_path / "old"), quota=3 * full, high=1.0, low=1.0)]
+    for older in ("", "CREATE INDEX pages_lru ON pages (tier, atime);"):
+        store = make_store(tiers)
+        for i in range(3):
+            store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+        store.close()
+        db = sqlite3.connect(tmp_path / "state" / "index.sqlite3")
+        db.executescript(f"DROP INDEX pages_by_recency; {older} PRAGMA user_version=2;")
+        db.close()
+        store = make_store(tiers)
+        names = {
+            name
+            for (name,) in sqlite3.connect(tmp_path / "state" / "index.sqlite3").execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index'"
+            )
+        }
+        assert "pages_by_recency" in names and "pages_lru" not in names
+        assert store.usage()[0].pages == 3 and store.usage()[0].used == 3 * full
+        store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # evicts the oldest
+        assert [store.contains(key(i)) for i in range(4)] == [False, True, True, True]
+        store.drop_dataset(DS)
+        store.close()

@@ -2,7 +2,7 @@
 
 Pages go to the top tier (MEM) first. Space is *reserved before a page is written*, and a tier's
 byte count drops only *after* a page file is unlinked, so a tier's quota holds at every moment, not
-eventually. Making room evicts the least recently used pages (the index's ``pages_lru`` order);
+eventually. Making room evicts the least recently used pages (the index's ``pages_by_recency``);
 an evicted page is demoted to the next lower tier when there is one (whose quota is kept the same
 way), else deleted. After each put, a tier above its high watermark is evicted down to its low one.
 
@@ -1177,17 +1177,20 @@ class PageStore:
         checked against it in the background (:mod:`.recovery`)."""
         for tier in self._tiers:
             tier.prepare()
-        index, fresh = open_index(state_dir)
+        index, totals, fresh = open_index(state_dir)
         self._index = index
-        gone = index.delete_tiers_except(self._by_root)  # tier no longer configured
+        gone = 0
+        if any(root not in self._by_root for root in totals):  # a tier no longer configured
+            gone = index.delete_tiers_except(self._by_root)
+            totals = index.totals()
         pages = size = 0
-        for root, (n, used) in index.totals().items():
+        for root, (n, used, atime) in totals.items():
             tier = self._by_root[root]
             tier.pages, tier.used = n, used
             pages, size = pages + n, size + used
+            self._clock = max(self._clock, atime)
         self._bytes = size - HEADER_SIZE * pages
         self._files = index.file_count(self.dataset)
-        self._clock = index.last_atime()
         log.info(
             "page store %s: %d pages in %d tiers%s; checking them against the tiers' files in "
             "the background",
