@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 from tests.store.conftest import DS, PAGE, StoreFactory, key, payload
 
@@ -135,3 +136,30 @@ def test_an_index_of_schema_2_gets_its_recency_index_and_keeps_its_pages(
         assert [store.contains(key(i)) for i in range(4)] == [False, True, True, True]
         store.drop_dataset(DS)
         store.close()
+
+
+def test_a_shrink_to_the_low_watermark_is_one_query_and_one_transaction(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """Crossing the high watermark evicts the oldest pages down to the low one in batches, not
+    one index query and transaction per page; what goes is exactly the least recently used."""
+    size = HEADER_SIZE + 100
+    tiers = [TierConfig("SSD", str(tmp_path / "wm"), quota=200 * size, high=0.95, low=0.5)]
+    store = make_store(tiers)
+    deletes: list[int] = []
+    real = store._index.delete_pages
+
+    def counted(keys: Any) -> int:
+        keys = list(keys)
+        deletes.append(len(keys))
+        return real(keys)
+
+    store._index.delete_pages = counted  # type: ignore[method-assign]
+    for i in range(190):
+        store.put(key(i), payload(key(i), 100), path=f"f{i}", version="v")
+    assert deletes == []
+    store.put(key(190), payload(key(190), 100), path="f190", version="v")  # 191 > 190 (95 %)
+    assert deletes == [91]  # down to 100 pages (50 %), in one transaction
+    assert not any(store.contains(key(i)) for i in range(91))
+    assert all(store.contains(key(i)) for i in range(91, 191))
+    assert store.usage()[0].used == 100 * size

@@ -131,6 +131,8 @@ VERIFIED_PAGES = 1 << 16
 """Pages whose checked file :meth:`PageStore.open_run` remembers."""
 WINDOW_ROWS = 1000
 """Index rows handled at a time by the background check and by a dataset drop."""
+EVICT_BATCH = 256
+"""Most pages evicted with one index query and one transaction."""
 WARN_INTERVAL = 60.0
 """A full disk is logged at most once per tier per this many seconds."""
 
@@ -185,12 +187,15 @@ class _Entry:
     eviction, move or drop in progress (then the store keeps it in ``_pinned`` until done, and
     every lookup of the page returns this object)."""
 
-    __slots__ = ("alive", "checksum", "extent", "key", "moving", "size", "tier")
+    __slots__ = ("alive", "atime", "checksum", "extent", "key", "moving", "size", "tier")
 
     def __init__(
-        self, key: PageKey, tier: int, size: int, checksum: int, extent: bool = False
+        self, key: PageKey, tier: int, size: int, checksum: int, atime: int, extent: bool = False
     ) -> None:
         self.key = key
+        self.atime = atime
+        """The row's recency when looked up: a page put again (after an eviction or drop) has a
+        new one, so two lookups of a key tell whether they saw the same page."""
         self.extent = extent
         """The page lives in its file's extent (at ``index * page_size``), not a file of its own."""
         self.tier = tier
@@ -320,6 +325,7 @@ class PageStore:
                     return None
                 tier = self._tiers[entry.tier]
                 in_extent = entry.extent
+                was = (entry.tier, in_extent, entry.atime)
                 path, offset = self._where(tier, entry)
             error: OSError | None = None
             try:
@@ -331,8 +337,8 @@ class PageStore:
                     self._hit(key)
                     return data
                 now = self._lookup(key)
-                if now is not None and (now.tier != tier.index or now.extent != in_extent):
-                    continue  # demoted, or moved into an extent, while it was read
+                if now is not None and (now.tier, now.extent, now.atime) != was:
+                    continue  # demoted, made an extent, or put again while it was read
                 self._misses += 1
                 if now is None or now.moving:
                     return None  # an eviction or drop got there first
@@ -807,10 +813,10 @@ class PageStore:
                     if tier.used + size <= tier.quota:
                         tier.used += size
                         return True
-                    victim = self._take_victim(tier)
-                if victim is None:
+                    victims = self._take_victims(tier, tier.used + size - tier.quota)
+                if not victims:
                     return False  # the rest is reserved by writes in progress
-                self._evict(tier, victim)
+                self._evict(tier, victims)
 
     def _release(self, tier: Tier, size: int) -> None:
         with self._lock:
@@ -824,10 +830,10 @@ class PageStore:
                 with self._lock:
                     if tier.used <= target:
                         return
-                    victim = self._take_victim(tier)
-                if victim is None:
+                    victims = self._take_victims(tier, tier.used - target)
+                if not victims:
                     return
-                self._evict(tier, victim)
+                self._evict(tier, victims)
 
     def _flush_touched(self) -> None:
         """Persist recency before choosing a victim by it (the index orders by ``atime``)."""
@@ -839,33 +845,52 @@ class PageStore:
             if tier.used > tier.high_bytes:
                 self._shrink(tier, tier.low_bytes)
 
-    def _take_victim(self, tier: Tier) -> _Entry | None:
-        """Claim the least recently used page of ``tier`` no one else has claimed (lock
-        held)."""
-        for row in self._index.oldest(tier.root_str, len(self._pinned) + 1):
+    def _take_victims(self, tier: Tier, want: int) -> list[_Entry]:
+        """Claim the least recently used pages of ``tier`` no one else has claimed, oldest
+        first, until they hold ``want`` bytes or :data:`EVICT_BATCH` pages (lock held). A page
+        of an extent is claimed alone: its extent goes whole (:meth:`_evict_extent`)."""
+        claimed: list[_Entry] = []
+        got = 0
+        average = tier.used // max(1, tier.pages) or 1
+        n = min(EVICT_BATCH, -(-want // average) + 1)  # rows enough for ``want``, most likely
+        for row in self._index.oldest(tier.root_str, len(self._pinned) + n):
+            if row.extent and claimed:
+                break
             entry = self._entry_of(row)
-            if self._claim(entry):
-                return entry
-        return None
+            if not self._claim(entry):
+                continue
+            claimed.append(entry)
+            got += entry.size
+            if entry.extent or got >= want or len(claimed) >= EVICT_BATCH:
+                break
+        return claimed
 
-    def _evict(self, tier: Tier, entry: _Entry) -> None:
-        """Demote a claimed page to the next tier, or delete it (holding ``_space_lock``); a
-        page of an extent goes with the whole extent."""
-        if entry.extent:
-            self._evict_extent(tier, entry)
+    def _evict(self, tier: Tier, victims: list[_Entry]) -> None:
+        """Demote claimed pages to the next tier, or delete them (holding ``_space_lock``):
+        those not demoted go in one index transaction; a page of an extent goes with the whole
+        extent."""
+        if len(victims) == 1 and victims[0].extent:
+            self._evict_extent(tier, victims[0])
             return
-        src = tier.page_path(entry.key)
-        if tier.index + 1 < len(self._tiers):
-            lower = self._tiers[tier.index + 1]
-            if lower.quota >= entry.size and self._demote(tier, lower, entry, src):
+        doomed: list[_Entry] = []
+        lower = self._tiers[tier.index + 1] if tier.index + 1 < len(self._tiers) else None
+        for entry in victims:
+            src = tier.page_path(entry.key)
+            if (
+                lower is not None
+                and lower.quota >= entry.size
+                and self._demote(tier, lower, entry, src)
+            ):
                 unlink_quiet(src)
                 with self._lock:
                     tier.used -= entry.size
                     self._unpin(entry)
-                return
-        with self._lock:
-            self._evictions += 1
-        self._delete([entry])
+            else:
+                doomed.append(entry)
+        if doomed:
+            with self._lock:
+                self._evictions += len(doomed)
+            self._delete(doomed)
 
     def _demote(self, upper: Tier, lower: Tier, entry: _Entry, src: str) -> bool:
         key = entry.key
@@ -1110,7 +1135,7 @@ class PageStore:
         tier = self._by_root.get(row.tier)
         if tier is None:  # rows of unconfigured tiers are deleted at open
             raise LookupError(f"page {row.key} is in {row.tier!r}, not a tier of this store")
-        return _Entry(row.key, tier.index, row.size, row.checksum, row.extent)
+        return _Entry(row.key, tier.index, row.size, row.checksum, row.atime, row.extent)
 
     def _hit(self, key: PageKey) -> None:
         """Count a verified read of a page and make it the most recent (lock held)."""
@@ -1317,6 +1342,7 @@ class PageStore:
                     if entry is None or entry.moving:
                         continue
                     tier, extent = entry.tier, entry.extent
+                    was = (tier, extent, entry.atime)
                     path = self._where(self._tiers[tier], entry)[0]
                     group: list[_Entry] = []
                     if extent:
@@ -1340,7 +1366,7 @@ class PageStore:
                     continue
                 with self._lock:
                     now = self._lookup(row.key)
-                    if now is None or now.moving or (now.tier, now.extent) != (tier, extent):
+                    if now is None or now.moving or (now.tier, now.extent, now.atime) != was:
                         continue
                     victims = self._claim_group(now)
                 self._delete(victims)
