@@ -252,6 +252,15 @@ def test_the_funnel_uses_the_confined_backend(tree: Path, tmp_path: Path) -> Non
     assert not any("secret" in f["name"] or "deep" in f["name"] for f in found)
 
 
+def read_file(endpoint: str, rel: str) -> tuple[int, bytes]:
+    """Status and body of a worker's answer for file ``rel`` of dataset ``loc``."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/v1/datasets/loc/files/{rel}") as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 @pytest.mark.integration
 def test_a_worker_serves_nothing_from_outside_the_root(
     tree: Path, tmp_path: Path, start_worker: Any
@@ -259,11 +268,7 @@ def test_a_worker_serves_nothing_from_outside_the_root(
     w = start_worker([local_config(tree, tmp_path / "cache")])
 
     def get(rel: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/files/{rel}") as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return read_file(w.endpoint, rel)
 
     assert get("inside") == (200, b"b")
     assert get("subdir-link/b.txt") == (200, b"b")
@@ -316,11 +321,7 @@ def test_a_worker_serves_its_cache_when_the_root_is_gone(
     w = start_worker([cfg])
 
     def get(rel: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/files/{rel}") as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return read_file(w.endpoint, rel)
 
     assert get("a.txt") == (200, b"a")
     with urllib.request.urlopen(f"{w.endpoint}/v1/datasets/loc/find/") as r:
