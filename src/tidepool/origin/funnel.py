@@ -219,13 +219,18 @@ class Origin:
                 return better
         return refused
 
+    def _local(self) -> ConfinedLocalFileSystem | None:
+        """The backend of a ``file://`` origin (None for any other)."""
+        local = getattr(self.fs, "sync_fs", None)
+        return local if isinstance(local, ConfinedLocalFileSystem) else None
+
     def _root_gone(self) -> str | None:
         """Why a ``file://`` origin is unavailable when its root directory itself is missing
         (an unmounted disk or share, a renamed directory): then every file of it is unknown, not
         deleted, and what is cached is served (edge autonomy). None when it is there, or the
         origin is not local (a file missing under a present root is missing)."""
-        local = getattr(self.fs, "sync_fs", None)
-        if not isinstance(local, ConfinedLocalFileSystem):
+        local = self._local()
+        if local is None:
             return None
         root = local.confined_root
         if os.path.isdir(root):
@@ -311,8 +316,8 @@ class Origin:
         origin is walked a directory at a time; others are listed whole (``fsspec`` has no
         paged find) and handed out in pages."""
         tree = self._tree()
-        local = getattr(self.fs, "sync_fs", None)
-        if tree is None and isinstance(local, ConfinedLocalFileSystem):
+        local = self._local()
+        if tree is None and local is not None:
             async for batch in self._local_find_pages(local, rel):
                 yield batch
             return
@@ -422,8 +427,8 @@ class Origin:
         version (size and mtime), else None — changed since it was listed, gone, unreadable;
         read it with :meth:`read`, which says why. None when the origin is not on this machine.
         One call of the funnel (timeout, breaker) for the lot."""
-        local = getattr(self.fs, "sync_fs", None)
-        if not isinstance(local, ConfinedLocalFileSystem) or not files:
+        local = self._local()
+        if local is None or not files:
             return None
         wanted = [(self._path(rel), version, size) for rel, version, size in files]
 

@@ -171,23 +171,13 @@ class PageIndex:
             raise
         self._read_lock = threading.Lock()
         self._reader = connect(path)
-        self._names: dict[str, str] = {}
-        """One str per dataset and tier name, not one per row looked up."""
 
     def _rows(self, where: str, args: tuple[object, ...]) -> list[PageRow]:
         """Page rows matching ``where`` (on ``p``), through the read connection."""
-        names = self._names
         with self._read_lock:
             found = self._reader.execute(f"{_ROW} WHERE {where}", args).fetchall()
         return [
-            PageRow(
-                PageKey(names.setdefault(ds, ds), fk, idx),
-                names.setdefault(tier, tier),
-                size,
-                _from_sql(digest),
-                atime,
-                bool(extent),
-            )
+            PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent))
             for ds, fk, idx, tier, size, digest, atime, extent in found
         ]
 
@@ -257,17 +247,17 @@ class PageIndex:
     def window(self, after: PageKey | None, limit: int) -> list[PageRow]:
         """At most ``limit`` rows in key order after the key ``after`` (None: from the first):
         a walk over the whole index that holds one window in memory at a time."""
-        if after is None:
-            return self._rows("1 ORDER BY p.dataset, p.file_key, p.idx LIMIT ?", (limit,))
+        start = ("", "", -1) if after is None else tuple(after)  # before every key
         return self._rows(
             "(p.dataset, p.file_key, p.idx) > (?, ?, ?) ORDER BY p.dataset, p.file_key, p.idx"
             " LIMIT ?",
-            (*after, limit),
+            (*start, limit),
         )
 
     def totals(self) -> dict[str, tuple[int, int, int]]:
-        """``tier -> (pages, bytes, highest atime)`` over the whole index: one scan, in SQLite
-        (which also reads every page of the table: a damaged one raises here)."""
+        """``tier -> (pages, bytes, highest atime)`` over the whole index: one scan of
+        ``pages_by_recency``, in SQLite (a damaged index raises here; a damaged table is found
+        by the lookups that reach it)."""
         with self._read_lock:
             return {
                 tier: (n, size, atime)

@@ -561,9 +561,7 @@ class PageStore:
             if self._closed:
                 raise RuntimeError("page store is closed")
             keys = [key for key, _, _, _ in pages]
-            held = (
-                self._index.held(keys) if len(keys) > 1 else {k for k in keys if self._index.has(k)}
-            )
+            held = self._index.held(keys)
             for i, key in enumerate(keys):
                 if key not in self._pending and key not in self._pinned and key not in held:
                     self._pending.add(key)
@@ -974,12 +972,13 @@ class PageStore:
     def _extent_of(self, entry: _Entry) -> list[_Entry]:
         """The other pages in ``entry``'s extent (lock held)."""
         key = entry.key
-        others = [
-            self._entry_of(row)
+        return [
+            e
             for row in self._index.file_pages(key.dataset, key.file_key)
-            if row.key.index != key.index and row.extent
+            if row.key.index != key.index
+            and (e := self._entry_of(row)).extent
+            and e.tier == entry.tier
         ]
-        return [e for e in others if e.extent and e.tier == entry.tier]
 
     def _claim_group(self, entry: _Entry) -> list[_Entry]:
         """Claim a page found bad, and the rest of its extent if it has one (lock held)."""
@@ -1337,9 +1336,9 @@ class PageStore:
             for row in rows:
                 if self._stopping:
                     break
-                with self._lock:
-                    entry = self._lookup(row.key)
-                    if entry is None or entry.moving:
+                with self._lock:  # the window's row, or its claim: looked up again below
+                    entry = self._entry_of(row)
+                    if entry.moving:
                         continue
                     tier, extent = entry.tier, entry.extent
                     was = (tier, extent, entry.atime)
