@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import random
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ import pytest
 from tests.conftest import ThreadWorker
 
 from tidepool.client import TidepoolFileSystem
-from tidepool.core.pages import HEADER_SIZE, PageKey, file_key
+from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PageKey, file_key
 
 from .conftest import Serve, client, flush
 
@@ -47,9 +48,12 @@ def origin_reads(worker: ThreadWorker) -> int:
     return int(worker.worker.services["ds"].origins[0].stats.calls.get("read", 0))
 
 
+def fkey(fs: TidepoolFileSystem, rel: str) -> str:
+    return file_key("ds", rel, fs.info(f"ds/{rel}")["version"])
+
+
 def page_file(worker: ThreadWorker, fs: TidepoolFileSystem, rel: str, index: int) -> Path:
-    version = fs.info(f"ds/{rel}")["version"]
-    key = PageKey("ds", file_key("ds", rel, version), index)
+    key = PageKey("ds", fkey(fs, rel), index)
     path = worker.worker.services["ds"].store.locate(key)
     assert path is not None and path.is_file()
     return path
@@ -69,6 +73,24 @@ def truncate(path: Path) -> None:
 
 def unlink(path: Path) -> None:
     path.unlink()
+
+
+def damage_packed(damage: str, db_path: Path, fkey: str) -> None:
+    """The ``damage`` of :data:`DAMAGE` done to a packed page's row in its pack database
+    (:mod:`tidepool.store.packs`): a flipped byte, a short row, no row."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        (data,) = db.execute("SELECT data FROM packs WHERE file_key = ?", (fkey,)).fetchone()
+        if damage == "flip":
+            data = data[:10] + bytes([data[10] ^ 0xFF]) + data[11:]
+        elif damage == "truncate":
+            data = data[:5]
+        if damage == "unlink":
+            db.execute("DELETE FROM packs WHERE file_key = ?", (fkey,))
+        else:
+            db.execute("UPDATE packs SET data = ? WHERE file_key = ?", (data, fkey))
+    finally:
+        db.close()
 
 
 def test_warm_reads_do_not_touch_the_worker(
@@ -114,7 +136,12 @@ def test_damaged_page_falls_back_to_the_worker(
 ) -> None:
     worker, fs = warm
     assert fs._local is not None
-    DAMAGE[damage](page_file(worker, fs, rel, index))
+    if len(FILES[rel]) < PAGE:  # a small file is packed: a row of the tier's pack database
+        where = worker.worker.services["ds"].store.locate(PageKey("ds", fkey(fs, rel), 0))
+        assert where is not None and where.name == PACK_FILE
+        damage_packed(damage, where, fkey(fs, rel))
+    else:
+        DAMAGE[damage](page_file(worker, fs, rel, index))
     reads, local_misses = origin_reads(worker), fs._local.misses
 
     assert fs.cat_file(f"ds/{rel}", start, end) == FILES[rel][start:end]
@@ -252,3 +279,61 @@ def test_a_page_file_is_checked_once_per_process_and_again_when_it_changes(
     flip(page_file(worker, fs, "multi.bin", 2))  # a changed file: a new mtime
     assert fs.cat_file("ds/multi.bin") == data  # refused locally, served by the worker
     assert calls == [PAGE]
+
+
+def test_a_small_file_is_read_from_its_packed_row(
+    warm: tuple[ThreadWorker, TidepoolFileSystem],
+) -> None:
+    """A small file has no page file (it is a row of the tier's pack database): the fast path
+    finds it through the worker's index and serves it, any range of it, without the worker; so
+    does a forked data-loader process, on its own connections."""
+    worker, fs = warm
+    assert fs._local is not None
+    svc = worker.worker.services["ds"]
+    store = svc.store
+    small = FILES["dir/small.bin"]
+    where = store.locate(PageKey("ds", fkey(fs, "dir/small.bin"), 0))
+    assert where is not None and where.name == PACK_FILE
+    assert not list(where.parent.rglob(f"{fkey(fs, 'dir/small.bin')}*"))  # no page file
+    hits, local_hits = svc.hits, fs._local.hits
+    for start, end in [(None, None), (0, 1), (10, 100), (-5, None)]:
+        assert fs.cat_file("ds/dir/small.bin", start, end) == small[start:end]
+    with fs.open("ds/dir/small.bin") as f:
+        f.seek(7)
+        assert f.read(20) == small[7:27]
+    assert svc.hits == hits, "a packed read went to the worker"
+    assert fs._local.hits >= local_hits + 5
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child() -> None:
+        assert fs._local is not None
+        before = fs._local.hits
+        ok = fs.cat_file("ds/dir/small.bin") == small
+        queue.put((ok, fs._local.hits - before))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    ok, child_hits = queue.get(timeout=30)
+    proc.join(30)
+    assert ok and child_hits == 1
+
+
+def test_a_pack_database_others_can_write_is_not_read(serve: Serve, tmp_path: Path) -> None:
+    """The same trust rule as page files: a pack database (or index) another user could write
+    is never read by the fast path; the worker serves the file over HTTP instead."""
+    worker = serve({"ds": FILES}, page_size=PAGE)
+    warmup = client(worker, local_reads=False)
+    assert warmup.cat_file("ds/dir/small.bin") == FILES["dir/small.bin"]
+    flush(worker)
+    store = worker.worker.services["ds"].store
+    where = store.locate(PageKey("ds", fkey(warmup, "dir/small.bin"), 0))
+    assert where is not None and where.name == PACK_FILE
+    where.chmod(0o666)
+    fs = client(worker, local_reads=True)
+    svc = worker.worker.services["ds"]
+    hits = svc.hits
+    assert fs.cat_file("ds/dir/small.bin") == FILES["dir/small.bin"]
+    assert fs._local is not None and fs._local.hits == 0
+    assert svc.hits == hits + 1  # served by the worker

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 PAGE = 64 << 10
 NOBODY = 65534
-DATA = bytes(range(256)) * 40  # one page of 10,240 bytes
+DATA = bytes(range(256)) * 80  # one page of 20,480 bytes: a page file (packed: up to 16 KiB)
 EVIL = (b"EVIL-bytes!" * 1000)[: len(DATA)]
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing owners and users needs root")
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tidepool.core.pages import PAGES_DIR, TMP_DIR, PageKey
+from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
 from tidepool.store.tierdir import DATASET_MARKER
@@ -49,6 +50,25 @@ def disk_bytes(root: str | Path, *, tmp: bool = True) -> int:
     return total
 
 
+def packed_rows(root: str | Path) -> list[tuple[str, int, int]]:
+    """``(file_key, idx, data length)`` of every row of a tier's pack database (none: no
+    database)."""
+    path = store_root(root) / PACK_FILE
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT file_key, idx, length(data) FROM packs").fetchall()
+    finally:
+        db.close()
+
+
+def tier_bytes(root: str | Path) -> int:
+    """What a tier's accounting should say it holds: its page and extent files' bytes, and
+    its packed pages counted as page files (header included)."""
+    return disk_bytes(root) + sum(n + HEADER_SIZE for _, _, n in packed_rows(root))
+
+
 def page_files(root: str | Path) -> list[Path]:
     return sorted(p for p in (store_root(root) / PAGES_DIR).rglob("*") if p.is_file())
 
@@ -78,6 +98,7 @@ def make_store(tmp_path: Path, tiers: list[TierConfig]) -> Iterator[StoreFactory
         kwargs.setdefault("page_size", PAGE)
         kwargs.setdefault("flush_interval", None)
         kwargs.setdefault("dataset", DS)
+        kwargs.setdefault("pack_max", 0)  # page files; packed pages: test_store_packs.py
         verified = kwargs.pop("verified", True)
         store = PageStore(tier_configs or tiers, tmp_path / "state", **kwargs)
         opened.append(store)

@@ -18,7 +18,7 @@ from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore, pagestore
 from tidepool.store import tiers as tiers_mod
 
-from .conftest import PAGE, disk_bytes, key, payload
+from .conftest import PAGE, key, payload, tier_bytes
 
 FULL = PAGE + HEADER_SIZE
 
@@ -79,7 +79,7 @@ def test_quota_holds_and_reads_are_exact(
             path.rsplit("/pages/", 1)[0] if "/pages/" in path else path.rsplit("/tmp/", 1)[0]
         )
         incoming = sum(memoryview(c).nbytes for c in chunks)
-        assert disk_bytes(tier_root) + incoming <= quotas[tier_root], "quota exceeded"
+        assert tier_bytes(tier_root) + incoming <= quotas[tier_root], "quota exceeded"
         real_write(path, chunks)
 
     model: dict[PageKey, bytes] = {}
@@ -111,7 +111,7 @@ def test_quota_holds_and_reads_are_exact(
                     store = open_store()
                 for t, u in zip(tiers, store.usage(), strict=True):
                     assert u.used <= u.capacity
-                    assert disk_bytes(t.path) == u.used
+                    assert tier_bytes(t.path) == u.used
                 for mk, data in model.items():
                     if store.contains(mk):
                         got = store.get(mk)

@@ -258,7 +258,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             if paths:
                 uid = node.get("uid")
                 owner = int(uid) if isinstance(uid, int) else None
-                layouts[ds] = LocalLayout(ds, int(d["page_size"]), paths, owner)
+                index = d.get("index")
+                layouts[ds] = LocalLayout(
+                    ds, int(d["page_size"]), paths, owner, index if isinstance(index, str) else None
+                )
         if layouts:
             self._local = LocalReader(layouts)
             self._local_endpoint = address.rstrip("/")

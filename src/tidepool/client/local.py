@@ -78,10 +78,12 @@ from tidepool.core.pages import (
     extent_relpath,
     extent_trailer_at,
     file_key,
+    packed,
     page_count,
     page_span,
     pages_for,
 )
+from tidepool.store.packs import PackReader
 
 log = logging.getLogger(__name__)
 _V = TypeVar("_V")
@@ -116,6 +118,9 @@ class LocalLayout:
     owner: int | None = None
     """The worker's uid (``/v1/node`` ``uid``): the only owner a trusted page or tier may have.
     None: the first tier directory's owner."""
+    index: str | None = None
+    """The worker's page index (``/v1/node``), where packed pages are found; None: no packed
+    page is read here."""
 
 
 def _writable_only_by(st: os.stat_result, owner: int) -> bool:
@@ -152,7 +157,7 @@ def trusted_layout(layout: LocalLayout) -> LocalLayout | None:
         kept.append(tier)
     if not kept or owner is None:
         return None
-    return LocalLayout(layout.dataset, layout.page_size, tuple(kept), owner)
+    return LocalLayout(layout.dataset, layout.page_size, tuple(kept), owner, layout.index)
 
 
 class LocalReader:
@@ -169,6 +174,14 @@ class LocalReader:
         }
         self.hits = 0
         self.misses = 0
+        self._packs = {
+            name: packs
+            for name, layout in self.layouts.items()
+            if layout.index is not None
+            and layout.owner is not None
+            and (packs := PackReader(layout.index, layout.tier_paths, layout.owner)).usable()
+        }
+        """Per dataset: where its packed pages are looked up (an index this process may trust)."""
         self._checked: dict[str, tuple[int, int, int, int]] = {}
         """Page files verified by this process: relative path -> (device, inode, size, mtime)."""
         self._extents: dict[str, tuple[tuple[int, int, int, int], tuple[int, ...], bytearray]] = {}
@@ -221,8 +234,15 @@ class LocalReader:
     def read_pages(
         self, layout: LocalLayout, dataset: str, fkey: str, size: int, start: int, end: int
     ) -> bytes | None:
-        """Bytes ``[start, end)`` (within the file) from its page files, or None."""
+        """Bytes ``[start, end)`` (within the file) from its packed page or page files, or
+        None."""
         ps = layout.page_size
+        if packed(0, size, ps) and (packs := self._packs.get(dataset)) is not None:
+            whole = packs.read(PageKey(dataset, fkey, 0), size)
+            if whole is not None:
+                self.hits += 1
+                self._served.append((dataset, 1, end - start))
+                return whole if (start, end) == (0, size) else whole[start:end]
         idxs = pages_for(start, end, ps)
         if len(idxs) == 1:
             # one page (every small file, and the mount's page-sized reads): one pread, no join

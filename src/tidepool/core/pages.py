@@ -23,6 +23,10 @@ padding to a 4 KiB boundary, then a trailer::
     then one xxh3_64 u64 per page (the same checksums as the page headers)
 
 An extent is immutable once renamed into place; a page file once complete.
+
+Packed pages (issue 16). A file of at most :data:`PACK_MAX` bytes that fits in one page is not a
+page file: it is a row of its tier's pack database (:mod:`tidepool.store.packs`), located through
+the page index rather than by its key, and checked against the checksum the index recorded.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ EXTENT_MIN_BYTES = 16 << 20
 per-file cost is not worth a second write)."""
 PAGES_DIR = "pages"
 TMP_DIR = "tmp"
+PACK_FILE = "packs.sqlite3"
+"""A tier's database of packed pages (:mod:`tidepool.store.packs`), beside ``pages/``."""
+PACK_MAX = 16 << 10
+"""Largest file whose page is packed rather than given a page file of its own."""
+
+
+def packed(index: int, length: int, page_size: int, limit: int = PACK_MAX) -> bool:
+    """Whether page ``index`` of ``length`` bytes, of a file in pages of ``page_size``, is
+    packed: the whole file (page 0, shorter than a page: no other page follows it) and at most
+    ``limit`` bytes (a store's ``pack_max``; the same-host reader asks with the default, and
+    reads a page file when the page is not packed)."""
+    return index == 0 and length < page_size and length <= limit
 
 
 class PageKey(NamedTuple):

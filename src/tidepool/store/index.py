@@ -18,6 +18,8 @@ Tables::
     files(file_key PRIMARY KEY, dataset, path, version)          -- what a key stands for;
                                                                  -- indexed by path for listings
     extents(dataset, file_key, tier)                             -- files kept as one extent
+    packs(dataset, file_key, idx, id)                            -- pages packed in their tier's
+                                                                 -- pack database, by row id
     pages_by_recency ON pages(tier, atime, size)                 -- eviction order per tier;
                                                                  -- covers the tier totals
 
@@ -30,7 +32,9 @@ reads ``extents``, so it sees those pages' files missing, drops their rows and l
 files alone), and an index of schema 1 is one of schema 2 without extents. Schema 3 added the index
 ``pages_by_recency`` (built once when an older index is opened; a release before it ignores
 it). ``size`` is in it so the totals read at start-up scan the index alone: 0.13 s for a
-million pages, 2.2 s through the table.
+million pages, 2.2 s through the table. Schema 4 added ``packs`` (:mod:`tidepool.store.packs`),
+beside ``pages`` for the same reason as ``extents``: a release before it, rolled back to, sees
+packed pages' files missing and drops their rows.
 
 Limits: one process owns the index at a time (the page store holds the state directory's lock,
 :mod:`tidepool.store.tierdir`). An unreadable database file is moved aside
@@ -50,12 +54,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tidepool.core.pages import PageKey
+from tidepool.store import forksafe
 from tidepool.store.tierdir import private_dir
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -80,6 +85,13 @@ CREATE TABLE IF NOT EXISTS extents (
     tier     TEXT NOT NULL,
     PRIMARY KEY (dataset, file_key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (
+    dataset  TEXT    NOT NULL,
+    file_key TEXT    NOT NULL,
+    idx      INTEGER NOT NULL,
+    id       INTEGER NOT NULL,
+    PRIMARY KEY (dataset, file_key, idx)
+) WITHOUT ROWID;
 DROP INDEX IF EXISTS files_dataset;
 CREATE INDEX IF NOT EXISTS files_by_path ON files (dataset, path, version);
 DROP INDEX IF EXISTS pages_lru;
@@ -88,10 +100,11 @@ CREATE INDEX IF NOT EXISTS pages_by_recency ON pages (tier, atime, size);
 
 _ROW = (
     "SELECT p.dataset, p.file_key, p.idx, p.tier, p.size, p.checksum, p.atime,"
-    " e.tier IS NOT NULL FROM pages p LEFT JOIN extents e"
+    " e.tier IS NOT NULL, k.id FROM pages p LEFT JOIN extents e"
     " ON e.dataset = p.dataset AND e.file_key = p.file_key AND e.tier = p.tier"
+    " LEFT JOIN packs k ON k.dataset = p.dataset AND k.file_key = p.file_key AND k.idx = p.idx"
 )
-"""A page row and whether it lives in its file's extent."""
+"""A page row, whether it lives in its file's extent, and its pack id if it is packed."""
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -116,6 +129,8 @@ class PageRow:
     atime: int
     extent: bool = False
     """The page lives in its file's extent, not in a page file of its own."""
+    pack: int | None = None
+    """The page's row in its tier's pack database, when it is packed (no page file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +186,18 @@ class PageIndex:
             raise
         self._read_lock = threading.Lock()
         self._reader = connect(path)
+        forksafe.guard(self)
+
+    def fork_locks(self) -> list[threading.Lock]:
+        return [self._lock, self._read_lock]
 
     def _rows(self, where: str, args: tuple[object, ...]) -> list[PageRow]:
         """Page rows matching ``where`` (on ``p``), through the read connection."""
         with self._read_lock:
             found = self._reader.execute(f"{_ROW} WHERE {where}", args).fetchall()
         return [
-            PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent))
-            for ds, fk, idx, tier, size, digest, atime, extent in found
+            PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent), pk)
+            for ds, fk, idx, tier, size, digest, atime, extent, pk in found
         ]
 
     def row(self, key: PageKey) -> PageRow | None:
@@ -283,6 +302,10 @@ class PageIndex:
         with self._lock, self._transaction():
             n = self._conn.execute(f"DELETE FROM pages WHERE tier NOT IN ({marks})", keep).rowcount
             self._conn.execute(f"DELETE FROM extents WHERE tier NOT IN ({marks})", keep)
+            self._conn.execute(
+                "DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM pages p WHERE"
+                " p.dataset = packs.dataset AND p.file_key = packs.file_key AND p.idx = packs.idx)"
+            )
         if n:
             self.delete_orphan_files()
         return n
@@ -310,11 +333,18 @@ class PageIndex:
             )
             for r in rows
         ]
+        pack_params = [
+            (r.key.dataset, r.key.file_key, r.key.index, r.pack) for r in rows if r.pack is not None
+        ]
         file_params = [(fk, f.dataset, f.path, f.version) for fk, f in files.items()]
         with self._lock, self._transaction():
             self._conn.executemany(
                 "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
             )
+            if pack_params:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?)", pack_params
+                )
             return self._conn.executemany(
                 "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params
             ).rowcount
@@ -352,6 +382,38 @@ class PageIndex:
                 [(tier, ds, fk) for ds, fk in files],
             )
 
+    def move_pack(self, key: PageKey, tier: str, pack: int) -> None:
+        """Record that a packed page moved to another tier's pack database, as row ``pack``."""
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
+                (tier, *key),
+            )
+            self._conn.execute(
+                "UPDATE packs SET id = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
+                (pack, *key),
+            )
+
+    def pack_holders(
+        self, dataset: str, keys: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[str, int]]:
+        """``(file_key, idx) -> (tier, pack id)`` of those of ``keys`` that are packed pages."""
+        wanted = set(keys)
+        names = sorted({fk for fk, _ in wanted})
+        found: dict[tuple[str, int], tuple[str, int]] = {}
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            with self._read_lock:
+                rows = self._reader.execute(
+                    "SELECT k.file_key, k.idx, p.tier, k.id FROM packs k JOIN pages p"
+                    " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
+                    f" WHERE k.dataset = ? AND k.file_key IN ({marks})",
+                    (dataset, *part),
+                ).fetchall()
+            found.update(((fk, i), (t, pk)) for fk, i, t, pk in rows if (fk, i) in wanted)
+        return found
+
     def set_extent(self, dataset: str, file_key: str, tier: str) -> None:
         """Record that the file's pages in ``tier`` now live in its extent there."""
         with self._lock, self._transaction():
@@ -367,6 +429,10 @@ class PageIndex:
         with self._lock, self._transaction():
             self._conn.executemany(
                 "DELETE FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?",
+                [(k.dataset, k.file_key, k.index) for k in keys],
+            )
+            self._conn.executemany(
+                "DELETE FROM packs WHERE dataset = ? AND file_key = ? AND idx = ?",
                 [(k.dataset, k.file_key, k.index) for k in keys],
             )
             gone = self._conn.executemany(

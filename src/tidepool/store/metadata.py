@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from tidepool.store import forksafe
 from tidepool.store.index import connect, move_aside
 from tidepool.store.tierdir import private_dir
 
@@ -113,10 +114,14 @@ class MetadataStore:
                 aside,
             )
             self._conn = self._open()
+        forksafe.guard(self)
         self._writer = threading.Thread(
             target=self._write_loop, name="tidepool-meta-writer", daemon=True
         )
         self._writer.start()
+
+    def fork_locks(self) -> list[threading.Lock]:
+        return [self._lock]
 
     def _open(self) -> sqlite3.Connection:
         conn = connect(self.path)

@@ -84,16 +84,20 @@ from types import TracebackType
 from tidepool.core.pages import (
     EXTENT_MIN_BYTES,
     HEADER_SIZE,
+    PACK_MAX,
     PageKey,
+    checksum,
     decode_header,
     encode_extent_trailer,
     encode_header,
     extent_length,
     extent_trailer_at,
+    packed,
     page_count,
 )
 from tidepool.spec.config import TierConfig
 from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
+from tidepool.store.packs import PackFile
 from tidepool.store.recovery import extent_backed, page_backed, unvouched
 from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier, make_dirs
 from tidepool.store.tiers import (
@@ -180,6 +184,8 @@ class _Written:
     digest: int
     path: str
     version: str
+    pack: int | None = None
+    """Its row in the tier's pack database, when packed (no page file)."""
 
 
 class _Entry:
@@ -187,12 +193,21 @@ class _Entry:
     eviction, move or drop in progress (then the store keeps it in ``_pinned`` until done, and
     every lookup of the page returns this object)."""
 
-    __slots__ = ("alive", "atime", "checksum", "extent", "key", "moving", "size", "tier")
+    __slots__ = ("alive", "atime", "checksum", "extent", "key", "moving", "pack", "size", "tier")
 
     def __init__(
-        self, key: PageKey, tier: int, size: int, checksum: int, atime: int, extent: bool = False
+        self,
+        key: PageKey,
+        tier: int,
+        size: int,
+        checksum: int,
+        atime: int,
+        extent: bool = False,
+        pack: int | None = None,
     ) -> None:
         self.key = key
+        self.pack = pack
+        """Its row in the tier's pack database (:mod:`.packs`), when packed; None: a file."""
         self.atime = atime
         """The row's recency when looked up: a page put again (after an eviction or drop) has a
         new one, so two lookups of a key tell whether they saw the same page."""
@@ -213,6 +228,7 @@ class PageStore:
     is the largest page accepted. ``flush_interval`` (seconds, None: no background thread) sets
     how often touched recency is written (and so the eviction order, the index's ``atime``);
     ``extent_min_bytes`` is the smallest file kept as one extent once whole (None: never);
+    ``pack_max`` the largest one-page file packed into its tier's pack database (0: none);
     ``verify_after`` how many seconds after opening the background check of the tiers starts
     (:mod:`.recovery`; a worker lets its start-up finish first).
 
@@ -230,6 +246,7 @@ class PageStore:
         flush_interval: float | None = FLUSH_INTERVAL,
         extent_min_bytes: int | None = EXTENT_MIN_BYTES,
         verify_after: float = 0.0,
+        pack_max: int = PACK_MAX,
     ) -> None:
         if not tiers:
             raise ValueError("a page store needs at least one tier")
@@ -242,6 +259,7 @@ class PageStore:
         self.page_size = page_size
         self.dataset = dataset
         self.extent_min_bytes = extent_min_bytes
+        self.pack_max = pack_max
         self._claims: list[TierClaim] = []
         self._state_lock: DirLock | None = None
         try:
@@ -291,9 +309,13 @@ class PageStore:
         self._verified = threading.Event()
         self._verify_after = verify_after
         self._closing = threading.Event()
+        self._packs: list[PackFile] = []
+        """Each tier's pack database (:mod:`.packs`), by tier index."""
         try:
             self._index: PageIndex = self._recover(Path(state_dir))
         except BaseException:
+            for packs in self._packs:
+                packs.close()
             self._release_claims()
             raise
         self._verifier = threading.Thread(
@@ -329,7 +351,7 @@ class PageStore:
                 path, offset = self._where(tier, entry)
             error: OSError | None = None
             try:
-                data = _read_data(path, offset, entry.size, entry.checksum, in_extent)
+                data = self._read(tier, entry, path, offset)
             except OSError as exc:
                 data, error = None, exc
             with self._lock:
@@ -396,8 +418,8 @@ class PageStore:
             if self._closed:
                 raise RuntimeError("page store is closed")
             entry = self._lookup(first)
-            if entry is None or entry.moving:
-                return None
+            if entry is None or entry.moving or entry.pack is not None:
+                return None  # a packed page has no file of its own: get() reads it
             tier = self._tiers[entry.tier]
             path, offset = self._where(tier, entry)
             run = [(entry, offset)]
@@ -598,17 +620,26 @@ class PageStore:
         """Write pages claimed in ``_pending`` to the first tier with room each, then commit
         them to the index together; which were cached."""
         written: list[_Written] = []
+        to_pack: dict[int, list[_Written]] = {}
         results = [False] * len(pages)
         for i, (key, view, path, version) in enumerate(pages):
             size = HEADER_SIZE + view.nbytes
-            header = encode_header(view)
-            _, digest = decode_header(header)
+            pack = packed(key.index, view.nbytes, self.page_size, self.pack_max)
+            header = b"" if pack else encode_header(view)
+            digest = checksum(view) if pack else decode_header(header)[1]
             for tier in self._tiers:
                 if tier.quota < size or not self._reserve(tier, size):
                     continue
+                if pack:  # written below, with the tier's other packed pages
+                    to_pack.setdefault(tier.index, []).append(
+                        _Written(i, tier, key, size, digest, path, version)
+                    )
+                    break
                 if self._write(tier, key, (header, view), size):
                     written.append(_Written(i, tier, key, size, digest, path, version))
                     break
+        for tier_index, batch in to_pack.items():
+            written += self._write_packed(self._tiers[tier_index], batch, pages)
         if written and self._record(written):
             for w in written:
                 results[w.slot] = True
@@ -636,7 +667,7 @@ class PageStore:
                 entries = [self._entry_of(r) for r in self._index.file_pages(dataset, fkey)]
                 if (
                     [e.key.index for e in entries] != list(range(n))
-                    or any(e.moving or e.extent for e in entries)
+                    or any(e.moving or e.extent or e.pack is not None for e in entries)
                     or len({e.tier for e in entries}) != 1
                 ):
                     return False
@@ -768,7 +799,13 @@ class PageStore:
         with self._space_lock, self._lock:
             self._closed = True
         self._index.close()
+        for packs in self._packs:
+            packs.close()
         self._release_claims()
+
+    def index_path(self) -> str:
+        """The index database (for the same-host reader of packed pages, :mod:`.packs`)."""
+        return str(self._index.path)
 
     def tier_roots(self) -> list[str]:
         """The dataset's directory in each tier, top first (where its page files live)."""
@@ -879,7 +916,8 @@ class PageStore:
                 and lower.quota >= entry.size
                 and self._demote(tier, lower, entry, src)
             ):
-                unlink_quiet(src)
+                if entry.pack is None:
+                    unlink_quiet(src)
                 with self._lock:
                     tier.used -= entry.size
                     self._unpin(entry)
@@ -892,6 +930,8 @@ class PageStore:
 
     def _demote(self, upper: Tier, lower: Tier, entry: _Entry, src: str) -> bool:
         key = entry.key
+        if entry.pack is not None:
+            return self._demote_packed(upper, lower, entry)
         try:
             raw = read_page_file(src, entry.size, entry.checksum)
         except OSError as exc:  # the page is being evicted anyway: it is deleted, not demoted
@@ -922,6 +962,44 @@ class PageStore:
             lower.pages += 1
             self._demotions += 1
         log.debug("demoted %s from %s to %s", key, upper.config.medium, lower.config.medium)
+        return True
+
+    def _demote_packed(self, upper: Tier, lower: Tier, entry: _Entry) -> bool:
+        """Move a claimed packed page to ``lower``'s pack database (its row in ``upper``'s is
+        deleted once the index says where it went); False when it stayed where it is."""
+        key, old = entry.key, entry.pack
+        assert old is not None
+        try:
+            data = self._read(upper, entry, *self._where(upper, entry))
+        except OSError as exc:  # the page is being evicted anyway: it is deleted, not demoted
+            log.warning("packed page %s unreadable while demoting: %s", key, exc)
+            return False
+        if data is None:
+            with self._lock:
+                self._corrupt += 1
+            return False
+        if not self._reserve(lower, entry.size):
+            return False
+        moved = _Written(0, lower, key, entry.size, entry.checksum, "", "")
+        written = self._write_packed(lower, [moved], [(key, data, "", "")])
+        if not written:
+            return False  # its space is released
+        new = written[0].pack
+        assert new is not None
+        try:
+            self._index.move_pack(key, lower.root_str, new)
+        except sqlite3.Error as exc:
+            log.warning("could not record demotion of %s: %s", key, exc)
+            self._drop_rows(lower.index, [new])
+            self._release(lower, entry.size)
+            return False
+        with self._lock:
+            upper.pages -= 1
+            entry.tier = lower.index
+            entry.pack = new
+            lower.pages += 1
+            self._demotions += 1
+        self._drop_rows(upper.index, [old])
         return True
 
     def _evict_extent(self, tier: Tier, entry: _Entry) -> None:
@@ -990,9 +1068,24 @@ class PageStore:
 
     def _where(self, tier: Tier, entry: _Entry) -> tuple[str, int]:
         """The file holding ``entry``'s data in ``tier``, and the data's offset in it."""
+        if entry.pack is not None:
+            return self._packs[tier.index].path, entry.pack  # a row, not an offset
         if entry.extent:
             return tier.extent_path(entry.key), entry.key.index * self.page_size
         return tier.page_path(entry.key), HEADER_SIZE
+
+    def _read(self, tier: Tier, entry: _Entry, path: str, offset: int) -> memoryview | None:
+        """The verified data of ``entry`` at ``path``/``offset`` (:meth:`_where`): None when it
+        is not there or does not match the index; ``OSError`` when it cannot be read now."""
+        if entry.pack is None:
+            return _read_data(path, offset, entry.size, entry.checksum, entry.extent)
+        try:
+            data = self._packs[tier.index].read(
+                entry.pack, entry.key, entry.size - HEADER_SIZE, entry.checksum
+            )
+        except sqlite3.Error as exc:  # locked, I/O error: may pass
+            raise OSError(errno.EIO, f"pack database: {exc}") from exc
+        return None if data is None else memoryview(data)
 
     def _delete(self, entries: Sequence[_Entry]) -> None:
         """Remove claimed pages: index row, then file, then accounting."""
@@ -1003,7 +1096,14 @@ class PageStore:
             gone = self._index.delete_pages([e.key for e in entries])
         except sqlite3.Error as exc:  # their reads find no file and drop them then
             log.warning("could not delete %d page rows: %s", len(entries), exc)
-        for path in dict.fromkeys(self._where(self._tiers[e.tier], e)[0] for e in entries):
+        rows: dict[int, list[int]] = {}
+        for e in entries:
+            if e.pack is not None:
+                rows.setdefault(e.tier, []).append(e.pack)
+        for tier_index, ids in rows.items():
+            self._drop_rows(tier_index, ids)
+        files = (self._where(self._tiers[e.tier], e)[0] for e in entries if e.pack is None)
+        for path in dict.fromkeys(files):
             unlink_quiet(path)
         with self._lock:
             self._files -= gone
@@ -1037,6 +1137,47 @@ class PageStore:
         self._release(tier, size)
         return False
 
+    def _write_packed(
+        self,
+        tier: Tier,
+        batch: list[_Written],
+        pages: Sequence[tuple[PageKey, memoryview, str, str]],
+    ) -> list[_Written]:
+        """Append pages whose space is reserved in ``tier`` to its pack database in one
+        transaction (their data: ``pages[w.slot]``); those written, with their row ids. On
+        failure the space is released; a full disk evicts a little and is tried once more."""
+        packs = self._packs[tier.index]
+        for attempt in range(2):
+            try:
+                ids = packs.add([(w.key, pages[w.slot][1]) for w in batch])
+                return [
+                    _Written(w.slot, tier, w.key, w.size, w.digest, w.path, w.version, pack)
+                    for w, pack in zip(batch, ids, strict=True)
+                ]
+            except (sqlite3.Error, OSError) as exc:
+                if isinstance(exc, OSError):
+                    full = exc.errno in DISK_FULL
+                else:
+                    full = getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
+                    exc = OSError(errno.ENOSPC if full else errno.EIO, f"{packs.path}: {exc}")
+                self._write_failed(tier, batch[0].key, exc)
+                if not full or attempt:
+                    break
+                self._make_disk_room(tier, sum(w.size for w in batch))
+        for w in batch:
+            self._release(tier, w.size)
+        return []
+
+    def _drop_rows(self, tier_index: int, ids: Sequence[int]) -> None:
+        """Delete rows of a tier's pack database whose pages are no longer indexed (a failure
+        leaves them to the background check of a later start)."""
+        try:
+            self._packs[tier_index].delete(ids)
+        except sqlite3.Error as exc:
+            log.warning(
+                "could not delete %d rows of %s: %s", len(ids), self._packs[tier_index].path, exc
+            )
+
     def _make_disk_room(self, tier: Tier, size: int) -> None:
         """The disk under ``tier`` is full before its quota: evict a little of what it holds.
 
@@ -1046,6 +1187,7 @@ class PageStore:
         ENOSPC again (and the index, which may share the disk, keeps room to grow).
         """
         self._index.checkpoint()  # the index's log may live on the same disk
+        self._packs[tier.index].checkpoint()
         with self._lock:
             limit = max(0, tier.used - max(2 * size, tier.used // 20))
             tier.disk_limit = limit if tier.disk_limit is None else min(tier.disk_limit, limit)
@@ -1084,7 +1226,7 @@ class PageStore:
             atimes = [self._tick() for _ in written]
         files = {w.key.file_key: FileRow(w.key.dataset, w.path, w.version) for w in written}
         rows = [
-            PageRow(w.key, w.tier.root_str, w.size, w.digest, atime)
+            PageRow(w.key, w.tier.root_str, w.size, w.digest, atime, pack=w.pack)
             for w, atime in zip(written, atimes, strict=True)
         ]
         for attempt in range(2):
@@ -1104,7 +1246,10 @@ class PageStore:
                     exc,
                 )
                 for w in written:
-                    unlink_quiet(w.tier.page_path(w.key))
+                    if w.pack is None:
+                        unlink_quiet(w.tier.page_path(w.key))
+                    else:
+                        self._drop_rows(w.tier.index, [w.pack])
                     self._release(w.tier, w.size)
                 return False
         with self._lock:
@@ -1134,7 +1279,7 @@ class PageStore:
         tier = self._by_root.get(row.tier)
         if tier is None:  # rows of unconfigured tiers are deleted at open
             raise LookupError(f"page {row.key} is in {row.tier!r}, not a tier of this store")
-        return _Entry(row.key, tier.index, row.size, row.checksum, row.atime, row.extent)
+        return _Entry(row.key, tier.index, row.size, row.checksum, row.atime, row.extent, row.pack)
 
     def _hit(self, key: PageKey) -> None:
         """Count a verified read of a page and make it the most recent (lock held)."""
@@ -1201,6 +1346,7 @@ class PageStore:
         checked against it in the background (:mod:`.recovery`)."""
         for tier in self._tiers:
             tier.prepare()
+        self._packs = [PackFile(tier.root_str) for tier in self._tiers]
         index, totals, fresh = open_index(state_dir)
         self._index = index
         gone = 0
@@ -1312,7 +1458,30 @@ class PageStore:
                         if claim is not None:
                             with self._lock:
                                 self._pending.discard(claim)
+            removed += self._remove_unvouched_rows(tier)
         return removed, foreign
+
+    def _remove_unvouched_rows(self, tier: Tier) -> int:
+        """Delete the rows of ``tier``'s pack database no index row refers to (rule 3 for
+        packed pages: a crash between a row's commit and its page's), among the rows written
+        before this store opened (a put or demotion of this run has a higher id); how many.
+        Judged a window at a time under the space lock, so no demotion moves a row meanwhile."""
+        packs = self._packs[tier.index]
+        removed = after = 0
+        while not self._stopping:
+            rows = packs.keys(after, packs.opened_max, WINDOW_ROWS)
+            if not rows:
+                break
+            with self._space_lock:
+                held = self._index.pack_holders(self.dataset, [(fk, i) for _, fk, i in rows])
+                doomed = [
+                    pack for pack, fk, i in rows if held.get((fk, i)) != (tier.root_str, pack)
+                ]
+                if doomed:
+                    self._drop_rows(tier.index, doomed)
+            removed += len(doomed)
+            after = rows[-1][0]
+        return removed
 
     def _holders(self, tier: Tier, kind: str, key: PageKey | str | None) -> tuple[bool, bool]:
         """For a page or extent file found in ``tier``: whether a row vouches for it, and
@@ -1322,7 +1491,12 @@ class PageStore:
             return first is not None and first.extent and first.tier == tier.index, False
         assert isinstance(key, PageKey)
         entry = self._lookup(key)
-        indexed = entry is not None and not entry.extent and entry.tier == tier.index
+        indexed = (
+            entry is not None
+            and not entry.extent
+            and entry.pack is None
+            and entry.tier == tier.index
+        )
         return indexed, key in self._pending
 
     def _drop_unbacked(self) -> int:
@@ -1350,10 +1524,14 @@ class PageStore:
                         seen.add((row.key.file_key, tier))
                         group = [entry, *self._extent_of(entry)]
                 try:
-                    size: int | None = os.stat(path, follow_symlinks=False).st_size
+                    if entry.pack is not None:
+                        length = self._packs[tier].length(entry.pack)
+                        size = None if length is None else length + HEADER_SIZE
+                    else:
+                        size = os.stat(path, follow_symlinks=False).st_size
                 except FileNotFoundError:
                     size = None
-                except OSError:
+                except (OSError, sqlite3.Error):
                     continue  # cannot tell: reads will
                 if extent:
                     good = extent_backed(

@@ -424,6 +424,7 @@ class Worker:
                     "page_size": cfg.runtime.page_size,
                     "metadata_ttl": cfg.runtime.metadata_ttl,
                     "immutable": cfg.runtime.immutable,
+                    "index": self.stores[name].index_path(),
                     "tiers": [
                         {"medium": t.medium, "path": root}
                         for t, root in zip(

@@ -1,0 +1,185 @@
+"""Packed pages (issue 16, :mod:`tidepool.store.packs`): a small file of one page is a row of its
+tier's pack database, not a page file; it is served byte for byte, survives a restart, is
+evicted and demoted like a page file, and a damaged, missing or unvouched row is handled like a
+damaged, missing or unvouched page file."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PACK_MAX, PageKey
+from tidepool.spec.config import TierConfig
+
+from .conftest import (
+    DS,
+    StoreFactory,
+    key,
+    packed_rows,
+    page_files,
+    payload,
+    store_root,
+    tier_bytes,
+)
+
+KiB = 1024
+
+
+def packs_db(tier: TierConfig | str | Path) -> Path:
+    return store_root(tier.path if isinstance(tier, TierConfig) else tier) / PACK_FILE
+
+
+def edit(db: Path, sql: str, *args: object) -> None:
+    """Change a pack database behind the store's back (rot, loss, a crash's leftover)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(sql, args)
+    finally:
+        conn.close()
+
+
+def test_small_files_are_rows_not_page_files(
+    make_store: StoreFactory, tiers: list[TierConfig]
+) -> None:
+    store = make_store(pack_max=PACK_MAX)
+    small = {key(n): payload(key(n), 100 + n) for n in range(20)}
+    for k, data in small.items():
+        assert store.put(k, data, path=f"/f{k.file_key}", version="v")
+    big = key(99)  # a full page: a page file
+    assert store.put(big, payload(big, 4096), path="/big", version="v")
+    tail = key(98, 1)  # not page 0: a file of more than one page
+    assert store.put(tail, payload(tail, 100), path="/two", version="v")
+    mem = tiers[0].path
+    assert [p.name for p in page_files(mem)] == sorted([f"{big.file_key}.0", f"{tail.file_key}.1"])
+    assert len(packed_rows(mem)) == 20
+    assert store.usage()[0].used == tier_bytes(mem)
+    assert store.dataset_files(DS) == 22
+    for k, data in small.items():
+        got = store.get(k)
+        assert got is not None and bytes(got) == data
+    # put_many: one batch, one transaction in the pack database and in the index
+    batch = [(key(200 + n), payload(key(200 + n), 50), f"/b{n}", "v") for n in range(10)]
+    assert store.put_many(batch) == [True] * 10
+    store.close()
+
+    store = make_store(pack_max=PACK_MAX)  # restart: served from the rows, nothing re-put
+    for k, data in [*small.items(), *((k, d) for k, d, _, _ in batch)]:
+        got = store.get(k)
+        assert got is not None and bytes(got) == data
+    assert store.stats().corrupt == 0
+    assert len(packed_rows(mem)) + len(packed_rows(tiers[1].path)) == 30
+
+
+def test_eviction_and_demotion_reuse_the_space(tmp_path: Path, make_store: StoreFactory) -> None:
+    """Thousands of small files through two small tiers: each tier's accounting stays what its
+    rows and files hold, under quota; what is still cached reads back exactly; and the pack
+    databases reuse the space of evicted rows instead of growing with every file put."""
+    quota = 256 * KiB
+    tiers = [
+        TierConfig("MEM", str(tmp_path / "m"), quota=quota, high=0.9, low=0.7),
+        TierConfig("SSD", str(tmp_path / "s"), quota=2 * quota, high=0.9, low=0.7),
+    ]
+    store = make_store(tiers, pack_max=PACK_MAX, page_size=64 * KiB)
+    put: dict[PageKey, bytes] = {}
+    for n in range(6000):
+        k = key(n)
+        put[k] = payload(k, 700 + n % 900)
+        assert store.put(k, put[k], path=f"/f{n}", version="v")
+        if n % 500 == 0:
+            for t, u in zip(tiers, store.usage(), strict=True):
+                assert u.used == tier_bytes(t.path) <= u.capacity
+    stats = store.stats()
+    assert stats.demotions > 1000 and stats.evictions > 1000
+    cached = [k for k in put if store.contains(k)]
+    assert 300 < len(cached) < 2000
+    for k in cached:
+        got = store.get(k)
+        assert got is not None and bytes(got) == put[k]
+    assert store.stats().corrupt == 0
+    store.close()  # folds the write-ahead logs in
+    for t in tiers:
+        # 6000 files of ~1.1 KiB went through each tier (~6.5 MiB); what stays on disk is about
+        # the quota, plus a few 64 KiB database pages the rows do not fill
+        size = packs_db(t).stat().st_size
+        assert size < 1.5 * t.quota + 8 * 64 * KiB, (t.medium, size)
+        assert not page_files(t.path)
+
+
+def test_a_damaged_or_missing_row_is_dropped_and_refetched(
+    make_store: StoreFactory, tiers: list[TierConfig]
+) -> None:
+    store = make_store(pack_max=PACK_MAX)
+    keys = [key(n) for n in range(4)]
+    for k in keys:
+        assert store.put(k, payload(k, 300), path="/f", version="v")
+    db = packs_db(tiers[0])
+    edit(db, "UPDATE packs SET data = zeroblob(300) WHERE file_key = ?", keys[0].file_key)
+    edit(db, "UPDATE packs SET data = substr(data, 1, 10) WHERE file_key = ?", keys[1].file_key)
+    edit(db, "DELETE FROM packs WHERE file_key = ?", keys[2].file_key)
+    # another page's row: the right length, but not this page
+    edit(
+        db,
+        "UPDATE packs SET file_key = ? WHERE file_key = ?",
+        "e" * 32,
+        keys[3].file_key,
+    )
+    for k in keys:
+        assert store.get(k) is None
+        assert not store.contains(k)  # dropped: the next read refetches it
+    assert store.stats().corrupt == 4
+    assert store.usage()[0].pages == 0 and store.usage()[0].used == 0
+    for k in keys:  # cached again, served again
+        assert store.put(k, payload(k, 300), path="/f", version="v")
+        got = store.get(k)
+        assert got is not None and bytes(got) == payload(k, 300)
+
+
+def test_restart_check_drops_rows_that_lost_their_data_and_removes_unvouched_rows(
+    make_store: StoreFactory, tiers: list[TierConfig]
+) -> None:
+    store = make_store(pack_max=PACK_MAX)
+    keys = [key(n) for n in range(5)]
+    for k in keys:
+        assert store.put(k, payload(k, 200), path="/f", version="v")
+    store.close()
+    db = packs_db(tiers[0])
+    edit(db, "DELETE FROM packs WHERE file_key = ?", keys[0].file_key)  # lost
+    edit(db, "UPDATE packs SET data = zeroblob(7) WHERE file_key = ?", keys[1].file_key)  # short
+    # a row committed just before a crash, whose page never reached the index
+    edit(db, "INSERT INTO packs (file_key, idx, data) VALUES (?, 0, zeroblob(200))", "a" * 32)
+
+    store = make_store(pack_max=PACK_MAX)  # returned once the background check is done
+    assert not store.contains(keys[0]) and not store.contains(keys[1])
+    assert sorted(fk for fk, _, _ in packed_rows(tiers[0].path)) == sorted(
+        k.file_key for k in keys[2:]
+    )
+    assert store.usage()[0].pages == 3
+    assert store.usage()[0].used == tier_bytes(tiers[0].path) == 3 * (200 + HEADER_SIZE)
+    for k in keys[2:]:
+        got = store.get(k)
+        assert got is not None and bytes(got) == payload(k, 200)
+
+
+def test_rows_written_after_the_store_opened_are_not_judged_by_the_restart_check(
+    make_store: StoreFactory, tiers: list[TierConfig]
+) -> None:
+    store = make_store(pack_max=PACK_MAX)
+    assert store.put(key(1), payload(key(1), 10), path="/f", version="v")
+    store.close()
+    store = make_store(pack_max=PACK_MAX, verified=False, verify_after=0.5)
+    k = key(2)
+    assert store.put(k, payload(k, 10), path="/f", version="v")
+    assert store.wait_verified(30)
+    assert store.contains(k) and store.contains(key(1))
+    assert len(packed_rows(tiers[0].path)) == 2
+
+
+def test_a_tier_without_small_files_has_no_pack_database(
+    make_store: StoreFactory, tiers: list[TierConfig]
+) -> None:
+    store = make_store(pack_max=PACK_MAX)
+    assert store.put(key(1), payload(key(1), 4096), path="/f", version="v")
+    store.close()
+    assert not os.path.exists(packs_db(tiers[0]))
+    assert not os.path.exists(packs_db(tiers[1]))
