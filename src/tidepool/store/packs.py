@@ -36,6 +36,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -47,6 +48,13 @@ DB_PAGE_SIZE = 1 << 16
 WAL_PAGES = 64
 """Database pages of write-ahead log (4 MiB) before SQLite folds it into the database (and
 what the log is cut back to afterwards): disk the tier's quota does not count."""
+
+ATTACH_RETRY = 1.0
+"""Seconds before a same-host reader looks again for a tier's pack database it did not find."""
+MMAP_BYTES = 1 << 30
+"""How much of a database a connection reads through a memory map (SQLite's ``mmap_size``):
+a row is then read out of the kernel's page cache in place, not copied with its whole 64 KiB
+database page into SQLite's own cache first (half the cost of a small read)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packs (
@@ -69,6 +77,7 @@ def _connect(path: str, *, create: bool) -> sqlite3.Connection:
             f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
         )
     conn.execute("PRAGMA journal_mode=WAL" if create else "PRAGMA query_only=1")
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     if create:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
@@ -230,25 +239,25 @@ def _trusted(path: str, owner: int) -> bool:
 
 
 class PackReader:
-    """Read-only lookups of packed pages for a same-host reader: the page's pack id, tier and
-    checksum from the worker's index, then the row from that tier's pack database.
+    """Read-only lookups of packed pages for a same-host reader: one statement finds the page in
+    the worker's index (its tier and checksum) and reads its row from that tier's pack
+    database, attached to the index's connection.
 
     Only databases owned by ``owner`` that no one else can write to, in the tier directories
-    the reader already trusts, are opened, read-only; lookups are serialised (one at a time per
-    process), on connections of this process."""
-
-    _FIND = (
-        "SELECT p.tier, p.checksum, k.id FROM packs k JOIN pages p"
-        " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
-        " WHERE k.dataset = ? AND k.file_key = ? AND k.idx = ?"
-    )
+    the reader already trusts, are opened, read-only. A tier's pack database is attached the
+    first time the index names that tier (a tier that has none yet is asked again at most once
+    every :data:`ATTACH_RETRY` seconds). Lookups are serialised (one at a time per process), on
+    connections of this process (a forked data-loader worker opens its own)."""
 
     def __init__(self, index: str, tiers: Sequence[str], owner: int) -> None:
         self.index = index
         self.tiers = frozenset(tiers)
         self.owner = owner
         self._pid = 0
-        self._open: dict[str, sqlite3.Connection] = {}
+        self._conn: sqlite3.Connection | None = None
+        self._attached: list[str] = []
+        self._query = ""
+        self._tried: dict[str, float] = {}
         self._lock = threading.Lock()
         """Held around each lookup, so a fork never happens in the middle of one
         (:mod:`.forksafe`)."""
@@ -273,33 +282,62 @@ class PackReader:
 
     def read(self, key: PageKey, length: int) -> bytes | None:
         """The verified data of a packed page, or None (not packed here, gone, not trusted,
-        or not the page the index says)."""
+        or not the page the index says: the data must have the length and the checksum the
+        index recorded)."""
         try:
             with self._lock:
-                conns = self._conns()
-                found = conns["index"].execute(self._FIND, tuple(key)).fetchall()
+                conn = self._connection()
+                found = conn.execute(self._query, (*key, *self._attached)).fetchall()
                 if not found:
                     return None
-                tier, digest, pack = found[0]
-                if tier not in self.tiers:
-                    return None
-                db = conns.get(tier)
-                if db is None:
-                    path = f"{tier}/{PACK_FILE}"
-                    if not _trusted(path, self.owner):
-                        return None
-                    db = conns[tier] = _connect(path, create=False)
-                rows = db.execute(
-                    "SELECT file_key, idx, data FROM packs WHERE id = ?", (pack,)
-                ).fetchall()
+                tier, digest, data = found[0]
+                if data is None and self._attach(conn, tier):
+                    found = conn.execute(self._query, (*key, *self._attached)).fetchall()
+                    tier, digest, data = found[0] if found else (tier, digest, None)
         except sqlite3.Error:
             return None
-        return _checked(rows[0] if rows else None, key, length, digest % (1 << 64))
+        if data is None or len(data) != length or checksum(data) != digest % (1 << 64):
+            return None
+        return bytes(data)
 
-    def _conns(self) -> dict[str, sqlite3.Connection]:
-        """This process's connections (lock held): a forked child opens its own, never using
-        its parent's (SQLite forbids carrying a connection across a fork)."""
-        if self._pid != os.getpid():
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection to the index (lock held): a forked child opens its own,
+        never using its parent's (SQLite forbids carrying a connection across a fork)."""
+        if self._pid != os.getpid() or self._conn is None:
             self._pid = os.getpid()
-            self._open = {"index": _connect(self.index, create=False)}
-        return self._open
+            self._conn = _connect(self.index, create=False)
+            self._attached, self._tried = [], {}
+            self._query = self._build()
+        return self._conn
+
+    def _attach(self, conn: sqlite3.Connection, tier: str) -> bool:
+        """Attach ``tier``'s pack database if it is one this reader may read and is not attached
+        yet (lock held); whether it was."""
+        if tier in self._attached or tier not in self.tiers:
+            return False
+        now = time.monotonic()
+        if now - self._tried.get(tier, -ATTACH_RETRY) < ATTACH_RETRY:
+            return False
+        self._tried[tier] = now
+        path = f"{tier}/{PACK_FILE}"
+        if not _trusted(path, self.owner):
+            return False
+        name = f"t{len(self._attached)}"
+        conn.execute(f"ATTACH DATABASE ? AS {name}", (f"file:{quote(path)}?mode=ro",))
+        conn.execute(f"PRAGMA {name}.mmap_size={MMAP_BYTES}")
+        self._attached.append(tier)
+        self._query = self._build()
+        return True
+
+    def _build(self) -> str:
+        """The lookup statement over the attached tiers (``?4``… their roots)."""
+        data = " ".join(
+            f"WHEN ?{4 + i} THEN (SELECT data FROM t{i}.packs WHERE id = k.id)"
+            for i in range(len(self._attached))
+        )
+        return (
+            f"SELECT p.tier, p.checksum, {f'CASE p.tier {data} END' if data else 'NULL'}"
+            " FROM packs k JOIN pages p"
+            " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
+            " WHERE k.dataset = ?1 AND k.file_key = ?2 AND k.idx = ?3"
+        )
