@@ -76,7 +76,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -487,6 +487,19 @@ class PageStore:
     def pages_of(self, dataset: str, file_key: str) -> set[int]:
         """Indexes of the cached pages of one file (read from the index)."""
         return set(self._indexes(dataset, file_key))
+
+    def pages_of_files(self, dataset: str, file_keys: Iterable[str]) -> dict[str, set[int]]:
+        """:meth:`pages_of` for many files at once (files with no cached page left out)."""
+        if self._closed or dataset != self.dataset:
+            return {}
+        return self._index.file_indexes(dataset, file_keys)
+
+    def held(self, keys: Iterable[PageKey]) -> set[PageKey]:
+        """Which of ``keys`` are indexed (:meth:`contains` for many, one query per 500 files)."""
+        if self._closed:
+            return set()
+        keys = list(keys)
+        return self._index.held(keys) | {k for k in keys if k in self._pinned}
 
     def file_info(self, file_key: str) -> FileRow | None:
         """``(dataset, path, version)`` recorded for a file key when its first page was put

@@ -47,7 +47,7 @@ MAX_CONCURRENCY = 256
 BATCH_FILE_MAX = 256 * 1024
 """Files up to this size are loaded many at a time where the dataset allows (no pool, a
 ``file://`` origin: :meth:`DatasetService.batchable`)."""
-BATCH_FILES = 64
+BATCH_FILES = 256
 BATCH_BYTES = 4 * 1024 * 1024
 """A batch holds at most this many files and bytes (in memory until it is written)."""
 BATCH_LANES = 2
@@ -234,12 +234,14 @@ class LoadJob:
         """Count what of the loaded files is still cached (eviction may have taken some)."""
         p, svc = self.progress, self.svc
         ps = svc.page_size
-        for f in targets:
+        keys = [file_key(svc.name, f["name"], f["version"]) for f in targets]
+        cached_pages = svc.store.pages_of_files(svc.name, keys)  # one query, not one a file
+        for f, fkey in zip(targets, keys, strict=True):
             mine = svc.owned_pages(f)  # in a pool: the pages of the chunks this worker owns
             if not mine:
                 continue
             size = f["size"]
-            held = svc.store.pages_of(svc.name, file_key(svc.name, f["name"], f["version"]))
+            held = cached_pages.get(fkey, set())
             want = sum(max(0, page_span(i, ps, size)[1] - i * ps) for i in mine)
             cached = sum(max(0, page_span(i, ps, size)[1] - i * ps) for i in mine if i in held)
             p.files_checked += 1

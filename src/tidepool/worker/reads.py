@@ -463,10 +463,12 @@ class PageReader:
             key = self.key(info, 0)
             if key in self._inflight:
                 continue
-            if self.store.contains(key):
-                results[i] = 0
-                continue
             todo.append((i, key, info, orel))
+        held = self.store.held(key for _, key, _, _ in todo)  # one query, not one a file
+        for i, key, _, _ in todo:
+            if key in held:
+                results[i] = 0
+        todo = [t for t in todo if t[1] not in held]
         if not todo:
             return results
         got = await origin.read_whole(
