@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PACK_MAX, PageKey
 from tidepool.spec.config import TierConfig
+from tidepool.store.packs import PackReader
 
 from .conftest import (
     DS,
@@ -183,3 +184,48 @@ def test_a_tier_without_small_files_has_no_pack_database(
     store.close()
     assert not os.path.exists(packs_db(tiers[0]))
     assert not os.path.exists(packs_db(tiers[1]))
+
+
+def test_same_host_reader_follows_a_page_demoted_to_another_tier(
+    make_store: StoreFactory, tiers: list[TierConfig]
+) -> None:
+    """The reader attaches a tier's pack database when the index first names that tier: a page
+    read from MEM, then demoted to SSD (MEM filled by others), is read from SSD; a page evicted
+    from both is a miss; a page the index has with other bytes than recorded is a miss."""
+    store = make_store(pack_max=PACK_MAX)
+    first = key(1)
+    assert store.put(first, payload(first, 3000), path="/f", version="v")
+    reader = PackReader(store.index_path(), store.tier_roots(), os.getuid())
+    assert reader.usable()
+    assert reader.read(first, 3000) == payload(first, 3000)
+    assert reader.read(first, 2999) is None  # not the length the listing says: not this page
+    n = 2
+    while store.locate(first) is not None and str(store.locate(first)).startswith(
+        str(store_root(tiers[0].path))
+    ):  # fill MEM until the first page is demoted
+        k = key(n)
+        assert store.put(k, payload(k, 3000), path="/f", version="v")
+        n += 1
+    where = store.locate(first)
+    assert where is not None and str(where).startswith(str(store_root(tiers[1].path)))
+    assert reader.read(first, 3000) == payload(first, 3000)
+    edit(
+        packs_db(tiers[1]),
+        "UPDATE packs SET data = zeroblob(3000) WHERE file_key = ?",
+        first.file_key,
+    )
+    assert reader.read(first, 3000) is None
+    store.drop_file(DS, first.file_key)
+    assert reader.read(first, 3000) is None
+
+
+def test_same_host_reader_refuses_an_index_others_can_write(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store(pack_max=PACK_MAX)
+    assert store.put(key(1), payload(key(1), 10), path="/f", version="v")
+    index = Path(store.index_path())
+    assert PackReader(str(index), store.tier_roots(), os.getuid()).usable()
+    assert not PackReader(str(index), store.tier_roots(), os.getuid() + 1).usable()  # not its owner
+    index.chmod(0o620)
+    assert not PackReader(str(index), store.tier_roots(), os.getuid()).usable()
