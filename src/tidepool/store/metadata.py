@@ -400,6 +400,15 @@ class MetadataStore:
         self._queue.put((lambda _c: done.set(), None))
         done.wait()
 
+    def checkpoint(self) -> None:
+        """Write what is queued, then fold the write-ahead log into the database and truncate
+        it (after a load: the log may hold up to 32 MiB, :data:`tidepool.store.index.WAL_PAGES`)."""
+        if self._closed:
+            return
+        self.flush()
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         if self._closed:
             return

@@ -796,6 +796,15 @@ class PageStore:
         except sqlite3.Error as exc:
             log.warning("could not persist page recency: %s", exc)
 
+    def checkpoint(self) -> None:
+        """Fold the index's and the pack databases' write-ahead logs in and truncate them (a
+        load leaves up to 32 MiB of log: :data:`tidepool.store.index.WAL_PAGES`)."""
+        if self._closed:
+            return
+        self._index.checkpoint()
+        for packs in self._packs:
+            packs.checkpoint()
+
     def close(self, *, flush: bool = True) -> None:
         """Stop the flusher, persist recency (unless ``flush=False``) and close the index."""
         with self._lock:

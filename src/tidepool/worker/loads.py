@@ -211,6 +211,9 @@ class LoadJob:
             await self.svc.flush_writes()
             async for page in self._files(roots, listed=True):
                 self._check_cached(page)
+            # a load leaves the databases' logs long (up to 32 MiB each): fold them in now
+            await asyncio.to_thread(self.svc.store.checkpoint)
+            await asyncio.to_thread(self.svc.meta.checkpoint)
             if p.error_count:
                 p.phase = "Failed"
                 p.message = f"{p.error_count} file(s) could not be read; see errors"
