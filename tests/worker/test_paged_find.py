@@ -310,3 +310,29 @@ async def test_a_listing_whose_tokens_cycle_is_an_error(
         assert _find_calls(w) == 2
     finally:
         await runner.cleanup()
+
+
+async def test_a_cursor_continues_its_listing_after_the_ttl(
+    make_dataset: Any, start_worker: Any
+) -> None:
+    """Only a first page lists the origin again once the TTL has passed; the later pages of a
+    listing continue it (a listing that takes longer than the TTL to page through used to list
+    the origin again for every page after that)."""
+    files = {f"d/f{i:03d}.bin": b"x" for i in range(50)}
+    w = start_worker([make_dataset(files, ttl=0.2)])
+    base = f"{w.endpoint}/v1/datasets/ds/find/"
+    async with aiohttp.ClientSession() as s:
+        status, body = await _get(s, f"{base}?limit=10")
+        assert status == 200 and len(body["files"]) == 10
+        listed = _find_calls(w)
+        assert listed >= 1
+        names = [f["name"] for f in body["files"]]
+        while "next" in body:
+            await asyncio.sleep(0.3)  # every page is asked for after the TTL
+            status, body = await _get(s, f"{base}?limit=10&start_after={body['next']}")
+            assert status == 200, body
+            names += [f["name"] for f in body["files"]]
+        assert names == sorted(files)
+        assert _find_calls(w) == listed, "a later page listed the origin again"
+        status, body = await _get(s, f"{base}?limit=10")  # a new listing: the TTL holds
+        assert status == 200 and _find_calls(w) > listed
