@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PACK_MAX, PageKey
 from tidepool.spec.config import TierConfig
+from tidepool.store import PageStore
 from tidepool.store.packs import PackReader
 
 from .conftest import (
@@ -38,6 +39,17 @@ def edit(db: Path, sql: str, *args: object) -> None:
         conn.execute(sql, args)
     finally:
         conn.close()
+
+
+def put_all(store: PageStore, keys: list[PageKey], size: int) -> None:
+    for k in keys:
+        assert store.put(k, payload(k, size), path="/f", version="v")
+
+
+def assert_serves(store: PageStore, keys: list[PageKey], size: int) -> None:
+    for k in keys:
+        got = store.get(k)
+        assert got is not None and bytes(got) == payload(k, size)
 
 
 def test_small_files_are_rows_not_page_files(
@@ -112,8 +124,7 @@ def test_a_damaged_or_missing_row_is_dropped_and_refetched(
 ) -> None:
     store = make_store(pack_max=PACK_MAX)
     keys = [key(n) for n in range(4)]
-    for k in keys:
-        assert store.put(k, payload(k, 300), path="/f", version="v")
+    put_all(store, keys, 300)
     db = packs_db(tiers[0])
     edit(db, "UPDATE packs SET data = zeroblob(300) WHERE file_key = ?", keys[0].file_key)
     edit(db, "UPDATE packs SET data = substr(data, 1, 10) WHERE file_key = ?", keys[1].file_key)
@@ -130,10 +141,8 @@ def test_a_damaged_or_missing_row_is_dropped_and_refetched(
         assert not store.contains(k)  # dropped: the next read refetches it
     assert store.stats().corrupt == 4
     assert store.usage()[0].pages == 0 and store.usage()[0].used == 0
-    for k in keys:  # cached again, served again
-        assert store.put(k, payload(k, 300), path="/f", version="v")
-        got = store.get(k)
-        assert got is not None and bytes(got) == payload(k, 300)
+    put_all(store, keys, 300)  # cached again, served again
+    assert_serves(store, keys, 300)
 
 
 def test_restart_check_drops_rows_that_lost_their_data_and_removes_unvouched_rows(
@@ -141,8 +150,7 @@ def test_restart_check_drops_rows_that_lost_their_data_and_removes_unvouched_row
 ) -> None:
     store = make_store(pack_max=PACK_MAX)
     keys = [key(n) for n in range(5)]
-    for k in keys:
-        assert store.put(k, payload(k, 200), path="/f", version="v")
+    put_all(store, keys, 200)
     store.close()
     db = packs_db(tiers[0])
     edit(db, "DELETE FROM packs WHERE file_key = ?", keys[0].file_key)  # lost
@@ -157,9 +165,7 @@ def test_restart_check_drops_rows_that_lost_their_data_and_removes_unvouched_row
     )
     assert store.usage()[0].pages == 3
     assert store.usage()[0].used == tier_bytes(tiers[0].path) == 3 * (200 + HEADER_SIZE)
-    for k in keys[2:]:
-        got = store.get(k)
-        assert got is not None and bytes(got) == payload(k, 200)
+    assert_serves(store, keys[2:], 200)
 
 
 def test_rows_written_after_the_store_opened_are_not_judged_by_the_restart_check(

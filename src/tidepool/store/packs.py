@@ -38,6 +38,7 @@ import stat
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 from tidepool.core.pages import PACK_FILE, PageKey, checksum
@@ -155,23 +156,20 @@ class PackFile:
         """The data of row ``pack`` if it is page ``key`` of ``length`` bytes with checksum
         ``digest``; None when the row is gone or is not that page (``sqlite3.Error`` when the
         database cannot be read)."""
-        with self._read_lock:
-            if self._reader is None:
-                return None
-            row = self._reader.execute(
-                "SELECT file_key, idx, data FROM packs WHERE id = ?", (pack,)
-            ).fetchone()
+        row = self._one("SELECT file_key, idx, data FROM packs WHERE id = ?", pack)
         return _checked(row, key, length, digest)
 
     def length(self, pack: int) -> int | None:
         """The data length of row ``pack`` (None: no such row), without reading the data."""
+        row = self._one("SELECT length(data) FROM packs WHERE id = ?", pack)
+        return None if row is None else int(row[0])
+
+    def _one(self, sql: str, pack: int) -> Any:
+        """The row ``sql`` finds for row id ``pack`` (None: none, or no database yet)."""
         with self._read_lock:
             if self._reader is None:
                 return None
-            row = self._reader.execute(
-                "SELECT length(data) FROM packs WHERE id = ?", (pack,)
-            ).fetchone()
-        return None if row is None else int(row[0])
+            return self._reader.execute(sql, (pack,)).fetchone()
 
     def keys(self, after: int, upto: int, limit: int) -> list[tuple[int, str, int]]:
         """``(id, file_key, idx)`` of at most ``limit`` rows with ids in ``(after, upto]``."""
