@@ -25,7 +25,6 @@ The rules, in one place:
 from __future__ import annotations
 
 import errno
-import json
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from tidepool.client.transport import (
     Unreachable,
     header,
 )
+from tidepool.core import jsoncodec
 from tidepool.core.errors import from_http
 
 T = TypeVar("T")
@@ -68,7 +68,7 @@ def file_target(dataset: str, rel: str) -> str:
 def error_from(resp: Response, path: str) -> Exception:
     """The exception of the error table for a worker's error answer."""
     try:
-        data = json.loads(resp.body)
+        data = jsoncodec.loads(resp.body)
     except ValueError:
         data = {"message": resp.body[:200].decode(errors="replace")}
     return from_http(resp.status, data if isinstance(data, dict) else {}, path)
@@ -183,7 +183,7 @@ def json_steps(
                 raise OSError(errno.EIO, f"answer about {path} was cut short: {outcome}", path)
             if outcome.status >= 400:
                 raise error_from(outcome, path)
-            return json.loads(outcome.body)
+            return jsoncodec.loads(outcome.body)
     raise unreachable(targets, last) from last
 
 

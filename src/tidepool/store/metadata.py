@@ -32,7 +32,6 @@ database; an unreadable one is moved aside and started afresh (metadata can be r
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import sqlite3
@@ -42,6 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from tidepool.core import jsoncodec
 from tidepool.store import forksafe
 from tidepool.store.index import connect, move_aside
 from tidepool.store.tierdir import private_dir
@@ -138,8 +138,8 @@ class MetadataStore:
 
     def put_info(self, dataset: str, path: str, info: dict[str, Any], fetched_at: float) -> None:
         """Record what the origin said about ``path`` at ``fetched_at`` (epoch seconds)."""
-        raw = json.dumps(info, separators=(",", ":"))
-        value = (json.loads(raw), float(fetched_at))
+        raw = jsoncodec.dumps(info)
+        value = (jsoncodec.loads(raw), float(fetched_at))
         row = (dataset, path, raw, float(fetched_at))
         self._stage(
             ("info", dataset, path),
@@ -157,7 +157,7 @@ class MetadataStore:
                     "SELECT info, fetched_at FROM info WHERE dataset = ? AND path = ?",
                     (dataset, path),
                 ).fetchone()
-                value = None if row is None else (json.loads(row[0]), float(row[1]))
+                value = None if row is None else (jsoncodec.loads(row[0]), float(row[1]))
                 self._remember(key, value)
         if value is None:
             return None
@@ -176,7 +176,7 @@ class MetadataStore:
         """Record the info of many paths (each keyed by its ``"name"``) in one write, keeping
         none of them in the LRU (a find's pages would flush it: the rows are read by pages,
         :meth:`info_rows`). The dicts are the store's from now on: do not change them."""
-        raws = [json.dumps(e, separators=(",", ":")) for e in infos]
+        raws = [jsoncodec.dumps(e) for e in infos]
         when = float(fetched_at)
         rows = [(dataset, e["name"], raw, when) for e, raw in zip(infos, raws, strict=True)]
         self._stage_many(
@@ -197,8 +197,8 @@ class MetadataStore:
         """Record a directory listing, and the info of each entry that has a ``"name"``
         (``infos=False``: the caller recorded them already, e.g. a find's pages; the listing is
         then not kept in the LRU either)."""
-        raw = json.dumps(entries, separators=(",", ":"))
-        parsed: list[dict[str, Any]] = json.loads(raw)
+        raw = jsoncodec.dumps(entries)
+        parsed: list[dict[str, Any]] = jsoncodec.loads(raw)
         when = float(fetched_at)
         named = [(e["name"], e) for e in parsed if infos and isinstance(e.get("name"), str)]
 
@@ -208,7 +208,7 @@ class MetadataStore:
             )
             c.executemany(
                 "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
-                [(dataset, name, json.dumps(e, separators=(",", ":")), when) for name, e in named],
+                [(dataset, name, jsoncodec.dumps(e), when) for name, e in named],
             )
 
         staged: list[tuple[_CacheKey, _Value]] = [(("listing", dataset, dir), (parsed, when))]
@@ -225,7 +225,7 @@ class MetadataStore:
                     "SELECT entries, fetched_at FROM listings WHERE dataset = ? AND dir = ?",
                     (dataset, dir),
                 ).fetchone()
-                value = None if row is None else (json.loads(row[0]), float(row[1]))
+                value = None if row is None else (jsoncodec.loads(row[0]), float(row[1]))
                 self._remember(key, value)
         if value is None:
             return None
@@ -273,7 +273,7 @@ class MetadataStore:
                 + " ORDER BY path LIMIT ?",
                 (dataset, after, low, *((high,) if high is not None else ()), int(limit)),
             ).fetchall()
-        return [(str(path), json.loads(raw)) for path, raw in rows]
+        return [(str(path), jsoncodec.loads(raw)) for path, raw in rows]
 
     def drop_older(self, dataset: str, prefix: str, before: float) -> int:
         """Forget the info and listings strictly below ``prefix`` fetched before ``before`` (what
