@@ -37,6 +37,12 @@ holds while both exist; afterwards the pages' accounted bytes stand for it (with
 Consolidation holds the space lock (no eviction or drop runs meanwhile) and is given up, leaving the
 page files, when the tier has no room for a second copy.
 
+Packed pages (issue 16, :mod:`tidepool.store.packs`): a page that is a whole file of at most
+``pack_max`` bytes is a row of its tier's pack database instead of a page file (its index row
+names the row's id, table ``packs``). Put in one transaction per tier and batch, then indexed;
+read, evicted, demoted, dropped and checked at restart as a page file is, with a row for a file:
+no ``sendfile`` of it (:meth:`PageStore.open_run` says None; :meth:`PageStore.get` reads it).
+
 Concurrency: ``get`` (event-loop thread) and ``put`` (worker threads) may run at once. One
 ``threading.Lock`` guards the accounting and the claims and is never held across file I/O (index
 lookups, microseconds, are made under it: every change to an existing row is made while its page
