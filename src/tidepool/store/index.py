@@ -52,6 +52,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tidepool.core.pages import PageKey
 from tidepool.store import forksafe
@@ -67,6 +68,9 @@ a load of many files dirties about one page per file (their keys are hashes, spr
 whole table), so at SQLite's default of 1,000 pages a load folded every few batches: 100,000
 one-page puts in batches of 64 went at 11.5k/s, at 17k/s with this."""
 SCHEMA_VERSION = 4
+FILES_PER_QUERY = 500
+"""File keys asked about in one query by the lookups of many files (SQLite's limit on a
+statement's parameters is 32,766; this keeps each query's plan and result small)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -240,19 +244,24 @@ class PageIndex:
     def file_indexes(self, dataset: str, file_keys: Iterable[str]) -> dict[str, set[int]]:
         """The indexed pages of each of ``file_keys`` (those with none left out): one query per
         500 files."""
-        names = sorted(set(file_keys))
         found: dict[str, set[int]] = {}
-        for start in range(0, len(names), 500):
-            part = names[start : start + 500]
-            marks = ", ".join("?" * len(part))
-            with self._read_lock:
-                rows = self._reader.execute(
-                    f"SELECT file_key, idx FROM pages WHERE dataset = ? AND file_key IN ({marks})",
-                    (dataset, *part),
-                ).fetchall()
-            for fk, i in rows:
-                found.setdefault(fk, set()).add(i)
+        query = "SELECT file_key, idx FROM pages WHERE dataset = ? AND file_key IN ({})"
+        for fk, i in self._of_files(query, dataset, file_keys):
+            found.setdefault(fk, set()).add(i)
         return found
+
+    def _of_files(
+        self, query: str, dataset: str, file_keys: Iterable[str]
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``query`` (its ``{}`` a list of file keys) for a dataset's ``file_keys``,
+        asked :data:`FILES_PER_QUERY` keys at a time through the read connection."""
+        names = sorted(set(file_keys))
+        for start in range(0, len(names), FILES_PER_QUERY):
+            part = names[start : start + FILES_PER_QUERY]
+            sql = query.format(", ".join("?" * len(part)))
+            with self._read_lock:
+                rows = self._reader.execute(sql, (dataset, *part)).fetchall()
+            yield from rows
 
     def file_pages(
         self, dataset: str, file_key: str, first: int = 0, last: int | None = None
@@ -415,20 +424,13 @@ class PageIndex:
     ) -> dict[tuple[str, int], tuple[str, int]]:
         """``(file_key, idx) -> (tier, pack id)`` of those of ``keys`` that are packed pages."""
         wanted = set(keys)
-        names = sorted({fk for fk, _ in wanted})
-        found: dict[tuple[str, int], tuple[str, int]] = {}
-        for start in range(0, len(names), 500):
-            part = names[start : start + 500]
-            marks = ", ".join("?" * len(part))
-            with self._read_lock:
-                rows = self._reader.execute(
-                    "SELECT k.file_key, k.idx, p.tier, k.id FROM packs k JOIN pages p"
-                    " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
-                    f" WHERE k.dataset = ? AND k.file_key IN ({marks})",
-                    (dataset, *part),
-                ).fetchall()
-            found.update(((fk, i), (t, pk)) for fk, i, t, pk in rows if (fk, i) in wanted)
-        return found
+        query = (
+            "SELECT k.file_key, k.idx, p.tier, k.id FROM packs k JOIN pages p"
+            " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
+            " WHERE k.dataset = ? AND k.file_key IN ({})"
+        )
+        rows = self._of_files(query, dataset, (fk for fk, _ in wanted))
+        return {(fk, i): (t, pk) for fk, i, t, pk in rows if (fk, i) in wanted}
 
     def set_extent(self, dataset: str, file_key: str, tier: str) -> None:
         """Record that the file's pages in ``tier`` now live in its extent there."""
