@@ -15,6 +15,7 @@ import pytest
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
+from tidepool.store.index import INDEX_FILE, OLD_INDEX_FILE
 from tidepool.store.tierdir import DATASET_MARKER
 
 PAGE = 4096
@@ -109,3 +110,69 @@ def make_store(tmp_path: Path, tiers: list[TierConfig]) -> Iterator[StoreFactory
     yield factory
     for store in opened:
         store.close()
+
+
+_OLD_TABLES = {
+    1: [
+        "CREATE TABLE pages (dataset TEXT NOT NULL, file_key TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " tier TEXT NOT NULL, size INTEGER NOT NULL, checksum INTEGER NOT NULL,"
+        " atime INTEGER NOT NULL, PRIMARY KEY (dataset, file_key, idx)) WITHOUT ROWID",
+        "CREATE TABLE files (file_key TEXT PRIMARY KEY, dataset TEXT NOT NULL,"
+        " path TEXT NOT NULL, version TEXT NOT NULL)",
+    ],
+    2: [
+        "CREATE TABLE extents (dataset TEXT NOT NULL, file_key TEXT NOT NULL, tier TEXT NOT NULL,"
+        " PRIMARY KEY (dataset, file_key)) WITHOUT ROWID"
+    ],
+    3: ["CREATE INDEX pages_by_recency ON pages (tier, atime, size)"],
+    4: [
+        "CREATE TABLE packs (dataset TEXT NOT NULL, file_key TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " id INTEGER NOT NULL, PRIMARY KEY (dataset, file_key, idx)) WITHOUT ROWID"
+    ],
+}
+"""The tables an index of schema 1 to 4 had (``index.sqlite3``), each schema adding its own."""
+
+
+def write_old_index(state: Path, schema: int = 4, *, keep_new: bool = False) -> Path:
+    """Rewrite a closed store's index (schema 5) as a release of ``schema`` (1 to 4) wrote it:
+    dataset and tier names and hex file keys in every row, packed pages in ``packs`` (schema 4;
+    an older index knows no packed page). The schema 5 file goes unless ``keep_new`` (as after
+    a rollback). Returns the old index's path."""
+    new, old = state / INDEX_FILE, state / OLD_INDEX_FILE
+    db = sqlite3.connect(old, isolation_level=None)
+    try:
+        for s in range(1, schema + 1):
+            for sql in _OLD_TABLES[s]:
+                db.execute(sql)
+        db.execute("ATTACH DATABASE ? AS n", (str(new),))
+        db.create_function("hexkey", 1, lambda v: v.hex() if isinstance(v, bytes) else v)
+        names = " JOIN n.datasets d ON d.id = x.dataset JOIN n.tiers t ON t.id = x.tier"
+        db.execute("BEGIN")
+        db.execute(
+            "INSERT INTO pages SELECT d.name, hexkey(x.file_key), x.idx, t.root, x.size,"
+            f" x.checksum, x.atime FROM n.pages x{names}"
+        )
+        db.execute(
+            "INSERT INTO files SELECT hexkey(f.file_key), d.name, f.path, f.version"
+            " FROM n.files f JOIN n.datasets d ON d.id = f.dataset"
+        )
+        if schema >= 2:
+            db.execute(
+                "INSERT INTO extents SELECT d.name, hexkey(x.file_key), t.root"
+                f" FROM n.extents x{names}"
+            )
+        if schema >= 4:
+            db.execute(
+                "INSERT INTO packs SELECT d.name, hexkey(x.file_key), x.idx, x.pack"
+                " FROM n.pages x JOIN n.datasets d ON d.id = x.dataset WHERE x.pack IS NOT NULL"
+            )
+        db.execute(f"PRAGMA user_version={schema}")
+        db.execute("COMMIT")
+        db.execute("DETACH DATABASE n")
+    finally:
+        db.close()
+    if not keep_new:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{new}{suffix}")
+    return old

@@ -5,7 +5,6 @@ recovered together, never adopted unvouched, never over quota."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,17 @@ from tidepool.core.pages import (
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
 
-from .conftest import DS, PAGE, StoreFactory, disk_bytes, key, page_files, payload, store_root
+from .conftest import (
+    DS,
+    PAGE,
+    StoreFactory,
+    disk_bytes,
+    key,
+    page_files,
+    payload,
+    store_root,
+    write_old_index,
+)
 
 FULL = PAGE + HEADER_SIZE
 SIZE = 5 * PAGE + 1000
@@ -269,9 +278,7 @@ def test_an_index_of_schema_1_opens_and_its_pages_are_page_files(
     store = make_store(one_tier, extent_min_bytes=None)
     data = put_file(store, 1)
     store.close()
-    db = sqlite3.connect(tmp_path / "state" / "index.sqlite3")
-    db.executescript("DROP TABLE extents; PRAGMA user_version=1;")
-    db.close()
+    write_old_index(tmp_path / "state", 1)
     again = make_store(one_tier, extent_min_bytes=2 * PAGE)
     assert read_back(again, 1) == data
     assert again.make_extent(DS, key(1).file_key, SIZE)
@@ -280,24 +287,23 @@ def test_an_index_of_schema_1_opens_and_its_pages_are_page_files(
     assert read_back(make_store(one_tier), 1) == data
 
 
-def test_the_previous_release_still_writes_an_index_with_extents(
+def test_an_index_of_schema_4_keeps_its_extents(
     make_store: StoreFactory, one_tier: list[TierConfig], tmp_path: Path
 ) -> None:
-    """A rollback: schema 1's statements (a 7-value insert, its select) work on schema 2, which
-    only added a table: adding a column to ``pages`` would break every put of the previous
-    release."""
+    """The upgrade to schema 5 carries the extents table over: the file is still served from
+    its extent (no page file of its own) and still counted once."""
     store = make_store(one_tier, extent_min_bytes=2 * PAGE)
-    put_file(store, 1)
+    data = put_file(store, 1)
+    store.make_extent(DS, key(1).file_key, SIZE)
+    only_extent = [extent_file(one_tier[0].path, 1)]
+    assert page_files(one_tier[0].path) == only_extent
+    usage = store.usage()
     store.close()
-    db = sqlite3.connect(tmp_path / "state" / "index.sqlite3")
-    db.execute(
-        "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (DS, key(2).file_key, 0, "/elsewhere", 10, 1, 1),
-    )
-    rows = db.execute("SELECT dataset, file_key, idx, tier, size, checksum, atime FROM pages")
-    assert len(rows.fetchall()) == 7
-    db.rollback()
-    db.close()
+    write_old_index(tmp_path / "state", 4)
+    again = make_store(one_tier, extent_min_bytes=2 * PAGE)
+    assert read_back(again, 1) == data
+    assert again.usage() == usage
+    assert page_files(one_tier[0].path) == only_extent
 
 
 def test_a_page_read_while_its_file_turns_into_an_extent_is_served(

@@ -5,9 +5,12 @@ damaged, missing or unvouched page file."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PACK_MAX, PageKey
 from tidepool.spec.config import TierConfig
@@ -23,6 +26,7 @@ from .conftest import (
     payload,
     store_root,
     tier_bytes,
+    write_old_index,
 )
 
 KiB = 1024
@@ -235,3 +239,81 @@ def test_same_host_reader_refuses_an_index_others_can_write(
     assert not PackReader(str(index), store.tier_roots(), os.getuid() + 1).usable()  # not its owner
     index.chmod(0o620)
     assert not PackReader(str(index), store.tier_roots(), os.getuid()).usable()
+
+
+@pytest.fixture
+def roomy(tmp_path: Path) -> list[TierConfig]:
+    return [TierConfig("SSD", str(tmp_path / "roomy"), quota=10**8, high=1.0, low=1.0)]
+
+
+def _mixed_store(
+    make_store: StoreFactory, tier: list[TierConfig]
+) -> tuple[PageStore, dict[PageKey, bytes]]:
+    """A store of packed small files and page files (whole pages) in one roomy tier."""
+    store = make_store(tier, pack_max=PACK_MAX)
+    data = {key(n): payload(key(n), 100 + n) for n in range(30)}
+    data |= {key(100 + n): payload(key(100 + n), 4096) for n in range(5)}
+    for k, d in data.items():
+        assert store.put(k, d, path=f"/f{k.file_key}", version="v")
+    return store, data
+
+
+def test_an_index_of_schema_4_upgrades_with_its_packed_pages(
+    make_store: StoreFactory, roomy: list[TierConfig], tmp_path: Path
+) -> None:
+    """The packed pages of a schema 4 index (table ``packs``) are still packed after the
+    upgrade: served from their rows, none removed as unvouched, nothing re-put."""
+    store, data = _mixed_store(make_store, roomy)
+    usage = store.usage()
+    store.close()
+    mem = roomy[0].path
+    rows = sorted(packed_rows(mem))
+    write_old_index(tmp_path / "state", 4)
+    store = make_store(roomy, pack_max=PACK_MAX)
+    assert store.usage() == usage
+    for k, d in data.items():
+        got = store.get(k)
+        assert got is not None and bytes(got) == d, k
+    store.close()  # the background check has run: no row was unvouched
+    assert sorted(packed_rows(mem)) == rows and len(rows) == 30
+    assert len(page_files(mem)) == 5
+
+
+def test_an_index_a_rolled_back_release_wrote_since_wins(
+    make_store: StoreFactory, roomy: list[TierConfig], tmp_path: Path
+) -> None:
+    """A release before schema 5, rolled back to, wrote ``index.sqlite3`` after this one's
+    index: the older schema's file is the newer state (here: it evicted two files), so it
+    replaces the stale schema 5 index; what it no longer vouches for is not served."""
+    store, data = _mixed_store(make_store, roomy)
+    store.close()
+    old = write_old_index(tmp_path / "state", 4, keep_new=True)
+    gone = [key(3), key(101)]
+    edit(old, "DELETE FROM pages WHERE file_key IN (?, ?)", *(k.file_key for k in gone))
+    edit(old, "DELETE FROM packs WHERE file_key = ?", key(3).file_key)
+    store = make_store(roomy, pack_max=PACK_MAX)
+    assert not old.exists()
+    for k, d in data.items():
+        got = store.get(k)
+        assert (got is None) if k in gone else (got is not None and bytes(got) == d), k
+
+
+def test_an_unreadable_index_of_schema_4_is_moved_aside_and_nothing_is_served(
+    make_store: StoreFactory,
+    roomy: list[TierConfig],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An ``index.sqlite3`` that cannot be read is moved aside, the schema 5 index beside it
+    (older than it) dropped: the store starts empty and fetches again, never serving what
+    nothing vouches for."""
+    store, data = _mixed_store(make_store, roomy)
+    store.close()
+    old = write_old_index(tmp_path / "state", 4, keep_new=True)
+    old.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING):
+        store = make_store(roomy, pack_max=PACK_MAX)
+    assert "unreadable" in caplog.text
+    assert list((tmp_path / "state").glob(f"{old.name}.corrupt-*")) and not old.exists()
+    assert all(store.get(k) is None for k in data)
+    assert store.usage()[0].pages == 0

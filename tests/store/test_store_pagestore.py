@@ -12,6 +12,7 @@ import pytest
 from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore, pagestore
+from tidepool.store.index import INDEX_FILE
 
 from .conftest import PAGE, StoreFactory, disk_bytes, key, page_files, payload, store_root
 
@@ -368,13 +369,13 @@ def test_corrupt_index_is_moved_aside_and_rebuilt(
     store = make_store()
     data = {n: put(store, key(n)) for n in range(6)}
     store.close()
-    db = tmp_path / "state" / "index.sqlite3"
+    db = tmp_path / "state" / INDEX_FILE
     db.write_bytes(b"this is not a database" * 100)
     with caplog.at_level(logging.WARNING):
         store = make_store()
     assert "unreadable" in caplog.text
     assert "refills from the origin" in caplog.text
-    assert list((tmp_path / "state").glob("index.sqlite3.corrupt-*"))
+    assert list((tmp_path / "state").glob(f"{INDEX_FILE}.corrupt-*"))
     # nothing vouches for the pages any more: none is adopted, none is served
     assert all(store.get(key(n)) is None for n in data)
     assert [u.pages for u in store.usage()] == [0, 0]

@@ -11,11 +11,11 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from tests.store.conftest import DS, PAGE, StoreFactory, key, payload
+from tests.store.conftest import DS, PAGE, StoreFactory, key, payload, write_old_index
 
 from tidepool.core.pages import HEADER_SIZE
 from tidepool.spec.config import TierConfig
-from tidepool.store.index import FileRow, PageRow, open_index
+from tidepool.store.index import INDEX_FILE, FileRow, PageRow, open_index
 
 BIG = 200_000
 SMALL = 2_000
@@ -53,7 +53,7 @@ def kept_after_open(make_store: StoreFactory, tmp_path: Path, n: int) -> tuple[i
     assert store.pages_of(DS, key(7).file_key) == {0}
     assert store.file_info(key(3).file_key) == FileRow(DS, "d/0000003", "v1")
     store.close()
-    (tmp_path / "state" / "index.sqlite3").unlink()
+    (tmp_path / "state" / INDEX_FILE).unlink()
     return kept, pages
 
 
@@ -108,32 +108,34 @@ def test_dropping_a_large_dataset_goes_a_window_at_a_time(
     assert store.usage()[0].pages == 0 and not store.contains(key(0))
 
 
-def test_an_index_of_schema_2_gets_its_recency_index_and_keeps_its_pages(
+def test_an_index_of_an_older_schema_is_upgraded_with_its_pages_and_recency(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
-    """An index written before the recency index existed (schema 2), or with the first one of
-    schema 3 (``pages_lru``, without ``size``), opens with its pages, totals and LRU order."""
+    """An index of schema 2 (no recency index), 3 or 4 (``index.sqlite3``: names and hex keys
+    in every row) is rewritten as schema 5 when opened: its pages, totals and LRU order kept,
+    the old file gone."""
     full = PAGE + HEADER_SIZE
     tiers = [TierConfig("SSD", str(tmp_path / "old"), quota=3 * full, high=1.0, low=1.0)]
-    for older in ("", "CREATE INDEX pages_lru ON pages (tier, atime);"):
+    state = tmp_path / "state"
+    for schema in (2, 3, 4):
         store = make_store(tiers)
         for i in range(3):
             store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
         store.close()
-        db = sqlite3.connect(tmp_path / "state" / "index.sqlite3")
-        db.executescript(f"DROP INDEX pages_by_recency; {older} PRAGMA user_version=2;")
-        db.close()
+        old = write_old_index(state, schema)
+        assert not (state / INDEX_FILE).exists()
         store = make_store(tiers)
-        names = {
-            name
-            for (name,) in sqlite3.connect(tmp_path / "state" / "index.sqlite3").execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index'"
-            )
-        }
-        assert "pages_by_recency" in names and "pages_lru" not in names
+        assert not old.exists() and (state / INDEX_FILE).exists()
+        db = sqlite3.connect(state / INDEX_FILE)
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        assert db.execute("PRAGMA user_version").fetchone() == (5,)
+        db.close()
+        assert {"pages_by_recency", "datasets", "tiers"} <= names and "packs" not in names
         assert store.usage()[0].pages == 3 and store.usage()[0].used == 3 * full
+        assert store.file_info(key(1).file_key) == FileRow(DS, "f1", "v")
         store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # evicts the oldest
         assert [store.contains(key(i)) for i in range(4)] == [False, True, True, True]
+        assert bytes(store.get(key(2)) or b"") == payload(key(2), PAGE)
         store.drop_dataset(DS)
         store.close()
 

@@ -17,6 +17,7 @@ import pytest
 from tidepool.core.errors import ConfigError
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
+from tidepool.store.index import INDEX_FILE
 from tidepool.store.tierdir import (
     DATASET_MARKER,
     TIER_MARKER,
@@ -57,7 +58,7 @@ def test_a_new_tier_is_created_private_and_marked(tmp_path: Path) -> None:
         assert all(mode(d) == 0o700 for d in dirs), {str(d): oct(mode(d)) for d in dirs}
         state = tmp_path / "state"
         assert mode(state) == 0o700
-        db = [p for p in state.iterdir() if p.name.startswith("index.sqlite3")]
+        db = [p for p in state.iterdir() if p.name.startswith(INDEX_FILE)]
         assert db and all(mode(p) == 0o600 for p in db), {p.name: oct(mode(p)) for p in db}
 
 

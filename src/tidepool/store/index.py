@@ -12,33 +12,38 @@ all rows, and keeps only per-tier totals (:meth:`PageIndex.totals`) in memory. L
 through a second connection, so a read never waits behind a put's transaction (WAL: readers see
 every committed transaction).
 
-Tables::
+Tables (schema 5, ``pageindex.sqlite3``)::
 
-    pages(dataset, file_key, idx, tier, size, checksum, atime)   -- one row per page
-    files(file_key PRIMARY KEY, dataset, path, version)          -- what a key stands for;
-                                                                 -- indexed by path for listings
-    extents(dataset, file_key, tier)                             -- files kept as one extent
-    packs(dataset, file_key, idx, id)                            -- pages packed in their tier's
-                                                                 -- pack database, by row id
-    pages_by_recency ON pages(tier, atime, size)                 -- eviction order per tier;
-                                                                 -- covers the tier totals
+    datasets(id, name) / tiers(id, root)      -- names, each stored once
+    pages(dataset, file_key, idx, tier, size, checksum, atime, pack)   -- one row per page
+    files(file_key PRIMARY KEY, dataset, path, version)   -- what a key stands for;
+                                                          -- indexed by path for listings
+    extents(dataset, file_key, tier)                      -- files kept as one extent
+    pages_by_recency ON pages(tier, atime, size)          -- eviction order per tier;
+                                                          -- covers the tier totals
 
-``tier`` is the tier's absolute root path, so reordering tiers in the spec does not confuse it;
+Every row is as small as it can be, because a million-file dataset has a million of each (issue
+16's disk budget is 1.1x the data + 200 MB): a dataset and a tier are small integers naming a row
+of ``datasets`` / ``tiers`` (a tier by its absolute root path, so reordering tiers in the spec
+does not confuse it); a file key — 32 hex digits everywhere else — is its 16 bytes (a key that is
+not lowercase hex, which only tests make, is kept as text); ``pack`` is the page's row in its
+tier's pack database (:mod:`tidepool.store.packs`), NULL for a page with a file of its own.
 ``size`` is the page file size (header included); ``checksum`` the xxh3 of the data, stored as a
 signed 64-bit integer. A file with a row in ``extents`` has its pages in that tier's extent file
-(:mod:`tidepool.core.pages`) rather than in page files of their own. Schema 2 added that table
-and changed nothing else: the previous release, rolled back to, still writes this index (it never
-reads ``extents``, so it sees those pages' files missing, drops their rows and leaves the extent
-files alone), and an index of schema 1 is one of schema 2 without extents. Schema 3 added the index
-``pages_by_recency`` (built once when an older index is opened; a release before it ignores
-it). ``size`` is in it so the totals read at start-up scan the index alone: 0.13 s for a
-million pages, 2.2 s through the table. Schema 4 added ``packs`` (:mod:`tidepool.store.packs`),
-beside ``pages`` for the same reason as ``extents``: a release before it, rolled back to, sees
-packed pages' files missing and drops their rows.
+(:mod:`tidepool.core.pages`) rather than in page files of their own. ``size`` is in the recency
+index so the totals read at start-up scan the index alone (0.13 s for a million pages, 2.2 s
+through the table). At 100,000 one-page files this is ~225 bytes a file; schema 4 (names and hex
+keys in every row, packs in a table of their own, ``files`` with a rowid) took ~470.
+
+Schemas 1 to 4 lived in ``index.sqlite3``: :func:`open_index` rewrites such an index into this file
+once (a million pages in seconds) and deletes it. A release before schema 5, rolled back to, finds
+no ``index.sqlite3`` and rebuilds its index from the page files (packed pages it never knew are
+fetched again); when a rolled-back release has written an ``index.sqlite3`` since, that one is the
+newer and is rewritten again at the next upgrade.
 
 Limits: one process owns the index at a time (the page store holds the state directory's lock,
 :mod:`tidepool.store.tierdir`). An unreadable database file is moved aside
-(``index.sqlite3.corrupt-<ts>``) by :func:`open_index` and the store rebuilds from its tiers.
+(``<name>.corrupt-<ts>``) by :func:`open_index` and the store rebuilds from its tiers.
 """
 
 from __future__ import annotations
@@ -60,59 +65,60 @@ from tidepool.store.tierdir import private_dir
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.sqlite3"
+INDEX_FILE = "pageindex.sqlite3"
+OLD_INDEX_FILE = "index.sqlite3"
+"""Where schemas 1 to 4 kept the index: rewritten into :data:`INDEX_FILE` when opened."""
 WAL_PAGES = 8192
 """Pages of write-ahead log (32 MiB) before SQLite folds it into the database, and what the log
 is cut back to afterwards. Each fold rewrites every page the log touched and syncs the database;
 a load of many files dirties about one page per file (their keys are hashes, spread over the
 whole table), so at SQLite's default of 1,000 pages a load folded every few batches: 100,000
 one-page puts in batches of 64 went at 11.5k/s, at 17k/s with this."""
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FILES_PER_QUERY = 500
 """File keys asked about in one query by the lookups of many files (SQLite's limit on a
 statement's parameters is 32,766; this keeps each query's plan and result small)."""
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    id   INTEGER PRIMARY KEY,
+    name TEXT    NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS tiers (
+    id   INTEGER PRIMARY KEY,
+    root TEXT    NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS pages (
-    dataset  TEXT    NOT NULL,
-    file_key TEXT    NOT NULL,
+    dataset  INTEGER NOT NULL,
+    file_key BLOB    NOT NULL,
     idx      INTEGER NOT NULL,
-    tier     TEXT    NOT NULL,
+    tier     INTEGER NOT NULL,
     size     INTEGER NOT NULL,
     checksum INTEGER NOT NULL,
     atime    INTEGER NOT NULL,
+    pack     INTEGER,
     PRIMARY KEY (dataset, file_key, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
-    file_key TEXT PRIMARY KEY,
-    dataset  TEXT NOT NULL,
-    path     TEXT NOT NULL,
-    version  TEXT NOT NULL
-);
+    file_key BLOB    NOT NULL PRIMARY KEY,
+    dataset  INTEGER NOT NULL,
+    path     TEXT    NOT NULL,
+    version  TEXT    NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS extents (
-    dataset  TEXT NOT NULL,
-    file_key TEXT NOT NULL,
-    tier     TEXT NOT NULL,
+    dataset  INTEGER NOT NULL,
+    file_key BLOB    NOT NULL,
+    tier     INTEGER NOT NULL,
     PRIMARY KEY (dataset, file_key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS packs (
-    dataset  TEXT    NOT NULL,
-    file_key TEXT    NOT NULL,
-    idx      INTEGER NOT NULL,
-    id       INTEGER NOT NULL,
-    PRIMARY KEY (dataset, file_key, idx)
-) WITHOUT ROWID;
-DROP INDEX IF EXISTS files_dataset;
 CREATE INDEX IF NOT EXISTS files_by_path ON files (dataset, path, version);
-DROP INDEX IF EXISTS pages_lru;
 CREATE INDEX IF NOT EXISTS pages_by_recency ON pages (tier, atime, size);
 """
 
 _ROW = (
     "SELECT p.dataset, p.file_key, p.idx, p.tier, p.size, p.checksum, p.atime,"
-    " e.tier IS NOT NULL, k.id FROM pages p LEFT JOIN extents e"
+    " e.tier IS NOT NULL, p.pack FROM pages p LEFT JOIN extents e"
     " ON e.dataset = p.dataset AND e.file_key = p.file_key AND e.tier = p.tier"
-    " LEFT JOIN packs k ON k.dataset = p.dataset AND k.file_key = p.file_key AND k.idx = p.idx"
 )
 """A page row, whether it lives in its file's extent, and its pack id if it is packed."""
 
@@ -126,6 +132,26 @@ def _to_sql(digest: int) -> int:
 
 def _from_sql(value: int) -> int:
     return value % _U64
+
+
+def sql_key(file_key: str) -> bytes | str:
+    """A file key as the index stores it: the 16 bytes of a key of 32 lowercase hex digits
+    (every key :func:`tidepool.core.pages.file_key` makes), any other key as it is."""
+    if len(file_key) == 32:
+        with contextlib.suppress(ValueError):
+            raw = bytes.fromhex(file_key)
+            if raw.hex() == file_key:
+                return raw
+    return file_key
+
+
+def key_of(value: bytes | str) -> str:
+    """The file key a stored value stands for (:func:`sql_key` undone)."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def _key_order(value: bytes | str) -> tuple[bool, Any]:
+    return isinstance(value, str), value
 
 
 @dataclass(slots=True)
@@ -150,6 +176,36 @@ class FileRow:
     dataset: str
     path: str
     version: str
+
+
+class _Names:
+    """A table of names (datasets, tier roots) stored as small integers, mirrored in memory: a
+    handful of rows, every name the index was ever given (never deleted, so an id always means
+    the same name)."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str, column: str) -> None:
+        self._table, self._column = table, column
+        rows = conn.execute(f"SELECT id, {column} FROM {table}").fetchall()
+        self._ids: dict[str, int] = {name: i for i, name in rows}
+        self._names: dict[int, str] = {i: name for i, name in rows}
+
+    def get(self, name: str) -> int | None:
+        return self._ids.get(name)
+
+    def name(self, ident: int) -> str:
+        return self._names[ident]
+
+    def add(self, conn: sqlite3.Connection, name: str) -> int:
+        """The id of ``name``, committed first if it is new (the caller holds the write lock
+        outside any transaction, so an id in memory is always one in the database)."""
+        ident = self._ids.get(name)
+        if ident is None:
+            t, c = self._table, self._column
+            conn.execute(f"INSERT OR IGNORE INTO {t} ({c}) VALUES (?)", (name,))
+            (ident,) = conn.execute(f"SELECT id FROM {t} WHERE {c} = ?", (name,)).fetchone()
+            self._names[ident] = name
+            self._ids[name] = ident
+        return int(ident)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -183,6 +239,15 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+_Where = tuple[int, bytes | str, int]
+
+
 class PageIndex:
     """Thread-safe access to the index database; every write is its own committed transaction."""
 
@@ -193,6 +258,8 @@ class PageIndex:
         try:
             self._conn.executescript(_SCHEMA)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._datasets = _Names(self._conn, "datasets", "name")
+            self._tiers = _Names(self._conn, "tiers", "root")
         except BaseException:
             self._conn.close()
             raise
@@ -203,28 +270,50 @@ class PageIndex:
     def fork_locks(self) -> list[threading.Lock]:
         return [self._lock, self._read_lock]
 
+    # -- names (the write lock held for add) --------------------------------------------------
+
+    def _where(self, key: PageKey) -> _Where | None:
+        """A page key as its row's primary key, or None when its dataset was never indexed."""
+        ds = self._datasets.get(key.dataset)
+        return None if ds is None else (ds, sql_key(key.file_key), key.index)
+
+    def _wheres(self, keys: Iterable[PageKey]) -> list[_Where]:
+        return [w for k in keys if (w := self._where(k)) is not None]
+
     def _rows(self, where: str, args: tuple[object, ...]) -> list[PageRow]:
         """Page rows matching ``where`` (on ``p``), through the read connection."""
         with self._read_lock:
             found = self._reader.execute(f"{_ROW} WHERE {where}", args).fetchall()
+        dataset, tier = self._datasets.name, self._tiers.name
         return [
-            PageRow(PageKey(ds, fk, idx), tier, size, _from_sql(digest), atime, bool(extent), pk)
-            for ds, fk, idx, tier, size, digest, atime, extent, pk in found
+            PageRow(
+                PageKey(dataset(ds), key_of(fk), idx),
+                tier(t),
+                size,
+                _from_sql(digest),
+                atime,
+                bool(extent),
+                pk,
+            )
+            for ds, fk, idx, t, size, digest, atime, extent, pk in found
         ]
 
     def row(self, key: PageKey) -> PageRow | None:
         """The row of one page, if it is indexed."""
-        rows = self._rows(
-            "p.dataset = ? AND p.file_key = ? AND p.idx = ?", (key.dataset, key.file_key, key.index)
-        )
+        where = self._where(key)
+        if where is None:
+            return None
+        rows = self._rows("p.dataset = ? AND p.file_key = ? AND p.idx = ?", where)
         return rows[0] if rows else None
 
     def has(self, key: PageKey) -> bool:
+        where = self._where(key)
+        if where is None:
+            return False
         with self._read_lock:
             return (
                 self._reader.execute(
-                    "SELECT 1 FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?",
-                    (key.dataset, key.file_key, key.index),
+                    "SELECT 1 FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?", where
                 ).fetchone()
                 is not None
             )
@@ -247,7 +336,7 @@ class PageIndex:
         found: dict[str, set[int]] = {}
         query = "SELECT file_key, idx FROM pages WHERE dataset = ? AND file_key IN ({})"
         for fk, i in self._of_files(query, dataset, file_keys):
-            found.setdefault(fk, set()).add(i)
+            found.setdefault(key_of(fk), set()).add(i)
         return found
 
     def _of_files(
@@ -255,48 +344,60 @@ class PageIndex:
     ) -> Iterator[tuple[Any, ...]]:
         """The rows of ``query`` (its ``{}`` a list of file keys) for a dataset's ``file_keys``,
         asked :data:`FILES_PER_QUERY` keys at a time through the read connection."""
-        names = sorted(set(file_keys))
+        ds = self._datasets.get(dataset)
+        if ds is None:
+            return
+        names = sorted({sql_key(k) for k in file_keys}, key=_key_order)
         for start in range(0, len(names), FILES_PER_QUERY):
             part = names[start : start + FILES_PER_QUERY]
             sql = query.format(", ".join("?" * len(part)))
             with self._read_lock:
-                rows = self._reader.execute(sql, (dataset, *part)).fetchall()
+                rows = self._reader.execute(sql, (ds, *part)).fetchall()
             yield from rows
 
     def file_pages(
         self, dataset: str, file_key: str, first: int = 0, last: int | None = None
     ) -> list[PageRow]:
         """The rows of a file's pages from index ``first`` to ``last`` (all: None), in order."""
+        ds = self._datasets.get(dataset)
+        if ds is None:
+            return []
         return self._rows(
             "p.dataset = ? AND p.file_key = ? AND p.idx BETWEEN ? AND ? ORDER BY p.idx",
-            (dataset, file_key, first, _I64_MAX if last is None else last),
+            (ds, sql_key(file_key), first, _I64_MAX if last is None else last),
         )
 
     def indexes(self, dataset: str, file_key: str) -> list[int]:
         """The indexes of a file's indexed pages, in order."""
+        ds = self._datasets.get(dataset)
+        if ds is None:
+            return []
         with self._read_lock:
             return [
                 i
                 for (i,) in self._reader.execute(
                     "SELECT idx FROM pages WHERE dataset = ? AND file_key = ? ORDER BY idx",
-                    (dataset, file_key),
+                    (ds, sql_key(file_key)),
                 )
             ]
 
     def oldest(self, tier: str, limit: int) -> list[PageRow]:
         """The ``limit`` least recently used pages of a tier, oldest first
         (``pages_by_recency``)."""
-        return self._rows("p.tier = ? ORDER BY p.atime LIMIT ?", (tier, limit))
+        t = self._tiers.get(tier)
+        return [] if t is None else self._rows("p.tier = ? ORDER BY p.atime LIMIT ?", (t, limit))
 
     def window(self, after: PageKey | None, limit: int) -> list[PageRow]:
         """At most ``limit`` rows in key order after the key ``after`` (None: from the first):
-        a walk over the whole index that holds one window in memory at a time."""
-        start = ("", "", -1) if after is None else tuple(after)  # before every key
-        return self._rows(
-            "(p.dataset, p.file_key, p.idx) > (?, ?, ?) ORDER BY p.dataset, p.file_key, p.idx"
-            " LIMIT ?",
-            (*start, limit),
-        )
+        a walk over the whole index that holds one window in memory at a time (in the order of
+        the stored keys: datasets by id, file keys by their bytes)."""
+        order = " ORDER BY p.dataset, p.file_key, p.idx LIMIT ?"
+        if after is None:
+            return self._rows("1" + order, (limit,))
+        where = self._where(after)
+        if where is None:
+            return []
+        return self._rows("(p.dataset, p.file_key, p.idx) > (?, ?, ?)" + order, (*where, limit))
 
     def totals(self) -> dict[str, tuple[int, int, int]]:
         """``tier -> (pages, bytes, highest atime)`` over the whole index: one scan of
@@ -304,7 +405,7 @@ class PageIndex:
         by the lookups that reach it)."""
         with self._read_lock:
             return {
-                tier: (n, size, atime)
+                self._tiers.name(tier): (n, size, atime)
                 for tier, n, size, atime in self._reader.execute(
                     "SELECT tier, COUNT(*), SUM(size), MAX(atime)"
                     " FROM pages INDEXED BY pages_by_recency GROUP BY tier"
@@ -313,24 +414,23 @@ class PageIndex:
 
     def file_count(self, dataset: str) -> int:
         """How many files of the dataset have a row (every file row has a page)."""
+        ds = self._datasets.get(dataset)
+        if ds is None:
+            return 0
         with self._read_lock:
             (n,) = self._reader.execute(
-                "SELECT COUNT(*) FROM files WHERE dataset = ?", (dataset,)
+                "SELECT COUNT(*) FROM files WHERE dataset = ?", (ds,)
             ).fetchone()
         return int(n)
 
     def delete_tiers_except(self, tiers: Iterable[str]) -> int:
         """Delete the rows of tiers not in ``tiers`` (no longer configured), with their extents
         and the file rows left without pages; how many page rows."""
-        keep = list(tiers)
+        keep = [t for root in tiers if (t := self._tiers.get(root)) is not None]
         marks = ", ".join("?" * len(keep))
         with self._lock, self._transaction():
             n = self._conn.execute(f"DELETE FROM pages WHERE tier NOT IN ({marks})", keep).rowcount
             self._conn.execute(f"DELETE FROM extents WHERE tier NOT IN ({marks})", keep)
-            self._conn.execute(
-                "DELETE FROM packs WHERE NOT EXISTS (SELECT 1 FROM pages p WHERE"
-                " p.dataset = packs.dataset AND p.file_key = packs.file_key AND p.idx = packs.idx)"
-            )
         if n:
             self.delete_orphan_files()
         return n
@@ -339,40 +439,43 @@ class PageIndex:
         """What a file key stands for, if any page of it was put."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT dataset, path, version FROM files WHERE file_key = ?", (file_key,)
+                "SELECT dataset, path, version FROM files WHERE file_key = ?", (sql_key(file_key),)
             ).fetchone()
-        return None if row is None else FileRow(*row)
+        return None if row is None else FileRow(self._datasets.name(row[0]), row[1], row[2])
 
     def add_pages(self, rows: Iterable[PageRow], files: dict[str, FileRow]) -> int:
         """Insert (or replace) pages and insert the missing file rows, in one transaction; how
         many file rows were new."""
-        page_params = [
-            (
-                r.key.dataset,
-                r.key.file_key,
-                r.key.index,
-                r.tier,
-                r.size,
-                _to_sql(r.checksum),
-                r.atime,
+        rows = list(rows)
+        with self._lock:
+            ds = {n: self._datasets.add(self._conn, n) for n in {r.key.dataset for r in rows}}
+            ds.update(
+                (f.dataset, self._datasets.add(self._conn, f.dataset)) for f in files.values()
             )
-            for r in rows
-        ]
-        pack_params = [
-            (r.key.dataset, r.key.file_key, r.key.index, r.pack) for r in rows if r.pack is not None
-        ]
-        file_params = [(fk, f.dataset, f.path, f.version) for fk, f in files.items()]
-        with self._lock, self._transaction():
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", page_params
-            )
-            if pack_params:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?)", pack_params
+            tiers = {root: self._tiers.add(self._conn, root) for root in {r.tier for r in rows}}
+            page_params = [
+                (
+                    ds[r.key.dataset],
+                    sql_key(r.key.file_key),
+                    r.key.index,
+                    tiers[r.tier],
+                    r.size,
+                    _to_sql(r.checksum),
+                    r.atime,
+                    r.pack,
                 )
-            return self._conn.executemany(
-                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params
-            ).rowcount
+                for r in rows
+            ]
+            file_params = [
+                (sql_key(fk), ds[f.dataset], f.path, f.version) for fk, f in files.items()
+            ]
+            with self._transaction():
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", page_params
+                )
+                return self._conn.executemany(
+                    "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params
+                ).rowcount
 
     def files_from(
         self, dataset: str, start: str, limit: int, *, strict: bool, row: tuple[str, str] | None
@@ -380,6 +483,9 @@ class PageIndex:
         """At most ``limit`` ``(path, version)`` of the dataset's files in path order: after the
         row ``row`` when given (the last of a previous batch), else from the path ``start`` on
         (``strict``: after it). An index range, whatever the dataset's size."""
+        ds = self._datasets.get(dataset)
+        if ds is None:
+            return []
         args: tuple[str, ...]
         if row is not None:
             where, args = "(path, version) > (?, ?)", row
@@ -389,35 +495,39 @@ class PageIndex:
             return self._conn.execute(
                 f"SELECT path, version FROM files WHERE dataset = ? AND {where}"
                 " ORDER BY path, version LIMIT ?",
-                (dataset, *args, limit),
+                (ds, *args, limit),
             ).fetchall()
 
     def set_tier(self, keys: Iterable[PageKey], tier: str) -> None:
         """Record that pages moved to another tier (one transaction); an extent moves with
         its pages."""
-        keys = list(keys)
-        files = {(k.dataset, k.file_key) for k in keys}
-        with self._lock, self._transaction():
-            self._conn.executemany(
-                "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
-                [(tier, k.dataset, k.file_key, k.index) for k in keys],
-            )
-            self._conn.executemany(
-                "UPDATE extents SET tier = ? WHERE dataset = ? AND file_key = ?",
-                [(tier, ds, fk) for ds, fk in files],
-            )
+        with self._lock:
+            t = self._tiers.add(self._conn, tier)
+            wheres = self._wheres(keys)
+            files = {(ds, fk) for ds, fk, _ in wheres}
+            with self._transaction():
+                self._conn.executemany(
+                    "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
+                    [(t, *w) for w in wheres],
+                )
+                self._conn.executemany(
+                    "UPDATE extents SET tier = ? WHERE dataset = ? AND file_key = ?",
+                    [(t, ds, fk) for ds, fk in files],
+                )
 
     def move_pack(self, key: PageKey, tier: str, pack: int) -> None:
         """Record that a packed page moved to another tier's pack database, as row ``pack``."""
-        with self._lock, self._transaction():
-            self._conn.execute(
-                "UPDATE pages SET tier = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
-                (tier, *key),
-            )
-            self._conn.execute(
-                "UPDATE packs SET id = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
-                (pack, *key),
-            )
+        with self._lock:
+            t = self._tiers.add(self._conn, tier)
+            where = self._where(key)
+            if where is None:
+                return
+            with self._transaction():
+                self._conn.execute(
+                    "UPDATE pages SET tier = ?, pack = ?"
+                    " WHERE dataset = ? AND file_key = ? AND idx = ?",
+                    (t, pack, *where),
+                )
 
     def pack_holders(
         self, dataset: str, keys: Iterable[tuple[str, int]]
@@ -425,33 +535,32 @@ class PageIndex:
         """``(file_key, idx) -> (tier, pack id)`` of those of ``keys`` that are packed pages."""
         wanted = set(keys)
         query = (
-            "SELECT k.file_key, k.idx, p.tier, k.id FROM packs k JOIN pages p"
-            " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
-            " WHERE k.dataset = ? AND k.file_key IN ({})"
+            "SELECT file_key, idx, tier, pack FROM pages"
+            " WHERE dataset = ? AND pack IS NOT NULL AND file_key IN ({})"
         )
         rows = self._of_files(query, dataset, (fk for fk, _ in wanted))
-        return {(fk, i): (t, pk) for fk, i, t, pk in rows if (fk, i) in wanted}
+        found = ((key_of(fk), i, t, pk) for fk, i, t, pk in rows)
+        return {(fk, i): (self._tiers.name(t), pk) for fk, i, t, pk in found if (fk, i) in wanted}
 
     def set_extent(self, dataset: str, file_key: str, tier: str) -> None:
         """Record that the file's pages in ``tier`` now live in its extent there."""
-        with self._lock, self._transaction():
-            self._conn.execute(
-                "INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", (dataset, file_key, tier)
+        with self._lock:
+            row = (
+                self._datasets.add(self._conn, dataset),
+                sql_key(file_key),
+                self._tiers.add(self._conn, tier),
             )
+            with self._transaction():
+                self._conn.execute("INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", row)
 
     def delete_pages(self, keys: Iterable[PageKey]) -> int:
         """Delete pages, and the rows of their files when no page of the file is left; how many
         file rows went."""
-        keys = list(keys)
-        files = {(k.dataset, k.file_key) for k in keys}
+        wheres = self._wheres(keys)
+        files = {(ds, fk) for ds, fk, _ in wheres}
         with self._lock, self._transaction():
             self._conn.executemany(
-                "DELETE FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?",
-                [(k.dataset, k.file_key, k.index) for k in keys],
-            )
-            self._conn.executemany(
-                "DELETE FROM packs WHERE dataset = ? AND file_key = ? AND idx = ?",
-                [(k.dataset, k.file_key, k.index) for k in keys],
+                "DELETE FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?", wheres
             )
             gone = self._conn.executemany(
                 "DELETE FROM files WHERE file_key = ? AND NOT EXISTS "
@@ -475,10 +584,11 @@ class PageIndex:
             ).rowcount
 
     def set_atimes(self, items: Iterable[tuple[PageKey, int]]) -> None:
+        params = [(atime, *w) for k, atime in items if (w := self._where(k)) is not None]
         with self._lock, self._transaction():
             self._conn.executemany(
                 "UPDATE pages SET atime = ? WHERE dataset = ? AND file_key = ? AND idx = ?",
-                [(atime, k.dataset, k.file_key, k.index) for k, atime in items],
+                params,
             )
 
     def checkpoint(self) -> None:
@@ -506,19 +616,115 @@ class PageIndex:
         self._conn.execute("COMMIT")
 
 
+def _tables(conn: sqlite3.Connection, schema: str) -> set[str]:
+    return {
+        name
+        for (name,) in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table'")
+    }
+
+
+def upgrade(old: Path, new: Path) -> int:
+    """Rewrite an index of schema 1 to 4 (``old``: names and hex keys in every row, packs in a
+    table of their own) as schema 5 at ``new``, then delete ``old``; how many pages.
+
+    Written beside ``new`` and renamed over it, so a crash part way leaves ``old`` in place
+    and the next open does it again. Raises :class:`sqlite3.DatabaseError` for an ``old``
+    that cannot be read."""
+    tmp = new.with_name(f"{new.name}.upgrading")
+    _remove_database(tmp)
+    index = PageIndex(tmp)
+    try:
+        conn = index._conn
+        conn.execute("ATTACH DATABASE ? AS old", (str(old),))
+        conn.create_function("tp_key", 1, sql_key, deterministic=True)
+        have = _tables(conn, "old")
+        if not {"pages", "files"} <= have:
+            raise sqlite3.DatabaseError(f"{old} has no pages and files tables")
+        pack = (
+            "(SELECT k.id FROM old.packs k WHERE"
+            " k.dataset = p.dataset AND k.file_key = p.file_key AND k.idx = p.idx)"
+            if "packs" in have
+            else "NULL"
+        )
+        extent_tiers = " UNION SELECT tier FROM old.extents" if "extents" in have else ""
+        with index._lock, index._transaction():
+            conn.execute(
+                "INSERT OR IGNORE INTO datasets (name)"
+                " SELECT dataset FROM old.pages UNION SELECT dataset FROM old.files"
+            )
+            conn.execute(
+                f"INSERT OR IGNORE INTO tiers (root) SELECT tier FROM old.pages{extent_tiers}"
+            )
+            n = conn.execute(
+                "INSERT INTO pages SELECT d.id, tp_key(p.file_key), p.idx, t.id, p.size,"
+                f" p.checksum, p.atime, {pack} FROM old.pages p"
+                " JOIN datasets d ON d.name = p.dataset JOIN tiers t ON t.root = p.tier"
+            ).rowcount
+            conn.execute(
+                "INSERT OR IGNORE INTO files SELECT tp_key(f.file_key), d.id, f.path, f.version"
+                " FROM old.files f JOIN datasets d ON d.name = f.dataset ORDER BY f.file_key"
+            )
+            if "extents" in have:
+                conn.execute(
+                    "INSERT OR IGNORE INTO extents SELECT d.id, tp_key(e.file_key), t.id"
+                    " FROM old.extents e JOIN datasets d ON d.name = e.dataset"
+                    " JOIN tiers t ON t.root = e.tier"
+                )
+        conn.execute("DETACH DATABASE old")
+    finally:
+        index.close()
+    for suffix in ("-wal", "-shm"):  # empty after close's checkpoint
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{tmp}{suffix}")
+    os.replace(tmp, new)
+    fd = os.open(new.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _remove_database(old)
+    return int(n)
+
+
 def open_index(state_dir: Path) -> tuple[PageIndex, dict[str, tuple[int, int, int]], bool]:
-    """Open the index and take its :meth:`PageIndex.totals`, moving an unreadable one aside:
-    ``(index, totals, fresh)``.
+    """Open the index and take its :meth:`PageIndex.totals`, upgrading an index of an older
+    schema (:func:`upgrade`) and moving an unreadable one aside: ``(index, totals, fresh)``.
 
     ``fresh`` is True when the database was replaced by an empty one, so the caller knows to
     rebuild from the tiers.
     """
     private_dir(state_dir)
     path = state_dir / INDEX_FILE
+    old = state_dir / OLD_INDEX_FILE
+    fresh = False
+    if old.exists():
+        started = time.monotonic()
+        try:
+            n = upgrade(old, path)
+            log.info(
+                "page index %s: %d pages rewritten to schema %d as %s in %.1f s",
+                old,
+                n,
+                SCHEMA_VERSION,
+                path.name,
+                time.monotonic() - started,
+            )
+        except sqlite3.DatabaseError as exc:
+            # it was written after ``path`` (a rolled-back release wrote it), so ``path`` is
+            # stale: both go, and the store rebuilds from its tiers
+            aside = move_aside(old)
+            _remove_database(path)
+            fresh = True
+            log.warning(
+                "page index %s is unreadable (%s); moved it to %s and rebuilding from the tiers",
+                old,
+                exc,
+                aside,
+            )
     try:
         index = PageIndex(path)
         try:
-            return index, index.totals(), False
+            return index, index.totals(), fresh
         except BaseException:
             index.close()
             raise

@@ -10,7 +10,7 @@ is instead a row of its tier's pack database, ``<tier root>/packs.sqlite3``::
 Rows are appended in id order into 64 KiB database pages, so they are packed end to end
 (SQLite stores a row of up to ~64 KiB inside its leaf page, no overflow page); a batch of pages is
 one transaction. Ids are never reused (``AUTOINCREMENT``). The page index (:mod:`.index`) maps a
-page to its pack id in table ``packs`` and keeps its checksum, as for a page file: a reader checks
+page to its pack id (column ``pages.pack``) and keeps its checksum, as for a page file: a reader checks
 the row's key and the data's checksum against the index, so a row that is not the page it is
 looked up as is never served. Why SQLite rather than segment files of our own: a row is
 written whole or not at all (no torn page), deleted rows' space is reused by later rows, and the
@@ -43,6 +43,7 @@ from urllib.parse import quote
 
 from tidepool.core.pages import PACK_FILE, PageKey, checksum
 from tidepool.store import forksafe
+from tidepool.store.index import sql_key
 
 DB_PAGE_SIZE = 1 << 16
 """SQLite page size of a pack database: rows of up to ~64 KiB stay in their leaf page."""
@@ -282,15 +283,16 @@ class PackReader:
         """The verified data of a packed page, or None (not packed here, gone, not trusted,
         or not the page the index says: the data must have the length and the checksum the
         index recorded)."""
+        where = (key.dataset, sql_key(key.file_key), key.index)
         try:
             with self._lock:
                 conn = self._connection()
-                found = conn.execute(self._query, (*key, *self._attached)).fetchall()
+                found = conn.execute(self._query, (*where, *self._attached)).fetchall()
                 if not found:
                     return None
                 tier, digest, data = found[0]
                 if data is None and self._attach(conn, tier):
-                    found = conn.execute(self._query, (*key, *self._attached)).fetchall()
+                    found = conn.execute(self._query, (*where, *self._attached)).fetchall()
                     tier, digest, data = found[0] if found else (tier, digest, None)
         except sqlite3.Error:
             return None
@@ -330,12 +332,12 @@ class PackReader:
     def _build(self) -> str:
         """The lookup statement over the attached tiers (``?4``… their roots)."""
         data = " ".join(
-            f"WHEN ?{4 + i} THEN (SELECT data FROM t{i}.packs WHERE id = k.id)"
+            f"WHEN ?{4 + i} THEN (SELECT data FROM t{i}.packs WHERE id = p.pack)"
             for i in range(len(self._attached))
         )
         return (
-            f"SELECT p.tier, p.checksum, {f'CASE p.tier {data} END' if data else 'NULL'}"
-            " FROM packs k JOIN pages p"
-            " ON p.dataset = k.dataset AND p.file_key = k.file_key AND p.idx = k.idx"
-            " WHERE k.dataset = ?1 AND k.file_key = ?2 AND k.idx = ?3"
+            f"SELECT t.root, p.checksum, {f'CASE t.root {data} END' if data else 'NULL'}"
+            " FROM pages p JOIN tiers t ON t.id = p.tier"
+            " WHERE p.dataset = (SELECT id FROM datasets WHERE name = ?1)"
+            " AND p.file_key = ?2 AND p.idx = ?3 AND p.pack IS NOT NULL"
         )
