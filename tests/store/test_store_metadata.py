@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tidepool.core import jsoncodec
+from tidepool.core.fileinfo import dir_info, file_info
 from tidepool.store import MetadataStore
+from tidepool.store.metadata import METADATA_FILE
 
 
 def test_info_round_trip_and_delete(tmp_path: Path) -> None:
@@ -148,4 +154,65 @@ def test_totals_survive_a_restart(tmp_path: Path) -> None:
     assert store.get_total("ds") == (66_200_000, 249, 123.5)
     store.drop_dataset("ds")
     assert store.get_total("ds") is None
+    store.close()
+
+
+def _stored(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(tmp_path / METADATA_FILE)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_plain_infos_are_stored_without_their_keys_and_read_back_whole(tmp_path: Path) -> None:
+    """A file's and a directory's info of the plain shape are stored as arrays (the info row
+    without its name, which is its path); infos of any other shape as they are; all read back
+    equal, from the database (a cold store) as from memory."""
+    plain = [file_info(f"d/f{i}.bin", 1024 + i, None, 1.7e9 + i / 7) for i in range(3)]
+    plain += [dir_info("d/sub")]
+    odd = [
+        {**file_info("d/m", 0, "e", None), "marker": True},
+        {"name": "d/h", "type": "file", "size": 3, "version": "v", "mtime": 1.0, "headers": {}},
+        {"type": "file", "name": "d/o", "size": 1, "version": "v", "mtime": None},  # order
+        {"name": "d/t", "type": "link", "size": 1, "version": "v", "mtime": None},
+        {"name": "d/big", "type": "file", "size": 1 << 70, "version": "", "mtime": None},
+    ]
+    entries = plain + odd
+    store = MetadataStore(tmp_path)
+    store.put_listing("ds", "d", entries, 5.0)
+    store.put_info("ds", "other", file_info("elsewhere", 1, "e", None), 6.0)
+    store.close()
+    rows = dict(_stored(tmp_path, "SELECT path, info FROM info"))
+    assert rows["d/f0.bin"] == jsoncodec.dumps(["f", 1024, plain[0]["version"], plain[0]["mtime"]])
+    assert rows["d/sub"] == '["d",0,"",null]'
+    assert rows["other"].startswith('["elsewhere","f",1,')  # a name that is not its path
+    assert rows["d/m"].startswith("{")
+    ((listing,),) = _stored(tmp_path, "SELECT entries FROM listings")
+    assert listing.startswith('[["d/f0.bin","f",1024,')
+    for cache_entries in (0, 100):
+        store = MetadataStore(tmp_path, cache_entries=cache_entries)
+        assert store.get_listing("ds", "d") == (entries, 5.0)
+        for e in entries:
+            assert store.get_info("ds", e["name"]) == (e, 5.0)
+        assert store.get_info("ds", "other") == (file_info("elsewhere", 1, "e", None), 6.0)
+        assert [info for _, info in store.info_rows("ds", "d", "", 100)] == sorted(
+            entries, key=lambda e: e["name"]
+        )
+        store.close()
+
+
+def test_rows_stored_as_objects_read_as_before(tmp_path: Path) -> None:
+    """Rows an older release wrote (every info a JSON object) are read as they are."""
+    store = MetadataStore(tmp_path)
+    store.close()
+    info = file_info("d/a", 7, "etag", 3.5)
+    db = sqlite3.connect(tmp_path / METADATA_FILE)
+    with db:
+        db.execute("INSERT INTO info VALUES ('ds', 'd/a', ?, 1.0)", (json.dumps(info),))
+        db.execute("INSERT INTO listings VALUES ('ds', 'd', ?, 1.0)", (json.dumps([info]),))
+    db.close()
+    store = MetadataStore(tmp_path)
+    assert store.get_info("ds", "d/a") == (info, 1.0)
+    assert store.get_listing("ds", "d") == ([info], 1.0)
     store.close()

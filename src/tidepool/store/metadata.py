@@ -23,6 +23,11 @@ SIGKILL can lose the writes of the last moments — metadata, which is fetched a
 A bounded in-memory LRU sits in front of the database for hot lookups (absent keys included);
 values not yet committed are kept apart until they are, so the LRU never drops them.
 
+Stored form: JSON text, an info of the plain shape (``name``, ``type``, ``size``, ``version``,
+``mtime``) as an array without its keys (:func:`_short`): ``["f",1024,"1024-17…",17…]`` for an
+info row, whose name is its path, ``["d000/f1.bin","f",…]`` in a listing. Rows written before
+(objects) read as they were.
+
 Limits: values are JSON (dicts of str/int/float/bool/None/lists); listing entries are keyed by
 their ``"name"`` — the same path form the caller uses with :meth:`MetadataStore.put_info`. Values
 handed out are shallow copies: do not mutate the entry dicts of a listing. One process owns the
@@ -85,6 +90,53 @@ _CacheKey = tuple[_Kind, str, str]
 _Value = tuple[Any, float] | None  # None: known to be absent
 _MISSING: Any = object()
 
+_SHAPE = ("name", "type", "size", "version", "mtime")
+"""The keys of a plain file or directory info, in the order :func:`tidepool.core.fileinfo.file_info`
+and ``dir_info`` write them: such an info is stored as an array (:func:`_short`)."""
+_TYPE_CODES = {"file": "f", "directory": "d"}
+_TYPES = {code: name for name, code in _TYPE_CODES.items()}
+
+
+def _short(info: Any, path: str | None) -> Any:
+    """An info as it is stored: one of the plain shape as an array without its keys —
+    ``[type, size, version, mtime]`` when its name is ``path`` (an info row's own), else
+    ``[name, type, size, version, mtime]`` (a listing's entry), the type as ``f``/``d`` —
+    anything else as the object it is. A million files' infos are stored twice (their rows and
+    their directories' listings): the keys and the repeated name were 40 % of those bytes."""
+    if not isinstance(info, dict) or tuple(info) != _SHAPE or not isinstance(info["type"], str):
+        return info
+    code = _TYPE_CODES.get(info["type"])
+    if code is None:
+        return info
+    if info["name"] == path:
+        return [code, info["size"], info["version"], info["mtime"]]
+    return [info["name"], code, info["size"], info["version"], info["mtime"]]
+
+
+def _long(value: Any, path: str | None) -> Any:
+    """:func:`_short` undone (an object, as older rows hold every info, comes back as it is)."""
+    if not isinstance(value, list):
+        return value
+    if len(value) == 4 and path is not None:
+        name, (code, size, version, mtime) = path, value
+    elif len(value) == 5:
+        name, code, size, version, mtime = value
+    else:
+        raise ValueError(f"a stored info of {len(value)} fields, not 4 or 5")
+    return {"name": name, "type": _TYPES[code], "size": size, "version": version, "mtime": mtime}
+
+
+def _load_info(raw: str, path: str) -> Any:
+    return _long(jsoncodec.loads(raw), path)
+
+
+def _dump_info(info: Any, path: str) -> str:
+    return jsoncodec.dumps(_short(info, path))
+
+
+def _load_entries(raw: str) -> list[Any]:
+    return [_long(e, None) for e in jsoncodec.loads(raw)]
+
 
 class MetadataStore:
     """Thread-safe persisted stat/listing cache with an in-memory LRU in front."""
@@ -138,8 +190,8 @@ class MetadataStore:
 
     def put_info(self, dataset: str, path: str, info: dict[str, Any], fetched_at: float) -> None:
         """Record what the origin said about ``path`` at ``fetched_at`` (epoch seconds)."""
-        raw = jsoncodec.dumps(info)
-        value = (jsoncodec.loads(raw), float(fetched_at))
+        raw = _dump_info(info, path)
+        value = (_load_info(raw, path), float(fetched_at))
         row = (dataset, path, raw, float(fetched_at))
         self._stage(
             ("info", dataset, path),
@@ -157,7 +209,7 @@ class MetadataStore:
                     "SELECT info, fetched_at FROM info WHERE dataset = ? AND path = ?",
                     (dataset, path),
                 ).fetchone()
-                value = None if row is None else (jsoncodec.loads(row[0]), float(row[1]))
+                value = None if row is None else (_load_info(row[0], path), float(row[1]))
                 self._remember(key, value)
         if value is None:
             return None
@@ -176,7 +228,7 @@ class MetadataStore:
         """Record the info of many paths (each keyed by its ``"name"``) in one write, keeping
         none of them in the LRU (a find's pages would flush it: the rows are read by pages,
         :meth:`info_rows`). The dicts are the store's from now on: do not change them."""
-        raws = [jsoncodec.dumps(e) for e in infos]
+        raws = [_dump_info(e, e["name"]) for e in infos]
         when = float(fetched_at)
         rows = [(dataset, e["name"], raw, when) for e, raw in zip(infos, raws, strict=True)]
         self._stage_many(
@@ -197,8 +249,8 @@ class MetadataStore:
         """Record a directory listing, and the info of each entry that has a ``"name"``
         (``infos=False``: the caller recorded them already, e.g. a find's pages; the listing is
         then not kept in the LRU either)."""
-        raw = jsoncodec.dumps(entries)
-        parsed: list[dict[str, Any]] = jsoncodec.loads(raw)
+        raw = jsoncodec.dumps([_short(e, None) for e in entries])
+        parsed: list[dict[str, Any]] = _load_entries(raw)
         when = float(fetched_at)
         named = [(e["name"], e) for e in parsed if infos and isinstance(e.get("name"), str)]
 
@@ -208,7 +260,7 @@ class MetadataStore:
             )
             c.executemany(
                 "INSERT OR REPLACE INTO info VALUES (?, ?, ?, ?)",
-                [(dataset, name, jsoncodec.dumps(e), when) for name, e in named],
+                [(dataset, name, _dump_info(e, name), when) for name, e in named],
             )
 
         staged: list[tuple[_CacheKey, _Value]] = [(("listing", dataset, dir), (parsed, when))]
@@ -225,7 +277,7 @@ class MetadataStore:
                     "SELECT entries, fetched_at FROM listings WHERE dataset = ? AND dir = ?",
                     (dataset, dir),
                 ).fetchone()
-                value = None if row is None else (jsoncodec.loads(row[0]), float(row[1]))
+                value = None if row is None else (_load_entries(row[0]), float(row[1]))
                 self._remember(key, value)
         if value is None:
             return None
@@ -273,7 +325,7 @@ class MetadataStore:
                 + " ORDER BY path LIMIT ?",
                 (dataset, after, low, *((high,) if high is not None else ()), int(limit)),
             ).fetchall()
-        return [(str(path), jsoncodec.loads(raw)) for path, raw in rows]
+        return [(str(path), _load_info(raw, path)) for path, raw in rows]
 
     def drop_older(self, dataset: str, prefix: str, before: float) -> int:
         """Forget the info and listings strictly below ``prefix`` fetched before ``before`` (what
