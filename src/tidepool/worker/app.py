@@ -53,7 +53,6 @@ decisions of a read in :mod:`tidepool.worker.dataset`, so what is left is one ro
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 import time
@@ -63,6 +62,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tidepool.core import jsoncodec
 from tidepool.core.conditions import parse_if_match
 from tidepool.core.errors import (
     AuthError,
@@ -106,7 +106,7 @@ MUTATING_ROUTES = frozenset({"/v1/datasets/{ds}/load", "/v1/datasets/{ds}/local-
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(),
+        body=jsoncodec.dumpb(data),
         status=status,
         content_type="application/json",
     )
