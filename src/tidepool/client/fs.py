@@ -576,25 +576,38 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             if rel > start_after:
                 yield [dict(info, name=rel)]
             return
-        after = start_after
         target = self._target("find", ds, rel)
-        while True:
+
+        def ask(after: str) -> asyncio.Future[Any]:
             query = {"limit": str(size or FIND_PAGE)} | ({"start_after": after} if after else {})
             steps = json_steps([self.endpoint], f"{target}?{urlencode(query)}", path, _ignore)
-            data = await self._call(steps)
-            files = data["files"]
-            yield [e for e in files if keep(e)]
-            following = data.get("next")
-            if not following:
-                return
-            if following <= after:
-                raise OSError(
-                    errno.EIO,
-                    f"worker {self.endpoint} answered a find page whose next cursor "
-                    f"{following[:200]!r} does not follow {after[:200]!r}",
-                    path,
-                )
-            after = following
+            return asyncio.ensure_future(self._call(steps))
+
+        # the next page is asked for before this one is handed on: the worker reads and
+        # encodes it while the caller goes through this one (at a million files the two
+        # took about as long, one after the other)
+        after = start_after
+        pending: asyncio.Future[Any] | None = ask(after)
+        try:
+            while pending is not None:
+                data = await pending
+                pending = None
+                following = data.get("next")
+                bad = bool(following) and following <= after
+                if following and not bad:
+                    pending = ask(following)
+                yield [e for e in data["files"] if keep(e)]
+                if bad:
+                    raise OSError(
+                        errno.EIO,
+                        f"worker {self.endpoint} answered a find page whose next cursor "
+                        f"{following[:200]!r} does not follow {after[:200]!r}",
+                        path,
+                    )
+                after = following or after
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     async def _named_pages(
         self, path: str, *, folder_markers: bool = False
