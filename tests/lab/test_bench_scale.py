@@ -26,7 +26,7 @@ def test_scale_benchmark_smoke(tmp_path: Path) -> None:
     assert rc == 0 and res["verified"]
     assert [r["files"] for r in res["rows"]] == [300, 600]
     for row in res["rows"]:
-        assert row["find_files"] == row["files"]
+        assert row["find_files"] == row["find_held_files"] == row["files"]
         assert row["warm_verified"] and row["warm_same_host_hits"] >= row["warm_files"] == 200
         assert row["restart_served_from_cache"]
         assert row["disk_mib"] > 0 and row["worker_rss_after_load_mib"] > 0
