@@ -19,6 +19,7 @@ from tests.conftest import ThreadWorker
 
 from tidepool.client import TidepoolFileSystem
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PageKey, file_key
+from tidepool.store.index import sql_key
 
 from .conftest import Serve, client, flush
 
@@ -79,16 +80,17 @@ def damage_packed(damage: str, db_path: Path, fkey: str) -> None:
     """The ``damage`` of :data:`DAMAGE` done to a packed page's row in its pack database
     (:mod:`tidepool.store.packs`): a flipped byte, a short row, no row."""
     db = sqlite3.connect(db_path, isolation_level=None)
+    stored = sql_key(fkey)
     try:
-        (data,) = db.execute("SELECT data FROM packs WHERE file_key = ?", (fkey,)).fetchone()
+        (data,) = db.execute("SELECT data FROM packs WHERE file_key = ?", (stored,)).fetchone()
         if damage == "flip":
             data = data[:10] + bytes([data[10] ^ 0xFF]) + data[11:]
         elif damage == "truncate":
             data = data[:5]
         if damage == "unlink":
-            db.execute("DELETE FROM packs WHERE file_key = ?", (fkey,))
+            db.execute("DELETE FROM packs WHERE file_key = ?", (stored,))
         else:
-            db.execute("UPDATE packs SET data = ? WHERE file_key = ?", (data, fkey))
+            db.execute("UPDATE packs SET data = ? WHERE file_key = ?", (data, stored))
     finally:
         db.close()
 

@@ -15,7 +15,7 @@ import pytest
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
-from tidepool.store.index import INDEX_FILE, OLD_INDEX_FILE
+from tidepool.store.index import INDEX_FILE, OLD_INDEX_FILE, key_of
 from tidepool.store.tierdir import DATASET_MARKER
 
 PAGE = 4096
@@ -59,7 +59,8 @@ def packed_rows(root: str | Path) -> list[tuple[str, int, int]]:
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return db.execute("SELECT file_key, idx, length(data) FROM packs").fetchall()
+        rows = db.execute("SELECT file_key, idx, length(data) FROM packs").fetchall()
+        return [(key_of(fk), idx, n) for fk, idx, n in rows]
     finally:
         db.close()
 

@@ -15,6 +15,7 @@ import pytest
 from tidepool.core.pages import HEADER_SIZE, PACK_FILE, PACK_MAX, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore
+from tidepool.store.index import sql_key
 from tidepool.store.packs import PackReader
 
 from .conftest import (
@@ -130,15 +131,19 @@ def test_a_damaged_or_missing_row_is_dropped_and_refetched(
     keys = [key(n) for n in range(4)]
     put_all(store, keys, 300)
     db = packs_db(tiers[0])
-    edit(db, "UPDATE packs SET data = zeroblob(300) WHERE file_key = ?", keys[0].file_key)
-    edit(db, "UPDATE packs SET data = substr(data, 1, 10) WHERE file_key = ?", keys[1].file_key)
-    edit(db, "DELETE FROM packs WHERE file_key = ?", keys[2].file_key)
+    edit(db, "UPDATE packs SET data = zeroblob(300) WHERE file_key = ?", sql_key(keys[0].file_key))
+    edit(
+        db,
+        "UPDATE packs SET data = substr(data, 1, 10) WHERE file_key = ?",
+        sql_key(keys[1].file_key),
+    )
+    edit(db, "DELETE FROM packs WHERE file_key = ?", sql_key(keys[2].file_key))
     # another page's row: the right length, but not this page
     edit(
         db,
         "UPDATE packs SET file_key = ? WHERE file_key = ?",
-        "e" * 32,
-        keys[3].file_key,
+        sql_key("e" * 32),
+        sql_key(keys[3].file_key),
     )
     for k in keys:
         assert store.get(k) is None
@@ -157,8 +162,10 @@ def test_restart_check_drops_rows_that_lost_their_data_and_removes_unvouched_row
     put_all(store, keys, 200)
     store.close()
     db = packs_db(tiers[0])
-    edit(db, "DELETE FROM packs WHERE file_key = ?", keys[0].file_key)  # lost
-    edit(db, "UPDATE packs SET data = zeroblob(7) WHERE file_key = ?", keys[1].file_key)  # short
+    edit(db, "DELETE FROM packs WHERE file_key = ?", sql_key(keys[0].file_key))  # lost
+    edit(
+        db, "UPDATE packs SET data = zeroblob(7) WHERE file_key = ?", sql_key(keys[1].file_key)
+    )  # short
     # a row committed just before a crash, whose page never reached the index
     edit(db, "INSERT INTO packs (file_key, idx, data) VALUES (?, 0, zeroblob(200))", "a" * 32)
 
@@ -222,7 +229,7 @@ def test_same_host_reader_follows_a_page_demoted_to_another_tier(
     edit(
         packs_db(tiers[1]),
         "UPDATE packs SET data = zeroblob(3000) WHERE file_key = ?",
-        first.file_key,
+        sql_key(first.file_key),
     )
     assert reader.read(first, 3000) is None
     store.drop_file(DS, first.file_key)

@@ -7,12 +7,15 @@ is instead a row of its tier's pack database, ``<tier root>/packs.sqlite3``::
 
     packs(id INTEGER PRIMARY KEY AUTOINCREMENT, file_key TEXT, idx INTEGER, data BLOB)
 
+``file_key`` is stored as the index stores it (:func:`tidepool.store.index.sql_key`: the key's
+16 bytes; rows written before are its 32 hex digits, read alike).
+
 Rows are appended in id order into 64 KiB database pages, so they are packed end to end
 (SQLite stores a row of up to ~64 KiB inside its leaf page, no overflow page); a batch of pages is
-one transaction. Ids are never reused (``AUTOINCREMENT``). The page index (:mod:`.index`) maps a
-page to its pack id (column ``pages.pack``) and keeps its checksum, as for a page file: a reader checks
-the row's key and the data's checksum against the index, so a row that is not the page it is
-looked up as is never served. Why SQLite rather than segment files of our own: a row is
+one transaction. Ids are never reused (``AUTOINCREMENT``). The page index (:mod:`.index`) maps
+a page to its pack id (column ``pages.pack``) and keeps its checksum, as for a page file: a
+reader checks the row's key and the data's checksum against the index, so a row that is not the
+page it is looked up as is never served. Why SQLite rather than segment files of our own: a row is
 written whole or not at all (no torn page), deleted rows' space is reused by later rows, and the
 library does the free-space bookkeeping a segment format would need (holes, compaction).
 
@@ -43,7 +46,7 @@ from urllib.parse import quote
 
 from tidepool.core.pages import PACK_FILE, PageKey, checksum
 from tidepool.store import forksafe
-from tidepool.store.index import sql_key
+from tidepool.store.index import key_of, sql_key
 
 DB_PAGE_SIZE = 1 << 16
 """SQLite page size of a pack database: rows of up to ~64 KiB stay in their leaf page."""
@@ -141,7 +144,7 @@ class PackFile:
                     int(
                         conn.execute(
                             "INSERT INTO packs (file_key, idx, data) VALUES (?, ?, ?)",
-                            (key.file_key, key.index, data),
+                            (sql_key(key.file_key), key.index, data),
                         ).lastrowid
                         or 0
                     )
@@ -177,10 +180,11 @@ class PackFile:
         with self._read_lock:
             if self._reader is None:
                 return []
-            return self._reader.execute(
+            rows = self._reader.execute(
                 "SELECT id, file_key, idx FROM packs WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
                 (after, upto, limit),
             ).fetchall()
+        return [(i, key_of(fk), idx) for i, fk, idx in rows]
 
     def delete(self, ids: Sequence[int]) -> None:
         """Delete rows in one transaction (``sqlite3.Error`` on failure)."""
@@ -218,7 +222,7 @@ def _checked(
     if row is None:
         return None
     fkey, idx, data = row
-    if fkey != key.file_key or idx != key.index or len(data) != length:
+    if key_of(fkey) != key.file_key or idx != key.index or len(data) != length:
         return None
     if checksum(data) != digest:
         return None
