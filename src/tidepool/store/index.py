@@ -140,11 +140,13 @@ def _from_sql(value: int) -> int:
 def sql_key(file_key: str) -> bytes | str:
     """A file key as the index stores it: the 16 bytes of a key of 32 lowercase hex digits
     (every key :func:`tidepool.core.pages.file_key` makes), any other key as it is."""
-    if len(file_key) == 32:
-        with contextlib.suppress(ValueError):
+    if len(file_key) == 32:  # (on every same-host read: no context manager here)
+        try:
             raw = bytes.fromhex(file_key)
-            if raw.hex() == file_key:
-                return raw
+        except ValueError:
+            return file_key
+        if raw.hex() == file_key:
+            return raw
     return file_key
 
 
