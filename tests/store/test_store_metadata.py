@@ -170,7 +170,8 @@ def test_plain_infos_are_stored_without_their_keys_and_read_back_whole(tmp_path:
     without its name, which is its path); infos of any other shape as they are; all read back
     equal, from the database (a cold store) as from memory."""
     plain = [file_info(f"d/f{i}.bin", 1024 + i, None, 1.7e9 + i / 7) for i in range(3)]
-    plain += [dir_info("d/sub")]
+    plain += [dir_info("d/sub"), file_info("d/e.bin", 5, "abc123", 2.5)]
+    plain += [file_info("d/n.bin", 6, None, None)]
     odd = [
         {**file_info("d/m", 0, "e", None), "marker": True},
         {"name": "d/h", "type": "file", "size": 3, "version": "v", "mtime": 1.0, "headers": {}},
@@ -184,7 +185,10 @@ def test_plain_infos_are_stored_without_their_keys_and_read_back_whole(tmp_path:
     store.put_info("ds", "other", file_info("elsewhere", 1, "e", None), 6.0)
     store.close()
     rows = dict(_stored(tmp_path, "SELECT path, info FROM info"))
-    assert rows["d/f0.bin"] == jsoncodec.dumps(["f", 1024, plain[0]["version"], plain[0]["mtime"]])
+    # no ETag: the version is size and mtime, stored as 0; an ETag is kept
+    assert rows["d/f0.bin"] == jsoncodec.dumps(["f", 1024, 0, plain[0]["mtime"]])
+    assert rows["d/e.bin"] == '["f",5,"abc123",2.5]' and rows["d/n.bin"] == '["f",6,0,null]'
+    assert plain[0]["version"] == f"1024-{plain[0]['mtime']:.6f}"
     assert rows["d/sub"] == '["d",0,"",null]'
     assert rows["other"].startswith('["elsewhere","f",1,')  # a name that is not its path
     assert rows["d/m"].startswith("{")

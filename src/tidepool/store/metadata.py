@@ -25,7 +25,8 @@ values not yet committed are kept apart until they are, so the LRU never drops t
 
 Stored form: JSON text, an info of the plain shape (``name``, ``type``, ``size``, ``version``,
 ``mtime``) as an array without its keys (:func:`_short`): ``["f",1024,"1024-17…",17…]`` for an
-info row, whose name is its path, ``["d000/f1.bin","f",…]`` in a listing. Rows written before
+info row, whose name is its path, ``["d000/f1.bin","f",…]`` in a listing; a version that is the
+one an origin without ETags gives (``size-mtime``) is stored as ``0``. Rows written before
 (objects) read as they were.
 
 Limits: values are JSON (dicts of str/int/float/bool/None/lists); listing entries are keyed by
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tidepool.core import jsoncodec
+from tidepool.core.pages import version_of
 from tidepool.store import forksafe
 from tidepool.store.index import connect, move_aside
 from tidepool.store.tierdir import private_dir
@@ -108,9 +110,20 @@ def _short(info: Any, path: str | None) -> Any:
     code = _TYPE_CODES.get(info["type"])
     if code is None:
         return info
+    version = info["version"]
+    if version and version == _derived(info["size"], info["mtime"]):
+        version = 0  # an origin without ETags: the version is size and mtime again
     if info["name"] == path:
-        return [code, info["size"], info["version"], info["mtime"]]
-    return [info["name"], code, info["size"], info["version"], info["mtime"]]
+        return [code, info["size"], version, info["mtime"]]
+    return [info["name"], code, info["size"], version, info["mtime"]]
+
+
+def _derived(size: Any, mtime: Any) -> str | None:
+    """The version :func:`tidepool.core.pages.version_of` gives a file without an ETag, or None
+    when ``size`` and ``mtime`` are not numbers it takes."""
+    if type(size) is not int or not (mtime is None or type(mtime) is float):
+        return None
+    return version_of(None, size, mtime)
 
 
 def _long(value: Any, path: str | None) -> Any:
@@ -123,6 +136,10 @@ def _long(value: Any, path: str | None) -> Any:
         name, code, size, version, mtime = value
     else:
         raise ValueError(f"a stored info of {len(value)} fields, not 4 or 5")
+    if version == 0:
+        version = _derived(size, mtime)
+        if version is None:
+            raise ValueError(f"a stored info of {path!r} with no version to derive")
     return {"name": name, "type": _TYPES[code], "size": size, "version": version, "mtime": mtime}
 
 
