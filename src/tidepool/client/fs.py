@@ -542,19 +542,25 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             )
         if detail:
             found: dict[str, dict[str, Any]] = {}
-            async for page in self._find_pages(path, folder_markers=folder_markers):
+            async for page in self._find_pages(path, folder_markers=folder_markers, ahead=True):
                 for e in page:
                     entry = self._remember(ds, e)
                     found[entry["name"]] = entry
             return {n: found[n] for n in sorted(found)}
         names: list[str] = []  # no dict per entry: a million names are a million names
-        async for page in self._find_pages(path, folder_markers=folder_markers):
+        async for page in self._find_pages(path, folder_markers=folder_markers, ahead=True):
             names.extend(self._note(ds, e) for e in page)
         names.sort()
         return [n for i, n in enumerate(names) if not i or n != names[i - 1]]
 
     async def _find_pages(
-        self, path: str, *, folder_markers: bool = False, size: int = 0, start_after: str = ""
+        self,
+        path: str,
+        *,
+        folder_markers: bool = False,
+        size: int = 0,
+        start_after: str = "",
+        ahead: bool = False,
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The entries of :meth:`find` of ``path`` (a file: itself) in pages of at most ``size``
         (:data:`FIND_PAGE`), named relative to the dataset as the worker sends them, those after
@@ -583,9 +589,10 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
             steps = json_steps([self.endpoint], f"{target}?{urlencode(query)}", path, _ignore)
             return asyncio.ensure_future(self._call(steps))
 
-        # the next page is asked for before this one is handed on: the worker reads and
-        # encodes it while the caller goes through this one (at a million files the two
-        # took about as long, one after the other)
+        # ``ahead`` (a caller that takes every page): the next page is asked for before this
+        # one is handed on, so the worker reads and encodes it while the caller goes through
+        # this one (at a million files the two took about as long, one after the other). A
+        # caller that may stop early (iter_find, the S3 gateway's pages) asks page by page.
         after = start_after
         pending: asyncio.Future[Any] | None = ask(after)
         try:
@@ -594,9 +601,11 @@ class TidepoolFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 pending = None
                 following = data.get("next")
                 bad = bool(following) and following <= after
-                if following and not bad:
+                if following and not bad and ahead:
                     pending = ask(following)
                 yield [e for e in data["files"] if keep(e)]
+                if following and not bad and pending is None:
+                    pending = ask(following)
                 if bad:
                     raise OSError(
                         errno.EIO,
