@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -588,3 +589,43 @@ def test_files_from_reads_the_index_by_range_in_batches(
     assert list(store.files_from("ds", "d/c", strict=True)) == [r for r in want if r[0] > "d/c"]
     assert list(store.files_from("ds", "d/zz")) == []
     assert list(store.files_from("other", "")) == []
+
+
+def test_a_failed_index_delete_leaves_the_pages_counted_once(
+    make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eviction whose index delete fails (a full disk): the page's data goes, its row and
+    its count stay, and the row is dropped (uncounted) once, when next found: the tier's count
+    always equals what it holds on disk, never below it."""
+    full = PAGE + HEADER_SIZE
+    tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
+    store = make_store(tiers)
+    for i in range(3):
+        assert store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+    index = store._index
+    real = index.delete_pages
+    calls: list[list[PageKey]] = []
+
+    def fails_once(keys: list[PageKey]) -> int:
+        calls.append(list(keys))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(keys)
+
+    monkeypatch.setattr(index, "delete_pages", fails_once)
+    assert store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # evicts key(0)
+    assert calls and calls[0] == [key(0)]
+    root = tiers[0].path
+    assert store.get(key(0)) is None  # its row without data, dropped now if not already
+    for i in (1, 2, 3):
+        assert bytes(store.get(key(i)) or b"") == payload(key(i), PAGE)
+    usage = store.usage()[0]
+    assert (
+        (usage.used, usage.pages)
+        == (disk_bytes(root), len(page_files(root)))
+        == (
+            3 * full,
+            3,
+        )
+    )
+    assert not index.has(key(0))
