@@ -595,8 +595,8 @@ def test_a_failed_index_delete_leaves_the_pages_counted_once(
     make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An eviction whose index delete fails (a full disk): the page's data goes, its row and
-    its count stay, and the row is dropped (uncounted) once, when next found: the tier's count
-    always equals what it holds on disk, never below it."""
+    its count stay (the put that needed the room is refused), and the row is dropped (uncounted)
+    once, when next found: the tier's count always equals what it holds, never below it."""
     full = PAGE + HEADER_SIZE
     tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
     store = make_store(tiers)
@@ -613,8 +613,11 @@ def test_a_failed_index_delete_leaves_the_pages_counted_once(
         return real(keys)
 
     monkeypatch.setattr(index, "delete_pages", fails_once)
-    assert store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # evicts key(0)
-    assert calls and calls[0] == [key(0)]
+    # the eviction it tried could not be recorded: refused (served from the origin)
+    assert not store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
+    assert calls == [[key(0)]]
+    assert store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # key(0)'s row goes
+    assert calls[1] == [key(0)]
     root = tiers[0].path
     assert store.get(key(0)) is None  # its row without data, dropped now if not already
     for i in (1, 2, 3):
@@ -629,3 +632,37 @@ def test_a_failed_index_delete_leaves_the_pages_counted_once(
         )
     )
     assert not index.has(key(0))
+
+
+def test_an_index_that_cannot_delete_stops_eviction_instead_of_looping(
+    make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every index delete fails (the disk stays full): a put that needs room tries once and
+    is refused (the page is served from the origin instead), rather than taking the same
+    victims again for ever; the count never drops below what the tier holds, and once the
+    index can write again the next put evicts and the count is exact."""
+    full = PAGE + HEADER_SIZE
+    tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
+    store = make_store(tiers)
+    for i in range(3):
+        assert store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+    index = store._index
+    real = index.delete_pages
+    calls: list[list[PageKey]] = []
+
+    def always_fails(keys: list[PageKey]) -> int:
+        calls.append(list(keys))
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(index, "delete_pages", always_fails)
+    assert not store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
+    assert len(calls) == 1
+    root = tiers[0].path
+    assert store.usage()[0].used >= disk_bytes(root)
+    monkeypatch.setattr(index, "delete_pages", real)
+    assert store.put(key(4), payload(key(4), PAGE), path="f4", version="v")
+    for i in (0, 1, 2, 3):
+        store.get(key(i))  # a row whose data went is dropped when found
+    usage = store.usage()[0]
+    assert (usage.used, usage.pages) == (disk_bytes(root), len(page_files(root)))
+    assert bytes(store.get(key(4)) or b"") == payload(key(4), PAGE)

@@ -879,7 +879,8 @@ class PageStore:
                     victims = self._take_victims(tier, tier.used + size - tier.quota)
                 if not victims:
                     return False  # the rest is reserved by writes in progress
-                self._evict(tier, victims)
+                if not self._evict(tier, victims):
+                    return False  # nothing could be removed (the index cannot write now)
 
     def _release(self, tier: Tier, size: int) -> None:
         with self._lock:
@@ -894,9 +895,8 @@ class PageStore:
                     if tier.used <= target:
                         return
                     victims = self._take_victims(tier, tier.used - target)
-                if not victims:
+                if not victims or not self._evict(tier, victims):
                     return
-                self._evict(tier, victims)
 
     def _flush_touched(self) -> None:
         """Persist recency before choosing a victim by it (the index orders by ``atime``)."""
@@ -928,14 +928,15 @@ class PageStore:
                 break
         return claimed
 
-    def _evict(self, tier: Tier, victims: list[_Entry]) -> None:
+    def _evict(self, tier: Tier, victims: list[_Entry]) -> bool:
         """Demote claimed pages to the next tier, or delete them (holding ``_space_lock``):
         those not demoted go in one index transaction; a page of an extent goes with the whole
-        extent."""
+        extent. False when none left the tier's count (the index could not delete them), so a
+        caller looping until there is room stops instead of taking the same victims again."""
         if len(victims) == 1 and victims[0].extent:
-            self._evict_extent(tier, victims[0])
-            return
+            return self._evict_extent(tier, victims[0])
         doomed: list[_Entry] = []
+        moved = False
         lower = self._tiers[tier.index + 1] if tier.index + 1 < len(self._tiers) else None
         for entry in victims:
             src = tier.page_path(entry.key)
@@ -949,12 +950,14 @@ class PageStore:
                 with self._lock:
                     tier.used -= entry.size
                     self._unpin(entry)
+                moved = True
             else:
                 doomed.append(entry)
         if doomed:
             with self._lock:
                 self._evictions += len(doomed)
-            self._delete(doomed)
+            moved = self._delete(doomed) or moved
+        return moved
 
     def _demote(self, upper: Tier, lower: Tier, entry: _Entry, src: str) -> bool:
         key = entry.key
@@ -1030,7 +1033,7 @@ class PageStore:
         self._drop_rows(upper.index, [old])
         return True
 
-    def _evict_extent(self, tier: Tier, entry: _Entry) -> None:
+    def _evict_extent(self, tier: Tier, entry: _Entry) -> bool:
         """Evict an extent whose page ``entry`` was claimed as a victim: demote it whole to the
         next tier when that has room, else delete it (holding ``_space_lock``)."""
         with self._lock:
@@ -1039,10 +1042,10 @@ class PageStore:
         if tier.index + 1 < len(self._tiers) and self._demote_extent(
             tier, self._tiers[tier.index + 1], group
         ):
-            return
+            return True
         with self._lock:
             self._evictions += len(group)
-        self._delete(group)
+        return self._delete(group)
 
     def _demote_extent(self, upper: Tier, lower: Tier, group: list[_Entry]) -> bool:
         """Copy a claimed extent (``group``: its pages, in order) to ``lower``; False when it
@@ -1115,10 +1118,11 @@ class PageStore:
             raise OSError(errno.EIO, f"pack database: {exc}") from exc
         return None if data is None else memoryview(data)
 
-    def _delete(self, entries: Sequence[_Entry]) -> None:
-        """Remove claimed pages: index row, then file, then accounting."""
+    def _delete(self, entries: Sequence[_Entry]) -> bool:
+        """Remove claimed pages: index row, then file, then accounting; False when the index
+        could not delete the rows (they stay counted, see below)."""
         if not entries:
-            return
+            return True
         gone = 0
         indexed = False
         try:
@@ -1146,6 +1150,7 @@ class PageStore:
                     self._unpin(e)
                 else:
                     self._forget(e)
+        return not indexed
 
     def _write(self, tier: Tier, key: PageKey, chunks: Sequence[Buffer], size: int) -> bool:
         """Write a page file in place into a tier whose space is reserved (see
