@@ -591,47 +591,48 @@ def test_files_from_reads_the_index_by_range_in_batches(
     assert list(store.files_from("other", "")) == []
 
 
+def _full_tier_failing_deletes(
+    make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int
+) -> tuple[PageStore, Path, list[list[PageKey]]]:
+    """A tier holding three pages, full, whose index's first ``failures`` deletes fail as on
+    a full disk; the store, the tier's root and the keys of every delete asked for."""
+    full = PAGE + HEADER_SIZE
+    tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
+    store = make_store(tiers)
+    for i in range(3):
+        assert store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+    real = store._index.delete_pages
+    calls: list[list[PageKey]] = []
+
+    def failing(keys: list[PageKey]) -> int:
+        calls.append(list(keys))
+        if len(calls) <= failures:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(keys)
+
+    monkeypatch.setattr(store._index, "delete_pages", failing)
+    return store, Path(tiers[0].path), calls
+
+
 def test_a_failed_index_delete_leaves_the_pages_counted_once(
     make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An eviction whose index delete fails (a full disk): the page's data goes, its row and
     its count stay (the put that needed the room is refused), and the row is dropped (uncounted)
     once, when next found: the tier's count always equals what it holds, never below it."""
-    full = PAGE + HEADER_SIZE
-    tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
-    store = make_store(tiers)
-    for i in range(3):
-        assert store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
-    index = store._index
-    real = index.delete_pages
-    calls: list[list[PageKey]] = []
-
-    def fails_once(keys: list[PageKey]) -> int:
-        calls.append(list(keys))
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("database or disk is full")
-        return real(keys)
-
-    monkeypatch.setattr(index, "delete_pages", fails_once)
+    store, root, calls = _full_tier_failing_deletes(make_store, tmp_path, monkeypatch, 1)
     # the eviction it tried could not be recorded: refused (served from the origin)
     assert not store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
     assert calls == [[key(0)]]
     assert store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # key(0)'s row goes
     assert calls[1] == [key(0)]
-    root = tiers[0].path
     assert store.get(key(0)) is None  # its row without data, dropped now if not already
     for i in (1, 2, 3):
         assert bytes(store.get(key(i)) or b"") == payload(key(i), PAGE)
     usage = store.usage()[0]
-    assert (
-        (usage.used, usage.pages)
-        == (disk_bytes(root), len(page_files(root)))
-        == (
-            3 * full,
-            3,
-        )
-    )
-    assert not index.has(key(0))
+    held = (disk_bytes(root), len(page_files(root)))
+    assert (usage.used, usage.pages) == held == (3 * (PAGE + HEADER_SIZE), 3)
+    assert not store._index.has(key(0))
 
 
 def test_an_index_that_cannot_delete_stops_eviction_instead_of_looping(
@@ -641,25 +642,11 @@ def test_an_index_that_cannot_delete_stops_eviction_instead_of_looping(
     is refused (the page is served from the origin instead), rather than taking the same
     victims again for ever; the count never drops below what the tier holds, and once the
     index can write again the next put evicts and the count is exact."""
-    full = PAGE + HEADER_SIZE
-    tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
-    store = make_store(tiers)
-    for i in range(3):
-        assert store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
-    index = store._index
-    real = index.delete_pages
-    calls: list[list[PageKey]] = []
-
-    def always_fails(keys: list[PageKey]) -> int:
-        calls.append(list(keys))
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(index, "delete_pages", always_fails)
+    store, root, calls = _full_tier_failing_deletes(make_store, tmp_path, monkeypatch, 10**6)
     assert not store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
     assert len(calls) == 1
-    root = tiers[0].path
     assert store.usage()[0].used >= disk_bytes(root)
-    monkeypatch.setattr(index, "delete_pages", real)
+    monkeypatch.undo()  # the index writes again
     assert store.put(key(4), payload(key(4), PAGE), path="f4", version="v")
     for i in (0, 1, 2, 3):
         store.get(key(i))  # a row whose data went is dropped when found
