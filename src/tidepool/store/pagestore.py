@@ -39,7 +39,7 @@ page files, when the tier has no room for a second copy.
 
 Packed pages (issue 16, :mod:`tidepool.store.packs`): a page that is a whole file of at most
 ``pack_max`` bytes is a row of its tier's pack database instead of a page file (its index row
-names the row's id, table ``packs``). Put in one transaction per tier and batch, then indexed;
+names the row's id, column ``pages.pack``). Put in one transaction per tier and batch, then indexed;
 read, evicted, demoted, dropped and checked at restart as a page file is, with a row for a file:
 no ``sendfile`` of it (:meth:`PageStore.open_run` says None; :meth:`PageStore.get` reads it).
 
