@@ -135,10 +135,11 @@ _OLD_TABLES = {
 
 
 def write_old_index(state: Path, schema: int = 4, *, keep_new: bool = False) -> Path:
-    """Rewrite a closed store's index (schema 5) as a release of ``schema`` (1 to 4) wrote it:
-    dataset and tier names and hex file keys in every row, packed pages in ``packs`` (schema 4;
-    an older index knows no packed page). The schema 5 file goes unless ``keep_new`` (as after
-    a rollback). Returns the old index's path."""
+    """Rewrite a closed store's index (schema 6) as a release of ``schema`` (1 to 4) wrote it:
+    dataset and tier names and hex file keys in every row, a ``files`` row per file (its path is
+    its key here: schema 6 keeps none, and the upgrade reads none), packed pages in ``packs``
+    (schema 4; an older index knows no packed page). The new file goes unless ``keep_new`` (as
+    after a rollback). Returns the old index's path."""
     new, old = state / INDEX_FILE, state / OLD_INDEX_FILE
     db = sqlite3.connect(old, isolation_level=None)
     try:
@@ -154,8 +155,8 @@ def write_old_index(state: Path, schema: int = 4, *, keep_new: bool = False) -> 
             f" x.checksum, x.atime FROM n.pages x{names}"
         )
         db.execute(
-            "INSERT INTO files SELECT hexkey(f.file_key), d.name, f.path, f.version"
-            " FROM n.files f JOIN n.datasets d ON d.id = f.dataset"
+            "INSERT INTO files SELECT DISTINCT hexkey(x.file_key), d.name, hexkey(x.file_key), 'v'"
+            " FROM n.pages x JOIN n.datasets d ON d.id = x.dataset"
         )
         if schema >= 2:
             db.execute(
@@ -177,3 +178,22 @@ def write_old_index(state: Path, schema: int = 4, *, keep_new: bool = False) -> 
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{new}{suffix}")
     return old
+
+
+def write_schema5_files(state: Path) -> int:
+    """Give a closed store's index (schema 6) the ``files`` table and its index by path that
+    schema 5 kept (a row per file), as that release left it; how many rows."""
+    db = sqlite3.connect(state / INDEX_FILE, isolation_level=None)
+    try:
+        db.execute(
+            "CREATE TABLE files (file_key BLOB NOT NULL PRIMARY KEY, dataset INTEGER NOT NULL,"
+            " path TEXT NOT NULL, version TEXT NOT NULL) WITHOUT ROWID"
+        )
+        db.execute("CREATE INDEX files_by_path ON files (dataset, path, version)")
+        n = db.execute(
+            "INSERT INTO files SELECT DISTINCT file_key, dataset, hex(file_key), 'v' FROM pages"
+        ).rowcount
+        db.execute("PRAGMA user_version=5")
+    finally:
+        db.close()
+    return int(n)

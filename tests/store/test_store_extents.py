@@ -290,7 +290,7 @@ def test_an_index_of_schema_1_opens_and_its_pages_are_page_files(
 def test_an_index_of_schema_4_keeps_its_extents(
     make_store: StoreFactory, one_tier: list[TierConfig], tmp_path: Path
 ) -> None:
-    """The upgrade to schema 5 carries the extents table over: the file is still served from
+    """The upgrade to schema 6 carries the extents table over: the file is still served from
     its extent (no page file of its own) and still counted once."""
     store = make_store(one_tier, extent_min_bytes=2 * PAGE)
     data = put_file(store, 1)

@@ -291,7 +291,7 @@ def test_an_index_a_rolled_back_release_wrote_since_wins(
 ) -> None:
     """A release before schema 5, rolled back to, wrote ``index.sqlite3`` after this one's
     index: the older schema's file is the newer state (here: it evicted two files), so it
-    replaces the stale schema 5 index; what it no longer vouches for is not served."""
+    replaces the stale new index; what it no longer vouches for is not served."""
     store, data = _mixed_store(make_store, roomy)
     store.close()
     old = write_old_index(tmp_path / "state", 4, keep_new=True)
@@ -311,7 +311,7 @@ def test_an_unreadable_index_of_schema_4_is_moved_aside_and_nothing_is_served(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An ``index.sqlite3`` that cannot be read is moved aside, the schema 5 index beside it
+    """An ``index.sqlite3`` that cannot be read is moved aside, the new index beside it
     (older than it) dropped: the store starts empty and fetches again, never serving what
     nothing vouches for."""
     store, data = _mixed_store(make_store, roomy)

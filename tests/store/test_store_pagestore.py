@@ -13,7 +13,7 @@ import pytest
 from tidepool.core.pages import HEADER_SIZE, PAGES_DIR, TMP_DIR, PageKey
 from tidepool.spec.config import TierConfig
 from tidepool.store import PageStore, pagestore
-from tidepool.store.index import INDEX_FILE
+from tidepool.store.index import INDEX_FILE, PageRow, open_index
 
 from .conftest import PAGE, StoreFactory, disk_bytes, key, page_files, payload, store_root
 
@@ -37,12 +37,6 @@ def test_put_get_round_trip(make_store: StoreFactory, tiers: list[TierConfig]) -
     assert store.pages_of("ds", k.file_key) == {3}
     assert store.dataset_bytes("ds") == 1000
     assert store.dataset_files("ds") == 1
-    info = store.file_info(k.file_key)
-    assert info is not None and (info.dataset, info.path, info.version) == (
-        "ds",
-        f"/f/{k.file_key}",
-        "v1",
-    )
     mem, ssd = store.usage()
     assert (mem.medium, mem.used, mem.pages, mem.capacity) == (
         "MEM",
@@ -219,7 +213,6 @@ def test_drop_file_and_dataset(make_store: StoreFactory) -> None:
     put(store, key(2))
     store.drop_file("ds", key(1).file_key)
     assert store.pages_of("ds", key(1).file_key) == set()
-    assert store.file_info(key(1).file_key) is None
     assert store.dataset_files("ds") == 1 and store.dataset_bytes("ds") == PAGE
     store.drop_dataset("ds")
     assert store.dataset_files("ds") == 0 and store.dataset_bytes("ds") == 0
@@ -571,24 +564,28 @@ def test_invalid_tiers_are_refused(tmp_path: Path) -> None:
         PageStore([], tmp_path / "s", dataset="ds", page_size=PAGE)
 
 
-def test_files_from_reads_the_index_by_range_in_batches(
-    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Listing windows over the files with a cached page: path order, batch boundaries that
-    fall between two versions of one path lose neither, ``start`` inclusive or strict, other
-    datasets' files never mixed in."""
-    monkeypatch.setattr(pagestore, "FILES_BATCH", 3)
-    store = make_store()
-    rows = [(f"d/{c}", "v1") for c in "abcdefg"] + [("d/c", "v2"), ("d/c", "v0")]
-    for n, (path, version) in enumerate(rows):
-        k = PageKey("ds", f"{n:032x}", 0)
-        assert store.put(k, payload(k, 10), path=path, version=version)
-    want = sorted(rows)
-    assert list(store.files_from("ds", "")) == want
-    assert list(store.files_from("ds", "d/c")) == [r for r in want if r[0] >= "d/c"]
-    assert list(store.files_from("ds", "d/c", strict=True)) == [r for r in want if r[0] > "d/c"]
-    assert list(store.files_from("ds", "d/zz")) == []
-    assert list(store.files_from("other", "")) == []
+def test_the_index_counts_files_with_a_page(tmp_path: Path) -> None:
+    """A file counts once from its first page to its last (the index has no table of files:
+    the count is of keys with a page row), whatever order its pages come and go in, a page put
+    or deleted twice counted once, and a reopened index counts the same from its pages."""
+    index, _, _ = open_index(tmp_path / "state")
+
+    def rows(*keys: PageKey) -> list[PageRow]:
+        return [PageRow(k, str(tmp_path), 10, 0, 1) for k in keys]
+
+    assert index.add_pages(rows(key(1, 0), key(1, 2))) == 1
+    assert index.add_pages(rows(key(1, 1), key(2), key(1, 1))) == 1  # file 2
+    assert index.add_pages(rows(key(2))) == 0  # put again
+    assert index.file_count("ds") == 2
+    assert index.delete_pages([key(1, 0), key(1, 2)]) == 0  # page 1 left
+    assert index.delete_pages([key(1, 1), key(1, 1), key(1, 0)]) == 1
+    assert index.delete_pages([key(1, 1)]) == 0  # gone already
+    assert index.add_pages(rows(key(3, 4))) == 1
+    assert index.file_count("ds") == 2 and index.file_count("other") == 0
+    index.close()
+    index, _, _ = open_index(tmp_path / "state")
+    assert index.file_count("ds") == 2 and index.indexes("ds", key(3).file_key) == [4]
+    index.close()
 
 
 def _full_tier_failing_deletes(

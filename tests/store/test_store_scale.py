@@ -11,11 +11,19 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from tests.store.conftest import DS, PAGE, StoreFactory, key, payload, write_old_index
+from tests.store.conftest import (
+    DS,
+    PAGE,
+    StoreFactory,
+    key,
+    payload,
+    write_old_index,
+    write_schema5_files,
+)
 
 from tidepool.core.pages import HEADER_SIZE
 from tidepool.spec.config import TierConfig
-from tidepool.store.index import INDEX_FILE, FileRow, PageRow, open_index
+from tidepool.store.index import INDEX_FILE, PageRow, open_index
 
 BIG = 200_000
 SMALL = 2_000
@@ -27,8 +35,7 @@ def fill_index(state: Path, tier_root: Path, n: int) -> None:
     index, _, fresh = open_index(state)
     assert fresh is False
     rows = [PageRow(key(i), str(tier_root), HEADER_SIZE + 1024, i, i + 1) for i in range(n)]
-    files = {key(i).file_key: FileRow(DS, f"d/{i:07d}", "v1") for i in range(n)}
-    assert index.add_pages(rows, files) == n
+    assert index.add_pages(rows) == n
     index.close()
 
 
@@ -51,7 +58,6 @@ def kept_after_open(make_store: StoreFactory, tmp_path: Path, n: int) -> tuple[i
     assert store.dataset_bytes(DS) == 1024 * n
     assert store.contains(key(n - 1)) and not store.contains(key(n))
     assert store.pages_of(DS, key(7).file_key) == {0}
-    assert store.file_info(key(3).file_key) == FileRow(DS, "d/0000003", "v1")
     store.close()
     (tmp_path / "state" / INDEX_FILE).unlink()
     return kept, pages
@@ -112,8 +118,8 @@ def test_an_index_of_an_older_schema_is_upgraded_with_its_pages_and_recency(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
     """An index of schema 2 (no recency index), 3 or 4 (``index.sqlite3``: names and hex keys
-    in every row) is rewritten as schema 5 when opened: its pages, totals and LRU order kept,
-    the old file gone."""
+    in every row) is rewritten as schema 6 when opened: its pages, totals, file count and LRU
+    order kept, the old file gone, no table of files."""
     full = PAGE + HEADER_SIZE
     tiers = [TierConfig("SSD", str(tmp_path / "old"), quota=3 * full, high=1.0, low=1.0)]
     state = tmp_path / "state"
@@ -128,16 +134,48 @@ def test_an_index_of_an_older_schema_is_upgraded_with_its_pages_and_recency(
         assert not old.exists() and (state / INDEX_FILE).exists()
         db = sqlite3.connect(state / INDEX_FILE)
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
-        assert db.execute("PRAGMA user_version").fetchone() == (5,)
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)
         db.close()
-        assert {"pages_by_recency", "datasets", "tiers"} <= names and "packs" not in names
+        assert {"pages_by_recency", "datasets", "tiers"} <= names
+        assert not {"packs", "files", "files_by_path"} & names
         assert store.usage()[0].pages == 3 and store.usage()[0].used == 3 * full
-        assert store.file_info(key(1).file_key) == FileRow(DS, "f1", "v")
+        assert store.dataset_files(DS) == 3
         store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # evicts the oldest
         assert [store.contains(key(i)) for i in range(4)] == [False, True, True, True]
         assert bytes(store.get(key(2)) or b"") == payload(key(2), PAGE)
         store.drop_dataset(DS)
         store.close()
+
+
+def test_a_schema_5_index_loses_its_files_table_and_their_space(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """Schema 5's ``files`` table and its index by path (what a key stands for; nothing reads
+    them since schema 6) are dropped when the index is opened, the file vacuumed smaller, and
+    every page, the totals and the file count kept."""
+    tiers = [TierConfig("SSD", str(tmp_path / "five"), quota=10**9, high=1.0, low=1.0)]
+    state = tmp_path / "state"
+    store = make_store(tiers)
+    n = 3_000
+    store.put_many([(key(i), payload(key(i), 64), f"f{i}", "v") for i in range(n)])
+    used = store.usage()[0].used
+    store.close()
+    before = (state / INDEX_FILE).stat().st_size
+    assert write_schema5_files(state) == n
+    with_files = (state / INDEX_FILE).stat().st_size
+    assert with_files > before
+    store = make_store(tiers)
+    db = sqlite3.connect(state / INDEX_FILE)
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert db.execute("PRAGMA user_version").fetchone() == (6,)
+    db.close()
+    assert not {"files", "files_by_path"} & names
+    assert (state / INDEX_FILE).stat().st_size <= before < with_files
+    assert store.usage()[0].pages == n and store.usage()[0].used == used
+    assert store.dataset_files(DS) == n
+    for i in (0, 1234, n - 1):
+        assert bytes(store.get(key(i)) or b"") == payload(key(i), 64)
+    store.close()
 
 
 def test_a_shrink_to_the_low_watermark_is_one_query_and_one_transaction(

@@ -147,14 +147,15 @@ def test_the_status_shows_a_running_or_stopped_rebalance_within_80_columns() -> 
 
 
 @pytest.mark.integration
-def test_held_listing_pages_read_the_index_by_range(
+def test_held_listing_pages_read_the_metadata_by_range(
     make_dataset: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pass pages through the held files in path order, every file once, each page a range
-    of the page index: the dataset's files are never listed whole (nor sorted) for a page."""
+    of the metadata store's rows: the dataset's files are never listed whole (nor sorted) for
+    a page, and a page looks at no more than SCAN_FACTOR times its entries."""
     from tidepool.client import TidepoolFileSystem
-    from tidepool.store import pagestore
-    from tidepool.worker.held import held_page
+    from tidepool.worker import metadata
+    from tidepool.worker.held import SCAN_FACTOR, held_page
 
     files = {f"d{i % 3}/f{i:03d}": bytes([i]) * (i + 1) for i in range(40)}
     w = start_worker([make_dataset(files)])
@@ -163,16 +164,18 @@ def test_held_listing_pages_read_the_index_by_range(
         assert fs.cat_file(f"ds/{name}") == data
     svc = w.worker.services["ds"]
     w.call(svc.flush_writes())
-    read: list[int] = []  # rows of each range read of the page index
-    real_range = svc.store._index.files_from
+    fs.ls("ds/d1")  # a directory row and files held: the walk skips the one, lists the others
+    read: list[int] = []  # rows of each range read of the metadata store
+    store = svc.metadata.store
+    real_range = store.rows_from
 
-    def counted(*args: Any, **kw: Any) -> list[tuple[str, str]]:
+    def counted(*args: Any, **kw: Any) -> list[tuple[str, Any, float]]:
         rows = real_range(*args, **kw)
         read.append(len(rows))
         return rows
 
-    monkeypatch.setattr(pagestore, "FILES_BATCH", 8)
-    monkeypatch.setattr(svc.store._index, "files_from", counted)
+    monkeypatch.setattr(metadata, "KNOWN_BATCH", 8)
+    monkeypatch.setattr(store, "rows_from", counted)
     pages = 0
 
     async def walk() -> list[str]:
@@ -183,10 +186,11 @@ def test_held_listing_pages_read_the_index_by_range(
             pages += 1
             page = held_page(svc, "any", cursor, 7)
             assert len(page["files"]) <= 7
+            assert page["next"] is None or page["next"] > cursor
             listed += [f["path"] for f in page["files"]]
             cursor = page["next"]
         return listed
 
     assert w.call(walk()) == sorted(files)
-    # a page of 7 reads a batch or two of 8 rows, never the dataset's 40
-    assert max(read) <= 8 and sum(read) <= 2 * 8 * pages
+    # a page of 7 reads batches of 8 rows up to the 28 it may look at, never the dataset's 40
+    assert max(read) <= 8 and sum(read) <= (SCAN_FACTOR * 7 // 8 + 2) * 8 * pages

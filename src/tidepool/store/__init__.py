@@ -8,13 +8,11 @@ Both are synchronous and thread-safe; this package imports only the pure core (p
 
 from __future__ import annotations
 
-from tidepool.store.index import FileRow
 from tidepool.store.metadata import MetadataStore
 from tidepool.store.pagestore import PageStore, StoreStats
 from tidepool.store.tiers import TierUsage
 
 __all__ = [
-    "FileRow",
     "MetadataStore",
     "PageStore",
     "StoreStats",

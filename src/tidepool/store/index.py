@@ -12,12 +12,10 @@ all rows, and keeps only per-tier totals (:meth:`PageIndex.totals`) in memory. L
 through a second connection, so a read never waits behind a put's transaction (WAL: readers see
 every committed transaction).
 
-Tables (schema 5, ``pageindex.sqlite3``)::
+Tables (schema 6, ``pageindex.sqlite3``)::
 
     datasets(id, name) / tiers(id, root)      -- names, each stored once
     pages(dataset, file_key, idx, tier, size, checksum, atime, pack)   -- one row per page
-    files(file_key PRIMARY KEY, dataset, path, version)   -- what a key stands for;
-                                                          -- indexed by path for listings
     extents(dataset, file_key, tier)                      -- files kept as one extent
     pages_by_recency ON pages(tier, atime, size)          -- eviction order per tier;
                                                           -- covers the tier totals
@@ -32,8 +30,16 @@ tier's pack database (:mod:`tidepool.store.packs`), NULL for a page with a file 
 signed 64-bit integer. A file with a row in ``extents`` has its pages in that tier's extent file
 (:mod:`tidepool.core.pages`) rather than in page files of their own. ``size`` is in the recency
 index so the totals read at start-up scan the index alone (0.13 s for a million pages, 2.2 s
-through the table). At 100,000 one-page files this is ~225 bytes a file; schema 4 (names and hex
-keys in every row, packs in a table of their own, ``files`` with a rowid) took ~470.
+through the table). At 1,000,000 one-page files this is ~75 bytes a file.
+
+No table says what a file key stands for: a key is the hash of dataset, path and version
+(:func:`tidepool.core.pages.file_key`), and whoever needs the files of a dataset in path order
+walks its metadata (which names the version served now) and asks the index for each key's pages.
+Schema 5 kept ``files(file_key, dataset, path, version)`` and an index of it by path: 138 of its
+219 MiB at a million files, and two of the three b-trees a load of hashed keys writes at random.
+A schema-5 index loses them when opened (dropped, then the file is vacuumed: ~1.5 s at a
+million pages, once); a schema-5 release rolled back to recreates them empty, and lists no held
+files until its puts refill them.
 
 Schemas 1 to 4 lived in ``index.sqlite3``: :func:`open_index` rewrites such an index into this file
 once (a million pages in seconds) and deletes it. A release before schema 5, rolled back to, finds
@@ -74,7 +80,7 @@ is cut back to afterwards. Each fold rewrites every page the log touched and syn
 a load of many files dirties about one page per file (their keys are hashes, spread over the
 whole table), so at SQLite's default of 1,000 pages a load folded every few batches: 100,000
 one-page puts in batches of 64 went at 11.5k/s, at 17k/s with this."""
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FILES_PER_QUERY = 500
 """File keys asked about in one query by the lookups of many files (SQLite's limit on a
 statement's parameters is 32,766; this keeps each query's plan and result small)."""
@@ -99,12 +105,6 @@ CREATE TABLE IF NOT EXISTS pages (
     pack     INTEGER,
     PRIMARY KEY (dataset, file_key, idx)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS files (
-    file_key BLOB    NOT NULL PRIMARY KEY,
-    dataset  INTEGER NOT NULL,
-    path     TEXT    NOT NULL,
-    version  TEXT    NOT NULL
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS extents (
     dataset  INTEGER NOT NULL,
     file_key BLOB    NOT NULL,
@@ -113,7 +113,6 @@ CREATE TABLE IF NOT EXISTS extents (
 ) WITHOUT ROWID;
 """
 _INDEXES = """
-CREATE INDEX IF NOT EXISTS files_by_path ON files (dataset, path, version);
 CREATE INDEX IF NOT EXISTS pages_by_recency ON pages (tier, atime, size);
 """
 _SCHEMA = _TABLES + _INDEXES
@@ -172,15 +171,6 @@ class PageRow:
     """The page lives in its file's extent, not in a page file of its own."""
     pack: int | None = None
     """The page's row in its tier's pack database, when it is packed (no page file)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileRow:
-    """What a file key stands for (the dataset path and origin version its pages were put with)."""
-
-    dataset: str
-    path: str
-    version: str
 
 
 class _Names:
@@ -262,6 +252,7 @@ class PageIndex:
         self._conn = connect(path)
         try:
             self._conn.executescript(_SCHEMA)
+            _drop_files(self._conn, path)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._datasets = _Names(self._conn, "datasets", "name")
             self._tiers = _Names(self._conn, "tiers", "root")
@@ -418,45 +409,33 @@ class PageIndex:
             }
 
     def file_count(self, dataset: str) -> int:
-        """How many files of the dataset have a row (every file row has a page)."""
+        """How many files of the dataset have a page: one walk of its part of the primary key
+        (0.25 s at a million pages; the store counts from there on)."""
         ds = self._datasets.get(dataset)
         if ds is None:
             return 0
         with self._read_lock:
             (n,) = self._reader.execute(
-                "SELECT COUNT(*) FROM files WHERE dataset = ?", (ds,)
+                "SELECT COUNT(*) FROM (SELECT 1 FROM pages WHERE dataset = ? GROUP BY file_key)",
+                (ds,),
             ).fetchone()
         return int(n)
 
     def delete_tiers_except(self, tiers: Iterable[str]) -> int:
-        """Delete the rows of tiers not in ``tiers`` (no longer configured), with their extents
-        and the file rows left without pages; how many page rows."""
+        """Delete the rows of tiers not in ``tiers`` (no longer configured), with their extents;
+        how many page rows."""
         keep = [t for root in tiers if (t := self._tiers.get(root)) is not None]
         marks = ", ".join("?" * len(keep))
         with self._lock, self._transaction():
             n = self._conn.execute(f"DELETE FROM pages WHERE tier NOT IN ({marks})", keep).rowcount
             self._conn.execute(f"DELETE FROM extents WHERE tier NOT IN ({marks})", keep)
-        if n:
-            self.delete_orphan_files()
         return n
 
-    def file_row(self, file_key: str) -> FileRow | None:
-        """What a file key stands for, if any page of it was put."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT dataset, path, version FROM files WHERE file_key = ?", (sql_key(file_key),)
-            ).fetchone()
-        return None if row is None else FileRow(self._datasets.name(row[0]), row[1], row[2])
-
-    def add_pages(self, rows: Iterable[PageRow], files: dict[str, FileRow]) -> int:
-        """Insert (or replace) pages and insert the missing file rows, in one transaction; how
-        many file rows were new."""
+    def add_pages(self, rows: Iterable[PageRow]) -> int:
+        """Insert (or replace) pages in one transaction; how many files had no page before."""
         rows = list(rows)
         with self._lock:
             ds = {n: self._datasets.add(self._conn, n) for n in {r.key.dataset for r in rows}}
-            ds.update(
-                (f.dataset, self._datasets.add(self._conn, f.dataset)) for f in files.values()
-            )
             tiers = {root: self._tiers.add(self._conn, root) for root in {r.tier for r in rows}}
             page_params = [
                 (
@@ -471,37 +450,23 @@ class PageIndex:
                 )
                 for r in rows
             ]
-            file_params = [
-                (sql_key(fk), ds[f.dataset], f.path, f.version) for fk, f in files.items()
-            ]
+            files = {(p[0], p[1]) for p in page_params}
             with self._transaction():
+                new = sum(not self._has_pages(f) for f in files)
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", page_params
                 )
-                return self._conn.executemany(
-                    "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?)", file_params
-                ).rowcount
+            return new
 
-    def files_from(
-        self, dataset: str, start: str, limit: int, *, strict: bool, row: tuple[str, str] | None
-    ) -> list[tuple[str, str]]:
-        """At most ``limit`` ``(path, version)`` of the dataset's files in path order: after the
-        row ``row`` when given (the last of a previous batch), else from the path ``start`` on
-        (``strict``: after it). An index range, whatever the dataset's size."""
-        ds = self._datasets.get(dataset)
-        if ds is None:
-            return []
-        args: tuple[str, ...]
-        if row is not None:
-            where, args = "(path, version) > (?, ?)", row
-        else:
-            where, args = ("path > ?" if strict else "path >= ?"), (start,)
-        with self._lock:
-            return self._conn.execute(
-                f"SELECT path, version FROM files WHERE dataset = ? AND {where}"
-                " ORDER BY path, version LIMIT ?",
-                (ds, *args, limit),
-            ).fetchall()
+    def _has_pages(self, file: tuple[int, bytes | str]) -> bool:
+        """Whether a file (dataset id, stored key) has a page row (write connection, its lock
+        held): one probe of the primary key."""
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM pages WHERE dataset = ? AND file_key = ? LIMIT 1", file
+            ).fetchone()
+            is not None
+        )
 
     def set_tier(self, keys: Iterable[PageKey], tier: str) -> None:
         """Record that pages moved to another tier (one transaction); an extent moves with
@@ -559,34 +524,22 @@ class PageIndex:
                 self._conn.execute("INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", row)
 
     def delete_pages(self, keys: Iterable[PageKey]) -> int:
-        """Delete pages, and the rows of their files when no page of the file is left; how many
-        file rows went."""
+        """Delete pages (and the extents of files left without pages); how many files lost their
+        last page."""
         wheres = self._wheres(keys)
         files = {(ds, fk) for ds, fk, _ in wheres}
         with self._lock, self._transaction():
+            had = [f for f in files if self._has_pages(f)]
             self._conn.executemany(
                 "DELETE FROM pages WHERE dataset = ? AND file_key = ? AND idx = ?", wheres
             )
-            gone = self._conn.executemany(
-                "DELETE FROM files WHERE file_key = ? AND NOT EXISTS "
-                "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
-                [(fk, ds, fk) for ds, fk in files],
-            ).rowcount
+            gone = sum(not self._has_pages(f) for f in had)
             self._conn.executemany(
                 "DELETE FROM extents WHERE dataset = ? AND file_key = ? AND NOT EXISTS "
                 "(SELECT 1 FROM pages WHERE dataset = ? AND file_key = ?)",
                 [(ds, fk, ds, fk) for ds, fk in files],
             )
         return gone
-
-    def delete_orphan_files(self) -> int:
-        """Delete the file rows no page row refers to any more (after recovery dropped some
-        pages); how many."""
-        with self._lock, self._transaction():
-            return self._conn.execute(
-                "DELETE FROM files WHERE NOT EXISTS (SELECT 1 FROM pages p"
-                " WHERE p.dataset = files.dataset AND p.file_key = files.file_key)"
-            ).rowcount
 
     def set_atimes(self, items: Iterable[tuple[PageKey, int]]) -> None:
         params = [(atime, *w) for k, atime in items if (w := self._where(k)) is not None]
@@ -629,6 +582,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _drop_files(conn: sqlite3.Connection, path: Path) -> None:
+    """Drop schema 5's ``files`` table and its index, if there, and give their space back (a
+    vacuum: ~1.5 s at a million pages, once)."""
+    if "files" not in _tables(conn, "main"):
+        return
+    started = time.monotonic()
+    conn.execute("DROP INDEX IF EXISTS files_by_path")
+    conn.execute("DROP TABLE files")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the smaller file now, not at the next fold
+    log.info(
+        "page index %s: its files table dropped (schema %d) in %.1f s",
+        path,
+        SCHEMA_VERSION,
+        time.monotonic() - started,
+    )
+
+
 def _tables(conn: sqlite3.Connection, schema: str) -> set[str]:
     return {
         name
@@ -638,7 +609,8 @@ def _tables(conn: sqlite3.Connection, schema: str) -> set[str]:
 
 def upgrade(old: Path, new: Path) -> int:
     """Rewrite an index of schema 1 to 4 (``old``: names and hex keys in every row, packs in a
-    table of their own) as schema 5 at ``new``, then delete ``old``; how many pages.
+    table of their own, a table of files) as schema 6 at ``new``, then delete ``old``; how many
+    pages.
 
     Built beside ``new`` without a journal (a crash part way leaves ``old`` in place and the
     next open starts again), the tables first and their indexes after (sorted once, not
@@ -659,7 +631,7 @@ def upgrade(old: Path, new: Path) -> int:
         conn.execute(f"PRAGMA old.mmap_size={1 << 32}")  # read in place, not a pread a page
         conn.create_function("tp_key", 1, sql_key, deterministic=True)
         have = _tables(conn, "old")
-        if not {"pages", "files"} <= have:
+        if not {"pages", "files"} <= have:  # (schemas 1 to 4 all had both)
             raise sqlite3.DatabaseError(f"{old} has no pages and files tables")
         pack = (
             "(SELECT k.id FROM old.packs k WHERE"
@@ -669,20 +641,13 @@ def upgrade(old: Path, new: Path) -> int:
         )
         extent_tiers = " UNION SELECT tier FROM old.extents" if "extents" in have else ""
         conn.execute("BEGIN")
-        conn.execute(
-            "INSERT OR IGNORE INTO datasets (name)"
-            " SELECT dataset FROM old.pages UNION SELECT dataset FROM old.files"
-        )
+        conn.execute("INSERT OR IGNORE INTO datasets (name) SELECT DISTINCT dataset FROM old.pages")
         conn.execute(f"INSERT OR IGNORE INTO tiers (root) SELECT tier FROM old.pages{extent_tiers}")
         n = conn.execute(
             "INSERT INTO pages SELECT d.id, tp_key(p.file_key), p.idx, t.id, p.size,"
             f" p.checksum, p.atime, {pack} FROM old.pages p"
             " JOIN datasets d ON d.name = p.dataset JOIN tiers t ON t.root = p.tier"
         ).rowcount
-        conn.execute(
-            "INSERT OR IGNORE INTO files SELECT tp_key(f.file_key), d.id, f.path, f.version"
-            " FROM old.files f JOIN datasets d ON d.name = f.dataset ORDER BY f.file_key"
-        )
         if "extents" in have:
             conn.execute(
                 "INSERT OR IGNORE INTO extents SELECT d.id, tp_key(e.file_key), t.id"

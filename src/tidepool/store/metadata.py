@@ -344,6 +344,26 @@ class MetadataStore:
             ).fetchall()
         return [(str(path), _load_info(raw, path)) for path, raw in rows]
 
+    def rows_from(
+        self, dataset: str, start: str, limit: int, *, strict: bool = False
+    ) -> list[tuple[str, Any, float]]:
+        """At most ``limit`` ``(path, info, fetched_at)`` rows of the dataset in path order from
+        ``start`` on (``strict``: after it), of every kind (files, directories, paths known
+        missing). Writes still queued are committed first, so a path learned a moment ago is
+        among them (a wait for the writer only when something is queued)."""
+        with self._lock:
+            queued = bool(self._pending)
+        if queued:
+            self.flush()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT path, info, fetched_at FROM info WHERE dataset = ?"
+                + (" AND path > ?" if strict else " AND path >= ?")
+                + " ORDER BY path LIMIT ?",
+                (dataset, start, int(limit)),
+            ).fetchall()
+        return [(str(path), _load_info(raw, path), float(at)) for path, raw, at in rows]
+
     def drop_older(self, dataset: str, prefix: str, before: float) -> int:
         """Forget the info and listings strictly below ``prefix`` fetched before ``before`` (what
         a complete new listing did not mention is gone at the origin); returns how many."""

@@ -102,7 +102,7 @@ from tidepool.core.pages import (
     page_count,
 )
 from tidepool.spec.config import TierConfig
-from tidepool.store.index import FileRow, PageIndex, PageRow, open_index
+from tidepool.store.index import PageIndex, PageRow, open_index
 from tidepool.store.packs import PackFile
 from tidepool.store.recovery import extent_backed, page_backed, unvouched
 from tidepool.store.tierdir import DirLock, TierClaim, claim_state_dir, claim_tier, make_dirs
@@ -131,8 +131,6 @@ log = logging.getLogger(__name__)
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 SQLITE_FULL = 13
 """SQLite's "database or disk is full" result code."""
-FILES_BATCH = 512
-"""Rows of the files index read at a time by :meth:`PageStore.files_from`."""
 FLUSH_INTERVAL = 2.0
 """Seconds between flushes of touched recency counters."""
 FLUSH_TOUCHES = 1000
@@ -188,8 +186,6 @@ class _Written:
     key: PageKey
     size: int
     digest: int
-    path: str
-    version: str
     pack: int | None = None
     """Its row in the tier's pack database, when packed (no page file)."""
 
@@ -507,25 +503,6 @@ class PageStore:
         keys = list(keys)
         return self._index.held(keys) | {k for k in keys if k in self._pinned}
 
-    def file_info(self, file_key: str) -> FileRow | None:
-        """``(dataset, path, version)`` recorded for a file key when its first page was put
-        (read from the index: none is kept in memory)."""
-        return self._index.file_row(file_key)
-
-    def files_from(
-        self, dataset: str, start: str, *, strict: bool = False
-    ) -> Iterator[tuple[str, str]]:
-        """``(path, version)`` of the dataset's files with a cached page, in path order, from the
-        path ``start`` on (``strict``: after it), read from the index :data:`FILES_BATCH` rows at
-        a time: a window into a listing of any size, never sorted or held whole in memory."""
-        row: tuple[str, str] | None = None
-        while True:
-            rows = self._index.files_from(dataset, start, FILES_BATCH, strict=strict, row=row)
-            yield from rows
-            if len(rows) < FILES_BATCH:
-                return
-            row = rows[-1]
-
     def usage(self) -> list[TierUsage]:
         with self._lock:
             return [t.usage() for t in self._tiers]
@@ -566,7 +543,8 @@ class PageStore:
         """Cache a page; False when it could not be cached (too big, disk full, I/O error).
 
         A page already cached (or being cached by another thread) is a no-op returning True.
-        ``path``/``version`` are recorded for the page's file key, for introspection.
+        ``path``/``version``: the file the page is of (not stored since the index's schema 6:
+        ``key.file_key`` is their hash, :func:`tidepool.core.pages.file_key`).
         ``file_size`` (the file's size, when known): a put that completes a large file makes it
         an extent (:meth:`make_extent`).
         """
@@ -641,7 +619,7 @@ class PageStore:
         written: list[_Written] = []
         to_pack: dict[int, list[_Written]] = {}
         results = [False] * len(pages)
-        for i, (key, view, path, version) in enumerate(pages):
+        for i, (key, view, _path, _version) in enumerate(pages):
             size = HEADER_SIZE + view.nbytes
             pack = packed(key.index, view.nbytes, self.page_size, self.pack_max)
             header = b"" if pack else encode_header(view)
@@ -650,12 +628,10 @@ class PageStore:
                 if tier.quota < size or not self._reserve(tier, size):
                     continue
                 if pack:  # written below, with the tier's other packed pages
-                    to_pack.setdefault(tier.index, []).append(
-                        _Written(i, tier, key, size, digest, path, version)
-                    )
+                    to_pack.setdefault(tier.index, []).append(_Written(i, tier, key, size, digest))
                     break
                 if self._write(tier, key, (header, view), size):
-                    written.append(_Written(i, tier, key, size, digest, path, version))
+                    written.append(_Written(i, tier, key, size, digest))
                     break
         for tier_index, batch in to_pack.items():
             written += self._write_packed(self._tiers[tier_index], batch, pages)
@@ -1011,7 +987,7 @@ class PageStore:
             return False
         if not self._reserve(lower, entry.size):
             return False
-        moved = _Written(0, lower, key, entry.size, entry.checksum, "", "")
+        moved = _Written(0, lower, key, entry.size, entry.checksum)
         written = self._write_packed(lower, [moved], [(key, data, "", "")])
         if not written:
             return False  # its space is released
@@ -1193,7 +1169,7 @@ class PageStore:
             try:
                 ids = packs.add([(w.key, pages[w.slot][1]) for w in batch])
                 return [
-                    _Written(w.slot, tier, w.key, w.size, w.digest, w.path, w.version, pack)
+                    _Written(w.slot, tier, w.key, w.size, w.digest, pack)
                     for w, pack in zip(batch, ids, strict=True)
                 ]
             except (sqlite3.Error, OSError) as exc:
@@ -1266,14 +1242,13 @@ class PageStore:
         on failure remove their files and release their space."""
         with self._lock:
             atimes = [self._tick() for _ in written]
-        files = {w.key.file_key: FileRow(w.key.dataset, w.path, w.version) for w in written}
         rows = [
             PageRow(w.key, w.tier.root_str, w.size, w.digest, atime, pack=w.pack)
             for w, atime in zip(written, atimes, strict=True)
         ]
         for attempt in range(2):
             try:
-                new_files = self._index.add_pages(rows, files)
+                new_files = self._index.add_pages(rows)
                 break
             except sqlite3.Error as exc:
                 # The index may share its disk with the pages: when that disk is full, evict a

@@ -52,6 +52,7 @@ decisions of a read in :mod:`tidepool.worker.dataset`, so what is left is one ro
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -396,7 +397,7 @@ class WorkerApp:
         page files without asking for each."""
         svc = self._svc(request)
         q = requests.query(request, requests.CachedQuery)
-        return _json(cached_window(svc, q.start_at, q.limit))
+        return _json(await asyncio.to_thread(cached_window, svc, q.start_at, q.limit))
 
     async def held(self, request: web.Request) -> web.Response:
         """One page of the files this worker holds that a member owns now (its rebalance)."""
@@ -415,7 +416,7 @@ class WorkerApp:
                 else ("nothing: this worker is in no pool")
             )
             raise bad_value("query parameter member", q.member, valid)
-        return _json(held_page(svc, q.member, q.start_after, q.limit))
+        return _json(await asyncio.to_thread(held_page, svc, q.member, q.start_after, q.limit))
 
     # ---- data ------------------------------------------------------------------------------
 

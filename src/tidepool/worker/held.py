@@ -12,9 +12,13 @@ this host.
   and reads the ones held here from the page files itself instead of asking for each over HTTP
   (:mod:`tidepool.client.local`); a path in the window that is not listed is not held here.
 
-Both read the page index's files a range at a time, in path order
-(:meth:`~tidepool.store.pagestore.PageStore.files_from`): an answer costs what it looks at,
-whatever the number of cached files, and nothing is sorted or held whole in memory.
+Both walk the dataset's metadata in path order
+(:meth:`~tidepool.worker.metadata.MetadataService.known_from`: the version each file is served
+at now) and ask the page index for the pages of each file's key
+(the index keeps no table of files since its schema 6, :mod:`tidepool.store.index`). An answer
+looks at no more than :data:`SCAN_FACTOR` times the entries it may return, whatever the number of
+files, and nothing is sorted or held whole in memory; one that stops there says how far it
+looked (``next``, ``through``).
 """
 
 from __future__ import annotations
@@ -35,22 +39,25 @@ class HeldFile(TypedDict):
 
 
 SCAN_FACTOR = 4
-"""A ``cached`` window looks at most this many cached files per entry it may return (files not
-held whole, or whose metadata is stale, are skipped), so one answer's cost stays bounded."""
+"""An answer looks at most this many known paths per entry it may return (directories, files not
+held, or whose metadata is stale, are skipped), so one answer's cost stays bounded."""
 
 
 def held_page(svc: DatasetService, member: str, start_after: str, limit: int) -> dict[str, Any]:
     """The files ``svc`` holds whole (every page ``member`` owns, current version), sorted by
     path after ``start_after``, at most ``limit``; ``next`` is the cursor of the next page (None
-    when this is the last)."""
+    when this is the last): the last path looked at, so a page may be short, even empty, and
+    still have a next."""
     files: list[HeldFile] = []
-    for path, version in svc.store.files_from(svc.name, start_after, strict=bool(start_after)):
-        if len(files) >= limit:
-            return {"files": files, "next": files[-1]["path"]}
-        known = svc.metadata.known(path)
-        info = known[0] if known is not None else None
-        if info is None or info["version"] != version:
-            continue  # not the version this worker serves now
+    budget = SCAN_FACTOR * max(1, limit)
+    last = start_after
+    for path, info, _fresh in svc.metadata.known_from(start_after, strict=bool(start_after)):
+        if len(files) >= limit or budget == 0:
+            return {"files": files, "next": last}
+        budget, last = budget - 1, path
+        if info is None:
+            continue  # a directory, or known missing
+        version = info["version"]
         wanted = svc.owned_pages(info, member)
         held = svc.store.pages_of(svc.name, file_key(svc.name, path, version))
         if wanted and all(i in held for i in wanted):
@@ -65,19 +72,16 @@ def cached_window(svc: DatasetService, start_at: str, limit: int) -> dict[str, A
     its metadata names while that metadata is fresh, as file infos (``name`` relative to the
     dataset), at most ``limit``; ``through`` is the last path the answer covers (every path in
     ``[start_at, through]`` that is not listed is not held whole here; None: to the end).
-    At most ``SCAN_FACTOR * limit`` cached files are looked at."""
+    At most ``SCAN_FACTOR * limit`` known paths are looked at."""
     files: list[dict[str, Any]] = []
-    budget, last = SCAN_FACTOR * limit, start_at
-    for path, version in svc.store.files_from(svc.name, start_at):
+    budget, last = SCAN_FACTOR * max(1, limit), start_at
+    for path, info, fresh in svc.metadata.known_from(start_at):
         if len(files) >= limit or budget == 0:
             return {"files": files, "through": last}
         budget, last = budget - 1, path
-        known = svc.metadata.known(path)
-        if known is None or known[0] is None or not known[1]:
-            continue  # unknown, missing or stale: a read asks the worker (and the origin)
-        info = known[0]
-        if info["type"] != "file" or info["version"] != version or info["size"] <= 0:
-            continue
+        if info is None or not fresh or info["size"] <= 0:
+            continue  # not a file, missing or stale: a read asks the worker (and the origin)
+        version = info["version"]
         held = svc.store.pages_of(svc.name, file_key(svc.name, path, version))
         if len(held) == page_count(info["size"], svc.page_size):
             files.append(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,6 +52,8 @@ FIND_PAGE = 1000
 """Entries per page where the caller does not say."""
 POOL_PAGE = 5000
 """Entries per page asked of the pool member that owns a find."""
+KNOWN_BATCH = 512
+"""Rows of the metadata store read at a time by :meth:`MetadataService.known_from`."""
 
 
 class MetadataService:
@@ -115,6 +117,22 @@ class MetadataService:
             return None
         info = None if cached[0].get("missing") else cached[0]
         return info, self.fresh(cached[1])  # type: ignore[return-value]
+
+    def known_from(
+        self, start: str, *, strict: bool = False
+    ) -> Iterator[tuple[str, FileInfo | None, bool]]:
+        """Every path the store knows, in path order from ``start`` on (``strict``: after it):
+        ``(path, info, fresh)``, ``info`` None for what is not a file (a directory, a path known
+        missing). Read :data:`KNOWN_BATCH` rows at a time, never whole."""
+        after, strict_now = start, strict
+        while True:
+            rows = self.store.rows_from(self.dataset, after, KNOWN_BATCH, strict=strict_now)
+            for path, info, fetched_at in rows:
+                is_file = info.get("type") == "file" and not info.get("missing")
+                yield path, (info if is_file else None), self.fresh(fetched_at)
+            if len(rows) < KNOWN_BATCH:
+                return
+            after, strict_now = rows[-1][0], True
 
     def learn(self, rel: str, info: FileInfo) -> None:
         """Record metadata that came with a read's answer."""
