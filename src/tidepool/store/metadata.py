@@ -265,9 +265,12 @@ class MetadataStore:
     ) -> None:
         """Record a directory listing, and the info of each entry that has a ``"name"``
         (``infos=False``: the caller recorded them already, e.g. a find's pages; the listing is
-        then not kept in the LRU either)."""
+        then not kept in the LRU either, and until it is committed readers see ``entries``
+        themselves: the store's from now on, as :meth:`put_infos` takes its dicts)."""
         raw = jsoncodec.dumps([_short(e, None) for e in entries])
-        parsed: list[dict[str, Any]] = _load_entries(raw)
+        # what readers see is what was stored (parsed back), but for a find's listings: a
+        # million entries decoded again only to be dropped at the commit
+        parsed: list[dict[str, Any]] = _load_entries(raw) if infos else entries
         when = float(fetched_at)
         named = [(e["name"], e) for e in parsed if infos and isinstance(e.get("name"), str)]
 
