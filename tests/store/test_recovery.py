@@ -60,7 +60,7 @@ def test_reopened_store_drops_rows_without_their_file_and_never_adopts(
 ) -> None:
     store = make_store()
     for n in range(1, 5):
-        assert store.put(key(n), payload(key(n), 100), path=f"p{n}", version="v")
+        assert store.put(key(n), payload(key(n), 100))
     paths = {n: store.locate(key(n)) for n in range(1, 5)}
     store.close()
     assert paths[1] is not None and paths[2] is not None and paths[3] is not None
@@ -91,7 +91,7 @@ def test_reopened_store_drops_rows_without_their_file_and_never_adopts(
 def test_the_copy_a_row_does_not_name_is_deleted(make_store: StoreFactory, tmp_path: Path) -> None:
     """An interrupted demotion leaves the page in two tiers; the row names one of them."""
     store = make_store()
-    assert store.put(key(1), payload(key(1), 100), path="p", version="v")
+    assert store.put(key(1), payload(key(1), 100))
     where = store.locate(key(1))
     store.close()
     assert where is not None
@@ -110,7 +110,7 @@ def test_a_restarted_store_serves_before_its_check_and_keeps_what_it_writes_mean
     the store answers at once, and the check removes neither the new pages (written after it
     opened) nor anything it is still writing."""
     store = make_store()
-    assert store.put(key(1), payload(key(1), 100), path="p1", version="v")
+    assert store.put(key(1), payload(key(1), 100))
     store.close()
     hold = threading.Event()
     real_walk = pagestore_mod.walk_tier
@@ -125,7 +125,7 @@ def test_a_restarted_store_serves_before_its_check_and_keeps_what_it_writes_mean
     got = store.get(key(1))
     assert got is not None and bytes(got) == payload(key(1), 100)
     for n in range(2, 6):
-        assert store.put(key(n), payload(key(n), 200), path=f"p{n}", version="v")
+        assert store.put(key(n), payload(key(n), 200))
     hold.set()
     assert store.wait_verified(30)
     for n in range(1, 6):
@@ -139,7 +139,7 @@ def test_rows_of_a_tier_no_longer_configured_are_dropped_at_once(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
     store = make_store()
-    assert store.put(key(1), payload(key(1), 100), path="p", version="v")
+    assert store.put(key(1), payload(key(1), 100))
     store.close()
     only_ssd = [TierConfig("SSD", str(tmp_path / "ssd"), quota=1 << 20, high=1.0, low=1.0)]
     store = make_store(only_ssd, verified=False)
@@ -152,7 +152,7 @@ def test_close_stops_a_check_in_progress(
 ) -> None:
     store = make_store()
     for n in range(1, 4):
-        assert store.put(key(n), payload(key(n), 100), path=f"p{n}", version="v")
+        assert store.put(key(n), payload(key(n), 100))
     store.close()
     started = threading.Event()
     real_walk = pagestore_mod.walk_tier

@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
     n = int(start)
     while True:
         k = key(n // 4, n % 4)
-        if store.put(k, payload(k, (16 << 10) - n % 100), path=f"/f{n // 4}", version="v"):
+        if store.put(k, payload(k, (16 << 10) - n % 100)):
             print(n, flush=True)
         store.get(key(max(0, n - 3) // 4, max(0, n - 3) % 4))
         n += 1

@@ -47,7 +47,7 @@ def put_file(store: PageStore, n: int, size: int = SIZE, *, skip: int | None = N
     for i in range(-(-size // PAGE)):
         if i != skip:
             page = data[i * PAGE : (i + 1) * PAGE]
-            assert store.put(key(n, i), page, path=f"/f{n}", version="v1", file_size=size)
+            assert store.put(key(n, i), page, file_size=size)
     return data
 
 
@@ -72,7 +72,7 @@ def test_the_put_that_completes_a_large_file_makes_it_one_extent(
     store = make_store(one_tier, extent_min_bytes=2 * PAGE)
     data = put_file(store, 1, skip=3)
     assert not extent_file(one_tier[0].path, 1).exists()  # not whole yet: pages
-    assert store.put(key(1, 3), data[3 * PAGE : 4 * PAGE], path="/f1", version="v1", file_size=SIZE)
+    assert store.put(key(1, 3), data[3 * PAGE : 4 * PAGE], file_size=SIZE)
 
     ext = extent_file(one_tier[0].path, 1)
     assert page_files(one_tier[0].path) == [ext]  # the page files are gone
@@ -225,7 +225,7 @@ def test_eviction_takes_an_extent_whole_and_keeps_the_quota(
     assert extent_file(tier[0].path, 1).exists() and not extent_file(tier[0].path, 2).exists()
     assert store.get(key(2, 0)) is not None  # file 1 is now the least recently used
     for i in range(4):  # 4 more pages: 16 > 14, file 1 goes, whole
-        assert store.put(key(3, i), payload(key(3, i), PAGE), path="/f3", version="v1")
+        assert store.put(key(3, i), payload(key(3, i), PAGE))
         (usage,) = store.usage()
         assert usage.used <= usage.capacity
         assert disk_bytes(tier[0].path) <= usage.capacity + 4096
@@ -248,7 +248,7 @@ def test_demotion_moves_an_extent_whole_and_a_restart_finds_it_below(
     put_file(store, 2)  # MEM is full now (and has no room to make file 2 an extent)
     assert extent_file(tiers[0].path, 1).exists()
     for i in range(2):  # the second does not fit: file 1 goes down, whole
-        assert store.put(key(3, i), payload(key(3, i), PAGE), path="/f3", version="v1")
+        assert store.put(key(3, i), payload(key(3, i), PAGE))
     assert not extent_file(tiers[0].path, 1).exists()
     assert extent_file(tiers[1].path, 1).exists()
     assert store.stats().demotions == 6 and store.stats().evictions == 0
@@ -322,7 +322,7 @@ def test_a_page_read_while_its_file_turns_into_an_extent_is_served(
         if not switched:
             switched.append(True)
             last = data[5 * PAGE :]
-            assert store.put(key(1, 5), last, path="/f1", version="v1", file_size=SIZE)
+            assert store.put(key(1, 5), last, file_size=SIZE)
             assert extent_file(one_tier[0].path, 1).exists()
         return real(path, size, digest)
 
@@ -357,7 +357,7 @@ store._index.set_extent = crash
 size = 5 * 4096 + 1000
 for i in range(6):
     k = key(1, i)
-    store.put(k, payload(k, min(4096, size - i * 4096)), path="/f1", version="v", file_size=size)
+    store.put(k, payload(k, min(4096, size - i * 4096)), file_size=size)
 os._exit(0)  # not reached: the last put makes the extent
 """
 
@@ -412,7 +412,7 @@ size = 3 * (16 << 10) + 1000
 while True:
     k = key(n // 4, n % 4)
     length = min(16 << 10, size - (n % 4) * (16 << 10))
-    if store.put(k, payload(k, length), path=f"/f{n // 4}", version="v", file_size=size):
+    if store.put(k, payload(k, length), file_size=size):
         print(n, flush=True)
     store.get(key(max(0, n - 9) // 4, max(0, n - 9) % 4))
     n += 1

@@ -48,7 +48,7 @@ def edit(db: Path, sql: str, *args: object) -> None:
 
 def put_all(store: PageStore, keys: list[PageKey], size: int) -> None:
     for k in keys:
-        assert store.put(k, payload(k, size), path="/f", version="v")
+        assert store.put(k, payload(k, size))
 
 
 def assert_serves(store: PageStore, keys: list[PageKey], size: int) -> None:
@@ -63,11 +63,11 @@ def test_small_files_are_rows_not_page_files(
     store = make_store(pack_max=PACK_MAX)
     small = {key(n): payload(key(n), 100 + n) for n in range(20)}
     for k, data in small.items():
-        assert store.put(k, data, path=f"/f{k.file_key}", version="v")
+        assert store.put(k, data)
     big = key(99)  # a full page: a page file
-    assert store.put(big, payload(big, 4096), path="/big", version="v")
+    assert store.put(big, payload(big, 4096))
     tail = key(98, 1)  # not page 0: a file of more than one page
-    assert store.put(tail, payload(tail, 100), path="/two", version="v")
+    assert store.put(tail, payload(tail, 100))
     mem = tiers[0].path
     assert [p.name for p in page_files(mem)] == sorted([f"{big.file_key}.0", f"{tail.file_key}.1"])
     assert len(packed_rows(mem)) == 20
@@ -77,12 +77,12 @@ def test_small_files_are_rows_not_page_files(
         got = store.get(k)
         assert got is not None and bytes(got) == data
     # put_many: one batch, one transaction in the pack database and in the index
-    batch = [(key(200 + n), payload(key(200 + n), 50), f"/b{n}", "v") for n in range(10)]
+    batch = [(key(200 + n), payload(key(200 + n), 50)) for n in range(10)]
     assert store.put_many(batch) == [True] * 10
     store.close()
 
     store = make_store(pack_max=PACK_MAX)  # restart: served from the rows, nothing re-put
-    for k, data in [*small.items(), *((k, d) for k, d, _, _ in batch)]:
+    for k, data in [*small.items(), *batch]:
         got = store.get(k)
         assert got is not None and bytes(got) == data
     assert store.stats().corrupt == 0
@@ -103,7 +103,7 @@ def test_eviction_and_demotion_reuse_the_space(tmp_path: Path, make_store: Store
     for n in range(6000):
         k = key(n)
         put[k] = payload(k, 700 + n % 900)
-        assert store.put(k, put[k], path=f"/f{n}", version="v")
+        assert store.put(k, put[k])
         if n % 500 == 0:
             for t, u in zip(tiers, store.usage(), strict=True):
                 assert u.used == tier_bytes(t.path) <= u.capacity
@@ -183,11 +183,11 @@ def test_rows_written_after_the_store_opened_are_not_judged_by_the_restart_check
     make_store: StoreFactory, tiers: list[TierConfig]
 ) -> None:
     store = make_store(pack_max=PACK_MAX)
-    assert store.put(key(1), payload(key(1), 10), path="/f", version="v")
+    assert store.put(key(1), payload(key(1), 10))
     store.close()
     store = make_store(pack_max=PACK_MAX, verified=False, verify_after=0.5)
     k = key(2)
-    assert store.put(k, payload(k, 10), path="/f", version="v")
+    assert store.put(k, payload(k, 10))
     assert store.wait_verified(30)
     assert store.contains(k) and store.contains(key(1))
     assert len(packed_rows(tiers[0].path)) == 2
@@ -197,7 +197,7 @@ def test_a_tier_without_small_files_has_no_pack_database(
     make_store: StoreFactory, tiers: list[TierConfig]
 ) -> None:
     store = make_store(pack_max=PACK_MAX)
-    assert store.put(key(1), payload(key(1), 4096), path="/f", version="v")
+    assert store.put(key(1), payload(key(1), 4096))
     store.close()
     assert not os.path.exists(packs_db(tiers[0]))
     assert not os.path.exists(packs_db(tiers[1]))
@@ -211,7 +211,7 @@ def test_same_host_reader_follows_a_page_demoted_to_another_tier(
     from both is a miss; a page the index has with other bytes than recorded is a miss."""
     store = make_store(pack_max=PACK_MAX)
     first = key(1)
-    assert store.put(first, payload(first, 3000), path="/f", version="v")
+    assert store.put(first, payload(first, 3000))
     reader = PackReader(store.index_path(), store.tier_roots(), os.getuid())
     assert reader.usable()
     assert reader.read(first, 3000) == payload(first, 3000)
@@ -221,7 +221,7 @@ def test_same_host_reader_follows_a_page_demoted_to_another_tier(
         str(store_root(tiers[0].path))
     ):  # fill MEM until the first page is demoted
         k = key(n)
-        assert store.put(k, payload(k, 3000), path="/f", version="v")
+        assert store.put(k, payload(k, 3000))
         n += 1
     where = store.locate(first)
     assert where is not None and str(where).startswith(str(store_root(tiers[1].path)))
@@ -240,7 +240,7 @@ def test_same_host_reader_refuses_an_index_others_can_write(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
     store = make_store(pack_max=PACK_MAX)
-    assert store.put(key(1), payload(key(1), 10), path="/f", version="v")
+    assert store.put(key(1), payload(key(1), 10))
     index = Path(store.index_path())
     assert PackReader(str(index), store.tier_roots(), os.getuid()).usable()
     assert not PackReader(str(index), store.tier_roots(), os.getuid() + 1).usable()  # not its owner
@@ -261,7 +261,7 @@ def _mixed_store(
     data = {key(n): payload(key(n), 100 + n) for n in range(30)}
     data |= {key(100 + n): payload(key(100 + n), 4096) for n in range(5)}
     for k, d in data.items():
-        assert store.put(k, d, path=f"/f{k.file_key}", version="v")
+        assert store.put(k, d)
     return store, data
 
 

@@ -22,7 +22,7 @@ FULL = PAGE + HEADER_SIZE
 
 def put(store: PageStore, k: PageKey, size: int = PAGE) -> bytes:
     data = payload(k, size)
-    assert store.put(k, data, path=f"/f/{k.file_key}", version="v1")
+    assert store.put(k, data)
     return data
 
 
@@ -52,11 +52,11 @@ def test_put_get_round_trip(make_store: StoreFactory, tiers: list[TierConfig]) -
 
 def test_empty_page_and_bytearray_and_memoryview_inputs(make_store: StoreFactory) -> None:
     store = make_store()
-    assert store.put(key(1), b"", path="p", version="v")
+    assert store.put(key(1), b"")
     empty = store.get(key(1))
     assert empty is not None and bytes(empty) == b""
-    assert store.put(key(2), bytearray(b"abc"), path="p", version="v")
-    assert store.put(key(3), memoryview(b"xyzw")[1:], path="p", version="v")
+    assert store.put(key(2), bytearray(b"abc"))
+    assert store.put(key(3), memoryview(b"xyzw")[1:])
     assert bytes(store.get(key(2)) or b"") == b"abc"
     assert bytes(store.get(key(3)) or b"") == b"yzw"
 
@@ -64,7 +64,7 @@ def test_empty_page_and_bytearray_and_memoryview_inputs(make_store: StoreFactory
 def test_put_existing_key_is_a_noop(make_store: StoreFactory) -> None:
     store = make_store()
     data = put(store, key(1))
-    assert store.put(key(1), b"other", path="p", version="v")
+    assert store.put(key(1), b"other")
     assert bytes(store.get(key(1)) or b"") == data
     assert store.usage()[0].pages == 1
 
@@ -74,7 +74,7 @@ def test_page_larger_than_every_quota_is_refused(tmp_path: Path) -> None:
     with PageStore(
         tiers, tmp_path / "s", dataset="ds", page_size=PAGE, flush_interval=None
     ) as store:
-        assert not store.put(key(1), b"x" * 200, path="p", version="v")
+        assert not store.put(key(1), b"x" * 200)
         assert store.stats().put_failures == 1
         assert not store.contains(key(1))
         assert store.usage()[0].used == 0
@@ -82,7 +82,7 @@ def test_page_larger_than_every_quota_is_refused(tmp_path: Path) -> None:
 
 def test_page_larger_than_page_size_is_an_error(make_store: StoreFactory) -> None:
     with pytest.raises(ValueError, match="page size"):
-        make_store().put(key(1), b"x" * (PAGE + 1), path="p", version="v")
+        make_store().put(key(1), b"x" * (PAGE + 1))
 
 
 def test_big_page_skips_a_small_top_tier(tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_drop_file_and_dataset(make_store: StoreFactory) -> None:
 def test_a_store_holds_one_dataset(make_store: StoreFactory) -> None:
     store = make_store()
     with pytest.raises(ValueError, match="belongs to dataset 'other'; this store caches 'ds'"):
-        store.put(key(3, dataset="other"), b"x", path="p", version="v")
+        store.put(key(3, dataset="other"), b"x")
     assert not store.contains(key(3, dataset="other"))
 
 
@@ -374,7 +374,7 @@ def test_corrupt_index_is_moved_aside_and_rebuilt(
     assert all(store.get(key(n)) is None for n in data)
     assert [u.pages for u in store.usage()] == [0, 0]
     assert all(page_files(u.path) == [] for u in store.usage())
-    assert store.put(key(0), data[0], path="p", version="v")
+    assert store.put(key(0), data[0])
     assert bytes(store.get(key(0)) or b"") == data[0]
 
 
@@ -421,7 +421,7 @@ def test_disk_full_always_gives_up_quietly(
     monkeypatch.setattr(pagestore, "write_page_file", full)
     with caplog.at_level(logging.WARNING, logger="tidepool.store.pagestore"):
         for n in range(2, 6):
-            assert not store.put(key(n), payload(key(n), PAGE), path="p", version="v")
+            assert not store.put(key(n), payload(key(n), PAGE))
     assert store.stats().put_failures == 4
     assert not any(store.contains(key(n)) for n in range(2, 6))
     for u in store.usage():
@@ -481,7 +481,7 @@ def test_real_small_tmpfs_fills_up(tmp_path: Path, caplog: pytest.LogCaptureFixt
             for n in range(120):
                 k = key(n)
                 data[k] = payload(k, PAGE)
-                store.put(k, data[k], path="p", version="v")
+                store.put(k, data[k])
             assert store.usage()[0].pages > 0
             for k, d in data.items():
                 got = store.get(k)
@@ -507,7 +507,7 @@ def test_concurrent_puts_and_gets(make_store: StoreFactory, tiers: list[TierConf
         try:
             for n in range(60):
                 k = key(base * 1000 + n % 25)
-                store.put(k, payload(k, PAGE - n), path="p", version="v")
+                store.put(k, payload(k, PAGE - n))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -546,7 +546,7 @@ def test_closed_store_refuses(make_store: StoreFactory) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         store.get(key(1))
     with pytest.raises(RuntimeError, match="closed"):
-        store.put(key(1), b"", path="p", version="v")
+        store.put(key(1), b"")
 
 
 def test_invalid_tiers_are_refused(tmp_path: Path) -> None:
@@ -597,7 +597,7 @@ def _full_tier_failing_deletes(
     tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
     store = make_store(tiers)
     for i in range(3):
-        assert store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+        assert store.put(key(i), payload(key(i), PAGE))
     real = store._index.delete_pages
     calls: list[list[PageKey]] = []
 
@@ -619,9 +619,9 @@ def test_a_failed_index_delete_leaves_the_pages_counted_once(
     once, when next found: the tier's count always equals what it holds, never below it."""
     store, root, calls = _full_tier_failing_deletes(make_store, tmp_path, monkeypatch, 1)
     # the eviction it tried could not be recorded: refused (served from the origin)
-    assert not store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
+    assert not store.put(key(3), payload(key(3), PAGE))
     assert calls == [[key(0)]]
-    assert store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # key(0)'s row goes
+    assert store.put(key(3), payload(key(3), PAGE))  # key(0)'s row goes
     assert calls[1] == [key(0)]
     assert store.get(key(0)) is None  # its row without data, dropped now if not already
     for i in (1, 2, 3):
@@ -640,11 +640,11 @@ def test_an_index_that_cannot_delete_stops_eviction_instead_of_looping(
     victims again for ever; the count never drops below what the tier holds, and once the
     index can write again the next put evicts and the count is exact."""
     store, root, calls = _full_tier_failing_deletes(make_store, tmp_path, monkeypatch, 10**6)
-    assert not store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
+    assert not store.put(key(3), payload(key(3), PAGE))
     assert len(calls) == 1
     assert store.usage()[0].used >= disk_bytes(root)
     monkeypatch.undo()  # the index writes again
-    assert store.put(key(4), payload(key(4), PAGE), path="f4", version="v")
+    assert store.put(key(4), payload(key(4), PAGE))
     for i in (0, 1, 2, 3):
         store.get(key(i))  # a row whose data went is dropped when found
     usage = store.usage()[0]

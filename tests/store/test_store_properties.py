@@ -96,7 +96,7 @@ def test_quota_holds_and_reads_are_exact(
                 if op == "put":
                     data = payload(k, size)
                     present = store.contains(k)
-                    ok = store.put(k, data, path="p", version="v")
+                    ok = store.put(k, data)
                     if not present and ok:
                         model[k] = data
                     assert ok or size + HEADER_SIZE > max(t.quota for t in tiers)

@@ -37,7 +37,7 @@ EXHAUST = textwrap.dedent(
     store = PageStore([tier], root / "state", dataset="ds", page_size=4096, flush_interval=None)
     k = PageKey("ds", "ab" * 16, 0)
     data = bytes(range(256)) * 16
-    assert store.put(k, data, path="f", version="v")
+    assert store.put(k, data)
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     held = []
     try:
@@ -100,7 +100,7 @@ def test_errors_that_prove_no_page_file(code: int) -> None:
 def test_flipped_bytes_drop_the_page(make_store: StoreFactory) -> None:
     store = make_store()
     k = key(1)
-    assert store.put(k, payload(k, PAGE), path="p", version="v")
+    assert store.put(k, payload(k, PAGE))
     path = store.locate(k)
     assert path is not None
     raw = bytearray(path.read_bytes())
@@ -119,7 +119,7 @@ def test_a_planted_page_with_a_valid_own_checksum_is_not_served(
     store = make_store()
     k = key(1)
     real = payload(k, 1000)
-    assert store.put(k, real, path="p", version="v")
+    assert store.put(k, real)
     path = store.locate(k)
     assert path is not None
     evil = b"EVIL-bytes!" * 90 + b"0123456789"
@@ -127,7 +127,7 @@ def test_a_planted_page_with_a_valid_own_checksum_is_not_served(
     path.write_bytes(encode_header(evil) + evil)
     assert store.get(k) is None
     assert store.stats().corrupt == 1 and not store.contains(k)
-    assert store.put(k, real, path="p", version="v")  # the next fetch caches the real page
+    assert store.put(k, real)  # the next fetch caches the real page
     assert bytes(store.get(k) or b"") == real
 
 
@@ -137,7 +137,7 @@ def test_a_link_planted_at_a_page_path_is_not_followed(
     store = make_store()
     k = key(1)
     real = payload(k, 1000)
-    assert store.put(k, real, path="p", version="v")
+    assert store.put(k, real)
     path = store.locate(k)
     assert path is not None
     target = tmp_path / "elsewhere"

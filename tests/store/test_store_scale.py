@@ -81,14 +81,14 @@ def test_eviction_follows_recency_persisted_in_the_index(
     tiers = [TierConfig("SSD", str(tmp_path / "one"), quota=3 * full, high=1.0, low=1.0)]
     store = make_store(tiers)
     for i in range(3):
-        store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+        store.put(key(i), payload(key(i), PAGE))
     assert store.get(key(0)) is not None  # 0 is now the most recent, 1 the oldest
-    store.put(key(3), payload(key(3), PAGE), path="f3", version="v")
+    store.put(key(3), payload(key(3), PAGE))
     assert [store.contains(key(i)) for i in range(4)] == [True, False, True, True]
     store.close()
     store = make_store(tiers)
     assert store.get(key(2)) is not None  # order now 0, 3, 2
-    store.put(key(4), payload(key(4), PAGE), path="f4", version="v")
+    store.put(key(4), payload(key(4), PAGE))
     assert [store.contains(key(i)) for i in range(5)] == [False, False, True, True, True]
     for i in (2, 3, 4):
         assert bytes(store.get(key(i)) or b"") == payload(key(i), PAGE)
@@ -102,7 +102,7 @@ def test_dropping_a_large_dataset_goes_a_window_at_a_time(
     tiers = [TierConfig("SSD", str(tmp_path / "drop"), quota=10**9, high=1.0, low=1.0)]
     store = make_store(tiers)
     n = 2_500
-    store.put_many([(key(i), payload(key(i), 64), f"f{i}", "v") for i in range(n)])
+    store.put_many([(key(i), payload(key(i), 64)) for i in range(n)])
     assert store.dataset_files(DS) == n
     root = Path(store.tier_roots()[0])
     store.drop_dataset(DS)
@@ -126,7 +126,7 @@ def test_an_index_of_an_older_schema_is_upgraded_with_its_pages_and_recency(
     for schema in (2, 3, 4):
         store = make_store(tiers)
         for i in range(3):
-            store.put(key(i), payload(key(i), PAGE), path=f"f{i}", version="v")
+            store.put(key(i), payload(key(i), PAGE))
         store.close()
         old = write_old_index(state, schema)
         assert not (state / INDEX_FILE).exists()
@@ -140,7 +140,7 @@ def test_an_index_of_an_older_schema_is_upgraded_with_its_pages_and_recency(
         assert not {"packs", "files", "files_by_path"} & names
         assert store.usage()[0].pages == 3 and store.usage()[0].used == 3 * full
         assert store.dataset_files(DS) == 3
-        store.put(key(3), payload(key(3), PAGE), path="f3", version="v")  # evicts the oldest
+        store.put(key(3), payload(key(3), PAGE))  # evicts the oldest
         assert [store.contains(key(i)) for i in range(4)] == [False, True, True, True]
         assert bytes(store.get(key(2)) or b"") == payload(key(2), PAGE)
         store.drop_dataset(DS)
@@ -157,7 +157,7 @@ def test_a_schema_5_index_loses_its_files_table_and_their_space(
     state = tmp_path / "state"
     store = make_store(tiers)
     n = 3_000
-    store.put_many([(key(i), payload(key(i), 64), f"f{i}", "v") for i in range(n)])
+    store.put_many([(key(i), payload(key(i), 64)) for i in range(n)])
     used = store.usage()[0].used
     store.close()
     before = (state / INDEX_FILE).stat().st_size
@@ -196,9 +196,9 @@ def test_a_shrink_to_the_low_watermark_is_one_query_and_one_transaction(
 
     store._index.delete_pages = counted  # type: ignore[method-assign]
     for i in range(190):
-        store.put(key(i), payload(key(i), 100), path=f"f{i}", version="v")
+        store.put(key(i), payload(key(i), 100))
     assert deletes == []
-    store.put(key(190), payload(key(190), 100), path="f190", version="v")  # 191 > 190 (95 %)
+    store.put(key(190), payload(key(190), 100))  # 191 > 190 (95 %)
     assert deletes == [91]  # down to 100 pages (50 %), in one transaction
     assert not any(store.contains(key(i)) for i in range(91))
     assert all(store.contains(key(i)) for i in range(91, 191))

@@ -49,7 +49,7 @@ def test_a_new_tier_is_created_private_and_marked(tmp_path: Path) -> None:
     t = tmp_path / "deep" / "tier"
     with open_store([tier(t)], tmp_path / "state") as store:
         k = key(1)
-        assert store.put(k, payload(k, 100), path="p", version="v")
+        assert store.put(k, payload(k, 100))
         assert store.tier_roots() == [str(t / "ds")]
         assert (t / TIER_MARKER).is_file() and (t / "ds" / DATASET_MARKER).is_file()
         page = store.locate(k)
@@ -156,7 +156,7 @@ def test_datasets_sharing_a_tier_never_evict_each_other_across_restarts(tmp_path
             for n in range(4):
                 k = key(n, dataset=ds)
                 data[ds][n] = payload(k, PAGE)
-                assert store.put(k, data[ds][n], path=f"f{n}", version="v")
+                assert store.put(k, data[ds][n])
         for ds, store in stores.items():
             assert store.stats().evictions == 0
             assert all(bytes(store.get(key(n, dataset=ds)) or b"") == data[ds][n] for n in range(4))

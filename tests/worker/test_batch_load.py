@@ -197,10 +197,7 @@ async def test_read_whole_checks_the_version_on_the_open_file(tmp_path: Path) ->
 
 def test_put_many_is_one_transaction_and_survives_a_restart(tmp_path: Path) -> None:
     tiers = (TierConfig("SSD", str(tmp_path / "tier"), 40 * (HEADER_SIZE + 1000)),)
-    pages = [
-        (PageKey("ds", file_key("ds", f"f{i}", "v"), 0), bytes([i]) * 1000, f"f{i}", "v")
-        for i in range(30)
-    ]
+    pages = [(PageKey("ds", file_key("ds", f"f{i}", "v"), 0), bytes([i]) * 1000) for i in range(30)]
     with PageStore(tiers, tmp_path / "state", dataset="ds", page_size=4096) as store:
         commits = _Commits(store)
         assert store.put_many(pages[:20]) == [True] * 20
@@ -210,9 +207,9 @@ def test_put_many_is_one_transaction_and_survives_a_restart(tmp_path: Path) -> N
         assert commits.calls == 2
         assert commits.rows == 22
         with pytest.raises(ValueError, match="larger than the page size 4096"):
-            store.put_many([(pages[29][0], b"x" * 4097, "f29", "v")])
+            store.put_many([(pages[29][0], b"x" * 4097)])
     with PageStore(tiers, tmp_path / "state", dataset="ds", page_size=4096) as store:
-        for key, data, _, _ in [*pages[:20], pages[25], pages[26]]:
+        for key, data in [*pages[:20], pages[25], pages[26]]:
             got = store.get(key)
             assert got is not None and bytes(got) == data
         assert store.dataset_files("ds") == 22
@@ -223,10 +220,7 @@ def test_put_many_keeps_the_quota(tmp_path: Path) -> None:
     holds more than its quota."""
     size = HEADER_SIZE + 1000
     tiers = (TierConfig("SSD", str(tmp_path / "tier"), 10 * size, high=1.0, low=1.0),)
-    pages = [
-        (PageKey("ds", file_key("ds", f"f{i}", "v"), 0), bytes([i]) * 1000, f"f{i}", "v")
-        for i in range(25)
-    ]
+    pages = [(PageKey("ds", file_key("ds", f"f{i}", "v"), 0), bytes([i]) * 1000) for i in range(25)]
     with PageStore(tiers, tmp_path / "state", dataset="ds", page_size=4096) as store:
         assert store.put_many(pages[:8]) == [True] * 8
         results = store.put_many(pages[8:])
@@ -236,12 +230,12 @@ def test_put_many_keeps_the_quota(tmp_path: Path) -> None:
             f for f in (tmp_path / "tier").rglob("*") if f.is_file() and f.parent.name != "tmp"
         ]
         assert sum(f.stat().st_size for f in on_disk if "pages" in f.parts) <= usage.capacity
-        held = [key for key, _, _, _ in pages if store.contains(key)]
+        held = [key for key, _ in pages if store.contains(key)]
         assert len(held) <= 10
         # the batch's own pages are not evicted before they are indexed: the oldest ones went
         assert results.count(True) >= 2
         assert not store.contains(pages[0][0])
-        for key, data, _, _ in pages:
+        for key, data in pages:
             got = store.get(key)
             assert got is None or bytes(got) == data
 
@@ -255,7 +249,7 @@ def test_a_stale_file_at_a_page_path_is_replaced_not_served(tmp_path: Path) -> N
         path = Path(store._tiers[0].page_path(key))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"stale bytes of nobody's page")
-        assert store.put_many([(key, b"fresh" * 10, "f", "v")]) == [True]
+        assert store.put_many([(key, b"fresh" * 10)]) == [True]
         got = store.get(key)
         assert got is not None and bytes(got) == b"fresh" * 10
         assert store.stats().put_failures == 0

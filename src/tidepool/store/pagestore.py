@@ -536,19 +536,15 @@ class PageStore:
         key: PageKey,
         data: Buffer,
         *,
-        path: str,
-        version: str,
         file_size: int | None = None,
     ) -> bool:
         """Cache a page; False when it could not be cached (too big, disk full, I/O error).
 
         A page already cached (or being cached by another thread) is a no-op returning True.
-        ``path``/``version``: the file the page is of (not stored since the index's schema 6:
-        ``key.file_key`` is their hash, :func:`tidepool.core.pages.file_key`).
         ``file_size`` (the file's size, when known): a put that completes a large file makes it
         an extent (:meth:`make_extent`).
         """
-        stored = self._put_claimed([(key, data, path, version)])[0]
+        stored = self._put_claimed([(key, data)])[0]
         if stored is None:
             return True  # cached already, or being cached by another thread
         if not stored:
@@ -560,8 +556,8 @@ class PageStore:
                 self.make_extent(key.dataset, key.file_key, file_size)
         return True
 
-    def put_many(self, pages: Sequence[tuple[PageKey, Buffer, str, str]]) -> list[bool]:
-        """Cache several pages, ``(key, data, path, version)`` each, as :meth:`put` would one by
+    def put_many(self, pages: Sequence[tuple[PageKey, Buffer]]) -> list[bool]:
+        """Cache several pages, ``(key, data)`` each, as :meth:`put` would one by
         one, with one index transaction for all of them: a load of many small files pays one
         commit per batch instead of one per file. A page already cached (or being cached, or
         given twice) counts as cached. No extent is made (for files of one page, which is what
@@ -571,15 +567,15 @@ class PageStore:
             self._enforce_watermarks()
         return [r is not False for r in results]
 
-    def _put_claimed(self, pages: Sequence[tuple[PageKey, Buffer, str, str]]) -> list[bool | None]:
+    def _put_claimed(self, pages: Sequence[tuple[PageKey, Buffer]]) -> list[bool | None]:
         """Claim each page in ``_pending`` unless it is cached or claimed already (None), and
         write and index the claimed ones together (whether each was cached)."""
-        views = [self._page_view(key, data) for key, data, _, _ in pages]
+        views = [self._page_view(key, data) for key, data in pages]
         todo: list[int] = []
         with self._lock:
             if self._closed:
                 raise RuntimeError("page store is closed")
-            keys = [key for key, _, _, _ in pages]
+            keys = [key for key, _ in pages]
             held = self._index.held(keys)
             for i, key in enumerate(keys):
                 if key not in self._pending and key not in self._pinned and key not in held:
@@ -587,9 +583,7 @@ class PageStore:
                     todo.append(i)
         results: list[bool | None] = [None] * len(pages)
         try:
-            stored = self._put_pages(
-                [(pages[i][0], views[i], pages[i][2], pages[i][3]) for i in todo]
-            )
+            stored = self._put_pages([(pages[i][0], views[i]) for i in todo])
             for i, ok in zip(todo, stored, strict=True):
                 results[i] = ok
         finally:
@@ -613,13 +607,13 @@ class PageStore:
             )
         return view
 
-    def _put_pages(self, pages: Sequence[tuple[PageKey, memoryview, str, str]]) -> list[bool]:
+    def _put_pages(self, pages: Sequence[tuple[PageKey, memoryview]]) -> list[bool]:
         """Write pages claimed in ``_pending`` to the first tier with room each, then commit
         them to the index together; which were cached."""
         written: list[_Written] = []
         to_pack: dict[int, list[_Written]] = {}
         results = [False] * len(pages)
-        for i, (key, view, _path, _version) in enumerate(pages):
+        for i, (key, view) in enumerate(pages):
             size = HEADER_SIZE + view.nbytes
             pack = packed(key.index, view.nbytes, self.page_size, self.pack_max)
             header = b"" if pack else encode_header(view)
@@ -988,7 +982,7 @@ class PageStore:
         if not self._reserve(lower, entry.size):
             return False
         moved = _Written(0, lower, key, entry.size, entry.checksum)
-        written = self._write_packed(lower, [moved], [(key, data, "", "")])
+        written = self._write_packed(lower, [moved], [(key, data)])
         if not written:
             return False  # its space is released
         new = written[0].pack
@@ -1159,7 +1153,7 @@ class PageStore:
         self,
         tier: Tier,
         batch: list[_Written],
-        pages: Sequence[tuple[PageKey, memoryview, str, str]],
+        pages: Sequence[tuple[PageKey, memoryview]],
     ) -> list[_Written]:
         """Append pages whose space is reserved in ``tier`` to its pack database in one
         transaction (their data: ``pages[w.slot]``); those written, with their row ids. On

@@ -254,9 +254,7 @@ class PageReader:
 
     def _write(self, key: PageKey, data: bytes, info: FileInfo) -> None:
         try:
-            self.store.put(
-                key, data, path=info["name"], version=info["version"], file_size=info["size"]
-            )
+            self.store.put(key, data, file_size=info["size"])
         except Exception:
             log.exception("could not cache page %s of %s/%s", key.index, self.dataset, info["name"])
         finally:
@@ -476,10 +474,10 @@ class PageReader:
         )
         if got is None:
             return results
-        pages: list[tuple[PageKey, Chunk, str, str]] = []
-        for (i, key, info, _), data in zip(todo, got, strict=True):
+        pages: list[tuple[PageKey, Chunk]] = []
+        for (i, key, _, _), data in zip(todo, got, strict=True):
             if data is not None:
-                pages.append((key, data, info["name"], info["version"]))
+                pages.append((key, data))
                 results[i] = len(data)
         if pages:
             self.counters.origin_requests.inc(len(pages))

@@ -272,7 +272,7 @@ def layout_case(work: Path, size: int, repeats: int) -> dict[str, Any]:
             fkey = file_key("ab", name, "v1")
             for i in range(-(-size // MiB)):
                 page = blob[i * MiB : (i + 1) * MiB]
-                store.put(PageKey("ab", fkey, i), page, path=name, version="v1", file_size=whole)
+                store.put(PageKey("ab", fkey, i), page, file_size=whole)
             where = store.locate(PageKey("ab", fkey, 0))
             if where is None or (where.suffix == ".x") != (whole is not None):
                 raise RuntimeError(f"layout case: {name} is not stored as intended ({where})")
