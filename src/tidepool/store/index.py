@@ -30,7 +30,7 @@ tier's pack database (:mod:`tidepool.store.packs`), NULL for a page with a file 
 signed 64-bit integer. A file with a row in ``extents`` has its pages in that tier's extent file
 (:mod:`tidepool.core.pages`) rather than in page files of their own. ``size`` is in the recency
 index so the totals read at start-up scan the index alone (0.13 s for a million pages, 2.2 s
-through the table). At 1,000,000 one-page files this is ~75 bytes a file.
+through the table). At 1,000,000 one-page files this is ~85 bytes a file.
 
 No table says what a file key stands for: a key is the hash of dataset, path and version
 (:func:`tidepool.core.pages.file_key`), and whoever needs the files of a dataset in path order
