@@ -178,6 +178,34 @@ def test_a_schema_5_index_loses_its_files_table_and_their_space(
     store.close()
 
 
+def test_an_upgrade_killed_before_its_vacuum_vacuums_at_the_next_open(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """The files table dropped and the worker killed before the vacuum (the version still 5):
+    the next open vacuums, so the dropped tables' pages do not stay in the file for ever."""
+    tiers = [TierConfig("SSD", str(tmp_path / "five"), quota=10**9, high=1.0, low=1.0)]
+    state = tmp_path / "state"
+    store = make_store(tiers)
+    store.put_many([(key(i), payload(key(i), 64)) for i in range(3_000)])
+    store.close()
+    before = (state / INDEX_FILE).stat().st_size
+    write_schema5_files(state)
+    db = sqlite3.connect(state / INDEX_FILE, isolation_level=None)
+    db.execute("DROP INDEX files_by_path")
+    db.execute("DROP TABLE files")
+    assert db.execute("PRAGMA freelist_count").fetchone()[0] > 0
+    db.close()
+    assert (state / INDEX_FILE).stat().st_size > before
+    store = make_store(tiers)
+    db = sqlite3.connect(state / INDEX_FILE)
+    assert db.execute("PRAGMA user_version").fetchone() == (6,)
+    assert db.execute("PRAGMA freelist_count").fetchone() == (0,)
+    db.close()
+    assert (state / INDEX_FILE).stat().st_size <= before
+    assert store.dataset_files(DS) == 3_000
+    store.close()
+
+
 def test_a_shrink_to_the_low_watermark_is_one_query_and_one_transaction(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
