@@ -1094,15 +1094,15 @@ class PageStore:
         if not entries:
             return True
         gone = 0
-        indexed = False
+        deleted = False  # the index rows went
         try:
             gone = self._index.delete_pages([e.key for e in entries])
+            deleted = True
         except sqlite3.Error as exc:
             # the rows stay, and so does their count: the data still goes (on a full disk its
             # space may be what the index needs), and the read or eviction that next finds a
             # row without data drops it then, uncounting it once (uncounted here as well, a
             # tier's count went below what it held: negative in tests/faults/test_disk.py)
-            indexed = True
             log.warning("could not delete %d page rows: %s", len(entries), exc)
         rows: dict[int, list[int]] = {}
         for e in entries:
@@ -1116,11 +1116,11 @@ class PageStore:
         with self._lock:
             self._files -= gone
             for e in entries:
-                if indexed:
-                    self._unpin(e)
-                else:
+                if deleted:
                     self._forget(e)
-        return not indexed
+                else:
+                    self._unpin(e)
+        return deleted
 
     def _write(self, tier: Tier, key: PageKey, chunks: Sequence[Buffer], size: int) -> bool:
         """Write a page file in place into a tier whose space is reserved (see
